@@ -1,0 +1,59 @@
+// llmft: instruction-finetune GPT-2 models. Parses the command line, runs one subcommand,
+// and turns exceptions into one line on stderr (usage errors exit 2, others 1).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+
+#include "command.h"
+#include "llmft/core/error.h"
+
+namespace llmft::app {
+std::vector<Command>& commands() {
+  static std::vector<Command> list;
+  return list;
+}
+}  // namespace llmft::app
+
+int main(int argc, char** argv) {
+  using namespace llmft;
+  CLI::App cli{"llmft: finetune GPT-2 models to follow instructions, then generate, judge and serve."};
+  cli.set_version_flag("--version", std::string("llmft ") + LLMFT_VERSION);
+  cli.require_subcommand(1);
+  cli.get_formatter()->column_width(36);
+  auto& cmds = app::commands();
+  std::sort(cmds.begin(), cmds.end(),
+            [](const app::Command& a, const app::Command& b) { return a.name < b.name; });
+  std::vector<std::pair<CLI::App*, app::Runner>> runners;
+  for (auto& c : cmds) {
+    CLI::App* sub = cli.add_subcommand(c.name, c.help);
+    runners.emplace_back(sub, c.setup(*sub));
+  }
+  try {
+    try {
+      cli.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      const int rc = cli.exit(e);  // prints help or the parse error
+      return rc == 0 ? 0 : 2;      // every usage error exits 2, whatever CLI11's own code
+    }
+    for (auto& [sub, run] : runners) {
+      if (sub->parsed()) return run();
+    }
+    return 2;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "llmft: error: %s\n", e.what());
+    if (!e.hint().empty()) std::fprintf(stderr, "hint: %s\n", e.hint().c_str());
+    return 2;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "llmft: error: %s\n", e.what());
+    if (!e.hint().empty()) std::fprintf(stderr, "hint: %s\n", e.hint().c_str());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "llmft: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "llmft: internal error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,1 @@
+// Placeholder so that a module with no sources yet still builds.

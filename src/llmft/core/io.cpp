@@ -1,0 +1,81 @@
+#include "llmft/core/io.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+
+#include "llmft/core/error.h"
+
+namespace llmft {
+
+namespace fs = std::filesystem;
+
+std::string read_file(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw Error(fmt::format("{}: is a folder, expected a file", path.string()));
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)),
+                "check the path");
+  }
+  std::string bytes;
+  in.seekg(0, std::ios::end);
+  const auto size = in.tellg();
+  if (size < 0) throw Error(fmt::format("{}: cannot read", path.string()));
+  bytes.resize(static_cast<size_t>(size));
+  in.seekg(0, std::ios::beg);
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!in) throw Error(fmt::format("{}: read failed", path.string()));
+  return bytes;
+}
+
+void write_file_atomic(const fs::path& path, const std::function<void(std::ostream&)>& writer) {
+  const fs::path parent = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  if (ec) throw Error(fmt::format("{}: cannot create folder: {}", parent.string(), ec.message()));
+  std::random_device rd;
+  const fs::path tmp = parent / fmt::format(".{}.tmp{:08x}", path.filename().string(), rd());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) {
+      throw Error(fmt::format("{}: cannot write: {}", tmp.string(), std::strerror(errno)));
+    }
+    try {
+      writer(out);
+    } catch (...) {
+      out.close();
+      fs::remove(tmp, ec);
+      throw;
+    }
+    out.flush();
+    if (!out) {
+      out.close();
+      fs::remove(tmp, ec);
+      throw Error(fmt::format("{}: write failed (disk full?)", path.string()));
+    }
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw Error(fmt::format("{}: cannot rename temporary file into place", path.string()));
+  }
+}
+
+void write_file_atomic(const fs::path& path, std::string_view bytes) {
+  write_file_atomic(path, [&](std::ostream& out) {
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  });
+}
+
+fs::path data_dir() {
+  if (const char* env = std::getenv("LLMFT_DATA_DIR"); env && *env) return fs::path(env);
+  return fs::path(LLMFT_SOURCE_DATA_DIR);
+}
+
+}  // namespace llmft

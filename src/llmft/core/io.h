@@ -1,0 +1,27 @@
+// File helpers: whole-file reads with clear errors, and atomic writes (temporary file + rename),
+// so an interrupted run never leaves a half-written output behind.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <ostream>
+#include <string>
+#include <string_view>
+
+namespace llmft {
+
+// Reads a whole file as bytes. Throws Error naming the path when it cannot.
+std::string read_file(const std::filesystem::path& path);
+
+// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed, then renamed
+// over `path`. Creates the parent folder. Throws Error naming the path on failure.
+void write_file_atomic(const std::filesystem::path& path, std::string_view bytes);
+
+// Same, for content produced by a writer callback (large files: no second copy in memory).
+void write_file_atomic(const std::filesystem::path& path,
+                       const std::function<void(std::ostream&)>& writer);
+
+// Folder with the bundled data (dataset, GPT-2 vocabulary). $LLMFT_DATA_DIR overrides it.
+std::filesystem::path data_dir();
+
+}  // namespace llmft
