@@ -1,0 +1,65 @@
+// Everything `llmft finetune` can be told, with the reference recipe's values as defaults
+// (SPEC §6), and the checks that reject bad values (never clamped).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace llmft {
+
+struct FinetuneOptions {
+  // What to train.
+  std::string model = "gpt2-medium";  // name, HF folder, or "random:<preset>" (see docs/finetune.md)
+  std::filesystem::path data;         // empty = the bundled data/instruction-data.json
+  std::string prompt_template = "alpaca";  // alpaca | phi3
+  bool mask_prompt = false;
+  int64_t max_length = 1024;  // truncation of inputs and targets (allowed_max_length)
+  bool tied = false;          // reference: untied (a copy of wte as lm_head)
+  double dropout = 0.0;
+  bool allow_download = true;  // fetch the named model when it is not in the hub cache
+  // Fall back to a random small GPT-2 when the named model can be neither found nor downloaded.
+  bool offline_fallback = true;
+
+  // How to train.
+  int64_t batch_size = 8;   // examples per optimizer step
+  int64_t grad_accum = 1;   // micro-batches per optimizer step (batch_size must divide by it)
+  int64_t epochs = 2;
+  int64_t max_steps = 0;    // > 0: stop after this many optimizer steps (overrides epochs)
+  double lr = 5e-5;
+  double weight_decay = 0.1;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  int64_t warmup_steps = 0;
+  std::string schedule = "constant";  // constant | linear | cosine
+  double grad_clip = 0;               // max global grad norm; 0 = off
+  int64_t eval_freq = 5;              // evaluate every N optimizer steps (step 0 included)
+  int64_t eval_batches = 5;           // batches of each loader per evaluation
+  uint64_t seed = 123;
+  int threads = 0;                    // 0 = all cores
+
+  // Outputs.
+  std::filesystem::path output;       // empty = runs/<timestamp>
+  int64_t checkpoint_every = 0;       // also checkpoint every N steps (0 = only at epoch ends)
+  int64_t max_new_tokens = 256;       // for the test-set answers
+  bool test_answers = true;
+  int64_t sample_tokens = 50;         // greedy tokens printed after each epoch
+
+  // Test hooks (hidden on the command line): behave as if Ctrl-C came after this step (>= 0), or
+  // die by SIGKILL after it (nothing flushed beyond what a real kill -9 would leave).
+  int64_t interrupt_after_step = -1;
+  int64_t kill_after_step = -1;
+
+  // Throws UsageError naming the option, its value and what is allowed.
+  void validate() const;
+  // The data file actually used.
+  std::filesystem::path data_path() const;
+};
+
+nlohmann::json to_json(const FinetuneOptions& o);
+// Reads what to_json wrote (a run's config.json); unknown keys are ignored, missing ones keep
+// their defaults. Throws Error naming the field on a wrong type.
+FinetuneOptions options_from_json(const nlohmann::json& j);
+
+}  // namespace llmft
