@@ -1,0 +1,145 @@
+// `llmft finetune`: the reference instruction-finetuning recipe end to end (SPEC §3, §6, §7).
+// Parses options, installs the Ctrl-C handler, runs the trainer, prints where everything went.
+#include <csignal>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+
+#include "command.h"
+#include "llmft/core/error.h"
+#include "llmft/core/io.h"
+#include "llmft/train/options.h"
+#include "llmft/train/trainer.h"
+
+namespace llmft::app {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_sigint(int) {
+  g_stop.store(true);
+  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C stops at once
+}
+
+Runner setup(CLI::App& app) {
+  auto o = std::make_shared<FinetuneOptions>();
+  auto resume = std::make_shared<std::string>();
+  auto output = std::make_shared<std::string>();
+  auto data = std::make_shared<std::string>();
+  auto no_test_answers = std::make_shared<bool>(false);
+  auto offline = std::make_shared<bool>(false);
+  auto no_fallback = std::make_shared<bool>(false);
+  auto untied = std::make_shared<bool>(false);
+
+  // Options that define the run; with --resume they come from the run's config.json instead.
+  std::vector<CLI::Option*> run_opts;
+  auto add = [&](CLI::Option* opt) {
+    run_opts.push_back(opt->capture_default_str());
+    return opt;
+  };
+  add(app.add_option("--model", o->model,
+                     "Model: gpt2, gpt2-medium, gpt2-large, gpt2-xl (hub cache, downloaded when "
+                     "missing), a Hugging Face folder, or random:<tiny|small|gpt2|gpt2-medium...> "
+                     "for a randomly initialised model"));
+  add(app.add_option("--data", *data,
+                     "Alpaca-format dataset (.json array or .jsonl); default: the bundled "
+                     "instruction-data.json (1,100 entries)"));
+  add(app.add_option("--template", o->prompt_template, "Prompt template")
+          ->check(CLI::IsMember({"alpaca", "phi3"})));
+  add(app.add_flag("--mask-prompt", o->mask_prompt,
+                   "Learn only the response: prompt targets are ignored in the loss"));
+  add(app.add_option("--max-length", o->max_length,
+                     "Truncate each padded batch's inputs and targets to this many tokens"));
+  add(app.add_option("--batch-size", o->batch_size, "Examples per optimizer step"));
+  add(app.add_option("--grad-accum", o->grad_accum,
+                     "Split each batch into this many micro-batches (same result, less memory; "
+                     "the loss is normalised by the unmasked tokens of the whole batch)"));
+  add(app.add_option("--epochs", o->epochs, "Passes over the training split"));
+  add(app.add_option("--max-steps", o->max_steps,
+                     "Stop after this many optimizer steps (0 = use --epochs)"));
+  add(app.add_option("--lr", o->lr, "AdamW learning rate (peak rate with a schedule)"));
+  add(app.add_option("--weight-decay", o->weight_decay,
+                     "AdamW decoupled weight decay (every tensor, as the reference)"));
+  add(app.add_option("--warmup-steps", o->warmup_steps, "Linear warmup steps"));
+  add(app.add_option("--schedule", o->schedule, "Learning-rate schedule after warmup")
+          ->check(CLI::IsMember({"constant", "linear", "cosine"})));
+  add(app.add_option("--grad-clip", o->grad_clip,
+                     "Clip the global gradient norm to this value (0 = off)"));
+  add(app.add_option("--dropout", o->dropout, "Dropout rate (the recipe uses 0)"));
+  add(app.add_option("--eval-freq", o->eval_freq,
+                     "Evaluate every N optimizer steps (after step 0, N, 2N, ...)"));
+  add(app.add_option("--eval-batches", o->eval_batches,
+                     "Batches of the train and validation loaders per evaluation"));
+  add(app.add_option("--seed", o->seed, "Seed for initialisation, shuffling and dropout"));
+  add(app.add_flag("--tied", o->tied, "Share the output head with the token embedding"));
+  add(app.add_flag("--untied", *untied,
+                   "Separate output head, a copy of the token embedding (the reference; default)"));
+  add(app.add_flag("--offline", *offline, "Never download; use the hub cache or a folder only"));
+  add(app.add_flag("--no-fallback", *no_fallback,
+                   "Fail instead of training a random small model when the named model is not "
+                   "available"));
+  add(app.add_option("--checkpoint-every", o->checkpoint_every,
+                     "Also checkpoint every N optimizer steps (0 = at the end of each epoch and "
+                     "on Ctrl-C only)"));
+  add(app.add_option("--max-new-tokens", o->max_new_tokens,
+                     "Token limit for each test-set answer"));
+  add(app.add_flag("--no-test-answers", *no_test_answers,
+                   "Skip answering the test split (test-responses.json)"));
+  add(app.add_option("--sample-tokens", o->sample_tokens,
+                     "Greedy tokens generated from the first validation prompt after each epoch"));
+  add(app.add_option("--output,-o", *output,
+                     "Run folder for every output (default: runs/<date>-<time>)"));
+  app.add_option("--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();
+  app.add_option("--resume", *resume,
+                 "Continue the run in this folder from its last checkpoint (its config.json "
+                 "holds the options; only --threads may be given)");
+  // Test hooks: behave as if Ctrl-C came after step N / die by SIGKILL after step N.
+  app.add_option("--interrupt-after-step", o->interrupt_after_step)->group("");
+  app.add_option("--kill-after-step", o->kill_after_step)->group("");
+
+  return [=, &app]() -> int {
+    FinetuneOptions opts = *o;
+    std::filesystem::path resume_dir;
+    if (!resume->empty()) {
+      for (CLI::Option* opt : run_opts) {
+        if (opt->count() > 0) {
+          throw UsageError(
+              fmt::format("{} cannot be combined with --resume", opt->get_name()),
+              "a resumed run keeps the options in its config.json; only --threads may change");
+        }
+      }
+      resume_dir = *resume;
+      const auto cfg_file = resume_dir / "config.json";
+      auto j = nlohmann::json::parse(read_file(cfg_file), nullptr, false);
+      if (j.is_discarded() || !j.contains("options")) {
+        throw Error(fmt::format("{}: not a llmft finetune config", cfg_file.string()),
+                    "--resume takes the run folder of an earlier llmft finetune");
+      }
+      opts = options_from_json(j.at("options"));
+      opts.output = resume_dir;
+      if (app.count("--threads")) opts.threads = o->threads;
+      opts.interrupt_after_step = o->interrupt_after_step;
+      opts.kill_after_step = o->kill_after_step;
+    } else {
+      if (!data->empty()) opts.data = *data;
+      if (!output->empty()) opts.output = *output;
+      if (*untied && opts.tied) throw UsageError("--tied and --untied contradict each other");
+      opts.test_answers = !*no_test_answers;
+      opts.allow_download = !*offline;
+      opts.offline_fallback = !*no_fallback;
+    }
+    opts.validate();
+    g_stop.store(false);
+    std::signal(SIGINT, on_sigint);
+    const FinetuneResult r = run_finetune(opts, resume_dir, &g_stop);
+    std::signal(SIGINT, SIG_DFL);
+    return r.interrupted ? 130 : 0;
+  };
+}
+
+const Registration reg{"finetune",
+                       "Instruction-finetune a GPT-2 model (the reference recipe by default)",
+                       setup};
+
+}  // namespace
+}  // namespace llmft::app
