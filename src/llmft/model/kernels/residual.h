@@ -1,0 +1,16 @@
+// Residual connection out = a + b.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace llmft::kernels {
+
+// out, a, b: (N)
+void residual_forward(std::span<float> out, std::span<const float> a, std::span<const float> b,
+                      int64_t N);
+// Accumulates dout into da and db (N).
+void residual_backward(std::span<float> da, std::span<float> db, std::span<const float> dout,
+                       int64_t N);
+
+}  // namespace llmft::kernels
