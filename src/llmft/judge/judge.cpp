@@ -1,0 +1,426 @@
+// Scoring a file of answers: load and check the entries, resume from an existing output file,
+// ask the judge from worker threads, save atomically as results arrive.
+#include "llmft/judge/judge.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "llmft/core/error.h"
+#include "llmft/core/io.h"
+#include "llmft/core/progress.h"
+#include "llmft/judge/client.h"
+#include "llmft/judge/prompt.h"
+
+namespace llmft {
+
+namespace fs = std::filesystem;
+using ojson = nlohmann::ordered_json;
+using judge::quote_truncated;
+
+namespace {
+
+// Values of "judge_status" in the output file (docs/judge.md).
+constexpr const char* kPending = "pending";  // not asked yet, or the run stopped: ask on resume
+constexpr const char* kScored = "scored";    // the judge replied with an integer 0-100
+constexpr const char* kEmpty = "empty";      // empty answer: score 0 without asking
+constexpr const char* kInvalid = "invalid";  // the judge replied something else: left out
+constexpr const char* kFailed = "failed";    // no usable reply (HTTP error, garbled): ask on resume
+
+struct Entry {
+  std::string status = kPending;
+  std::optional<int> score;
+  std::optional<std::string> reply;
+  std::string error;
+};
+
+const std::string& string_field(const ojson& e, const fs::path& file, size_t i, const std::string& f,
+                                const std::string& hint = {}) {
+  static const std::string kEmptyString;
+  if (!e.contains(f)) {
+    if (f == "input") return kEmptyString;  // Alpaca files sometimes omit an empty input
+    throw Error(fmt::format("{}: entry {}: missing field \"{}\"", file.string(), i, f), hint);
+  }
+  if (!e[f].is_string()) {
+    throw Error(fmt::format("{}: entry {}: field \"{}\" is not a string (it is {})", file.string(),
+                            i, f, e[f].type_name()),
+                hint);
+  }
+  return e[f].get_ref<const std::string&>();
+}
+
+ojson load_entries(const fs::path& file, const std::string& response_field) {
+  const std::string text = read_file(file);
+  ojson j;
+  try {
+    j = ojson::parse(text);
+  } catch (const ojson::parse_error& e) {
+    throw Error(fmt::format("{}: not valid JSON: {}", file.string(), e.what()),
+                "expected a JSON array of objects with instruction, input, output and " +
+                    response_field);
+  }
+  if (!j.is_array()) {
+    throw Error(fmt::format("{}: expected a JSON array of entries, found {}", file.string(),
+                            j.type_name()));
+  }
+  const std::string hint =
+      "each entry needs string fields instruction, input, output and " + response_field +
+      " (pick the answer field with --response-field)";
+  for (size_t i = 0; i < j.size(); ++i) {
+    if (!j[i].is_object()) {
+      throw Error(fmt::format("{}: entry {} is not an object", file.string(), i), hint);
+    }
+    for (const char* f : {"instruction", "input", "output"}) string_field(j[i], file, i, f, hint);
+    string_field(j[i], file, i, response_field, hint);
+  }
+  return j;
+}
+
+// Restores what a previous run of the same input finished. Throws when the output file holds
+// other entries, so a wrong --output never overwrites unrelated work.
+void resume_from(const fs::path& out, const ojson& in, const std::string& response_field,
+                 std::vector<Entry>& entries, const fs::path& input) {
+  std::error_code ec;
+  if (!fs::exists(out, ec)) return;
+  const std::string hint = fmt::format(
+      "delete {} or choose another --output (or pass --no-resume to score again)", out.string());
+  ojson prev;
+  try {
+    prev = ojson::parse(read_file(out));
+  } catch (const ojson::parse_error& e) {
+    throw Error(fmt::format("{}: existing output is not valid JSON: {}", out.string(), e.what()),
+                hint);
+  }
+  if (!prev.is_array() || prev.size() != in.size()) {
+    throw Error(fmt::format("{}: existing output does not hold the {} entries of {}", out.string(),
+                            in.size(), input.string()),
+                hint);
+  }
+  for (size_t i = 0; i < in.size(); ++i) {
+    const ojson& p = prev[i];
+    for (const std::string f : {"instruction", "input", "output", response_field.c_str()}) {
+      if (!p.is_object() || p.value(f, ojson()) != in[i].value(f, ojson())) {
+        throw Error(fmt::format("{}: entry {} field \"{}\" differs from {}: it was scored from "
+                                "another input",
+                                out.string(), i, f, input.string()),
+                    hint);
+      }
+    }
+    const std::string status = p.value("judge_status", std::string());
+    Entry& e = entries[i];
+    if (status == kScored || status == kEmpty) {
+      if (!p.contains("score") || !p["score"].is_number_integer()) continue;
+      e.status = status;
+      e.score = p["score"].get<int>();
+    } else if (status == kInvalid) {
+      e.status = status;
+    } else {
+      continue;  // pending, failed, or unknown: ask again
+    }
+    if (p.contains("judge_reply") && p["judge_reply"].is_string()) {
+      e.reply = p["judge_reply"].get<std::string>();
+    }
+  }
+}
+
+void save(const fs::path& out, const ojson& in, const std::vector<Entry>& entries) {
+  ojson arr = ojson::array();
+  for (size_t i = 0; i < in.size(); ++i) {
+    ojson e = in[i];
+    const Entry& s = entries[i];
+    e["score"] = s.score ? ojson(*s.score) : ojson(nullptr);
+    e["judge_reply"] = s.reply ? ojson(*s.reply) : ojson(nullptr);
+    e["judge_status"] = s.status;
+    if (s.status == kFailed) e["judge_error"] = s.error;
+    arr.push_back(std::move(e));
+  }
+  write_file_atomic(out, arr.dump(4, ' ', false, ojson::error_handler_t::replace) + "\n");
+}
+
+void check_options(const JudgeOptions& o) {
+  if (o.concurrency < 1) {
+    throw UsageError(fmt::format("--concurrency {} is out of range: expected 1 or more", o.concurrency));
+  }
+  if (o.connect_timeout_s < 1 || o.read_timeout_s < 1) {
+    throw UsageError(fmt::format("timeouts must be at least 1 s (connect {}, read {})",
+                                 o.connect_timeout_s, o.read_timeout_s));
+  }
+  if (o.max_retries < 0) {
+    throw UsageError(fmt::format("--max-retries {} is out of range: expected 0 or more", o.max_retries));
+  }
+  if (!(o.retry_base_s >= 0) || !(o.retry_max_s >= 0)) {
+    throw UsageError("retry backoff times must be 0 or more seconds");
+  }
+  if (o.model.empty()) throw UsageError("--model is empty", "e.g. --model llama3");
+  if (o.response_field.empty()) throw UsageError("--response-field is empty");
+}
+
+}  // namespace
+
+fs::path default_scored_path(const fs::path& input) {
+  return input.parent_path() / (input.stem().string() + "-scored.json");
+}
+
+ScoreStats score_stats(std::span<const int> scores) {
+  ScoreStats s;
+  s.count = static_cast<int64_t>(scores.size());
+  if (scores.empty()) return s;
+  std::vector<int> v(scores.begin(), scores.end());
+  std::sort(v.begin(), v.end());
+  double sum = 0;
+  for (int x : v) {
+    sum += x;
+    s.histogram[std::min(x / 10, 9)] += 1;  // 100 joins the 90-100 bucket
+  }
+  s.mean = sum / static_cast<double>(v.size());
+  const size_t n = v.size();
+  s.median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+  s.min = v.front();
+  s.max = v.back();
+  return s;
+}
+
+void check_judge(const JudgeOptions& opts) {
+  judge::JudgeClient(opts).check(opts.connect_timeout_s, opts.read_timeout_s);
+}
+
+bool judge_available(const JudgeOptions& opts) {
+  try {
+    judge::JudgeClient(opts).check(/*connect_timeout_s=*/1, /*read_timeout_s=*/3);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+JudgeSummary judge_file(const JudgeOptions& opts) {
+  check_options(opts);
+  JudgeSummary sum;
+  sum.input = opts.input;
+  sum.output = opts.output.empty() ? default_scored_path(opts.input) : opts.output;
+  const ojson in = load_entries(opts.input, opts.response_field);
+  const size_t n = in.size();
+  sum.total = static_cast<int64_t>(n);
+  std::vector<Entry> entries(n);
+  if (opts.resume) resume_from(sum.output, in, opts.response_field, entries, opts.input);
+
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < n; ++i) {
+    if (entries[i].status != kPending) {
+      ++sum.resumed;
+      continue;
+    }
+    if (judge::trim(in[i][opts.response_field].get_ref<const std::string&>()).empty()) {
+      entries[i] = Entry{kEmpty, 0, std::nullopt, {}};
+    } else {
+      todo.push_back(i);
+    }
+  }
+
+  std::mutex mu;  // guards entries, the progress bar, saving and reporting
+  std::unique_ptr<ProgressBar> bar;
+  auto report = [&](const std::string& line) {  // caller holds mu
+    if (bar) bar->clear();
+    if (opts.on_report) {
+      opts.on_report(line);
+    } else {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+  };
+
+  std::optional<judge::JudgeClient> client;
+  if (!todo.empty()) {
+    client.emplace(opts);
+    client->check(opts.connect_timeout_s, opts.read_timeout_s);
+  }
+  save(sum.output, in, entries);  // marks every entry, so a kill from here on can resume
+  if (opts.progress && !todo.empty()) {
+    bar = std::make_unique<ProgressBar>("judging", static_cast<int64_t>(todo.size()), "entry");
+  }
+
+  // Saving rewrites the whole file: after every entry, unless saves take over ~5% of the time.
+  using clock = std::chrono::steady_clock;
+  auto last_save = clock::now();
+  double last_save_s = 0;
+  auto maybe_save = [&](bool force) {  // caller holds mu
+    const auto now = clock::now();
+    if (!force && std::chrono::duration<double>(now - last_save).count() < 20 * last_save_s) return;
+    save(sum.output, in, entries);
+    last_save = clock::now();
+    last_save_s = std::chrono::duration<double>(last_save - now).count();
+  };
+
+  std::atomic<size_t> next{0};
+  std::atomic<int64_t> requests{0};
+  std::atomic<bool> stop{false};
+  std::optional<std::string> lost;  // why the run stopped
+  std::exception_ptr internal;
+  int64_t done = 0;
+  auto worker = [&] {
+    for (;;) {
+      const size_t k = next++;
+      if (k >= todo.size() || stop) return;
+      const size_t i = todo[k];
+      const ojson& e = in[i];
+      const std::string prompt = judge::judge_prompt(
+          e["instruction"].get_ref<const std::string&>(), e.value("input", std::string()),
+          e["output"].get_ref<const std::string&>(),
+          e[opts.response_field].get_ref<const std::string&>());
+      Entry r;
+      try {
+        const std::string reply = client->ask(
+            prompt,
+            [&](const std::string& line) {
+              std::lock_guard lk(mu);
+              report(fmt::format("entry {}: {}", i, line));
+            },
+            requests, &stop);
+        r.reply = reply;
+        r.score = judge::parse_score(reply);
+        r.status = r.score ? kScored : kInvalid;
+      } catch (const judge::ServerLostError& ex) {
+        std::lock_guard lk(mu);
+        if (!lost) lost = fmt::format("entry {}: {}", i, ex.what());
+        stop = true;
+        return;
+      } catch (const judge::EntryError& ex) {
+        r.status = kFailed;
+        r.error = client->redact(ex.what());
+      } catch (...) {
+        std::lock_guard lk(mu);
+        if (!internal) internal = std::current_exception();
+        stop = true;
+        return;
+      }
+      std::lock_guard lk(mu);
+      if (r.status == kInvalid) {
+        report(fmt::format("entry {}: judge reply is not an integer 0-100, left out: {}", i,
+                           quote_truncated(*r.reply)));
+      } else if (r.status == kFailed) {
+        report(fmt::format("entry {}: failed, left out: {}", i, r.error));
+      }
+      entries[i] = std::move(r);
+      ++done;
+      if (bar) bar->update(done);
+      try {
+        maybe_save(false);
+      } catch (...) {
+        if (!internal) internal = std::current_exception();
+        stop = true;
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  const size_t nthreads = std::min<size_t>(static_cast<size_t>(opts.concurrency), todo.size());
+  for (size_t t = 0; t < nthreads; ++t) threads.emplace_back(worker);
+  for (auto& t : threads) t.join();
+  if (bar) bar->finish();
+  save(sum.output, in, entries);
+  if (internal) std::rethrow_exception(internal);
+  sum.requests = requests;
+
+  std::vector<int> scores;
+  int64_t scored_now = 0;
+  for (const Entry& e : entries) {
+    sum.scores.push_back(e.score);
+    if (e.score) scores.push_back(*e.score);
+    if (e.status == kEmpty) ++sum.empty;
+    if (e.status == kInvalid) ++sum.invalid;
+    if (e.status == kFailed) ++sum.failed;
+    if (e.status == kScored || e.status == kEmpty) ++scored_now;
+  }
+  sum.stats = score_stats(scores);
+  if (lost) {
+    throw Error(fmt::format("lost the judge server at {}: {}; {} of {} entries are scored in {}",
+                            client->base_url(), *lost, scored_now, n, sum.output.string()),
+                "start the server again (e.g. `ollama serve`) and rerun the same command: it "
+                "resumes where it stopped");
+  }
+  return sum;
+}
+
+CompareSummary judge_compare(const JudgeOptions& opts, const fs::path& a, const fs::path& b) {
+  const ojson ja = load_entries(a, opts.response_field);
+  const ojson jb = load_entries(b, opts.response_field);
+  const std::string hint = "--compare needs two answer files for the same entries in the same order";
+  if (ja.size() != jb.size()) {
+    throw Error(fmt::format("--compare: {} has {} entries but {} has {}", a.string(), ja.size(),
+                            b.string(), jb.size()),
+                hint);
+  }
+  for (size_t i = 0; i < ja.size(); ++i) {
+    for (const char* f : {"instruction", "input", "output"}) {
+      if (ja[i].value(f, std::string()) != jb[i].value(f, std::string())) {
+        throw Error(fmt::format("--compare: entry {} field \"{}\" differs between {} and {}", i, f,
+                                a.string(), b.string()),
+                    hint);
+      }
+    }
+  }
+  CompareSummary c;
+  JudgeOptions o = opts;
+  o.input = a;
+  o.output = default_scored_path(a);
+  c.a = judge_file(o);
+  o.input = b;
+  o.output = default_scored_path(b);
+  c.b = judge_file(o);
+  for (size_t i = 0; i < ja.size(); ++i) {
+    const auto& sa = c.a.scores[i];
+    const auto& sb = c.b.scores[i];
+    if (!sa || !sb) continue;
+    ++c.both;
+    if (*sa > *sb) ++c.a_wins;
+    else if (*sb > *sa) ++c.b_wins;
+    else ++c.ties;
+  }
+  return c;
+}
+
+std::string format_summary(const JudgeSummary& s) {
+  const ScoreStats& st = s.stats;
+  std::string out = fmt::format("Number of scores: {} of {}\n", st.count, s.total);
+  if (st.count == 0) {
+    out += "Average score: n/a\n";
+  } else {
+    out += fmt::format("Average score: {:.2f}\n", st.mean);
+    out += fmt::format("Min / median / max: {} / {:g} / {}\n", st.min, st.median, st.max);
+    out += "Histogram:\n";
+    const int64_t top = *std::max_element(st.histogram.begin(), st.histogram.end());
+    for (int b = 0; b < 10; ++b) {
+      const int64_t c = st.histogram[b];
+      const auto width = top ? static_cast<size_t>((c * 40 + top - 1) / top) : 0;
+      out += fmt::format("  {:>3}-{:<3} {:>5} {}\n", b * 10, b == 9 ? 100 : b * 10 + 9, c,
+                         std::string(width, '#'));
+    }
+  }
+  if (s.empty) out += fmt::format("Empty answers scored 0 without asking: {}\n", s.empty);
+  if (s.invalid || s.failed) {
+    out += fmt::format("Left out: {} invalid replies, {} failed requests\n", s.invalid, s.failed);
+  }
+  out += fmt::format("Scores written to {}\n", s.output.string());
+  return out;
+}
+
+std::string format_compare(const CompareSummary& c) {
+  auto pct = [&](int64_t k) { return c.both ? 100.0 * static_cast<double>(k) / c.both : 0.0; };
+  std::string out = fmt::format("== A: {}\n{}== B: {}\n{}", c.a.input.string(), format_summary(c.a),
+                                c.b.input.string(), format_summary(c.b));
+  auto avg = [](const JudgeSummary& s) {
+    return s.stats.count ? fmt::format("{:.2f}", s.stats.mean) : std::string("n/a");
+  };
+  out += fmt::format("Average score: A {} / B {}\n", avg(c.a), avg(c.b));
+  out += fmt::format("Entries scored in both: {}\n", c.both);
+  out += fmt::format("A wins: {} ({:.1f}%), B wins: {} ({:.1f}%), ties: {} ({:.1f}%)\n", c.a_wins,
+                     pct(c.a_wins), c.b_wins, pct(c.b_wins), c.ties, pct(c.ties));
+  return out;
+}
+
+}  // namespace llmft
