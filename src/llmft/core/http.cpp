@@ -24,12 +24,23 @@ class HttpError : public Error {
 struct Ctx {
   const HttpDataFn* on_data;
   HttpResponse* resp;
+  const HttpResponseFn* on_response;
+  CURL* curl;
   bool aborted = false;
+  bool started = false;  // the body of the final response has begun
 };
 
 size_t on_write(char* ptr, size_t size, size_t n, void* user) {
   auto* ctx = static_cast<Ctx*>(user);
   const size_t len = size * n;
+  if (!ctx->started) {
+    ctx->started = true;
+    curl_easy_getinfo(ctx->curl, CURLINFO_RESPONSE_CODE, &ctx->resp->status);
+    if (*ctx->on_response && !(*ctx->on_response)(*ctx->resp)) {
+      ctx->aborted = true;
+      return 0;
+    }
+  }
   if (*ctx->on_data) {
     if (!(*ctx->on_data)(std::string_view(ptr, len))) {
       ctx->aborted = true;
@@ -76,12 +87,13 @@ std::string HttpResponse::header(std::string_view name) const {
   return {};
 }
 
-HttpResponse http_request(const HttpRequest& req, const HttpDataFn& on_data) {
+HttpResponse http_request(const HttpRequest& req, const HttpDataFn& on_data,
+                          const HttpResponseFn& on_response) {
   global_init();
   CURL* curl = curl_easy_init();
   if (!curl) throw Error("cannot initialise libcurl");
   HttpResponse resp;
-  Ctx ctx{&on_data, &resp};
+  Ctx ctx{&on_data, &resp, &on_response, curl};
   curl_slist* headers = nullptr;
   for (const auto& h : req.headers) headers = curl_slist_append(headers, h.c_str());
   char errbuf[CURL_ERROR_SIZE] = {0};

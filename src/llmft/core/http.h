@@ -21,6 +21,12 @@ struct HttpRequest {
   bool follow_redirects = true;
 };
 
+struct HttpResponse;
+// Called once with the final response's status and headers, before its first body byte (not at
+// all for an empty body); return false to abort. Lets a download decide where bytes go (a 206
+// resumes a partial file, a 200 restarts it, an error page goes nowhere).
+using HttpResponseFn = std::function<bool(const HttpResponse& head)>;
+
 struct HttpResponse {
   long status = 0;                   // 0 when no response arrived
   std::vector<std::string> headers;  // of the final response, "name: value" as sent
@@ -35,7 +41,8 @@ using HttpDataFn = std::function<bool(std::string_view chunk)>;
 // Performs one request. Throws Error (one line naming the URL and the cause: connection refused,
 // timeout, TLS failure) when no HTTP response could be had; any HTTP status is returned, not thrown.
 // With on_data, the body streams there (for every status) instead of into response.body.
-HttpResponse http_request(const HttpRequest& req, const HttpDataFn& on_data = {});
+HttpResponse http_request(const HttpRequest& req, const HttpDataFn& on_data = {},
+                          const HttpResponseFn& on_response = {});
 
 // True when the error thrown by http_request is worth retrying (connection refused/reset,
 // timeout) rather than final (bad URL, TLS certificate).

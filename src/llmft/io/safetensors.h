@@ -1,0 +1,70 @@
+// safetensors (SPEC §5): 8-byte little-endian header length N, N bytes of JSON header, raw data.
+// The reader validates every header entry against the file before any data is read (files come
+// from the internet) and maps the file instead of copying it (gpt2-xl is 6 GB).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace llmft {
+
+enum class Dtype { F64, F32, F16, BF16, I64, I32, I16, I8, U64, U32, U16, U8, BOOL, F8_E4M3, F8_E5M2 };
+
+const char* dtype_name(Dtype d);  // "F32"
+size_t dtype_size(Dtype d);       // bytes per element
+
+struct TensorInfo {
+  std::string name;
+  Dtype dtype = Dtype::F32;
+  std::vector<int64_t> shape;
+  int64_t numel = 0;
+  uint64_t begin = 0, end = 0;  // byte offsets into the data region
+};
+
+// A validated, memory-mapped safetensors file. Every error names the file.
+class SafetensorsFile {
+ public:
+  explicit SafetensorsFile(const std::filesystem::path& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }  // in header order
+  const TensorInfo* find(const std::string& name) const;               // nullptr when absent
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Converts one tensor to fp32 (F32 copied, F16/BF16/F64 converted exactly or rounded to
+  // nearest for F64). out.size() must equal t.numel. Throws Error for integer/fp8 dtypes.
+  void read_f32(const TensorInfo& t, std::span<float> out) const;
+
+ private:
+  std::filesystem::path path_;
+  const unsigned char* map_ = nullptr;
+  size_t map_size_ = 0;
+  const unsigned char* data_ = nullptr;  // start of the data region (inside map_)
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// One tensor to write: fp32 data of product(shape) floats.
+struct TensorToWrite {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::span<const float> data;
+};
+
+// Writes an F32 safetensors file atomically (temporary file + rename). Tensors are laid out in the
+// given order, contiguously, the header padded with spaces to a multiple of 8 bytes (as the Rust
+// safetensors library does, so the data is 8-byte aligned).
+void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
+// Exact IEEE conversions (F16 subnormals, infinities and NaNs included).
+float f16_to_f32(uint16_t h);
+float bf16_to_f32(uint16_t b);
+
+}  // namespace llmft

@@ -1,0 +1,28 @@
+// SHA-256 (FIPS 180-4), streamed: verifies downloaded Hugging Face LFS files against their etag.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace llmft {
+
+class Sha256 {
+ public:
+  Sha256();
+  void update(std::string_view bytes);
+  // Finishes the hash and returns 64 lowercase hex digits. The object is spent afterwards.
+  std::string hex_digest();
+
+ private:
+  void block(const uint8_t* p);
+  std::array<uint32_t, 8> h_;
+  std::array<uint8_t, 64> buf_{};
+  size_t buf_len_ = 0;
+  uint64_t total_ = 0;  // bytes
+};
+
+std::string sha256_hex(std::string_view bytes);
+
+}  // namespace llmft
