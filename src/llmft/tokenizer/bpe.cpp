@@ -1,0 +1,373 @@
+// GPT-2 byte-level BPE with tiktoken's merge rule: repeatedly join the adjacent pair whose joined
+// bytes form the lowest-id token, leftmost first. Golden: tests/data/tokenizer/*.jsonl.
+#include "llmft/tokenizer/bpe.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <exception>
+#include <nlohmann/json.hpp>
+#include <queue>
+
+#include "llmft/core/error.h"
+#include "llmft/core/io.h"
+#include "llmft/tokenizer/pretokenize.h"
+#include "llmft/tokenizer/utf8.h"
+#include "llmft/tokenizer/vocab.h"
+
+namespace llmft {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::string_view kEndOfTextText = "<|endoftext|>";
+constexpr uint32_t kNone = bpe::TokenTable::kNone;
+// Pieces up to this many bytes use the simple quadratic merge loop (fastest when short); longer
+// ones a heap over a linked list, O(n log n), so a 1 MB "word" stays fast.
+constexpr size_t kSmallPiece = 64;
+
+// GPT-2's bytes_to_unicode(): printable bytes stand for themselves, the other 68 bytes map to
+// U+0100.. in byte order. Returns code point -> byte (-1 where none).
+std::vector<int> unicode_to_byte() {
+  std::vector<int> map(512, -1);
+  int extra = 0;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+    map[static_cast<size_t>(printable ? b : 256 + extra++)] = b;
+  }
+  return map;
+}
+
+// A token string of encoder.json / merges.txt (GPT-2's byte alphabet) -> its raw bytes.
+std::string alphabet_to_bytes(const std::string& s, const std::vector<int>& map,
+                              const fs::path& file, std::string_view where) {
+  if (!utf8::is_valid(s)) {
+    throw Error(fmt::format("{}: {} is not valid UTF-8", file.string(), where),
+                "use GPT-2's encoder.json/vocab.bpe or Hugging Face's vocab.json/merges.txt");
+  }
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    int len;
+    const uint32_t cp = utf8::decode_at(s.data(), i, len);
+    if (cp >= map.size() || map[cp] < 0) {
+      throw Error(fmt::format("{}: {} has character U+{:04X}, which is not in GPT-2's byte alphabet",
+                              file.string(), where, cp),
+                  "use GPT-2's encoder.json/vocab.bpe or Hugging Face's vocab.json/merges.txt");
+    }
+    out.push_back(static_cast<char>(map[cp]));
+    i += static_cast<size_t>(len);
+  }
+  return out;
+}
+
+}  // namespace
+
+struct BpeTokenizer::Impl {
+  bpe::TokenTable tokens;
+  bpe::PairTable pairs;
+  uint32_t byte_id[256] = {};
+  int32_t eot_id = kEndOfText;
+
+  void encode_ordinary(std::string_view text, std::vector<int32_t>& out) const;
+  void encode_piece(const char* p, size_t n, std::vector<int32_t>& out) const;
+  void merge_small(const char* p, size_t n, std::vector<int32_t>& out) const;
+  void merge_large(const char* p, size_t n, std::vector<int32_t>& out) const;
+};
+
+BpeTokenizer::BpeTokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+BpeTokenizer::BpeTokenizer(BpeTokenizer&&) noexcept = default;
+BpeTokenizer& BpeTokenizer::operator=(BpeTokenizer&&) noexcept = default;
+BpeTokenizer::~BpeTokenizer() = default;
+
+int32_t BpeTokenizer::vocab_size() const { return static_cast<int32_t>(impl_->tokens.size()); }
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+BpeTokenizer BpeTokenizer::load_bundled() { return load_folder(data_dir() / "gpt2"); }
+
+BpeTokenizer BpeTokenizer::load_folder(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir / "vocab.json", ec) && fs::exists(dir / "merges.txt", ec)) {
+    return load_files(dir / "vocab.json", dir / "merges.txt");
+  }
+  if (fs::exists(dir / "encoder.json", ec) && fs::exists(dir / "vocab.bpe", ec)) {
+    return load_files(dir / "encoder.json", dir / "vocab.bpe");
+  }
+  throw Error(fmt::format("{}: no tokenizer files: expected vocab.json + merges.txt (Hugging Face) "
+                          "or encoder.json + vocab.bpe (OpenAI)",
+                          dir.string()),
+              "point to a GPT-2 model folder");
+}
+
+BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::path& merges) {
+  const std::vector<int> alphabet = unicode_to_byte();
+  const std::string json_text = read_file(encoder_json);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(json_text);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(fmt::format("{}: not valid JSON: {}", encoder_json.string(), e.what()),
+                "the vocabulary must be a JSON object mapping token strings to ids");
+  }
+  if (!j.is_object() || j.empty()) {
+    throw Error(fmt::format("{}: expected a JSON object mapping token strings to ids",
+                            encoder_json.string()));
+  }
+  const size_t n = j.size();
+  std::vector<std::string> tokens(n);
+  std::vector<bool> have(n, false), indexed(n, true);
+  int64_t eot = -1;
+  for (const auto& [key, value] : j.items()) {
+    if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
+        value.get<int64_t>() >= static_cast<int64_t>(n)) {
+      throw Error(fmt::format("{}: token \"{}\" has id {}, expected an integer in [0, {})",
+                              encoder_json.string(), key, value.dump(), n));
+    }
+    const auto id = value.get<size_t>();
+    if (have[id]) throw Error(fmt::format("{}: id {} is used twice", encoder_json.string(), id));
+    have[id] = true;
+    if (key == kEndOfTextText) {
+      eot = static_cast<int64_t>(id);
+      tokens[id] = key;
+      indexed[id] = false;  // only the special-token path may produce it
+    } else {
+      tokens[id] = alphabet_to_bytes(key, alphabet, encoder_json, fmt::format("token \"{}\"", key));
+    }
+  }
+  if (eot < 0) {
+    throw Error(fmt::format("{}: has no \"<|endoftext|>\" entry", encoder_json.string()),
+                "GPT-2's vocabulary has it as id 50256");
+  }
+
+  auto impl = std::make_unique<Impl>();
+  impl->eot_id = static_cast<int32_t>(eot);
+  impl->tokens.build(tokens, indexed);
+  for (int b = 0; b < 256; ++b) {
+    const uint32_t id = impl->tokens.find(std::string(1, static_cast<char>(b)));
+    if (id == kNone) {
+      throw Error(fmt::format("{}: no token for the single byte 0x{:02x}", encoder_json.string(), b),
+                  "a byte-level BPE vocabulary has all 256 bytes");
+    }
+    impl->byte_id[b] = id;
+  }
+
+  // The merge list is checked for consistency; the merge order itself is the token ids (tiktoken's
+  // ranks), which for GPT-2 are 256 + the line of the merge.
+  const std::string merges_text = read_file(merges);
+  size_t line_no = 0;
+  for (size_t pos = 0; pos < merges_text.size();) {
+    size_t eol = merges_text.find('\n', pos);
+    if (eol == std::string::npos) eol = merges_text.size();
+    std::string line = merges_text.substr(pos, eol - pos);
+    pos = eol + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || (line_no == 1 && line.starts_with("#version"))) continue;
+    const size_t sp = line.find(' ');
+    if (sp == std::string::npos || sp == 0 || sp + 1 == line.size() ||
+        line.find(' ', sp + 1) != std::string::npos) {
+      throw Error(fmt::format("{}:{}: expected two tokens separated by one space, got \"{}\"",
+                              merges.string(), line_no, line),
+                  "use GPT-2's vocab.bpe or Hugging Face's merges.txt");
+    }
+    const std::string where = fmt::format("line {}", line_no);
+    const std::string a = alphabet_to_bytes(line.substr(0, sp), alphabet, merges, where);
+    const std::string b = alphabet_to_bytes(line.substr(sp + 1), alphabet, merges, where);
+    const auto& t = impl->tokens;
+    if (t.find(a) == kNone || t.find(b) == kNone || t.find(a + b) == kNone) {
+      throw Error(fmt::format("{}:{}: merge \"{}\" uses or makes a token that {} does not have",
+                              merges.string(), line_no, line, encoder_json.string()),
+                  "the merges and the vocabulary must come from the same tokenizer");
+    }
+  }
+
+  // Every way to split a token into two tokens is a pair that may join into it.
+  std::vector<uint64_t> keys;
+  std::vector<uint32_t> values;
+  for (uint32_t id = 0; id < n; ++id) {
+    if (!indexed[id]) continue;
+    const std::string_view t = impl->tokens.token(id);
+    for (size_t k = 1; k < t.size(); ++k) {
+      const uint32_t a = impl->tokens.find(t.substr(0, k));
+      if (a == kNone) continue;
+      const uint32_t b = impl->tokens.find(t.substr(k));
+      if (b == kNone) continue;
+      keys.push_back(bpe::PairTable::key(a, b));
+      values.push_back(id);
+    }
+  }
+  impl->pairs.build(keys, values);
+  return BpeTokenizer(std::move(impl));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+void BpeTokenizer::Impl::merge_small(const char* p, size_t n, std::vector<int32_t>& out) const {
+  uint32_t tok[kSmallPiece], rank[kSmallPiece];
+  for (size_t i = 0; i < n; ++i) tok[i] = byte_id[static_cast<uint8_t>(p[i])];
+  for (size_t i = 0; i + 1 < n; ++i) rank[i] = pairs.find(tok[i], tok[i + 1]);
+  size_t m = n;
+  while (m > 1) {
+    size_t best = 0;
+    for (size_t i = 1; i + 1 < m; ++i) {
+      if (rank[i] < rank[best]) best = i;  // strict: leftmost wins ties
+    }
+    if (rank[best] == kNone) break;
+    tok[best] = rank[best];
+    for (size_t i = best + 1; i + 1 < m; ++i) {
+      tok[i] = tok[i + 1];
+      rank[i] = rank[i + 1];
+    }
+    --m;
+    if (best + 1 < m) rank[best] = pairs.find(tok[best], tok[best + 1]);
+    if (best > 0) rank[best - 1] = pairs.find(tok[best - 1], tok[best]);
+  }
+  for (size_t i = 0; i < m; ++i) out.push_back(static_cast<int32_t>(tok[i]));
+}
+
+void BpeTokenizer::Impl::merge_large(const char* p, size_t n, std::vector<int32_t>& out) const {
+  // Nodes are named by the byte offset where they start; a join keeps the left node.
+  constexpr uint32_t kDead = kNone;
+  std::vector<uint32_t> tok(n), next(n), prev(n);
+  for (size_t i = 0; i < n; ++i) {
+    tok[i] = byte_id[static_cast<uint8_t>(p[i])];
+    next[i] = static_cast<uint32_t>(i + 1);  // n = none
+    prev[i] = static_cast<uint32_t>(i) - 1;  // kNone for the first
+  }
+  // Min-heap of (rank << 32 | left offset): lowest rank first, then leftmost, as tiktoken.
+  std::priority_queue<uint64_t, std::vector<uint64_t>, std::greater<>> heap;
+  auto push = [&](uint32_t i) {
+    const uint32_t j = next[i];
+    if (j >= n) return;
+    const uint32_t r = pairs.find(tok[i], tok[j]);
+    if (r != kNone) heap.push((uint64_t(r) << 32) | i);
+  };
+  for (uint32_t i = 0; i + 1 < n; ++i) push(i);
+  while (!heap.empty()) {
+    const uint64_t top = heap.top();
+    heap.pop();
+    const auto r = static_cast<uint32_t>(top >> 32);
+    const auto i = static_cast<uint32_t>(top);
+    if (tok[i] == kDead) continue;
+    const uint32_t j = next[i];
+    if (j >= n || pairs.find(tok[i], tok[j]) != r) continue;  // stale entry
+    tok[i] = r;
+    tok[j] = kDead;
+    next[i] = next[j];
+    if (next[i] < n) prev[next[i]] = i;
+    if (prev[i] != kNone) push(prev[i]);
+    push(i);
+  }
+  for (uint32_t i = 0; i < n; i = next[i]) out.push_back(static_cast<int32_t>(tok[i]));
+}
+
+void BpeTokenizer::Impl::encode_piece(const char* p, size_t n, std::vector<int32_t>& out) const {
+  if (n == 1) {
+    out.push_back(static_cast<int32_t>(byte_id[static_cast<uint8_t>(p[0])]));
+    return;
+  }
+  const uint32_t whole = tokens.find({p, n});
+  if (whole != kNone) {
+    out.push_back(static_cast<int32_t>(whole));
+  } else if (n <= kSmallPiece) {
+    merge_small(p, n, out);
+  } else {
+    merge_large(p, n, out);
+  }
+}
+
+void BpeTokenizer::Impl::encode_ordinary(std::string_view text, std::vector<int32_t>& out) const {
+  pretok::split(text, [&](size_t b, size_t e) { encode_piece(text.data() + b, e - b, out); });
+}
+
+std::vector<int32_t> BpeTokenizer::encode(std::string_view text, SpecialTokens special) const {
+  if (special == SpecialTokens::kDisallow) {
+    const size_t at = text.find(kEndOfTextText);
+    if (at != std::string_view::npos) {
+      throw Error(fmt::format("text contains the special token <|endoftext|> at byte {}, which is "
+                              "not allowed here",
+                              at),
+                  "allow special tokens to encode it as id 50256 (--allow-special), or encode it "
+                  "as ordinary text");
+    }
+  }
+  std::string repaired;
+  if (!utf8::is_valid(text)) {
+    repaired = utf8::replace_invalid(text);
+    text = repaired;
+  }
+  std::vector<int32_t> out;
+  out.reserve(text.size() / 3 + 8);
+  if (special != SpecialTokens::kAllow) {
+    impl_->encode_ordinary(text, out);
+    return out;
+  }
+  // Text between special tokens is encoded on its own: pieces never cross a special token.
+  size_t pos = 0;
+  for (;;) {
+    const size_t at = text.find(kEndOfTextText, pos);
+    impl_->encode_ordinary(text.substr(pos, at == std::string_view::npos ? at : at - pos), out);
+    if (at == std::string_view::npos) break;
+    out.push_back(impl_->eot_id);
+    pos = at + kEndOfTextText.size();
+  }
+  return out;
+}
+
+std::vector<std::vector<int32_t>> BpeTokenizer::encode_batch(std::span<const std::string> texts,
+                                                             SpecialTokens special,
+                                                             int threads) const {
+  if (threads < 0) throw UsageError(fmt::format("threads = {}, expected >= 0", threads));
+  if (special == SpecialTokens::kDisallow) {
+    for (size_t i = 0; i < texts.size(); ++i) {
+      if (texts[i].find(kEndOfTextText) != std::string::npos) {
+        throw Error(fmt::format("text {} of the batch contains the special token <|endoftext|>, "
+                                "which is not allowed here",
+                                i),
+                    "allow special tokens to encode it as id 50256, or encode it as ordinary text");
+      }
+    }
+  }
+  std::vector<std::vector<int32_t>> out(texts.size());
+  const int nt = threads > 0 ? threads : omp_get_max_threads();
+  std::exception_ptr error;  // an exception must not leave the parallel region
+  const auto count = static_cast<int64_t>(texts.size());
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+  for (int64_t i = 0; i < count; ++i) {
+    try {
+      out[static_cast<size_t>(i)] = encode(texts[static_cast<size_t>(i)], special);
+    } catch (...) {
+#pragma omp critical(llmft_bpe_batch_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+std::string BpeTokenizer::decode_bytes(std::span<const int32_t> ids) const {
+  const auto v = static_cast<int64_t>(impl_->tokens.size());
+  std::string out;
+  out.reserve(ids.size() * 4);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= v) {
+      throw Error(fmt::format("token id {} (position {}) is out of range [0, {})", ids[i], i, v),
+                  "the ids must come from the GPT-2 vocabulary");
+    }
+    out += impl_->tokens.token(static_cast<uint32_t>(ids[i]));
+  }
+  return out;
+}
+
+std::string BpeTokenizer::decode(std::span<const int32_t> ids) const {
+  std::string bytes = decode_bytes(ids);
+  return utf8::is_valid(bytes) ? bytes : utf8::replace_invalid(bytes);
+}
+
+}  // namespace llmft

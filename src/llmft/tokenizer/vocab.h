@@ -1,0 +1,92 @@
+// The tokenizer's lookup tables: token bytes <-> id, and the pair table used by the BPE merge
+// loop. Open addressing, built once at load time, read-only (safe to share between threads).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace llmft::bpe {
+
+inline uint64_t hash_bytes(const char* p, size_t n) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xFF51AFD7ED558CCDull);
+  while (n >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    h = (h ^ w) * 0xC4CEB9FE1A85EC53ull;
+    h ^= h >> 29;
+    p += 8, n -= 8;
+  }
+  uint64_t w = 0;
+  std::memcpy(&w, p, n);
+  h = (h ^ w) * 0xC4CEB9FE1A85EC53ull;
+  return h ^ (h >> 32);
+}
+
+// All tokens' bytes, one arena, and a hash index from bytes to id.
+class TokenTable {
+ public:
+  static constexpr uint32_t kNone = 0xFFFFFFFFu;
+
+  // `tokens[id]` are the bytes of token id. `indexed[id]` false keeps it out of the lookup
+  // (special tokens, which only the special-token path may produce).
+  void build(const std::vector<std::string>& tokens, const std::vector<bool>& indexed);
+
+  uint32_t find(std::string_view bytes) const {
+    const uint64_t h = hash_bytes(bytes.data(), bytes.size());
+    const auto tag = static_cast<uint32_t>(h >> 32);
+    for (size_t slot = h & mask_;; slot = (slot + 1) & mask_) {
+      const Slot& s = slots_[slot];
+      if (s.id == kNone) return kNone;
+      if (s.tag == tag && token(s.id) == bytes) return s.id;
+    }
+  }
+  std::string_view token(uint32_t id) const {
+    return {arena_.data() + offsets_[id], offsets_[id + 1] - offsets_[id]};
+  }
+  uint32_t size() const { return static_cast<uint32_t>(offsets_.size() - 1); }
+
+ private:
+  struct Slot {
+    uint32_t id = kNone, tag = 0;
+  };
+  std::string arena_;
+  std::vector<size_t> offsets_;
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+};
+
+// (left id, right id) -> id of the token their bytes join into; the id is also the merge rank.
+class PairTable {
+ public:
+  static constexpr uint32_t kNone = 0xFFFFFFFFu;
+
+  void build(const std::vector<uint64_t>& keys, const std::vector<uint32_t>& values);
+
+  static uint64_t key(uint32_t a, uint32_t b) { return (uint64_t(a) << 32) | b; }
+  uint32_t find(uint32_t a, uint32_t b) const {
+    const uint64_t k = key(a, b);
+    for (size_t slot = mix(k) & mask_;; slot = (slot + 1) & mask_) {
+      const Slot& s = slots_[slot];
+      if (s.key == k) return s.value;
+      if (s.key == kEmpty) return kNone;
+    }
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~0ull;
+  static uint64_t mix(uint64_t k) {
+    k *= 0x9E3779B97F4A7C15ull;
+    return k ^ (k >> 31);
+  }
+  struct Slot {
+    uint64_t key = kEmpty;
+    uint32_t value = kNone;
+  };
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+};
+
+}  // namespace llmft::bpe
