@@ -74,18 +74,21 @@ LoadInfo load_gpt2_weights(const fs::path& file, const ParamTable& table, std::s
       throw Error(fmt::format("{}: tensor '{}' appears twice ('{}' and '{}')", p, name,
                               slot[idx]->name, t.name));
     }
-    if (t.shape != spec->shape) {
-      throw Error(fmt::format("{}: tensor '{}' has shape {}, expected {} for {}", p, t.name,
-                              shape_str(t.shape), shape_str(spec->shape),
-                              table.config().describe()), hint_cfg);
-    }
     slot[idx] = &t;
   }
+  // In table order, so the first error reported is the first tensor of the model.
   for (size_t i = 0; i < slot.size(); ++i) {
     const ParamSpec& spec = table.specs()[i];
-    if (slot[i] || spec.name == "lm_head.weight") continue;
-    throw Error(fmt::format("{}: missing tensor '{}' (shape {}) for {}", p, spec.name,
-                            shape_str(spec.shape), table.config().describe()), hint_cfg);
+    if (!slot[i]) {
+      if (spec.name == "lm_head.weight") continue;
+      throw Error(fmt::format("{}: missing tensor '{}' (shape {}) for {}", p, spec.name,
+                              shape_str(spec.shape), table.config().describe()), hint_cfg);
+    }
+    if (slot[i]->shape != spec.shape) {
+      throw Error(fmt::format("{}: tensor '{}' has shape {}, expected {} for {}", p,
+                              slot[i]->name, shape_str(slot[i]->shape), shape_str(spec.shape),
+                              table.config().describe()), hint_cfg);
+    }
   }
   for (size_t i = 0; i < slot.size(); ++i) {
     if (!slot[i]) continue;

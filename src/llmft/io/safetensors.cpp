@@ -49,7 +49,7 @@ const DtypeEntry* find_dtype(const std::string& name) {
 }
 
 // A non-negative JSON integer, or nullopt.
-std::optional<uint64_t> as_index(const json& v) {
+std::optional<uint64_t> as_index(const nlohmann::ordered_json& v) {
   if (v.is_number_unsigned()) return v.get<uint64_t>();
   if (v.is_number_integer() && v.get<int64_t>() >= 0) return static_cast<uint64_t>(v.get<int64_t>());
   return std::nullopt;
@@ -134,9 +134,10 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
     // Duplicate top-level names would silently shadow each other in the parsed object.
     std::set<std::string> seen;
     std::string duplicate;
-    json header;
+    nlohmann::ordered_json header;  // keeps the file's order for tensors()
     try {
-      header = json::parse(text, [&](int depth, json::parse_event_t ev, json& v) {
+      header = nlohmann::ordered_json::parse(text, [&](int depth, json::parse_event_t ev,
+                                                       nlohmann::ordered_json& v) {
         if (ev == json::parse_event_t::key && depth == 1 && !seen.insert(v.get<std::string>()).second)
           duplicate = v.get<std::string>();
         return true;
