@@ -1,0 +1,261 @@
+// KV-cached GPT-2 forward; see decoder.h. Reuses the engine's kernels (encoder, layernorm,
+// matmul, gelu); only the cached attention is ours: a new row at position p of stream s attends to
+// the cached keys/values 0..p of stream s.
+#include "llmft/generate/decoder.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "llmft/core/error.h"
+#include "llmft/model/kernels/encoder.h"
+#include "llmft/model/kernels/gelu.h"
+#include "llmft/model/kernels/layernorm.h"
+#include "llmft/model/kernels/matmul.h"
+
+namespace llmft {
+
+namespace k = kernels;
+
+namespace {
+
+// Rows processed per pass: prefill is chunked so the arena stays small whatever the prompts.
+constexpr int64_t kMaxRows = 512;
+
+std::span<const float> view(const ParamTable& pt, std::span<const float> flat,
+                            const std::string& name) {
+  const ParamSpec* s = pt.find(name);
+  LLMFT_CHECK(s != nullptr, "no parameter {}", name);
+  return pt.view(flat, *s);
+}
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+}  // namespace
+
+Decoder::Decoder(const Gpt2Config& cfg, std::span<const float> params, int64_t B, int64_t Tcap,
+                 int threads)
+    : cfg_(cfg), B_(B), Tcap_(Tcap), C_(cfg.C), L_(cfg.L), NH_(cfg.NH), HS_(cfg.HS()), V_(cfg.V) {
+  const ParamTable pt(cfg);
+  LLMFT_CHECK(static_cast<int64_t>(params.size()) >= pt.total(), "params has {} floats, need {}",
+              params.size(), pt.total());
+  LLMFT_CHECK(B >= 1 && Tcap >= 1 && Tcap <= cfg.maxT, "bad decoder shape B={} Tcap={} maxT={}",
+              B, Tcap, cfg.maxT);
+  if (threads > 0) {
+    omp_set_num_threads(threads);
+    k::set_blas_threads(threads);
+  }
+  wte_ = view(pt, params, "wte.weight");
+  wpe_ = view(pt, params, "wpe.weight");
+  lnfw_ = view(pt, params, "ln_f.weight");
+  lnfb_ = view(pt, params, "ln_f.bias");
+  head_ = cfg.tied ? wte_ : view(pt, params, "lm_head.weight");
+  for (int64_t l = 0; l < L_; ++l) {
+    const std::string h = "h." + std::to_string(l) + ".";
+    Layer ly;
+    ly.ln1w = view(pt, params, h + "ln_1.weight");
+    ly.ln1b = view(pt, params, h + "ln_1.bias");
+    ly.qkvw = view(pt, params, h + "attn.c_attn.weight");
+    ly.qkvb = view(pt, params, h + "attn.c_attn.bias");
+    ly.projw = view(pt, params, h + "attn.c_proj.weight");
+    ly.projb = view(pt, params, h + "attn.c_proj.bias");
+    ly.ln2w = view(pt, params, h + "ln_2.weight");
+    ly.ln2b = view(pt, params, h + "ln_2.bias");
+    ly.fcw = view(pt, params, h + "mlp.c_fc.weight");
+    ly.fcb = view(pt, params, h + "mlp.c_fc.bias");
+    ly.fcprojw = view(pt, params, h + "mlp.c_proj.weight");
+    ly.fcprojb = view(pt, params, h + "mlp.c_proj.bias");
+    layers_.push_back(ly);
+  }
+  Nmax_ = std::max(B, kMaxRows);
+  const auto n = static_cast<size_t>(Nmax_), c = static_cast<size_t>(C_);
+  len_.assign(static_cast<size_t>(B), 0);
+  cache_.assign(static_cast<size_t>(B * L_ * 2 * Tcap_ * C_), 0.0f);
+  x_.resize(n * c);
+  ln_.resize(n * c);
+  qkv_.resize(n * 3 * c);
+  att_.resize(n * c);
+  h_.resize(n * 4 * c);
+  g_.resize(n * 4 * c);
+  mean_.resize(n);
+  rstd_.resize(n);
+  scores_.resize(static_cast<size_t>(omp_get_max_threads() * Tcap_));
+  last_.resize(static_cast<size_t>(B) * 2 * c);
+  ids_.resize(n);
+  pos_.resize(n);
+  row_stream_.resize(n);
+  row_pos_.resize(n);
+}
+
+int64_t Decoder::memory_bytes() const {
+  const size_t floats = cache_.size() + x_.size() + ln_.size() + qkv_.size() + att_.size() +
+                        h_.size() + g_.size() + scores_.size() + last_.size();
+  return static_cast<int64_t>(floats * sizeof(float));
+}
+
+void Decoder::reset(int64_t stream) {
+  LLMFT_CHECK(stream >= 0 && stream < B_, "stream {} out of [0, {})", stream, B_);
+  len_[static_cast<size_t>(stream)] = 0;
+}
+
+void Decoder::forward(std::span<const DecodeChunk> chunks, std::span<float> logits) {
+  const auto S = static_cast<int64_t>(chunks.size());
+  LLMFT_CHECK(static_cast<int64_t>(logits.size()) >= S * V_, "logits has {} floats, need {}",
+              logits.size(), S * V_);
+  std::vector<char> seen(static_cast<size_t>(B_), 0);
+  for (const auto& ch : chunks) {
+    LLMFT_CHECK(ch.stream >= 0 && ch.stream < B_, "stream {} out of [0, {})", ch.stream, B_);
+    LLMFT_CHECK(!seen[static_cast<size_t>(ch.stream)], "stream {} twice in one call", ch.stream);
+    seen[static_cast<size_t>(ch.stream)] = 1;
+    LLMFT_CHECK(!ch.tokens.empty(), "empty chunk for stream {}", ch.stream);
+    LLMFT_CHECK(length(ch.stream) + static_cast<int64_t>(ch.tokens.size()) <= Tcap_,
+                "stream {} would hold {} tokens, capacity {}", ch.stream,
+                length(ch.stream) + static_cast<int64_t>(ch.tokens.size()), Tcap_);
+    for (int32_t t : ch.tokens)
+      LLMFT_CHECK(t >= 0 && t < V_, "token id {} out of [0, {})", t, V_);
+  }
+  // Passes of at most Nmax_ rows; a chunk split across passes is fine (the cache carries it).
+  // Only a chunk's final piece asks for logits.
+  std::vector<size_t> done(chunks.size(), 0);
+  std::vector<DecodeChunk> pass;
+  std::vector<int64_t> out_row;
+  for (;;) {
+    pass.clear();
+    out_row.clear();
+    int64_t rows = 0;
+    for (size_t i = 0; i < chunks.size() && rows < Nmax_; ++i) {
+      const size_t left = chunks[i].tokens.size() - done[i];
+      if (left == 0) continue;
+      const size_t take = std::min<size_t>(left, static_cast<size_t>(Nmax_ - rows));
+      pass.push_back({chunks[i].stream, chunks[i].tokens.subspan(done[i], take)});
+      done[i] += take;
+      out_row.push_back(done[i] == chunks[i].tokens.size() ? static_cast<int64_t>(i) : -1);
+      rows += static_cast<int64_t>(take);
+    }
+    if (pass.empty()) break;
+    forward_rows(pass);
+    // Final LayerNorm and head only for the rows whose logits are wanted.
+    std::vector<int64_t> want;
+    int64_t r = 0;
+    for (size_t p = 0; p < pass.size(); ++p) {
+      r += static_cast<int64_t>(pass[p].tokens.size());
+      if (out_row[p] >= 0) want.push_back(p);
+    }
+    if (want.empty()) continue;
+    const auto W = static_cast<int64_t>(want.size());
+    float* lastx = last_.data();           // (W, C) final rows of the residual stream
+    float* lastn = last_.data() + B_ * C_;  // (W, C) after ln_f
+    std::vector<float> tmp_logits(static_cast<size_t>(W * V_));
+    int64_t row = 0;
+    size_t wi = 0;
+    for (size_t p = 0; p < pass.size(); ++p) {
+      row += static_cast<int64_t>(pass[p].tokens.size());
+      if (out_row[p] < 0) continue;
+      std::copy_n(x_.data() + (row - 1) * C_, C_, lastx + static_cast<int64_t>(wi) * C_);
+      ++wi;
+    }
+    k::layernorm_forward({lastn, static_cast<size_t>(W * C_)}, {mean_.data(), static_cast<size_t>(W)},
+                         {rstd_.data(), static_cast<size_t>(W)}, {lastx, static_cast<size_t>(W * C_)},
+                         lnfw_, lnfb_, W, C_, cfg_.ln_eps);
+    // logits (W, V) = lastn (W, C) @ head^T, head (V, C)
+    k::matmul_forward(tmp_logits, {lastn, static_cast<size_t>(W * C_)}, head_, {}, W, C_, V_,
+                      k::WeightLayout::kOutIn);
+    for (int64_t w = 0; w < W; ++w)
+      std::copy_n(tmp_logits.data() + w * V_, V_,
+                  logits.data() + out_row[static_cast<size_t>(want[static_cast<size_t>(w)])] * V_);
+  }
+}
+
+void Decoder::forward_rows(std::span<const DecodeChunk> chunks) {
+  int64_t N = 0;
+  for (const auto& ch : chunks) {
+    const int64_t p0 = length(ch.stream);
+    for (size_t i = 0; i < ch.tokens.size(); ++i, ++N) {
+      ids_[static_cast<size_t>(N)] = ch.tokens[i];
+      pos_[static_cast<size_t>(N)] = static_cast<int32_t>(p0 + static_cast<int64_t>(i));
+      row_stream_[static_cast<size_t>(N)] = ch.stream;
+      row_pos_[static_cast<size_t>(N)] = p0 + static_cast<int64_t>(i);
+    }
+  }
+  const auto nc = static_cast<size_t>(N * C_);
+  std::span<float> x(x_.data(), nc), ln(ln_.data(), nc), att(att_.data(), nc);
+  std::span<float> qkv(qkv_.data(), 3 * nc), h(h_.data(), 4 * nc), g(g_.data(), 4 * nc);
+  std::span<float> mean(mean_.data(), static_cast<size_t>(N)), rstd(rstd_.data(), static_cast<size_t>(N));
+  k::encoder_forward(x, {ids_.data(), static_cast<size_t>(N)}, {pos_.data(), static_cast<size_t>(N)},
+                     wte_, wpe_, N, C_);
+  for (int64_t l = 0; l < L_; ++l) {
+    const Layer& ly = layers_[static_cast<size_t>(l)];
+    k::layernorm_forward(ln, mean, rstd, x, ly.ln1w, ly.ln1b, N, C_, cfg_.ln_eps);
+    k::matmul_forward(qkv, ln, ly.qkvw, ly.qkvb, N, C_, 3 * C_);  // (N, 3C)
+    attention(l, N);                                             // att (N, C)
+    k::matmul_forward(ln, att, ly.projw, ly.projb, N, C_, C_);    // (N, C) reuse ln
+#pragma omp parallel for if (N * C_ >= (1 << 14))
+    for (int64_t i = 0; i < N * C_; ++i) x[i] += ln[i];
+    k::layernorm_forward(ln, mean, rstd, x, ly.ln2w, ly.ln2b, N, C_, cfg_.ln_eps);
+    k::matmul_forward(h, ln, ly.fcw, ly.fcb, N, C_, 4 * C_);  // (N, 4C)
+    k::gelu_forward(g, h, N * 4 * C_);
+    k::matmul_forward(ln, g, ly.fcprojw, ly.fcprojb, N, 4 * C_, C_);  // (N, C)
+#pragma omp parallel for if (N * C_ >= (1 << 14))
+    for (int64_t i = 0; i < N * C_; ++i) x[i] += ln[i];
+  }
+  for (const auto& ch : chunks) len_[static_cast<size_t>(ch.stream)] += static_cast<int64_t>(ch.tokens.size());
+}
+
+void Decoder::attention(int64_t l, int64_t N) {
+  const int64_t C = C_, HS = HS_, NH = NH_, T = Tcap_;
+  // Store the new keys and values at their positions: cache (NH, Tcap, HS) per stream and layer.
+#pragma omp parallel for if (N * C >= (1 << 14))
+  for (int64_t r = 0; r < N; ++r) {
+    const int64_t s = row_stream_[static_cast<size_t>(r)], p = row_pos_[static_cast<size_t>(r)];
+    float* kc = kv(s, l, 0);
+    float* vc = kv(s, l, 1);
+    const float* row = qkv_.data() + r * 3 * C;  // (3C) = [q | k | v]
+    for (int64_t hh = 0; hh < NH; ++hh) {
+      std::copy_n(row + C + hh * HS, HS, kc + (hh * T + p) * HS);
+      std::copy_n(row + 2 * C + hh * HS, HS, vc + (hh * T + p) * HS);
+    }
+  }
+  // softmax(q k^T / sqrt(HS)) v over positions 0..p of the row's own stream.
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  int64_t work = 0;
+  for (int64_t r = 0; r < N; ++r) work += (row_pos_[static_cast<size_t>(r)] + 1) * C;
+#pragma omp parallel for collapse(2) schedule(dynamic) if (work >= (1 << 14))
+  for (int64_t r = 0; r < N; ++r) {
+    for (int64_t hh = 0; hh < NH; ++hh) {
+      const int64_t s = row_stream_[static_cast<size_t>(r)], p = row_pos_[static_cast<size_t>(r)];
+      const float* kc = kv(s, l, 0) + hh * T * HS;  // (p+1, HS)
+      const float* vc = kv(s, l, 1) + hh * T * HS;
+      const float* q = qkv_.data() + r * 3 * C + hh * HS;
+      float* sc = scores_.data() + static_cast<int64_t>(omp_get_thread_num()) * T;  // (p+1)
+      float maxv = -INFINITY;
+      for (int64_t t = 0; t <= p; ++t) {
+        const float v = dot(q, kc + t * HS, HS) * scale;
+        sc[t] = v;
+        maxv = std::max(maxv, v);
+      }
+      float sum = 0.0f;
+      for (int64_t t = 0; t <= p; ++t) {
+        const float e = std::exp(sc[t] - maxv);
+        sc[t] = e;
+        sum += e;
+      }
+      const float inv = 1.0f / sum;
+      float* y = att_.data() + r * C + hh * HS;  // (HS)
+      for (int64_t i = 0; i < HS; ++i) y[i] = 0.0f;
+      for (int64_t t = 0; t <= p; ++t) {
+        const float w = sc[t] * inv;
+        const float* v = vc + t * HS;
+#pragma omp simd
+        for (int64_t i = 0; i < HS; ++i) y[i] += w * v[i];
+      }
+    }
+  }
+}
+
+}  // namespace llmft

@@ -1,0 +1,79 @@
+// Batched text generation (SPEC §7) over the KV-cached Decoder: several prompts of different
+// lengths decoded together, a finished stream's slot taken by the next prompt (continuous
+// batching). Token for token the textbook loop (crop to the last maxT tokens, logits of the last
+// position, top-k, argmax or sample, stop at <|endoftext|> or max_new_tokens).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "llmft/generate/sampler.h"
+#include "llmft/model/config.h"
+
+namespace llmft {
+
+class BpeTokenizer;
+
+// The marker the model writes before its answer: "### Response:" (alpaca, SPEC §7) or
+// "<|assistant|>:" (phi3, as the recipe's phi3 variant removes).
+inline constexpr std::string_view kAlpacaResponseMarker = "### Response:";
+inline constexpr std::string_view kPhi3ResponseMarker = "<|assistant|>:";
+
+// A model to generate with: config + flat parameters laid out by ParamTable(cfg) (borrowed).
+struct ModelRef {
+  const Gpt2Config& cfg;
+  std::span<const float> params;
+};
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 256;  // >= 0
+  SamplerOptions sampler;        // temperature 0 = greedy (the recipe)
+  int64_t batch_size = 8;        // streams decoded together (>= 1)
+  int threads = 0;               // OpenMP/BLAS threads; 0 = leave the current setting
+  bool stop_at_eos = true;       // stop a stream at <|endoftext|> (not included in its output)
+  int32_t eos_id = 50256;
+  // Called for each new token as it is chosen (never for the stopping <|endoftext|>), in order
+  // per prompt; `prompt` is the index into the prompts list.
+  std::function<void(size_t prompt, int32_t token)> on_token;
+  // Called once when a prompt's output is complete.
+  std::function<void(size_t prompt)> on_finish;
+  // Throws UsageError naming the bad setting.
+  void validate() const;
+};
+
+struct GenerateStats {
+  int64_t prompt_tokens = 0;  // rows run through the model to (re)fill caches
+  int64_t new_tokens = 0;     // tokens generated (without stopping <|endoftext|>)
+  double seconds = 0.0;
+};
+
+// Generates a continuation for every prompt (token ids, each non-empty). Stream i samples with
+// seed stream_seed(opts.sampler.seed, i), so outputs do not depend on batch_size. Returns the new
+// tokens per prompt (the prompt itself not included).
+std::vector<std::vector<int32_t>> generate(ModelRef model,
+                                           const std::vector<std::vector<int32_t>>& prompts,
+                                           const GenerateOptions& opts,
+                                           GenerateStats* stats = nullptr);
+
+// Text in, text out: encodes each prompt (with <|endoftext|> allowed, as the recipe), generates,
+// and returns extract_response() of each.
+std::vector<std::string> generate_responses(ModelRef model, const BpeTokenizer& tok,
+                                            const std::vector<std::string>& prompts,
+                                            const GenerateOptions& opts,
+                                            std::string_view marker = kAlpacaResponseMarker,
+                                            GenerateStats* stats = nullptr);
+
+// The recipe's answer extraction: decode(prompt + new tokens), take the text after the prompt's
+// length in bytes, remove every `marker` and trim whitespace (Python's str.strip()).
+std::string extract_response(const BpeTokenizer& tok, std::span<const int32_t> prompt_ids,
+                             std::span<const int32_t> new_ids, std::string_view prompt_text,
+                             std::string_view marker = kAlpacaResponseMarker);
+// The text part of it: full_text[prompt_bytes:] without `marker`, stripped.
+std::string clean_response(std::string_view full_text, size_t prompt_bytes,
+                           std::string_view marker = kAlpacaResponseMarker);
+
+}  // namespace llmft
