@@ -13,6 +13,7 @@
 
 #include "llmft/generate/sampler.h"
 #include "llmft/model/config.h"
+#include "llmft/model/gpt2.h"
 
 namespace llmft {
 
@@ -24,7 +25,10 @@ inline constexpr std::string_view kAlpacaResponseMarker = "### Response:";
 inline constexpr std::string_view kPhi3ResponseMarker = "<|assistant|>:";
 
 // A model to generate with: config + flat parameters laid out by ParamTable(cfg) (borrowed).
+// Converts from the engine's Gpt2, or from (cfg, params) such as io's HfModel.
 struct ModelRef {
+  ModelRef(const Gpt2Config& c, std::span<const float> p) : cfg(c), params(p) {}
+  ModelRef(const Gpt2& m) : cfg(m.config()), params(m.params()) {}  // NOLINT: implicit on purpose
   const Gpt2Config& cfg;
   std::span<const float> params;
 };
