@@ -1,0 +1,105 @@
+// `llmft data stats FILE`: loads and checks a dataset, tokenizes it, and prints entry counts,
+// split sizes, token lengths per split and the padding overhead of one training epoch.
+#include <fmt/format.h>
+
+#include <memory>
+#include <optional>
+
+#include "command.h"
+#include "llmft/data/dataset.h"
+#include "llmft/data/loader.h"
+#include "llmft/data/stats.h"
+#include "llmft/data/template.h"
+#include "llmft/data/tokenized.h"
+#include "llmft/tokenizer/bpe.h"
+
+namespace llmft::app {
+namespace {
+
+struct StatsOptions {
+  std::string file;
+  std::string prompt_template = "alpaca";
+  int64_t batch_size = 8;
+  bool mask_prompt = false;
+  int64_t max_length = 0;  // 0: no truncation
+  uint64_t seed = 123;
+  int threads = 0;
+};
+
+void print_row(const char* name, const LengthStats& s) {
+  fmt::print("{:<6} {:>8} {:>8} {:>5} {:>7} {:>7.1f} {:>5}\n", name, s.count, s.total, s.min,
+             fmt::format("{:g}", s.median), s.mean, s.max);
+}
+
+int run_stats(const StatsOptions& o) {
+  const PromptTemplate tpl = parse_template(o.prompt_template);
+  const InstructionDataset ds = load_dataset(o.file);
+  const DatasetSplits sp = split_dataset(ds.size());
+  const BpeTokenizer tok = BpeTokenizer::load_bundled();
+  const TokenizedDataset td = tokenize_dataset(ds, tpl, tok, o.threads);
+
+  fmt::print("dataset  {}\n", o.file);
+  fmt::print("entries  {} (train {}, test {}, val {}; template {})\n\n", ds.size(), sp.train.size(),
+             sp.test.size(), sp.val.size(), template_name(tpl));
+  fmt::print("training-text tokens (prompt + response)\n");
+  fmt::print("{:<6} {:>8} {:>8} {:>5} {:>7} {:>7} {:>5}\n", "split", "entries", "tokens", "min",
+             "median", "mean", "max");
+  print_row("train", length_stats(td, sp.train));
+  print_row("test", length_stats(td, sp.test));
+  print_row("val", length_stats(td, sp.val));
+  print_row("all", length_stats(td, {0, ds.size()}));
+  fmt::print("\nprompt tokens\n");
+  print_row("all", length_stats(td, {0, ds.size()}, /*prompts=*/true));
+
+  CollateOptions co;
+  co.mask_prompt = o.mask_prompt;
+  if (o.max_length > 0) co.allowed_max_length = o.max_length;
+  const DataLoader train(td, sp.train, train_loader_options(o.batch_size, o.seed, co));
+  const EpochTokens e = epoch_tokens(train, /*epoch=*/0);
+  const auto pct = [&](int64_t x) {
+    return e.real_tokens ? 100.0 * static_cast<double>(x) / static_cast<double>(e.real_tokens) : 0.0;
+  };
+  fmt::print("\none training epoch: {} batches of {} (seed {}, last incomplete batch dropped{}{})\n",
+             e.batches, o.batch_size, o.seed, o.mask_prompt ? ", prompt masked" : "",
+             o.max_length > 0 ? fmt::format(", max length {}", o.max_length) : "");
+  fmt::print("  real tokens     {:>9}\n", e.real_tokens);
+  fmt::print("  padded tokens   {:>9}  ({:+.1f}% padding overhead)\n", e.padded_tokens,
+             e.padding_overhead_percent());
+  fmt::print("  packed tokens   {:>9}  ({:+.1f}%, no padding)\n", e.packed_tokens,
+             pct(e.packed_tokens) - 100.0);
+  fmt::print("  trained targets {:>9}\n", e.target_tokens);
+  return 0;
+}
+
+Runner setup(CLI::App& app) {
+  auto o = std::make_shared<StatsOptions>();
+  app.require_subcommand(1);
+  CLI::App* stats = app.add_subcommand(
+      "stats", "Check a dataset and print split sizes, token lengths and padding overhead");
+  stats->add_option("FILE", o->file, "Alpaca-format dataset (.json array or .jsonl)")->required();
+  stats->add_option("--template", o->prompt_template, "Prompt template")
+      ->check(CLI::IsMember({"alpaca", "phi3"}))
+      ->capture_default_str();
+  stats->add_option("--batch-size", o->batch_size, "Training batch size")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  stats->add_flag("--mask-prompt", o->mask_prompt, "Ignore the prompt's targets in the loss")
+      ->capture_default_str();
+  stats->add_option("--max-length", o->max_length,
+                    "Truncate batches to this many tokens (0 = no truncation)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  stats->add_option("--seed", o->seed, "Seed of the training-set shuffle")->capture_default_str();
+  stats->add_option("--threads", o->threads, "Tokenizer threads (0 = all cores)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  return [o, stats]() -> int {
+    if (stats->parsed()) return run_stats(*o);
+    return 2;
+  };
+}
+
+const Registration reg{"data", "Inspect instruction datasets (stats)", setup};
+
+}  // namespace
+}  // namespace llmft::app

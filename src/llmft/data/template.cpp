@@ -1,0 +1,53 @@
+// Prompt templates, byte-exact with SPEC §1 (alpaca = the reference's format_input()).
+#include "llmft/data/template.h"
+
+#include <fmt/format.h>
+
+#include "llmft/core/error.h"
+
+namespace llmft {
+
+PromptTemplate parse_template(std::string_view name) {
+  if (name == "alpaca") return PromptTemplate::kAlpaca;
+  if (name == "phi3") return PromptTemplate::kPhi3;
+  throw UsageError(fmt::format("unknown prompt template \"{}\", expected alpaca or phi3", name));
+}
+
+std::string_view template_name(PromptTemplate t) {
+  return t == PromptTemplate::kAlpaca ? "alpaca" : "phi3";
+}
+
+std::string format_prompt(PromptTemplate t, std::string_view instruction, std::string_view input) {
+  std::string s;
+  if (t == PromptTemplate::kAlpaca) {
+    s = "Below is an instruction that describes a task. Write a response that appropriately "
+        "completes the request.\n\n### Instruction:\n";
+    s += instruction;
+    if (!input.empty()) {
+      s += "\n\n### Input:\n";
+      s += input;
+    }
+  } else {
+    s = "<|user|>\n";
+    s += instruction;
+    if (!input.empty()) {
+      s += "\n";
+      s += input;
+    }
+  }
+  return s;
+}
+
+std::string_view response_prefix(PromptTemplate t) {
+  return t == PromptTemplate::kAlpaca ? "\n\n### Response:\n" : "\n<|assistant|>:\n";
+}
+
+std::string format_training_text(PromptTemplate t, std::string_view instruction,
+                                 std::string_view input, std::string_view output) {
+  std::string s = format_prompt(t, instruction, input);
+  s += response_prefix(t);
+  s += output;
+  return s;
+}
+
+}  // namespace llmft

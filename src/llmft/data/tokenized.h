@@ -1,0 +1,36 @@
+// The pre-tokenized dataset (SPEC §1): every training text encoded once, up front, in parallel,
+// with the prompt's token count for prompt masking.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "llmft/data/dataset.h"
+#include "llmft/data/template.h"
+#include "llmft/tokenizer/bpe.h"
+
+namespace llmft {
+
+struct TokenizedDataset {
+  std::vector<int32_t> tokens;       // every entry's ids, end to end
+  std::vector<int64_t> offsets;      // (n+1) entry i is tokens[offsets[i], offsets[i+1])
+  std::vector<int64_t> prompt_lens;  // (n) len(tokenize(prompt)), as the reference computes it
+
+  size_t size() const { return prompt_lens.size(); }
+  std::span<const int32_t> ids(size_t i) const {
+    return std::span<const int32_t>(tokens).subspan(offsets[i], offsets[i + 1] - offsets[i]);
+  }
+  int64_t length(size_t i) const { return offsets[i + 1] - offsets[i]; }
+};
+
+// Encodes format_training_text and format_prompt of every entry with tok.encode_batch over
+// `threads` threads (0 = all cores).
+TokenizedDataset tokenize_dataset(const InstructionDataset& ds, PromptTemplate t,
+                                  const BpeTokenizer& tok, int threads = 0);
+
+// From id lists made some other way (tests, other tokenizers). Sizes must match; lists not empty.
+TokenizedDataset make_tokenized_dataset(const std::vector<std::vector<int32_t>>& ids,
+                                        const std::vector<int64_t>& prompt_lens);
+
+}  // namespace llmft
