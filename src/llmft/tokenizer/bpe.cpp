@@ -5,6 +5,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <exception>
 #include <nlohmann/json.hpp>
 #include <queue>
@@ -67,7 +69,16 @@ struct BpeTokenizer::Impl {
   bpe::TokenTable tokens;
   bpe::PairTable pairs;
   uint32_t byte_id[256] = {};
+  // Merge of two raw bytes (first row of every merge loop), indexed by (b0 << 8 | b1): 0xFFFF
+  // where the pair is not a token.
+  std::vector<uint16_t> byte_pair;
   int32_t eot_id = kEndOfText;
+  uint64_t cache_key = 0;  // tells this vocabulary's entries in the per-thread cache apart
+
+  uint32_t byte_pair_rank(const char* p) const {
+    const uint16_t r = byte_pair[(size_t(uint8_t(p[0])) << 8) | uint8_t(p[1])];
+    return r == 0xFFFF ? kNone : r;
+  }
 
   void encode_ordinary(std::string_view text, std::vector<int32_t>& out) const;
   void encode_piece(const char* p, size_t n, std::vector<int32_t>& out) const;
@@ -116,6 +127,10 @@ BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::pa
                             encoder_json.string()));
   }
   const size_t n = j.size();
+  if (n > bpe::PairTable::kMaxTokens) {
+    throw Error(fmt::format("{}: {} tokens; llmft's byte-level BPE supports at most {}",
+                            encoder_json.string(), n, bpe::PairTable::kMaxTokens));
+  }
   std::vector<std::string> tokens(n);
   std::vector<bool> have(n, false), indexed(n, true);
   int64_t eot = -1;
@@ -184,7 +199,7 @@ BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::pa
   }
 
   // Every way to split a token into two tokens is a pair that may join into it.
-  std::vector<uint64_t> keys;
+  std::vector<uint32_t> keys;
   std::vector<uint32_t> values;
   for (uint32_t id = 0; id < n; ++id) {
     if (!indexed[id]) continue;
@@ -199,6 +214,15 @@ BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::pa
     }
   }
   impl->pairs.build(keys, values);
+  impl->byte_pair.assign(65536, 0xFFFF);
+  for (int a = 0; a < 256; ++a) {
+    for (int b = 0; b < 256; ++b) {
+      const uint32_t r = impl->pairs.find(impl->byte_id[a], impl->byte_id[b]);
+      if (r != kNone) impl->byte_pair[static_cast<size_t>(a << 8 | b)] = static_cast<uint16_t>(r);
+    }
+  }
+  static std::atomic<uint64_t> instances{0};
+  impl->cache_key = ++instances;
   return BpeTokenizer(std::move(impl));
 }
 
@@ -208,7 +232,7 @@ BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::pa
 void BpeTokenizer::Impl::merge_small(const char* p, size_t n, std::vector<int32_t>& out) const {
   uint32_t tok[kSmallPiece], rank[kSmallPiece];
   for (size_t i = 0; i < n; ++i) tok[i] = byte_id[static_cast<uint8_t>(p[i])];
-  for (size_t i = 0; i + 1 < n; ++i) rank[i] = pairs.find(tok[i], tok[i + 1]);
+  for (size_t i = 0; i + 1 < n; ++i) rank[i] = byte_pair_rank(p + i);
   size_t m = n;
   while (m > 1) {
     size_t best = 0;
@@ -245,7 +269,10 @@ void BpeTokenizer::Impl::merge_large(const char* p, size_t n, std::vector<int32_
     const uint32_t r = pairs.find(tok[i], tok[j]);
     if (r != kNone) heap.push((uint64_t(r) << 32) | i);
   };
-  for (uint32_t i = 0; i + 1 < n; ++i) push(i);
+  for (uint32_t i = 0; i + 1 < n; ++i) {
+    const uint32_t r = byte_pair_rank(p + i);
+    if (r != kNone) heap.push((uint64_t(r) << 32) | i);
+  }
   while (!heap.empty()) {
     const uint64_t top = heap.top();
     heap.pop();
@@ -264,19 +291,50 @@ void BpeTokenizer::Impl::merge_large(const char* p, size_t n, std::vector<int32_
   for (uint32_t i = 0; i < n; i = next[i]) out.push_back(static_cast<int32_t>(tok[i]));
 }
 
+// Per-thread cache of recent short pieces that needed merging (frequent words of languages
+// whose words are not single tokens). Direct-mapped by the piece's hash; entries of another
+// vocabulary are told apart by Impl::cache_key.
+struct PieceCache {
+  static constexpr size_t kEntries = 4096;
+  static constexpr size_t kMaxBytes = 32;
+  struct Entry {
+    uint64_t hash = 0, owner = 0;
+    uint8_t len = 0, count = 0;
+    char bytes[kMaxBytes];
+    uint16_t ids[kMaxBytes];
+  };
+  std::vector<Entry> entries = std::vector<Entry>(kEntries);
+};
+
 void BpeTokenizer::Impl::encode_piece(const char* p, size_t n, std::vector<int32_t>& out) const {
   if (n == 1) {
     out.push_back(static_cast<int32_t>(byte_id[static_cast<uint8_t>(p[0])]));
     return;
   }
-  const uint32_t whole = tokens.find({p, n});
+  const uint64_t h = bpe::hash_bytes(p, n);
+  const uint32_t whole = tokens.find({p, n}, h);
   if (whole != kNone) {
     out.push_back(static_cast<int32_t>(whole));
-  } else if (n <= kSmallPiece) {
-    merge_small(p, n, out);
-  } else {
-    merge_large(p, n, out);
+    return;
   }
+  if (n > PieceCache::kMaxBytes) {
+    n <= kSmallPiece ? merge_small(p, n, out) : merge_large(p, n, out);
+    return;
+  }
+  thread_local PieceCache cache;
+  PieceCache::Entry& e = cache.entries[(h >> 20) & (PieceCache::kEntries - 1)];
+  if (e.hash == h && e.owner == cache_key && e.len == n && std::memcmp(e.bytes, p, n) == 0) {
+    for (size_t i = 0; i < e.count; ++i) out.push_back(e.ids[i]);
+    return;
+  }
+  const size_t first = out.size();
+  merge_small(p, n, out);
+  e.hash = h;
+  e.owner = cache_key;
+  e.len = static_cast<uint8_t>(n);
+  e.count = static_cast<uint8_t>(out.size() - first);
+  std::memcpy(e.bytes, p, n);
+  for (size_t i = 0; i < e.count; ++i) e.ids[i] = static_cast<uint16_t>(out[first + i]);
 }
 
 void BpeTokenizer::Impl::encode_ordinary(std::string_view text, std::vector<int32_t>& out) const {

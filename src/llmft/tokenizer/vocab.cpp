@@ -24,7 +24,7 @@ void TokenTable::build(const std::vector<std::string>& tokens, const std::vector
   }
 }
 
-void PairTable::build(const std::vector<uint64_t>& keys, const std::vector<uint32_t>& values) {
+void PairTable::build(const std::vector<uint32_t>& keys, const std::vector<uint32_t>& values) {
   const size_t cap = std::bit_ceil(keys.size() * 2 + 16);
   slots_.assign(cap, Slot{});
   mask_ = cap - 1;

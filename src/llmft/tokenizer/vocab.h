@@ -35,7 +35,10 @@ class TokenTable {
   void build(const std::vector<std::string>& tokens, const std::vector<bool>& indexed);
 
   uint32_t find(std::string_view bytes) const {
-    const uint64_t h = hash_bytes(bytes.data(), bytes.size());
+    return find(bytes, hash_bytes(bytes.data(), bytes.size()));
+  }
+  // Same, with h = hash_bytes(bytes) already computed.
+  uint32_t find(std::string_view bytes, uint64_t h) const {
     const auto tag = static_cast<uint32_t>(h >> 32);
     for (size_t slot = h & mask_;; slot = (slot + 1) & mask_) {
       const Slot& s = slots_[slot];
@@ -59,15 +62,17 @@ class TokenTable {
 };
 
 // (left id, right id) -> id of the token their bytes join into; the id is also the merge rank.
+// Ids fit 16 bits (GPT-2 has 50,257 tokens), so a slot is 8 bytes: the table stays cache-friendly.
 class PairTable {
  public:
   static constexpr uint32_t kNone = 0xFFFFFFFFu;
+  static constexpr uint32_t kMaxTokens = 0xFFFF;  // ids 0..65534; 0xFFFF:0xFFFF marks empty
 
-  void build(const std::vector<uint64_t>& keys, const std::vector<uint32_t>& values);
+  void build(const std::vector<uint32_t>& keys, const std::vector<uint32_t>& values);
 
-  static uint64_t key(uint32_t a, uint32_t b) { return (uint64_t(a) << 32) | b; }
+  static uint32_t key(uint32_t a, uint32_t b) { return (a << 16) | b; }
   uint32_t find(uint32_t a, uint32_t b) const {
-    const uint64_t k = key(a, b);
+    const uint32_t k = key(a, b);
     for (size_t slot = mix(k) & mask_;; slot = (slot + 1) & mask_) {
       const Slot& s = slots_[slot];
       if (s.key == k) return s.value;
@@ -76,14 +81,10 @@ class PairTable {
   }
 
  private:
-  static constexpr uint64_t kEmpty = ~0ull;
-  static uint64_t mix(uint64_t k) {
-    k *= 0x9E3779B97F4A7C15ull;
-    return k ^ (k >> 31);
-  }
+  static constexpr uint32_t kEmpty = 0xFFFFFFFFu;
+  static size_t mix(uint32_t k) { return (uint64_t(k) * 0x9E3779B97F4A7C15ull) >> 32; }
   struct Slot {
-    uint64_t key = kEmpty;
-    uint32_t value = kNone;
+    uint32_t key = kEmpty, value = kNone;
   };
   std::vector<Slot> slots_;
   size_t mask_ = 0;
