@@ -1,0 +1,145 @@
+#include "llmft/train/checkpoint.h"
+
+#include <fmt/format.h>
+
+#include <random>
+#include <vector>
+
+#include "llmft/core/error.h"
+#include "llmft/core/io.h"
+#include "llmft/io/hf_folder.h"
+#include "llmft/io/safetensors.h"
+
+namespace llmft {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+constexpr int kFormatVersion = 1;
+
+std::vector<TensorToWrite> named(const ParamTable& table, std::span<const float> flat,
+                                 const std::string& prefix) {
+  std::vector<TensorToWrite> out;
+  for (const auto& s : table.specs()) out.push_back({prefix + s.name, s.shape, table.view(flat, s)});
+  return out;
+}
+
+void copy_file_atomic(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  if (fs::exists(from, ec)) write_file_atomic(to, read_file(from));
+  else write_file_atomic(to, std::string_view());
+}
+}  // namespace
+
+json to_json(const TrainState& s) {
+  return {{"format_version", kFormatVersion}, {"step", s.step},
+          {"epoch", s.epoch},                 {"batch_in_epoch", s.batch_in_epoch},
+          {"tokens_seen", s.tokens_seen},     {"adam_step", s.adam_step},
+          {"train_seconds", s.train_seconds}, {"extra", s.extra}};
+}
+
+TrainState train_state_from_json(const json& j, const std::string& origin) {
+  try {
+    if (j.at("format_version").get<int>() != kFormatVersion) {
+      throw Error(fmt::format("{}: checkpoint format {} is not supported (expected {})", origin,
+                              j.at("format_version").dump(), kFormatVersion));
+    }
+    TrainState s;
+    s.step = j.at("step").get<int64_t>();
+    s.epoch = j.at("epoch").get<int64_t>();
+    s.batch_in_epoch = j.at("batch_in_epoch").get<int64_t>();
+    s.tokens_seen = j.at("tokens_seen").get<int64_t>();
+    s.adam_step = j.at("adam_step").get<int64_t>();
+    s.train_seconds = j.at("train_seconds").get<double>();
+    s.extra = j.at("extra");
+    return s;
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: bad checkpoint state: {}", origin, e.what()));
+  }
+}
+
+fs::path save_checkpoint(const fs::path& run_dir, const ParamTable& table,
+                         std::span<const float> params, std::span<const float> m,
+                         std::span<const float> v, const TrainState& state,
+                         const fs::path& metrics_file) {
+  LLMFT_CHECK(static_cast<int64_t>(params.size()) == table.total() &&
+                  m.size() == params.size() && v.size() == params.size(),
+              "checkpoint buffers do not match the table ({} floats)", table.total());
+  const fs::path root = run_dir / "checkpoints";
+  const std::string name = fmt::format("step-{:06d}", state.step);
+  const fs::path final_dir = root / name;
+  std::random_device rd;
+  const fs::path tmp = root / fmt::format(".tmp-{}-{:08x}", name, rd());
+  std::error_code ec;
+  fs::create_directories(tmp, ec);
+  if (ec) throw Error(fmt::format("{}: cannot create folder: {}", tmp.string(), ec.message()));
+  try {
+    save_gpt2_weights(tmp / "model.safetensors", table, params,
+                      {{"llmft_checkpoint_step", std::to_string(state.step)}});
+    auto opt = named(table, m, "m.");
+    auto vs = named(table, v, "v.");
+    opt.insert(opt.end(), vs.begin(), vs.end());
+    write_safetensors(tmp / "optimizer.safetensors", opt,
+                      {{"adam_step", std::to_string(state.adam_step)}});
+    copy_file_atomic(metrics_file, tmp / "metrics.jsonl");
+    write_file_atomic(tmp / "state.json", to_json(state).dump(2) + "\n");
+    // Same step written twice (an epoch end that is also a --checkpoint-every step): replace.
+    if (fs::exists(final_dir, ec)) fs::remove_all(final_dir, ec);
+    fs::rename(tmp, final_dir, ec);
+    if (ec) {
+      throw Error(fmt::format("{}: cannot rename checkpoint into place: {}", final_dir.string(),
+                              ec.message()));
+    }
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  write_file_atomic(root / "latest", name + "\n");
+  // Only now is the new checkpoint the valid one: drop the others (and stale temporaries).
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    if (e.is_directory() && e.path().filename() != name) fs::remove_all(e.path(), ec);
+  }
+  return final_dir;
+}
+
+std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
+  const fs::path latest = run_dir / "checkpoints" / "latest";
+  std::error_code ec;
+  if (!fs::exists(latest, ec)) return std::nullopt;
+  std::string name = read_file(latest);
+  while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
+  const fs::path dir = run_dir / "checkpoints" / name;
+  if (name.empty() || name.find('/') != std::string::npos || !fs::is_directory(dir, ec)) {
+    throw Error(fmt::format("{}: names checkpoint '{}', which is missing", latest.string(), name),
+                "the run folder was modified by hand; it cannot be resumed");
+  }
+  return dir;
+}
+
+TrainState load_checkpoint(const fs::path& dir, const ParamTable& table, std::span<float> params,
+                           std::span<float> m, std::span<float> v, const fs::path& metrics_file) {
+  LLMFT_CHECK(static_cast<int64_t>(params.size()) == table.total() &&
+                  m.size() == params.size() && v.size() == params.size(),
+              "checkpoint buffers do not match the table ({} floats)", table.total());
+  const fs::path state_file = dir / "state.json";
+  json j = json::parse(read_file(state_file), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) throw Error(fmt::format("{}: not valid JSON", state_file.string()));
+  TrainState s = train_state_from_json(j, state_file.string());
+  load_gpt2_weights(dir / "model.safetensors", table, params);
+  SafetensorsFile opt(dir / "optimizer.safetensors");
+  for (const auto& spec : table.specs()) {
+    for (auto [prefix, flat] : {std::pair{"m.", m}, std::pair{"v.", v}}) {
+      const TensorInfo* t = opt.find(prefix + spec.name);
+      if (!t || t->numel != spec.numel) {
+        throw Error(fmt::format("{}: tensor '{}{}' is missing or has the wrong size",
+                                opt.path().string(), prefix, spec.name));
+      }
+      opt.read_f32(*t, table.view(flat, spec));
+    }
+  }
+  write_file_atomic(metrics_file, read_file(dir / "metrics.jsonl"));
+  return s;
+}
+
+}  // namespace llmft
