@@ -1,0 +1,454 @@
+// GPT-2 forward/backward over packed sequences; see gpt2.h. The backward is the forward read
+// bottom-up; each step quotes the forward line it differentiates.
+#include "llmft/model/gpt2.h"
+
+#include <fmt/format.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "llmft/core/error.h"
+#include "llmft/model/kernels/attention.h"
+#include "llmft/model/kernels/common.h"
+#include "llmft/model/kernels/crossentropy.h"
+#include "llmft/model/kernels/dropout.h"
+#include "llmft/model/kernels/encoder.h"
+#include "llmft/model/kernels/gelu.h"
+#include "llmft/model/kernels/layernorm.h"
+#include "llmft/model/kernels/matmul.h"
+#include "llmft/model/kernels/residual.h"
+
+namespace llmft {
+
+using namespace kernels;
+
+namespace {
+// Per-layer activation offsets inside the layer's block, in units of the capacity Nc tokens.
+// ln1 (N,C) | ln1_mean (N) | ln1_rstd (N) | qkv (N,3C) | atty (N,C) | att (A) | res2 (N,C) |
+// ln2 (N,C) | ln2_mean (N) | ln2_rstd (N) | fch (N,4C) | res3 (N,C)
+constexpr int kDropEmb = 0, kDropAtt = 1, kDropAttProj = 2, kDropMlp = 3;
+}  // namespace
+
+struct Gpt2::LayerActs {
+  std::span<float> ln1, ln1_mean, ln1_rstd, qkv, atty, att, res2, ln2, ln2_mean, ln2_rstd, fch,
+      res3;
+};
+
+Gpt2::LayerActs Gpt2::layer(int64_t l) {
+  const int64_t Nc = cap_tokens_, C = cfg_.C;
+  int64_t o = off_layers_ + l * layer_stride_;
+  auto take = [&](int64_t n) {
+    auto s = acts(o, n);
+    o += n;
+    return s;
+  };
+  LayerActs a;
+  a.ln1 = take(Nc * C);
+  a.ln1_mean = take(Nc);
+  a.ln1_rstd = take(Nc);
+  a.qkv = take(Nc * 3 * C);
+  a.atty = take(Nc * C);
+  a.att = take(cap_att_);
+  a.res2 = take(Nc * C);
+  a.ln2 = take(Nc * C);
+  a.ln2_mean = take(Nc);
+  a.ln2_rstd = take(Nc);
+  a.fch = take(Nc * 4 * C);
+  a.res3 = take(Nc * C);
+  return a;
+}
+
+Gpt2::Gpt2(const Gpt2Config& cfg) : cfg_(cfg), table_(cfg) {
+  params_.assign(static_cast<size_t>(table_.total()), 0.0f);
+  grads_.assign(static_cast<size_t>(table_.total()), 0.0f);
+}
+
+std::span<float> Gpt2::param(const std::string& name) {
+  const ParamSpec* s = table_.find(name);
+  LLMFT_CHECK(s != nullptr, "no parameter named '{}'", name);
+  return table_.view(std::span<float>(params_), *s);
+}
+std::span<const float> Gpt2::param(const std::string& name) const {
+  const ParamSpec* s = table_.find(name);
+  LLMFT_CHECK(s != nullptr, "no parameter named '{}'", name);
+  return table_.view(std::span<const float>(params_), *s);
+}
+std::span<float> Gpt2::grad(const std::string& name) {
+  const ParamSpec* s = table_.find(name);
+  LLMFT_CHECK(s != nullptr, "no parameter named '{}'", name);
+  return table_.view(std::span<float>(grads_), *s);
+}
+std::span<const float> Gpt2::head_weight() const {
+  return param(cfg_.tied ? "wte.weight" : "lm_head.weight");
+}
+
+void Gpt2::init_random(uint64_t seed) {
+  const auto& specs = table_.specs();
+  const double proj_std = 0.02 / std::sqrt(2.0 * static_cast<double>(cfg_.L));
+  std::fill(params_.begin(), params_.end(), 0.0f);
+  const int64_t kChunk = 1 << 16;
+  for (size_t t = 0; t < specs.size(); ++t) {
+    const ParamSpec& s = specs[t];
+    auto view = table_.view(std::span<float>(params_), s);
+    const bool is_ln = s.name.find("ln_") != std::string::npos;
+    const bool is_bias = s.name.ends_with(".bias");
+    if (is_bias) continue;  // zero
+    if (is_ln) {
+      std::fill(view.begin(), view.end(), 1.0f);
+      continue;
+    }
+    const bool is_proj = s.name.ends_with("c_proj.weight");
+    const float stddev = static_cast<float>(is_proj ? proj_std : 0.02);
+    const int64_t nchunks = (s.numel + kChunk - 1) / kChunk;
+    // Each chunk has its own generator so the result does not depend on the thread count.
+#pragma omp parallel for
+    for (int64_t c = 0; c < nchunks; ++c) {
+      std::mt19937_64 rng(mix64(seed ^ mix64((t << 32) + static_cast<uint64_t>(c))));
+      std::normal_distribution<float> dist(0.0f, stddev);
+      const int64_t end = std::min(s.numel, (c + 1) * kChunk);
+      for (int64_t i = c * kChunk; i < end; ++i) view[static_cast<size_t>(i)] = dist(rng);
+    }
+  }
+}
+
+void Gpt2::set_head_chunk_rows(int64_t rows) {
+  LLMFT_CHECK(rows >= 1, "head chunk rows {}", rows);
+  head_rows_ = rows;
+  cap_tokens_ = 0;  // the next reserve/forward re-lays the arena
+}
+
+void Gpt2::reserve(int64_t max_tokens, int64_t max_seq_len) {
+  LLMFT_CHECK(max_tokens >= 1, "reserve({})", max_tokens);
+  if (max_seq_len <= 0) max_seq_len = std::min(cfg_.maxT, max_tokens);
+  max_seq_len = std::min({max_seq_len, max_tokens, cfg_.maxT});
+  if (max_tokens <= cap_tokens_ && max_seq_len <= cap_seq_) return;
+  max_tokens = std::max(max_tokens, cap_tokens_);
+  max_seq_len = std::max(max_seq_len, cap_seq_);
+  const int64_t Nc = max_tokens, C = cfg_.C, V = cfg_.V;
+  cap_tokens_ = Nc;
+  cap_seq_ = max_seq_len;
+  // sum_s T_s^2 <= (sum_s T_s) * max_s T_s
+  cap_att_ = cfg_.NH * Nc * max_seq_len;
+  layer_stride_ = Nc * 12 * C + 4 * Nc + cap_att_;
+  int64_t o = 0;
+  auto place = [&](int64_t n) {
+    const int64_t at = o;
+    o += (n + 15) / 16 * 16;
+    return at;
+  };
+  off_enc_ = place(Nc * C);
+  off_layers_ = place(cfg_.L * layer_stride_);
+  off_lnf_ = place(Nc * C);
+  off_lnf_stats_ = place(2 * Nc);
+  off_xg_ = place(Nc * C);
+  off_losses_ = place(Nc);
+  off_lse_ = place(Nc);
+  off_head_ = place(std::min(Nc, head_rows_) * V);
+  off_fc_scratch_ = place(Nc * 4 * C);
+  off_c_scratch_ = place(Nc * C);
+  off_dres_ = place(Nc * C);
+  off_dc_ = place(Nc * C);
+  off_dbranch_ = place(Nc * C);
+  off_dqkv_ = place(Nc * 3 * C);
+  off_dfc_ = place(Nc * 4 * C);
+  off_datt_ = place(cap_att_);
+  off_dxg_ = place(Nc * C);
+  acts_.assign(static_cast<size_t>(o), 0.0f);
+  pos_.assign(static_cast<size_t>(Nc), 0);
+  inputs_.assign(static_cast<size_t>(Nc), 0);
+  gtargets_.assign(static_cast<size_t>(Nc), 0);
+  rows_.assign(static_cast<size_t>(Nc), 0);
+  offsets_.reserve(static_cast<size_t>(Nc + 1));
+  ready_for_backward_ = false;
+  head_has_logits_ = false;
+}
+
+void Gpt2::check_batch(std::span<const int32_t> inputs, std::span<const int32_t>* targets,
+                       std::span<const int64_t> off) const {
+  const int64_t N = static_cast<int64_t>(inputs.size());
+  if (N == 0) throw Error("empty batch: no input tokens", "pass at least one token");
+  if (targets && static_cast<int64_t>(targets->size()) != N)
+    throw Error(fmt::format("batch has {} inputs but {} targets", N, targets->size()),
+                "inputs and targets must have the same length");
+  if (off.size() < 2 || off.front() != 0 || off.back() != N)
+    throw Error(fmt::format("sequence offsets must run from 0 to {} (got {} entries, last {})", N,
+                            off.size(), off.empty() ? -1 : off.back()),
+                "pass S+1 offsets: 0, end of sequence 1, ..., N");
+  for (size_t s = 1; s < off.size(); ++s) {
+    const int64_t T = off[s] - off[s - 1];
+    if (T <= 0 || T > cfg_.maxT)
+      throw Error(fmt::format("sequence {} has length {}", s - 1, T),
+                  fmt::format("each sequence needs 1 to {} tokens (the context length); "
+                              "truncate longer ones",
+                              cfg_.maxT));
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    if (inputs[i] < 0 || inputs[i] >= cfg_.V)
+      throw Error(fmt::format("input token {} at position {} is outside the vocabulary [0, {})",
+                              inputs[i], i, cfg_.V),
+                  "the tokenizer and the model must share a vocabulary");
+    if (targets) {
+      const int32_t t = (*targets)[i];
+      if (t != kIgnoreIndex && (t < 0 || t >= cfg_.V))
+        throw Error(fmt::format("target {} at position {} is outside [0, {}) and not -100", t, i,
+                                cfg_.V),
+                    "use -100 for positions that carry no loss");
+    }
+  }
+}
+
+uint64_t Gpt2::site_seed(int64_t l, int site) const {
+  return mix64(dropout_seed_ ^ mix64(forward_count_ * 0x10001ull +
+                                     static_cast<uint64_t>(l + 1) * 8 + static_cast<uint64_t>(site)));
+}
+
+void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_t> off,
+                         bool dropout) {
+  const int64_t N = static_cast<int64_t>(inputs.size());
+  int64_t max_T = 0;
+  for (size_t s = 1; s < off.size(); ++s) max_T = std::max(max_T, off[s] - off[s - 1]);
+  reserve(N, max_T);
+  const int64_t C = cfg_.C, NH = cfg_.NH;
+  const float p = dropout ? cfg_.dropout : 0.0f;
+  dropout_on_ = p > 0.0f;
+  N_ = N;
+  offsets_.assign(off.begin(), off.end());
+  std::copy(inputs.begin(), inputs.end(), inputs_.begin());
+  for (size_t s = 0; s + 1 < off.size(); ++s)
+    for (int64_t i = off[s]; i < off[s + 1]; ++i) pos_[i] = static_cast<int32_t>(i - off[s]);
+
+  const std::span<const int32_t> inp(inputs_.data(), N), pos(pos_.data(), N);
+  auto enc = acts(off_enc_, N * C);  // (N, C)
+  encoder_forward(enc, inp, pos, param("wte.weight"), param("wpe.weight"), N, C);
+  if (dropout_on_) dropout_forward(enc, enc, p, site_seed(-1, kDropEmb), N * C);
+
+  auto branch = acts(off_c_scratch_, N * C);       // (N, C) attention / MLP branch output
+  auto fc_act = acts(off_fc_scratch_, N * 4 * C);  // (N, 4C) gelu(fch)
+  std::span<const float> res = enc;                // (N, C) the residual stream
+  for (int64_t l = 0; l < cfg_.L; ++l) {
+    const std::string h = fmt::format("h.{}.", l);
+    LayerActs a = layer(l);
+    // ln1 = LN(res)
+    layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, res, param(h + "ln_1.weight"),
+                      param(h + "ln_1.bias"), N, C, cfg_.ln_eps);
+    // qkv = ln1 @ c_attn.W + c_attn.b            (N, 3C)
+    matmul_forward(a.qkv, a.ln1, param(h + "attn.c_attn.weight"), param(h + "attn.c_attn.bias"),
+                   N, C, 3 * C);
+    // atty = attention(qkv)                       (N, C)
+    attention_forward(a.atty, a.att, a.qkv, off, N, C, NH, p, site_seed(l, kDropAtt));
+    // branch = drop(atty @ c_proj.W + c_proj.b)   (N, C)
+    matmul_forward(branch, a.atty, param(h + "attn.c_proj.weight"), param(h + "attn.c_proj.bias"),
+                   N, C, C);
+    if (dropout_on_) dropout_forward(branch, branch, p, site_seed(l, kDropAttProj), N * C);
+    // res2 = res + branch
+    residual_forward(a.res2, res, branch, N * C);
+    // ln2 = LN(res2)
+    layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, param(h + "ln_2.weight"),
+                      param(h + "ln_2.bias"), N, C, cfg_.ln_eps);
+    // fch = ln2 @ c_fc.W + c_fc.b                 (N, 4C)
+    matmul_forward(a.fch, a.ln2, param(h + "mlp.c_fc.weight"), param(h + "mlp.c_fc.bias"), N, C,
+                   4 * C);
+    // fc_act = gelu(fch)                          (N, 4C), recomputed in backward
+    gelu_forward(fc_act, a.fch, N * 4 * C);
+    // branch = drop(fc_act @ c_proj.W + c_proj.b) (N, C)
+    matmul_forward(branch, fc_act, param(h + "mlp.c_proj.weight"), param(h + "mlp.c_proj.bias"), N,
+                   4 * C, C);
+    if (dropout_on_) dropout_forward(branch, branch, p, site_seed(l, kDropMlp), N * C);
+    // res3 = res2 + branch
+    residual_forward(a.res3, a.res2, branch, N * C);
+    res = a.res3;
+  }
+  // lnf = LN(res)
+  auto stats = acts(off_lnf_stats_, 2 * N);
+  layernorm_forward(acts(off_lnf_, N * C), stats.first(N), stats.subspan(N, N), res,
+                    param("ln_f.weight"), param("ln_f.bias"), N, C, cfg_.ln_eps);
+}
+
+LossResult Gpt2::forward(std::span<const int32_t> inputs, std::span<const int32_t> targets,
+                         std::span<const int64_t> seq_offsets, bool training) {
+  check_batch(inputs, &targets, seq_offsets);
+  ready_for_backward_ = false;
+  if (training) ++forward_count_;
+  forward_trunk(inputs, seq_offsets, training);
+  const int64_t N = N_, C = cfg_.C, V = cfg_.V;
+  // Gather the rows whose target counts: xg = lnf[rows]   (M, C)
+  int64_t M = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    if (targets[i] == kIgnoreIndex) continue;
+    rows_[M] = i;
+    gtargets_[M] = targets[i];
+    ++M;
+  }
+  M_ = M;
+  LossResult r;
+  r.n_targets = M;
+  if (M > 0) {
+    auto lnf = acts(off_lnf_, N * C);
+    auto xg = acts(off_xg_, M * C);
+#pragma omp parallel for if (M * C >= kParallelMin)
+    for (int64_t m = 0; m < M; ++m)
+      std::copy_n(lnf.data() + rows_[m] * C, C, xg.data() + m * C);
+    auto losses = acts(off_losses_, M);
+    head_crossentropy_forward(losses, acts(off_lse_, M), acts(off_head_, std::min(M, head_rows_) * V),
+                              xg, head_weight(), std::span<const int32_t>(gtargets_.data(), M), M,
+                              C, V, head_rows_);
+    double sum = 0.0;
+    for (int64_t m = 0; m < M; ++m) sum += losses[m];
+    r.loss_sum = sum;
+  }
+  head_has_logits_ = true;
+  ready_for_backward_ = training;
+  return r;
+}
+
+void Gpt2::backward(float dloss_scale) {
+  LLMFT_CHECK(ready_for_backward_, "backward() needs a training forward() just before it");
+  ready_for_backward_ = false;
+  const int64_t N = N_, M = M_, C = cfg_.C, V = cfg_.V, NH = cfg_.NH;
+  const float p = dropout_on_ ? cfg_.dropout : 0.0f;
+  const std::span<const int64_t> off(offsets_);
+  const std::span<const int32_t> inp(inputs_.data(), N), pos(pos_.data(), N);
+  auto gview = [&](const std::string& name) { return grad(name); };
+
+  auto dres = acts(off_dres_, N * C);       // (N, C) d(residual stream)
+  auto dc = acts(off_dc_, N * C);           // (N, C) d(lnf / atty / ln1 / ln2)
+  auto dbranch = acts(off_dbranch_, N * C); // (N, C) d(branch before dropout)
+  auto dqkv = acts(off_dqkv_, N * 3 * C);   // (N, 3C)
+  auto dfc = acts(off_dfc_, N * 4 * C);     // (N, 4C) d(fc_act)
+  auto fc_act = acts(off_fc_scratch_, N * 4 * C);  // (N, 4C) gelu(fch), then d(fch)
+  auto datt = acts(off_datt_, cap_att_);
+  std::fill(dc.begin(), dc.end(), 0.0f);
+  if (M > 0) {
+    // losses = crossentropy(xg @ head^T, targets);  xg = lnf[rows]
+    auto dxg = acts(off_dxg_, M * C);
+    std::fill(dxg.begin(), dxg.end(), 0.0f);
+    const std::string head = cfg_.tied ? "wte.weight" : "lm_head.weight";
+    head_crossentropy_backward(dxg, gview(head), acts(off_head_, std::min(M, head_rows_) * V),
+                               acts(off_xg_, M * C), head_weight(),
+                               std::span<const int32_t>(gtargets_.data(), M), acts(off_lse_, M),
+                               dloss_scale, M, C, V, head_rows_, head_has_logits_);
+    for (int64_t m = 0; m < M; ++m)
+      std::copy_n(dxg.data() + m * C, C, dc.data() + rows_[m] * C);
+  }
+  head_has_logits_ = false;
+  // lnf = LN(res_L)
+  std::fill(dres.begin(), dres.end(), 0.0f);
+  auto stats = acts(off_lnf_stats_, 2 * N);
+  std::span<const float> res_last = cfg_.L > 0 ? layer(cfg_.L - 1).res3 : acts(off_enc_, N * C);
+  layernorm_backward(dres, gview("ln_f.weight"), gview("ln_f.bias"), dc, res_last.first(N * C),
+                     param("ln_f.weight"), stats.first(N), stats.subspan(N, N), N, C);
+
+  for (int64_t l = cfg_.L - 1; l >= 0; --l) {
+    const std::string h = fmt::format("h.{}.", l);
+    LayerActs a = layer(l);
+    std::span<const float> res = l == 0 ? acts(off_enc_, N * C) : layer(l - 1).res3;
+    // res3 = res2 + drop(fc_act @ c_proj.W + c_proj.b)
+    std::span<const float> dbr = dres;
+    if (dropout_on_) {
+      std::fill(dbranch.begin(), dbranch.end(), 0.0f);
+      dropout_backward(dbranch, dres, p, site_seed(l, kDropMlp), N * C);
+      dbr = dbranch;
+    }
+    gelu_forward(fc_act, a.fch, N * 4 * C);
+    std::fill(dfc.begin(), dfc.end(), 0.0f);
+    matmul_backward(dfc, gview(h + "mlp.c_proj.weight"), gview(h + "mlp.c_proj.bias"), dbr,
+                    fc_act, param(h + "mlp.c_proj.weight"), N, 4 * C, C);
+    // fc_act = gelu(fch): fc_act's buffer now holds d(fch)
+    std::fill(fc_act.begin(), fc_act.end(), 0.0f);
+    gelu_backward(fc_act, dfc, a.fch, N * 4 * C);
+    // fch = ln2 @ c_fc.W + c_fc.b
+    std::fill(dc.begin(), dc.end(), 0.0f);
+    matmul_backward(dc, gview(h + "mlp.c_fc.weight"), gview(h + "mlp.c_fc.bias"), fc_act, a.ln2,
+                    param(h + "mlp.c_fc.weight"), N, C, 4 * C);
+    // ln2 = LN(res2); dres already holds d(res2) through the residual path
+    layernorm_backward(dres, gview(h + "ln_2.weight"), gview(h + "ln_2.bias"), dc, a.res2,
+                       param(h + "ln_2.weight"), a.ln2_mean, a.ln2_rstd, N, C);
+    // res2 = res + drop(atty @ c_proj.W + c_proj.b)
+    dbr = dres;
+    if (dropout_on_) {
+      std::fill(dbranch.begin(), dbranch.end(), 0.0f);
+      dropout_backward(dbranch, dres, p, site_seed(l, kDropAttProj), N * C);
+      dbr = dbranch;
+    }
+    std::fill(dc.begin(), dc.end(), 0.0f);
+    matmul_backward(dc, gview(h + "attn.c_proj.weight"), gview(h + "attn.c_proj.bias"), dbr,
+                    a.atty, param(h + "attn.c_proj.weight"), N, C, C);
+    // atty = attention(qkv)
+    std::fill(dqkv.begin(), dqkv.end(), 0.0f);
+    attention_backward(dqkv, datt, dc, a.qkv, a.att, off, N, C, NH, p, site_seed(l, kDropAtt));
+    // qkv = ln1 @ c_attn.W + c_attn.b
+    std::fill(dc.begin(), dc.end(), 0.0f);
+    matmul_backward(dc, gview(h + "attn.c_attn.weight"), gview(h + "attn.c_attn.bias"), dqkv,
+                    a.ln1, param(h + "attn.c_attn.weight"), N, C, 3 * C);
+    // ln1 = LN(res); dres holds d(res) after this
+    layernorm_backward(dres, gview(h + "ln_1.weight"), gview(h + "ln_1.bias"), dc, res,
+                       param(h + "ln_1.weight"), a.ln1_mean, a.ln1_rstd, N, C);
+  }
+  // enc = drop(wte[inp] + wpe[pos])
+  std::span<const float> denc = dres;
+  if (dropout_on_) {
+    std::fill(dbranch.begin(), dbranch.end(), 0.0f);
+    dropout_backward(dbranch, dres, p, site_seed(-1, kDropEmb), N * C);
+    denc = dbranch;
+  }
+  encoder_backward(gview("wte.weight"), gview("wpe.weight"), denc, inp, pos, N, C);
+}
+
+void Gpt2::forward_logits(std::span<float> logits, std::span<const int32_t> inputs,
+                          std::span<const int64_t> seq_offsets,
+                          std::span<const int64_t> positions) {
+  check_batch(inputs, nullptr, seq_offsets);
+  const int64_t N = static_cast<int64_t>(inputs.size()), P = static_cast<int64_t>(positions.size());
+  const int64_t C = cfg_.C, V = cfg_.V;
+  if (static_cast<int64_t>(logits.size()) < P * V)
+    throw Error(fmt::format("logits buffer has {} floats, need {} x {}", logits.size(), P, V));
+  for (int64_t i = 0; i < P; ++i)
+    if (positions[i] < 0 || positions[i] >= N)
+      throw Error(fmt::format("logit position {} outside [0, {})", positions[i], N));
+  ready_for_backward_ = false;
+  head_has_logits_ = false;
+  forward_trunk(inputs, seq_offsets, /*dropout=*/false);
+  if (P == 0) return;
+  // The gather buffer holds cap_tokens_ rows; more positions than tokens go in rounds.
+  auto lnf = acts(off_lnf_, N * C);
+  for (int64_t p0 = 0; p0 < P; p0 += cap_tokens_) {
+    const int64_t rows = std::min(cap_tokens_, P - p0);
+    auto xg = acts(off_xg_, rows * C);
+    for (int64_t r = 0; r < rows; ++r)
+      std::copy_n(lnf.data() + positions[p0 + r] * C, C, xg.data() + r * C);
+    matmul_forward(logits.subspan(p0 * V, rows * V), xg, head_weight(), {}, rows, C, V,
+                   WeightLayout::kOutIn);
+  }
+}
+
+void Gpt2::zero_grad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+
+double Gpt2::grad_norm() const {
+  const float* g = grads_.data();
+  const int64_t n = static_cast<int64_t>(grads_.size());
+  double s = 0.0;
+#pragma omp parallel for reduction(+ : s) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(g[i]) * g[i];
+  return std::sqrt(s);
+}
+
+double Gpt2::clip_grad_norm(double max_norm) {
+  LLMFT_CHECK(max_norm > 0.0, "max_norm {}", max_norm);
+  const double norm = grad_norm();
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) {
+    const float c = static_cast<float>(coef);
+    for (float& g : grads_) g *= c;
+  }
+  return norm;
+}
+
+void Gpt2::set_num_threads(int n) {
+  LLMFT_CHECK(n >= 1, "threads {}", n);
+  omp_set_num_threads(n);
+  set_blas_threads(n);
+}
+
+}  // namespace llmft

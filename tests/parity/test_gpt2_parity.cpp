@@ -1,0 +1,215 @@
+// The C++ GPT-2 against the PyTorch reference (tests/reference/gpt2_reference.py, golden
+// tests/golden/gpt2_tiny.safetensors): logits, masked loss, every gradient, tied head, AdamW
+// steps, greedy tokens; and padded vs packed batches.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "golden_reader.h"
+#include "llmft/model/adamw.h"
+#include "llmft/model/gpt2.h"
+#include "test_util.h"
+
+namespace llmft {
+namespace {
+
+using test::all_close;
+using test::Golden;
+
+// Logits and loss: same fp32 math in a different order (sgemm blocking, double row statistics
+// in our LayerNorm) differs by a few ulps per op over ~10 chained ops.
+constexpr double kFwdRtol = 1e-5, kFwdAtol = 1e-5;
+// Gradients: backward chains twice as many ops and sums over tokens; small entries are
+// cancellations of larger terms, hence the absolute floor relative to O(1e-2) gradients.
+constexpr double kGradRtol = 1e-4, kGradAtol = 1e-6;
+
+const Golden& golden() {
+  static const Golden g(test::golden_dir() / "gpt2_tiny.safetensors");
+  return g;
+}
+
+Gpt2Config tiny_config(bool tied) {
+  const auto c = golden().i32("config");
+  Gpt2Config cfg;
+  cfg.V = c[0];
+  cfg.maxT = c[1];
+  cfg.C = c[2];
+  cfg.L = c[3];
+  cfg.NH = c[4];
+  cfg.tied = tied;
+  return cfg;
+}
+
+void load_params(Gpt2& model, const std::string& prefix = "param.") {
+  for (const auto& s : model.table().specs()) {
+    const auto v = golden().f32(prefix + s.name);
+    ASSERT_EQ(static_cast<int64_t>(v.size()), s.numel) << s.name;
+    ASSERT_EQ(golden().shape(prefix + s.name), s.shape) << s.name;
+    std::copy(v.begin(), v.end(), model.param(s.name).begin());
+  }
+}
+
+struct Batch {
+  int64_t B = 0, T = 0;
+  std::vector<int32_t> inputs, targets;  // (B, T)
+  std::vector<int32_t> lengths;          // (B)
+  std::vector<int64_t> offsets() const {  // padded: one sequence per row
+    std::vector<int64_t> o;
+    for (int64_t b = 0; b <= B; ++b) o.push_back(b * T);
+    return o;
+  }
+};
+
+Batch golden_batch() {
+  Batch b;
+  b.inputs = golden().i32("batch.inputs");
+  b.targets = golden().i32("batch.targets");
+  b.lengths = golden().i32("batch.lengths");
+  b.B = golden().shape("batch.inputs")[0];
+  b.T = golden().shape("batch.inputs")[1];
+  return b;
+}
+
+TEST(Gpt2Parity, LogitsOfPaddedBatch) {
+  Gpt2 model(tiny_config(false));
+  load_params(model);
+  const Batch b = golden_batch();
+  const int64_t N = b.B * b.T, V = model.config().V;
+  std::vector<int64_t> positions(N);
+  for (int64_t i = 0; i < N; ++i) positions[i] = i;
+  std::vector<float> logits(N * V);
+  const auto off = b.offsets();
+  model.forward_logits(logits, b.inputs, off, positions);
+  EXPECT_TRUE(all_close(logits, golden().f32("logits"), kFwdRtol, kFwdAtol));
+}
+
+TEST(Gpt2Parity, LossAndEveryGradient) {
+  Gpt2 model(tiny_config(false));
+  load_params(model);
+  const Batch b = golden_batch();
+  const auto off = b.offsets();
+  model.zero_grad();
+  const LossResult r = model.forward(b.inputs, b.targets, off);
+  int64_t counted = 0;
+  for (int32_t t : b.targets) counted += t != Gpt2::kIgnoreIndex;
+  EXPECT_EQ(r.n_targets, counted);
+  const std::vector<float> loss{static_cast<float>(r.mean())};
+  EXPECT_TRUE(all_close(loss, golden().f32("loss"), kFwdRtol, kFwdAtol));
+  model.backward(1.0f / static_cast<float>(r.n_targets));
+  for (const auto& s : model.table().specs()) {
+    EXPECT_TRUE(all_close(model.grad(s.name), golden().f32("grad." + s.name), kGradRtol,
+                          kGradAtol))
+        << s.name;
+  }
+}
+
+TEST(Gpt2Parity, TiedHead) {
+  Gpt2 model(tiny_config(true));
+  ASSERT_EQ(model.table().find("lm_head.weight"), nullptr);
+  load_params(model);
+  const Batch b = golden_batch();
+  const auto off = b.offsets();
+  model.zero_grad();
+  const LossResult r = model.forward(b.inputs, b.targets, off);
+  const std::vector<float> loss{static_cast<float>(r.mean())};
+  EXPECT_TRUE(all_close(loss, golden().f32("tied.loss"), kFwdRtol, kFwdAtol));
+  model.backward(1.0f / static_cast<float>(r.n_targets));
+  for (const char* name : {"wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"}) {
+    EXPECT_TRUE(all_close(model.grad(name), golden().f32(std::string("tied.grad.") + name),
+                          kGradRtol, kGradAtol))
+        << name;
+  }
+}
+
+TEST(Gpt2Parity, ThreeAdamWSteps) {
+  Gpt2 model(tiny_config(false));
+  load_params(model);
+  const Batch b = golden_batch();
+  const auto off = b.offsets();
+  AdamWConfig ac;
+  ac.lr = 1e-3;
+  ac.weight_decay = 0.1;
+  AdamW opt(model.table().total(), ac);
+  std::vector<float> losses;
+  for (int step = 0; step < 3; ++step) {
+    model.zero_grad();
+    const LossResult r = model.forward(b.inputs, b.targets, off);
+    losses.push_back(static_cast<float>(r.mean()));
+    model.backward(1.0f / static_cast<float>(r.n_targets));
+    opt.step(model.params(), model.grads());
+  }
+  EXPECT_EQ(opt.step_count(), 3);
+  // Losses after updates inherit the gradients' differences through the step.
+  EXPECT_TRUE(all_close(losses, golden().f32("adamw.losses"), 1e-5, 1e-5));
+  // Adam divides m by sqrt(v), so each update is ~lr in size whatever the gradient's scale; for
+  // gradients near zero a 1e-4 relative gradient difference can shift m/sqrt(v) by a few
+  // percent: 5e-6 = 0.5% of lr (1e-3) per parameter.
+  const int64_t C = model.config().C;
+  for (const auto& s : model.table().specs()) {
+    std::vector<float> got(model.param(s.name).begin(), model.param(s.name).end());
+    std::vector<float> want = golden().f32("adamw." + s.name);
+    if (s.name.ends_with("attn.c_attn.bias")) {
+      // The key bias has an exactly zero gradient (adding b.q to a whole row of scores leaves the
+      // softmax unchanged), so both sides' updates are normalised rounding noise: only check
+      // that they stay within the 3 steps' reach (3 * lr) and compare the q and v parts.
+      std::vector<float> gk(got.begin() + C, got.begin() + 2 * C);
+      std::vector<float> wk(want.begin() + C, want.begin() + 2 * C);
+      EXPECT_TRUE(all_close(gk, wk, 0, 3 * ac.lr)) << s.name << " (key part)";
+      std::copy(want.begin() + C, want.begin() + 2 * C, got.begin() + C);
+    }
+    EXPECT_TRUE(all_close(got, want, 1e-5, 5e-6)) << s.name;
+  }
+}
+
+TEST(Gpt2Parity, GreedyTokens) {
+  Gpt2 model(tiny_config(false));
+  load_params(model);
+  std::vector<int32_t> seq = golden().i32("greedy.prompt");
+  const auto expected = golden().i32("greedy.tokens");
+  const int64_t V = model.config().V;
+  std::vector<float> logits(V);
+  for (size_t k = 0; k < expected.size(); ++k) {
+    const int64_t n = static_cast<int64_t>(seq.size());
+    const std::vector<int64_t> off{0, n}, last{n - 1};
+    model.forward_logits(logits, seq, off, last);
+    seq.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) -
+                                       logits.begin()));
+  }
+  const std::vector<int32_t> got(seq.end() - static_cast<int64_t>(expected.size()), seq.end());
+  EXPECT_EQ(got, expected);
+}
+
+// Padding after the real tokens never reaches them through causal attention and carries -100
+// targets, so packing the real tokens end to end must give the same loss and gradients.
+TEST(Gpt2Parity, PackedEqualsPadded) {
+  const Batch b = golden_batch();
+  Gpt2 padded(tiny_config(false)), packed(tiny_config(false));
+  load_params(padded);
+  load_params(packed);
+  const auto off = b.offsets();
+  padded.zero_grad();
+  const LossResult rp = padded.forward(b.inputs, b.targets, off);
+  padded.backward(1.0f / static_cast<float>(rp.n_targets));
+
+  std::vector<int32_t> in, tg;
+  std::vector<int64_t> poff{0};
+  for (int64_t r = 0; r < b.B; ++r) {
+    for (int64_t t = 0; t < b.lengths[r]; ++t) {
+      in.push_back(b.inputs[r * b.T + t]);
+      tg.push_back(b.targets[r * b.T + t]);
+    }
+    poff.push_back(static_cast<int64_t>(in.size()));
+  }
+  ASSERT_LT(in.size(), b.inputs.size());  // padding really was skipped
+  packed.zero_grad();
+  const LossResult rk = packed.forward(in, tg, poff);
+  EXPECT_EQ(rk.n_targets, rp.n_targets);
+  packed.backward(1.0f / static_cast<float>(rk.n_targets));
+  // Same math on the same rows; only sgemm's blocking over a different N can reorder sums.
+  EXPECT_NEAR(rk.mean(), rp.mean(), 1e-6 * rp.mean());
+  EXPECT_TRUE(all_close(packed.grads(), padded.grads(), 1e-5, 1e-7));
+}
+
+}  // namespace
+}  // namespace llmft
