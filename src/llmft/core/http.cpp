@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <mutex>
 
 #include "llmft/core/error.h"
@@ -28,7 +29,28 @@ struct Ctx {
   CURL* curl;
   bool aborted = false;
   bool started = false;  // the body of the final response has begun
+  // idle_timeout_s: when bytes last moved, and whether the transfer was stopped for idling.
+  double idle_timeout_s = 0;
+  curl_off_t last_dl = -1, last_ul = -1;
+  std::chrono::steady_clock::time_point last_activity;
+  bool idle_expired = false;
 };
+
+int on_progress(void* user, curl_off_t, curl_off_t dlnow, curl_off_t, curl_off_t ulnow) {
+  auto* ctx = static_cast<Ctx*>(user);
+  const auto now = std::chrono::steady_clock::now();
+  if (dlnow != ctx->last_dl || ulnow != ctx->last_ul) {
+    ctx->last_dl = dlnow;
+    ctx->last_ul = ulnow;
+    ctx->last_activity = now;
+    return 0;
+  }
+  if (std::chrono::duration<double>(now - ctx->last_activity).count() > ctx->idle_timeout_s) {
+    ctx->idle_expired = true;
+    return 1;  // makes curl stop with CURLE_ABORTED_BY_CALLBACK
+  }
+  return 0;
+}
 
 size_t on_write(char* ptr, size_t size, size_t n, void* user) {
   auto* ctx = static_cast<Ctx*>(user);
@@ -106,6 +128,13 @@ HttpResponse http_request(const HttpRequest& req, const HttpDataFn& on_data,
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, req.read_timeout_s);
   }
+  if (req.idle_timeout_s > 0) {
+    ctx.idle_timeout_s = req.idle_timeout_s;
+    ctx.last_activity = std::chrono::steady_clock::now();
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &ctx);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  }
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_write);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &ctx);
@@ -125,6 +154,11 @@ HttpResponse http_request(const HttpRequest& req, const HttpDataFn& on_data,
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp.status);
   curl_slist_free_all(headers);
   curl_easy_cleanup(curl);
+  if (rc == CURLE_ABORTED_BY_CALLBACK && ctx.idle_expired) {
+    throw HttpError(fmt::format("{} {}: timed out: no data for {:g} s", req.method, req.url,
+                                req.idle_timeout_s),
+                    /*transient=*/true);
+  }
   if (rc != CURLE_OK && !(ctx.aborted && rc == CURLE_WRITE_ERROR)) {
     const bool transient = rc == CURLE_COULDNT_CONNECT || rc == CURLE_OPERATION_TIMEDOUT ||
                            rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR ||

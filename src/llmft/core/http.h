@@ -18,6 +18,10 @@ struct HttpRequest {
   long connect_timeout_s = 10;
   // Abort when fewer than 1 byte/s arrives for this long (a stalled server); 0 = never.
   long read_timeout_s = 120;
+  // Abort when no byte moves either way for this long, in seconds; 0 = off. Unlike
+  // read_timeout_s (curl's speed check, averaged over several seconds) it fires within about a
+  // second of the limit, so a stalled reply after an upload is caught on time. Transient.
+  double idle_timeout_s = 0;
   bool follow_redirects = true;
 };
 

@@ -193,13 +193,14 @@ std::vector<std::string> JudgeClient::headers(bool json_body) const {
   return h;
 }
 
-void JudgeClient::check(long connect_timeout_s, long read_timeout_s) const {
+void JudgeClient::check(long connect_timeout_s, double read_timeout_s) const {
   const bool ollama = opts_.api == JudgeApi::kOllama;
   HttpRequest req;
   req.url = join_url(base_, ollama ? "/api/tags" : "/v1/models");
   req.headers = headers(false);
   req.connect_timeout_s = connect_timeout_s;
-  req.read_timeout_s = read_timeout_s;
+  req.read_timeout_s = 0;  // the idle timeout is the precise one
+  req.idle_timeout_s = read_timeout_s;
   const std::string start = ollama ? "start it with `ollama serve`" : "start it";
   HttpResponse resp;
   try {
@@ -261,7 +262,8 @@ std::string JudgeClient::ask(const std::string& prompt,
   if (opts_.api == JudgeApi::kOpenAi && opts_.stream) req.headers.push_back("Accept: text/event-stream");
   req.body = chat_request_body(opts_, prompt);
   req.connect_timeout_s = opts_.connect_timeout_s;
-  req.read_timeout_s = opts_.read_timeout_s;
+  req.read_timeout_s = 0;
+  req.idle_timeout_s = opts_.read_timeout_s;
   const int attempts = opts_.max_retries + 1;
   auto wait = [&](double seconds) {
     const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);

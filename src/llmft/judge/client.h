@@ -40,7 +40,7 @@ class JudgeClient {
   // Reads the API key from the environment (UsageError when required and unset).
   explicit JudgeClient(const JudgeOptions& opts);
   // See check_judge.
-  void check(long connect_timeout_s, long read_timeout_s) const;
+  void check(long connect_timeout_s, double read_timeout_s) const;
   // Sends one prompt and returns the judge's reply text. `note` gets retry lines; `requests`
   // counts attempts; `stop` (may be null) ends the waiting between retries early.
   std::string ask(const std::string& prompt, const std::function<void(const std::string&)>& note,

@@ -147,9 +147,13 @@ void check_options(const JudgeOptions& o) {
   if (o.concurrency < 1) {
     throw UsageError(fmt::format("--concurrency {} is out of range: expected 1 or more", o.concurrency));
   }
-  if (o.connect_timeout_s < 1 || o.read_timeout_s < 1) {
-    throw UsageError(fmt::format("timeouts must be at least 1 s (connect {}, read {})",
-                                 o.connect_timeout_s, o.read_timeout_s));
+  if (o.connect_timeout_s < 1) {
+    throw UsageError(fmt::format("--connect-timeout {} is out of range: expected 1 s or more",
+                                 o.connect_timeout_s));
+  }
+  if (!(o.read_timeout_s > 0)) {
+    throw UsageError(fmt::format("--read-timeout {} is out of range: expected more than 0 s",
+                                 o.read_timeout_s));
   }
   if (o.max_retries < 0) {
     throw UsageError(fmt::format("--max-retries {} is out of range: expected 0 or more", o.max_retries));

@@ -29,7 +29,7 @@ struct JudgeOptions {
   std::string api_key_env = "OPENAI_API_KEY";
   bool api_key_env_required = false;
   long connect_timeout_s = 10;
-  long read_timeout_s = 120;  // abort a request after this long without a byte
+  double read_timeout_s = 120;  // abort a request after this many seconds without a byte
   int max_retries = 5;        // extra attempts on connection errors, timeouts, 5xx and 429
   double retry_base_s = 1.0;  // backoff: retry_base_s * 2^attempt, at most retry_max_s
   double retry_max_s = 30.0;
