@@ -1,0 +1,129 @@
+// `llmft generate` and `llmft chat` on a tiny random model folder: what they print and write must
+// equal the library's answers for the same model (generate_responses / answer_entries).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <random>
+
+#include "llmft/core/io.h"
+#include "llmft/data/dataset.h"
+#include "llmft/data/template.h"
+#include "llmft/generate/answer.h"
+#include "llmft/io/hf_folder.h"
+#include "llmft/tokenizer/bpe.h"
+#include "test_util.h"
+
+using namespace llmft;
+
+namespace {
+
+// Full GPT-2 vocabulary (the tokenizer's ids), tiny body; weights large enough that greedy
+// decoding does not sit on near-ties.
+struct TinyModel {
+  test::TempDir tmp;
+  std::filesystem::path dir = tmp / "model";
+  Gpt2Config cfg;
+  std::vector<float> params;
+  TinyModel() {
+    cfg.C = 32;
+    cfg.L = 2;
+    cfg.NH = 4;
+    cfg.maxT = 64;
+    const ParamTable pt(cfg);
+    params.assign(static_cast<size_t>(pt.total()), 0.0f);
+    std::mt19937 gen(7);
+    std::normal_distribution<float> d(0.0f, 0.5f);
+    for (const auto& s : pt.specs()) {
+      auto v = pt.view(std::span<float>(params), s);
+      const bool ln_w = s.name.find("ln_") != std::string::npos && s.name.ends_with(".weight");
+      for (auto& x : v) x = (ln_w ? 1.0f : 0.0f) + d(gen);
+    }
+    write_hf_folder(dir, cfg, pt, params);
+  }
+};
+
+const BpeTokenizer& tokenizer() {
+  static const BpeTokenizer tok = BpeTokenizer::load_bundled();
+  return tok;
+}
+
+std::string expected_answer(const TinyModel& m, const std::string& instruction,
+                            const std::string& input, int64_t max_new) {
+  GenerateOptions g;
+  g.max_new_tokens = max_new;
+  const auto r = generate_responses({m.cfg, m.params}, tokenizer(),
+                                    {format_prompt(PromptTemplate::kAlpaca, instruction, input)}, g);
+  return r[0];
+}
+
+}  // namespace
+
+TEST(GenerateCli, PrintsOnlyTheResponse) {
+  TinyModel m;
+  const auto r = test::run_llmft({"generate", "--model", m.dir.string(), "Name a color.",
+                                  "--input", "Be brief", "--max-new-tokens", "12"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string want = expected_answer(m, "Name a color.", "Be brief", 12);
+  EXPECT_FALSE(want.empty());  // random weights still produce some text in 12 tokens
+  EXPECT_EQ(r.out, want + "\n");
+}
+
+TEST(GenerateCli, AnswersAWholeDatasetKeepingFields) {
+  TinyModel m;
+  test::TempDir t;
+  const std::string data = R"([
+  {"instruction": "Add 2 and 3.", "input": "", "output": "5", "id": 1},
+  {"instruction": "Translate to French.", "input": "cat", "output": "chat", "extra": [1, 2]},
+  {"instruction": "Say \u00e9t\u00e9.", "input": "", "output": "ete"}
+])";
+  write_file_atomic(t / "data.json", data);
+  const auto out = t / "answers.json";
+  const auto r = test::run_llmft({"generate", "--model", m.dir.string(), "--data",
+                                  (t / "data.json").string(), "--output", out.string(),
+                                  "--batch-size", "2", "--max-new-tokens", "10"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("wrote 3 answers"), std::string::npos) << r.out;
+  const std::string text = read_file(out);
+  const auto arr = nlohmann::ordered_json::parse(text);
+  ASSERT_EQ(arr.size(), 3u);
+  const auto ds = parse_dataset(data, "data.json");
+  AnswerOptions a;
+  a.gen.max_new_tokens = 10;
+  a.progress = false;
+  const auto want = answer_entries({m.cfg, m.params}, tokenizer(), ds.entries, a);
+  EXPECT_EQ(text, dump_answers(want));  // byte for byte, 4-space indent, ASCII escapes
+  EXPECT_EQ(arr[0]["id"], 1);
+  EXPECT_EQ(arr[1]["extra"], nlohmann::ordered_json::parse("[1, 2]"));
+  EXPECT_EQ(arr[2]["instruction"], "Say \u00e9t\u00e9.");
+  for (const auto& e : arr) {
+    EXPECT_TRUE(e["model_response"].is_string());
+    EXPECT_TRUE(e.contains("output"));
+  }
+  EXPECT_NE(text.find("\n    {\n        \"instruction\""), std::string::npos);
+}
+
+TEST(GenerateCli, ChatAnswersEachLineFromAPipe) {
+  TinyModel m;
+  const auto r = test::run_llmft({"chat", "--model", m.dir.string(), "--max-new-tokens", "8"},
+                                 "Name a color.\n\nWhat is 2+2?\n/quit\nNever answered\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string want = expected_answer(m, "Name a color.", "", 8) + "\n" +
+                           expected_answer(m, "What is 2+2?", "", 8) + "\n";
+  EXPECT_EQ(r.out, want);
+}
+
+TEST(GenerateCli, RejectsBadOptions) {
+  TinyModel m;
+  auto r = test::run_llmft({"generate", "--model", m.dir.string(), "x", "--temperature", "-1"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--temperature"), std::string::npos) << r.err;
+  r = test::run_llmft({"generate", "--model", m.dir.string(), "x", "--top-p", "1.5"});
+  EXPECT_EQ(r.exit_code, 2);
+  r = test::run_llmft({"generate", "--model", m.dir.string()});
+  EXPECT_EQ(r.exit_code, 2);
+  r = test::run_llmft({"generate", "--model", m.dir.string(), "--data", "nope.json"});
+  EXPECT_EQ(r.exit_code, 2);  // --data without --output
+  r = test::run_llmft({"generate", "--model", m.dir.string(), "x", "--template", "llama"});
+  EXPECT_EQ(r.exit_code, 2);
+}
