@@ -29,6 +29,7 @@ void print(std::string_view s) { std::fwrite(s.data(), 1, s.size(), stdout); }
 // "mode", --allow-special decides. Everything is checked before anything is printed.
 void run_jsonl(const BpeTokenizer& tok, const TokenizeOptions& o) {
   const std::string input = o.jsonl == "-" ? read_input("") : read_file(o.jsonl);
+  const std::string name = o.jsonl == "-" ? "stdin" : o.jsonl;
   // Buckets per mode, encoded in parallel; `where` puts the results back in input order.
   constexpr SpecialTokens kModes[3] = {SpecialTokens::kOrdinary, SpecialTokens::kAllow,
                                        SpecialTokens::kDisallow};
@@ -45,11 +46,11 @@ void run_jsonl(const BpeTokenizer& tok, const TokenizeOptions& o) {
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception& e) {
-      throw Error(fmt::format("{}:{}: not JSON: {}", o.jsonl, line_no, e.what()),
+      throw Error(fmt::format("{}:{}: not JSON: {}", name, line_no, e.what()),
                   "each line must be {\"text\": ..., \"mode\": \"ordinary\" | \"all\"}");
     }
     if (!j.is_object() || !j.contains("text") || !j["text"].is_string()) {
-      throw Error(fmt::format("{}:{}: expected an object with a string \"text\"", o.jsonl, line_no));
+      throw Error(fmt::format("{}:{}: expected an object with a string \"text\"", name, line_no));
     }
     int mode = o.allow_special ? 1 : 2;
     if (j.contains("mode")) {
@@ -59,9 +60,17 @@ void run_jsonl(const BpeTokenizer& tok, const TokenizeOptions& o) {
       } else if (m == "all") {
         mode = 1;
       } else {
-        throw Error(fmt::format("{}:{}: mode {} is not \"ordinary\" or \"all\"", o.jsonl, line_no,
+        throw Error(fmt::format("{}:{}: mode {} is not \"ordinary\" or \"all\"", name, line_no,
                                 m.dump()));
       }
+    }
+    if (mode == 2 && j["text"].get_ref<const std::string&>().find("<|endoftext|>") !=
+                         std::string::npos) {
+      throw Error(fmt::format("{}:{}: text contains the special token <|endoftext|>, which is not "
+                              "allowed here",
+                              name, line_no),
+                  "give the line \"mode\": \"all\" (id 50256) or \"ordinary\" (plain text), "
+                  "or pass --allow-special");
     }
     where.emplace_back(mode, texts[mode].size());
     texts[mode].push_back(j["text"].get<std::string>());

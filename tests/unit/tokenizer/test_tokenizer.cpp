@@ -2,7 +2,9 @@
 // reference set), round trips, special tokens, long words, vocabulary loading and errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -205,6 +207,98 @@ TEST(Tokenizer, BadVocabularyFilesRaise) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("encoder.json"), std::string::npos) << e.what();
   }
+}
+
+// ---- `llmft tokenize` end to end (the built binary) ----
+
+TEST(TokenizeCommand, EncodesAndDecodes) {
+  auto r = test::run_llmft({"tokenize"}, "Hello world");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "[15496,995]\n");
+
+  r = test::run_llmft({"tokenize", "--decode"}, "[15496, 995, 0]");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "Hello world!");
+
+  TempDir dir;
+  write_file_atomic(dir / "in.txt", "a<|endoftext|>b");
+  r = test::run_llmft({"tokenize", "--file", (dir / "in.txt").string(), "--allow-special"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "[64,50256,65]\n");
+
+  r = test::run_llmft({"tokenize", "--file", (dir / "in.txt").string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(r.out.empty());
+  EXPECT_NE(r.err.find("<|endoftext|>"), std::string::npos) << r.err;
+
+  // A Hugging Face folder gives the same ids.
+  write_file_atomic(dir / "hf" / "vocab.json", read_file(data_dir() / "gpt2" / "encoder.json"));
+  write_file_atomic(dir / "hf" / "merges.txt", read_file(data_dir() / "gpt2" / "vocab.bpe"));
+  r = test::run_llmft({"tokenize", "--vocab", (dir / "hf").string()}, "Hello world");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "[15496,995]\n");
+}
+
+TEST(TokenizeCommand, RejectsBadInput) {
+  auto r = test::run_llmft({"tokenize", "--decode"}, "not json");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("expected a JSON array of token ids"), std::string::npos) << r.err;
+  r = test::run_llmft({"tokenize", "--decode"}, "[1, 50257]");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("50257"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("out of range"), std::string::npos) << r.err;
+  r = test::run_llmft({"tokenize", "--decode"}, "[1, \"x\"]");
+  EXPECT_EQ(r.exit_code, 1);
+  r = test::run_llmft({"tokenize", "--vocab", "/nonexistent-llmft-vocab"}, "x");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("nonexistent-llmft-vocab"), std::string::npos) << r.err;
+
+  TempDir dir;
+  write_file_atomic(dir / "bad.jsonl", "{\"text\": \"ok\"}\n{oops\n");
+  r = test::run_llmft({"tokenize", "--jsonl", (dir / "bad.jsonl").string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(r.out.empty());
+  EXPECT_NE(r.err.find("bad.jsonl:2"), std::string::npos) << r.err;
+  write_file_atomic(dir / "mode.jsonl", "{\"text\": \"ok\", \"mode\": \"weird\"}\n");
+  r = test::run_llmft({"tokenize", "--jsonl", (dir / "mode.jsonl").string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("weird"), std::string::npos) << r.err;
+}
+
+TEST(TokenizeCommand, JsonlMatchesCorpus) {
+  // The first records of each corpus file (both modes), through the CLI, in order.
+  std::string input;
+  std::vector<std::vector<int32_t>> expected;
+  for (const char* file : {"tricky.jsonl", "instruction_dataset.jsonl"}) {
+    const auto records = read_jsonl(file);
+    for (size_t i = 0; i < records.size(); i += 37) {
+      input += nlohmann::json{{"text", records[i].at("text")}, {"mode", records[i].at("mode")}}
+                   .dump() + "\n";
+      expected.push_back(records[i].at("ids").get<std::vector<int32_t>>());
+    }
+  }
+  for (const auto& r : read_jsonl("tricky.jsonl")) {
+    if (r.at("mode") != "all") continue;
+    input += nlohmann::json{{"text", r.at("text")}, {"mode", "all"}}.dump() + "\n";
+    expected.push_back(r.at("ids").get<std::vector<int32_t>>());
+  }
+  TempDir dir;
+  write_file_atomic(dir / "in.jsonl", input);
+  const auto r = test::run_llmft({"tokenize", "--jsonl", (dir / "in.jsonl").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  size_t n = 0;
+  for (std::string line; std::getline(lines, line); ++n) {
+    ASSERT_LT(n, expected.size());
+    const auto j = nlohmann::json::parse(line);
+    ASSERT_TRUE(j.is_object() && j.size() == 1 && j.contains("ids")) << line;
+    EXPECT_EQ(show(j["ids"].get<std::vector<int32_t>>()), show(expected[n])) << "line " << n + 1;
+  }
+  EXPECT_EQ(n, expected.size());
+  // The same through stdin ("-").
+  const auto r2 = test::run_llmft({"tokenize", "--jsonl", "-"}, input);
+  ASSERT_EQ(r2.exit_code, 0) << r2.err;
+  EXPECT_EQ(r2.out, r.out);
 }
 
 }  // namespace
