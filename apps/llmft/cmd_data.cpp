@@ -56,17 +56,17 @@ int run_stats(const StatsOptions& o) {
   if (o.max_length > 0) co.allowed_max_length = o.max_length;
   const DataLoader train(td, sp.train, train_loader_options(o.batch_size, o.seed, co));
   const EpochTokens e = epoch_tokens(train, /*epoch=*/0);
-  const auto pct = [&](int64_t x) {
-    return e.real_tokens ? 100.0 * static_cast<double>(x) / static_cast<double>(e.real_tokens) : 0.0;
-  };
   fmt::print("\none training epoch: {} batches of {} (seed {}, last incomplete batch dropped{}{})\n",
              e.batches, o.batch_size, o.seed, o.mask_prompt ? ", prompt masked" : "",
              o.max_length > 0 ? fmt::format(", max length {}", o.max_length) : "");
   fmt::print("  real tokens     {:>9}\n", e.real_tokens);
   fmt::print("  padded tokens   {:>9}  ({:+.1f}% padding overhead)\n", e.padded_tokens,
              e.padding_overhead_percent());
-  fmt::print("  packed tokens   {:>9}  ({:+.1f}%, no padding)\n", e.packed_tokens,
-             pct(e.packed_tokens) - 100.0);
+  fmt::print("  packed tokens   {:>9}  (no padding: {:.1f}% less work than padded)\n",
+             e.packed_tokens,
+             e.padded_tokens ? 100.0 * static_cast<double>(e.padded_tokens - e.packed_tokens) /
+                                   static_cast<double>(e.padded_tokens)
+                             : 0.0);
   fmt::print("  trained targets {:>9}\n", e.target_tokens);
   return 0;
 }

@@ -1,0 +1,46 @@
+// `llmft data stats` end to end: the printed counts for the bundled dataset, and a bad file
+// giving exit code 1 with one error line.
+#include <string>
+
+#include "llmft/core/io.h"
+#include "test_util.h"
+
+using namespace llmft;
+
+namespace {
+
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+TEST(DataStatsCli, BundledDatasetCounts) {
+  const auto r = test::run_llmft({"data", "stats", (data_dir() / "instruction-data.json").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(has(r.out, "entries  1100 (train 935, test 110, val 55; template alpaca)")) << r.out;
+  // split, entries, tokens, min, median, mean, max (tiktoken lengths; SOURCES.md for "all").
+  EXPECT_TRUE(has(r.out, "train       935    52760    40      56    56.4    91")) << r.out;
+  EXPECT_TRUE(has(r.out, "test        110     6149    41      55    55.9    85")) << r.out;
+  EXPECT_TRUE(has(r.out, "val          55     3116    42      54    56.7    76")) << r.out;
+  EXPECT_TRUE(has(r.out, "all        1100    62025    40      55    56.4    91")) << r.out;
+  // 935 / 8 = 116 batches; the padding figure depends on our shuffle, so only its presence.
+  EXPECT_TRUE(has(r.out, "116 batches of 8")) << r.out;
+  EXPECT_TRUE(has(r.out, "padding overhead")) << r.out;
+}
+
+TEST(DataStatsCli, BadFileExitsOneWithOneLine) {
+  const auto bad = test::test_data_dir() / "datasets" / "missing_field.json";
+  const auto r = test::run_llmft({"data", "stats", bad.string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  const std::string first = r.err.substr(0, r.err.find('\n'));
+  EXPECT_EQ(first, "llmft: error: " + bad.string() + ": entry 2: field \"input\" is missing");
+  EXPECT_TRUE(has(r.err, "hint: ")) << r.err;
+}
+
+TEST(DataStatsCli, UnknownTemplateIsAUsageError) {
+  const auto r = test::run_llmft(
+      {"data", "stats", (data_dir() / "instruction-data.json").string(), "--template", "chatml"});
+  EXPECT_EQ(r.exit_code, 2);
+}
