@@ -1,5 +1,9 @@
 #include "llmft/io/hub.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
@@ -240,6 +244,29 @@ void fetch_blob(const RemoteFile& rf, const fs::path& blob, const std::string& f
   }
 }
 
+// An exclusive flock on <cache>/.locks/<repo folder>/<etag>.lock, the lock huggingface_hub
+// (filelock) takes too, so a Python download and ours never write one blob at once.
+class BlobLock {
+ public:
+  BlobLock(const fs::path& cache, const fs::path& repo, const std::string& etag) {
+    const fs::path dir = cache / ".locks" / repo.filename();
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    const fs::path path = dir / (etag + ".lock");
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0 || ::flock(fd_, LOCK_EX) != 0) {
+      throw Error(fmt::format("{}: cannot lock: {}", path.string(), std::strerror(errno)),
+                  "check the cache folder's permissions");
+    }
+  }
+  ~BlobLock() { ::close(fd_); }  // releases the lock
+  BlobLock(const BlobLock&) = delete;
+  BlobLock& operator=(const BlobLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 // snapshots/<commit>/<file> -> ../../blobs/<etag>, as huggingface_hub makes it (a copy where the
 // file system has no symlinks).
 void link_snapshot(const fs::path& repo, const std::string& commit, const std::string& file,
@@ -348,6 +375,7 @@ fs::path download_model(const std::string& name, const DownloadOptions& opts) {
                               rf->commit, file, commit), "run the command again");
     }
     const fs::path blob = repo / "blobs" / rf->etag;
+    const BlobLock lock(cache, repo, rf->etag);
     std::error_code e2;
     const bool cached = fs::is_regular_file(blob, e2) &&
                         (rf->size < 0 || static_cast<int64_t>(fs::file_size(blob, e2)) == rf->size);
