@@ -37,6 +37,65 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+
+// Rows at or below which decode uses small_matmul instead of sgemm: with few rows the product is
+// bound by reading the weights once, and sgemm's packing of W would read and write them again.
+constexpr int64_t kSmallRows = 16;
+
+// out (N, OC) = inp (N, IC) @ W + bias for N <= kSmallRows. kInOut: W (IC, OC), threads split
+// the columns and stream W row by row; kOutIn: W (OC, IC), one dot product per (row, output).
+void small_matmul(float* out, const float* inp, const float* w, const float* bias, int64_t N,
+                  int64_t IC, int64_t OC, k::WeightLayout layout) {
+  if (layout == k::WeightLayout::kOutIn) {
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < OC; ++o) {
+      const float* wo = w + o * IC;  // (IC)
+      for (int64_t n = 0; n < N; ++n) {
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = 0; i < IC; ++i) acc += inp[n * IC + i] * wo[i];
+        out[n * OC + o] = acc + (bias ? bias[o] : 0.0f);
+      }
+    }
+    return;
+  }
+  constexpr int64_t kBlock = 64;
+  const int64_t nblocks = (OC + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < nblocks; ++blk) {
+    const int64_t o0 = blk * kBlock, width = std::min(kBlock, OC - o0);
+    float acc[kSmallRows][kBlock];
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < kBlock; ++j) acc[n][j] = 0.0f;
+    for (int64_t i = 0; i < IC; ++i) {
+      const float* wi = w + i * OC + o0;  // (width)
+      for (int64_t n = 0; n < N; ++n) {
+        const float x = inp[n * IC + i];
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) acc[n][j] += x * wi[j];
+      }
+    }
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < width; ++j)
+        out[n * OC + o0 + j] = acc[n][j] + (bias ? bias[o0 + j] : 0.0f);
+  }
+}
+
+// matmul_forward from the engine, or small_matmul for a decode step's few rows.
+void linear(std::span<float> out, std::span<const float> inp, std::span<const float> w,
+            std::span<const float> bias, int64_t N, int64_t IC, int64_t OC,
+            k::WeightLayout layout = k::WeightLayout::kInOut) {
+  if (N > kSmallRows) {
+    k::matmul_forward(out, inp, w, bias, N, IC, OC, layout);
+    return;
+  }
+  LLMFT_CHECK(static_cast<int64_t>(out.size()) >= N * OC && static_cast<int64_t>(inp.size()) >= N * IC &&
+                  static_cast<int64_t>(w.size()) >= IC * OC,
+              "linear: spans too small for N={} IC={} OC={}", N, IC, OC);
+  small_matmul(out.data(), inp.data(), w.data(), bias.empty() ? nullptr : bias.data(), N, IC, OC,
+               layout);
+}
+
 }  // namespace
 
 Decoder::Decoder(const Gpt2Config& cfg, std::span<const float> params, int64_t B, int64_t Tcap,
@@ -164,7 +223,7 @@ void Decoder::forward(std::span<const DecodeChunk> chunks, std::span<float> logi
                          {rstd_.data(), static_cast<size_t>(W)}, {lastx, static_cast<size_t>(W * C_)},
                          lnfw_, lnfb_, W, C_, cfg_.ln_eps);
     // logits (W, V) = lastn (W, C) @ head^T, head (V, C)
-    k::matmul_forward(tmp_logits, {lastn, static_cast<size_t>(W * C_)}, head_, {}, W, C_, V_,
+    linear(tmp_logits, {lastn, static_cast<size_t>(W * C_)}, head_, {}, W, C_, V_,
                       k::WeightLayout::kOutIn);
     for (int64_t w = 0; w < W; ++w)
       std::copy_n(tmp_logits.data() + w * V_, V_,
@@ -192,15 +251,15 @@ void Decoder::forward_rows(std::span<const DecodeChunk> chunks) {
   for (int64_t l = 0; l < L_; ++l) {
     const Layer& ly = layers_[static_cast<size_t>(l)];
     k::layernorm_forward(ln, mean, rstd, x, ly.ln1w, ly.ln1b, N, C_, cfg_.ln_eps);
-    k::matmul_forward(qkv, ln, ly.qkvw, ly.qkvb, N, C_, 3 * C_);  // (N, 3C)
+    linear(qkv, ln, ly.qkvw, ly.qkvb, N, C_, 3 * C_);  // (N, 3C)
     attention(l, N);                                             // att (N, C)
-    k::matmul_forward(ln, att, ly.projw, ly.projb, N, C_, C_);    // (N, C) reuse ln
+    linear(ln, att, ly.projw, ly.projb, N, C_, C_);    // (N, C) reuse ln
 #pragma omp parallel for if (N * C_ >= (1 << 14))
     for (int64_t i = 0; i < N * C_; ++i) x[i] += ln[i];
     k::layernorm_forward(ln, mean, rstd, x, ly.ln2w, ly.ln2b, N, C_, cfg_.ln_eps);
-    k::matmul_forward(h, ln, ly.fcw, ly.fcb, N, C_, 4 * C_);  // (N, 4C)
+    linear(h, ln, ly.fcw, ly.fcb, N, C_, 4 * C_);  // (N, 4C)
     k::gelu_forward(g, h, N * 4 * C_);
-    k::matmul_forward(ln, g, ly.fcprojw, ly.fcprojb, N, 4 * C_, C_);  // (N, C)
+    linear(ln, g, ly.fcprojw, ly.fcprojb, N, 4 * C_, C_);  // (N, C)
 #pragma omp parallel for if (N * C_ >= (1 << 14))
     for (int64_t i = 0; i < N * C_; ++i) x[i] += ln[i];
   }
