@@ -98,6 +98,11 @@ int32_t BpeTokenizer::vocab_size() const { return static_cast<int32_t>(impl_->to
 
 BpeTokenizer BpeTokenizer::load_bundled() { return load_folder(data_dir() / "gpt2"); }
 
+const BpeTokenizer& BpeTokenizer::bundled() {
+  static const BpeTokenizer instance = load_bundled();
+  return instance;
+}
+
 BpeTokenizer BpeTokenizer::load_folder(const fs::path& dir) {
   std::error_code ec;
   if (fs::exists(dir / "vocab.json", ec) && fs::exists(dir / "merges.txt", ec)) {

@@ -25,6 +25,9 @@ class BpeTokenizer {
 
   // The bundled vocabulary (data/gpt2/encoder.json + vocab.bpe).
   static BpeTokenizer load_bundled();
+  // One process-wide instance of the bundled vocabulary, loaded on first use (thread-safe; later
+  // changes of $LLMFT_DATA_DIR are not seen). Use it instead of loading again and again.
+  static const BpeTokenizer& bundled();
   // OpenAI's files (encoder.json + vocab.bpe) or Hugging Face's (vocab.json + merges.txt).
   static BpeTokenizer load_files(const std::filesystem::path& encoder_json,
                                  const std::filesystem::path& merges);

@@ -19,10 +19,7 @@ namespace {
 
 using test::TempDir;
 
-const BpeTokenizer& tok() {
-  static const BpeTokenizer t = BpeTokenizer::load_bundled();
-  return t;
-}
+const BpeTokenizer& tok() { return BpeTokenizer::bundled(); }
 
 std::vector<nlohmann::json> read_jsonl(const std::string& name) {
   std::ifstream in(test::test_data_dir() / "tokenizer" / name);
@@ -94,6 +91,7 @@ TEST(Tokenizer, InvalidUtf8Corpus) {
 
 TEST(Tokenizer, KnownIds) {
   EXPECT_EQ(tok().vocab_size(), 50257);
+  EXPECT_EQ(&BpeTokenizer::bundled(), &tok());
   EXPECT_EQ(tok().encode("Hello world"), (std::vector<int32_t>{15496, 995}));
   EXPECT_EQ(tok().encode("<|endoftext|>", SpecialTokens::kOrdinary),
             (std::vector<int32_t>{27, 91, 437, 1659, 5239, 91, 29}));
