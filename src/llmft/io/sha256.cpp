@@ -2,6 +2,12 @@
 
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define LLMFT_SHA_NI 1
+#endif
+
 namespace llmft {
 
 namespace {
@@ -16,7 +22,59 @@ constexpr uint32_t kK[64] = {
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
 inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+#ifdef LLMFT_SHA_NI
+// The x86 SHA extensions (Intel's published scheme): ~10x the portable code, which matters when
+// hashing a 6 GB download. State is kept as ABEF / CDGH, four rounds per step.
+__attribute__((target("sha,sse4.1,ssse3"))) void blocks_sha_ni(uint32_t h[8], const uint8_t* p,
+                                                               size_t n_blocks) {
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i tmp = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h));          // DCBA
+  __m128i state1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 4));   // HGFE
+  tmp = _mm_shuffle_epi32(tmp, 0xB1);                                            // CDAB
+  state1 = _mm_shuffle_epi32(state1, 0x1B);                                      // EFGH
+  __m128i state0 = _mm_alignr_epi8(tmp, state1, 8);                              // ABEF
+  state1 = _mm_blend_epi16(state1, tmp, 0xF0);                                   // CDGH
+  for (; n_blocks > 0; --n_blocks, p += 64) {
+    const __m128i abef = state0, cdgh = state1;
+    __m128i m[4];
+    for (int i = 0; i < 16; ++i) {
+      if (i < 4) {
+        m[i] = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * i)), bswap);
+      } else {
+        // W[t] = s1(W[t-2]) + W[t-7] + s0(W[t-15]) + W[t-16] for the 4 words of group i.
+        __m128i x = _mm_sha256msg1_epu32(m[i % 4], m[(i - 3) % 4]);
+        x = _mm_add_epi32(x, _mm_alignr_epi8(m[(i - 1) % 4], m[(i - 2) % 4], 4));
+        m[i % 4] = _mm_sha256msg2_epu32(x, m[(i - 1) % 4]);
+      }
+      __m128i k = _mm_add_epi32(m[i % 4], _mm_loadu_si128(reinterpret_cast<const __m128i*>(kK + 4 * i)));
+      state1 = _mm_sha256rnds2_epu32(state1, state0, k);
+      k = _mm_shuffle_epi32(k, 0x0E);
+      state0 = _mm_sha256rnds2_epu32(state0, state1, k);
+    }
+    state0 = _mm_add_epi32(state0, abef);
+    state1 = _mm_add_epi32(state1, cdgh);
+  }
+  tmp = _mm_shuffle_epi32(state0, 0x1B);        // FEBA
+  state1 = _mm_shuffle_epi32(state1, 0xB1);     // DCHG
+  state0 = _mm_blend_epi16(tmp, state1, 0xF0);  // DCBA
+  state1 = _mm_alignr_epi8(state1, tmp, 8);     // ABEF -> HGFE order in memory
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(h), state0);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(h + 4), state1);
+}
+
+bool have_sha_ni() {
+  static const bool yes = [] {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & (1u << 29))) return false;  // SHA
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 19)) && (c & (1u << 9));    // SSE4.1, SSSE3
+  }();
+  return yes;
+}
+#endif
 }  // namespace
+
+bool Sha256::use_fast = true;
 
 Sha256::Sha256()
     : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
@@ -55,9 +113,21 @@ void Sha256::update(std::string_view bytes) {
     std::memcpy(buf_.data() + buf_len_, p, take);
     buf_len_ += take, p += take, n -= take;
     if (buf_len_ < 64) return;
+#ifdef LLMFT_SHA_NI
+    if (use_fast && have_sha_ni()) blocks_sha_ni(h_.data(), buf_.data(), 1);
+    else block(buf_.data());
+#else
     block(buf_.data());
+#endif
     buf_len_ = 0;
   }
+#ifdef LLMFT_SHA_NI
+  if (use_fast && n >= 64 && have_sha_ni()) {
+    blocks_sha_ni(h_.data(), p, n / 64);
+    p += n / 64 * 64;
+    n %= 64;
+  }
+#endif
   for (; n >= 64; p += 64, n -= 64) block(p);
   std::memcpy(buf_.data(), p, n);
   buf_len_ = n;

@@ -14,6 +14,8 @@ class Sha256 {
   void update(std::string_view bytes);
   // Finishes the hash and returns 64 lowercase hex digits. The object is spent afterwards.
   std::string hex_digest();
+  // Use the x86 SHA instructions when the CPU has them (tests turn it off to check both paths).
+  static bool use_fast;
 
  private:
   void block(const uint8_t* p);

@@ -68,6 +68,18 @@ TEST(Sha256, Fips180Vectors) {
   EXPECT_EQ(h.hex_digest(), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
+TEST(Sha256, HardwareAndPortablePathsAgree) {
+  std::string data(5000, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 2654435761u) >> 13);
+  for (size_t len : {0, 1, 55, 56, 63, 64, 65, 127, 128, 1000, 5000}) {
+    const std::string_view v(data.data(), len);
+    Sha256::use_fast = false;
+    const std::string portable = sha256_hex(v);
+    Sha256::use_fast = true;
+    EXPECT_EQ(sha256_hex(v), portable) << len;
+  }
+}
+
 TEST(Safetensors, F16ConversionIsExactForAll65536Values) {
   for (uint32_t h = 0; h < 65536; ++h) {
     const int sign = (h >> 15) ? -1 : 1;
