@@ -31,6 +31,8 @@ Runner setup(CLI::App& app) {
   auto no_fallback = std::make_shared<bool>(false);
   auto untied = std::make_shared<bool>(false);
 
+  // A repeated option takes its last value (scripts append overrides).
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   // Options that define the run; with --resume they come from the run's config.json instead.
   std::vector<CLI::Option*> run_opts;
   auto add = [&](CLI::Option* opt) {

@@ -16,7 +16,7 @@ using nlohmann::json;
 
 std::string to_json_line(const StepRecord& r) {
   // nlohmann prints doubles as the shortest text that reads back to the same value.
-  json j = {{"step", r.step},           {"epoch", r.epoch},
+  nlohmann::ordered_json j = {{"step", r.step},           {"epoch", r.epoch},
             {"loss", r.loss},           {"lr", r.lr},
             {"grad_norm", r.grad_norm}, {"tokens_seen", r.tokens_seen},
             {"tokens_per_s", r.tokens_per_s}, {"batch", r.batch}};
@@ -24,11 +24,12 @@ std::string to_json_line(const StepRecord& r) {
 }
 
 std::string to_json_line(const EvalRecord& r) {
-  json j = {{"step", r.step},
-            {"epoch", r.epoch},
-            {"tokens_seen", r.tokens_seen},
-            {"train_loss", r.train_loss},
-            {"val_loss", r.val_loss}};
+  nlohmann::ordered_json j;
+  j["step"] = r.step;
+  j["epoch"] = r.epoch;
+  j["tokens_seen"] = r.tokens_seen;
+  j["train_loss"] = r.train_loss;
+  j["val_loss"] = r.val_loss;
   return j.dump();
 }
 

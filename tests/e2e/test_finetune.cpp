@@ -1,0 +1,318 @@
+// `llmft finetune` end to end on a tiny random model and a 24-entry dataset
+// (tests/data/finetune-tiny.json: train 20, validation 2, test 2): every output and its content,
+// evaluation at exactly the reference's steps, overfitting, resume after Ctrl-C and after kill -9
+// equal to an uninterrupted run, gradient accumulation equal to one big batch, usage errors,
+// and the offline fallback.
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <set>
+
+#include "llmft/core/io.h"
+#include "llmft/data/batch.h"
+#include "llmft/data/dataset.h"
+#include "llmft/data/loader.h"
+#include "llmft/data/template.h"
+#include "llmft/data/tokenized.h"
+#include "llmft/io/hf_folder.h"
+#include "llmft/model/gpt2.h"
+#include "llmft/tokenizer/bpe.h"
+#include "llmft/train/metrics.h"
+#include "test_util.h"
+
+using namespace llmft;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+fs::path tiny_data() { return test::test_data_dir() / "finetune-tiny.json"; }
+
+// 20 train entries / batch 4 = 5 steps per epoch; 2 epochs = 10 steps.
+std::vector<std::string> tiny_args(const fs::path& out, std::vector<std::string> extra = {}) {
+  std::vector<std::string> a = {"finetune",       "--model",        "random:tiny",
+                                "--data",         tiny_data().string(), "--batch-size",
+                                "4",              "--epochs",       "2",
+                                "--eval-freq",    "2",              "--eval-batches",
+                                "2",              "--lr",           "2e-3",
+                                "--max-new-tokens", "6",            "--sample-tokens",
+                                "5",              "--threads",      "2",
+                                "--output",       out.string()};
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
+std::string describe(const test::RunResult& r) {
+  return "exit " + std::to_string(r.exit_code) + "\nstdout:\n" + r.out + "\nstderr:\n" + r.err;
+}
+
+json read_json(const fs::path& p) { return json::parse(read_file(p)); }
+
+// Everything in a step record but its wall-clock speed.
+void expect_same_steps(const MetricsHistory& a, const MetricsHistory& b) {
+  ASSERT_EQ(a.steps.size(), b.steps.size());
+  for (size_t i = 0; i < a.steps.size(); ++i) {
+    EXPECT_EQ(a.steps[i].step, b.steps[i].step);
+    EXPECT_EQ(a.steps[i].epoch, b.steps[i].epoch);
+    EXPECT_EQ(a.steps[i].loss, b.steps[i].loss) << "step " << i;
+    EXPECT_EQ(a.steps[i].lr, b.steps[i].lr);
+    EXPECT_EQ(a.steps[i].tokens_seen, b.steps[i].tokens_seen);
+    EXPECT_EQ(a.steps[i].batch, b.steps[i].batch);
+    // The gradient norm is an OpenMP reduction whose partial sums may combine in any order.
+    EXPECT_NEAR(a.steps[i].grad_norm, b.steps[i].grad_norm, 1e-9 * a.steps[i].grad_norm);
+  }
+  ASSERT_EQ(a.evals.size(), b.evals.size());
+  for (size_t i = 0; i < a.evals.size(); ++i) {
+    EXPECT_EQ(a.evals[i].step, b.evals[i].step);
+    EXPECT_EQ(a.evals[i].train_loss, b.evals[i].train_loss);
+    EXPECT_EQ(a.evals[i].val_loss, b.evals[i].val_loss);
+    EXPECT_EQ(a.evals[i].tokens_seen, b.evals[i].tokens_seen);
+  }
+}
+
+std::vector<float> model_params(const fs::path& run) {
+  return read_hf_folder(run / "model", /*tied=*/false).params;
+}
+
+}  // namespace
+
+TEST(Finetune, WritesEveryOutputWithConsistentContent) {
+  test::TempDir dir;
+  const fs::path run = dir / "run";
+  const auto r = test::run_llmft(tiny_args(run, {"--eval-freq", "1"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("Ep 1 (Step 000000): Train loss "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Ep 2 (Step 000009): Train loss "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("NOT pretrained"), std::string::npos) << r.out;
+  // The sample after each epoch starts with the first validation prompt, newlines as spaces.
+  EXPECT_NE(r.out.find("Below is an instruction that describes a task. Write a response that "
+                       "appropriately completes the request.  ### Instruction:"),
+            std::string::npos);
+
+  // One step record per optimizer step, in order, with whole batches of train-split indices and
+  // each epoch visiting distinct entries.
+  const auto h = read_metrics(run / "metrics.jsonl");
+  ASSERT_EQ(h.steps.size(), 10u);
+  int64_t tokens = 0;
+  std::set<int64_t> seen[2];
+  for (size_t i = 0; i < h.steps.size(); ++i) {
+    const auto& s = h.steps[i];
+    EXPECT_EQ(s.step, static_cast<int64_t>(i));
+    EXPECT_DOUBLE_EQ(s.epoch, (i + 1) / 5.0);
+    EXPECT_EQ(s.lr, 2e-3);
+    EXPECT_GT(s.tokens_seen, tokens);
+    tokens = s.tokens_seen;
+    EXPECT_TRUE(std::isfinite(s.loss) && s.loss > 0);
+    EXPECT_TRUE(std::isfinite(s.grad_norm) && s.grad_norm > 0);
+    ASSERT_EQ(s.batch.size(), 4u);
+    for (int64_t idx : s.batch) {
+      EXPECT_TRUE(idx >= 0 && idx < 20) << idx;
+      EXPECT_TRUE(seen[i / 5].insert(idx).second) << "entry " << idx << " twice in one epoch";
+    }
+  }
+  // --eval-freq 1: an evaluation after every step.
+  ASSERT_EQ(h.evals.size(), 10u);
+  for (size_t i = 0; i < h.evals.size(); ++i) EXPECT_EQ(h.evals[i].step, static_cast<int64_t>(i));
+
+  // Test answers: one per test entry (entries 20, 21 of the file), original fields kept.
+  const json data = read_json(tiny_data());
+  const json answers = read_json(run / "test-responses.json");
+  ASSERT_EQ(answers.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(answers[i]["instruction"], data[20 + i]["instruction"]);
+    EXPECT_EQ(answers[i]["output"], data[20 + i]["output"]);
+    EXPECT_TRUE(answers[i]["model_response"].is_string());
+  }
+
+  const json summary = read_json(run / "summary.json");
+  EXPECT_EQ(summary["steps"], 10);
+  EXPECT_EQ(summary["model"]["pretrained"], false);
+  EXPECT_EQ(summary["model"]["tied"], false);
+  EXPECT_EQ(summary["tokens_seen"], tokens);
+  EXPECT_EQ(summary["final_val_loss"].get<double>(), h.evals.back().val_loss);
+  const json config = read_json(run / "config.json");
+  EXPECT_EQ(config["options"]["batch_size"], 4);
+  EXPECT_EQ(config["data"]["train"], 20);
+  const std::string svg = read_file(run / "loss-plot.svg");
+  EXPECT_NE(svg.find("Validation loss"), std::string::npos);
+
+  // The saved Hugging Face folder reloads and gives the last evaluation's validation loss
+  // (taken after the final step): mean over the validation loader's single batch.
+  HfModel m = read_hf_folder(run / "model");
+  EXPECT_FALSE(m.cfg.tied);
+  Gpt2 model(m.cfg);
+  std::copy(m.params.begin(), m.params.end(), model.params().begin());
+  InstructionDataset ds = load_dataset(tiny_data());
+  const auto tok = BpeTokenizer::load_bundled();
+  const TokenizedDataset td = tokenize_dataset(ds, PromptTemplate::kAlpaca, tok, 1);
+  DataLoader val(td, split_dataset(ds.size()).val, eval_loader_options(4, {1024, false}));
+  ASSERT_EQ(val.num_batches(), 1);
+  const Batch b = val.batch(0, 0);
+  const double loss =
+      model.forward(b.packed_inputs, b.packed_targets, b.seq_offsets, /*training=*/false).mean();
+  // Same kernels and thread count as the run; only the loss sum's OpenMP reduction order may differ.
+  EXPECT_NEAR(loss, h.evals.back().val_loss, 1e-6);
+}
+
+TEST(Finetune, EvaluatesAtTheReferenceSteps) {
+  // eval_freq 4 over 10 steps: after steps 0, 4, 8 (global_step % 4 == 0, from the first update).
+  test::TempDir dir;
+  const auto r = test::run_llmft(tiny_args(dir / "run", {"--eval-freq", "4", "--no-test-answers"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto h = read_metrics(dir / "run" / "metrics.jsonl");
+  ASSERT_EQ(h.evals.size(), 3u);
+  EXPECT_EQ(h.evals[0].step, 0);
+  EXPECT_EQ(h.evals[1].step, 4);
+  EXPECT_EQ(h.evals[2].step, 8);
+  EXPECT_NE(r.out.find("Ep 2 (Step 000008)"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "run" / "test-responses.json"));
+}
+
+TEST(Finetune, LossFallsWhenOverfittingAHandfulOfExamples) {
+  test::TempDir dir;
+  const auto r = test::run_llmft(tiny_args(
+      dir / "run", {"--epochs", "6", "--eval-freq", "5", "--lr", "5e-3", "--no-test-answers"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto h = read_metrics(dir / "run" / "metrics.jsonl");
+  ASSERT_EQ(h.evals.size(), 6u);
+  // From ~ln(50257) = 10.8 at random init; the tiny model memorises common tokens quickly.
+  EXPECT_LT(h.evals.back().train_loss, h.evals.front().train_loss - 3.0)
+      << h.evals.front().train_loss << " -> " << h.evals.back().train_loss;
+  EXPECT_LT(h.steps.back().loss, h.steps.front().loss - 3.0);
+}
+
+TEST(Finetune, ResumeAfterInterruptEqualsUninterruptedRun) {
+  test::TempDir dir;
+  const auto full = test::run_llmft(tiny_args(dir / "full", {"--no-test-answers"}));
+  ASSERT_EQ(full.exit_code, 0) << describe(full);
+
+  // As if Ctrl-C came during step 3 (mid-epoch 1): checkpoint, message, exit 130.
+  const auto cut = test::run_llmft(
+      tiny_args(dir / "cut", {"--no-test-answers", "--interrupt-after-step", "3"}));
+  ASSERT_EQ(cut.exit_code, 130) << describe(cut);
+  EXPECT_NE(cut.out.find("--resume"), std::string::npos) << cut.out;
+  EXPECT_FALSE(fs::exists(dir / "cut" / "model"));
+  EXPECT_EQ(read_metrics(dir / "cut" / "metrics.jsonl").steps.size(), 4u);
+
+  const auto res = test::run_llmft({"finetune", "--resume", (dir / "cut").string()});
+  ASSERT_EQ(res.exit_code, 0) << describe(res);
+  EXPECT_NE(res.out.find("Resuming from"), std::string::npos) << res.out;
+  expect_same_steps(read_metrics(dir / "cut" / "metrics.jsonl"),
+                    read_metrics(dir / "full" / "metrics.jsonl"));
+  const auto a = model_params(dir / "cut"), b = model_params(dir / "full");
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_TRUE(a == b) << "final weights differ after resume";
+}
+
+TEST(Finetune, ResumeAfterKill9EqualsUninterruptedRun) {
+  test::TempDir dir;
+  const auto full = test::run_llmft(tiny_args(dir / "full", {"--no-test-answers"}));
+  ASSERT_EQ(full.exit_code, 0) << describe(full);
+  // Checkpoints after 3 and 6 steps; SIGKILL right after step 7 (global step 7, the 8th update):
+  // the log holds two steps past the last checkpoint, which the resume must replace.
+  const auto killed = test::run_llmft(tiny_args(
+      dir / "cut", {"--no-test-answers", "--checkpoint-every", "3", "--kill-after-step", "7"}));
+  ASSERT_EQ(killed.exit_code, 128 + 9) << describe(killed);
+  EXPECT_EQ(read_metrics(dir / "cut" / "metrics.jsonl").steps.size(), 8u);
+  EXPECT_EQ(read_file(dir / "cut" / "checkpoints" / "latest"), "step-000006\n");
+
+  const auto res = test::run_llmft({"finetune", "--resume", (dir / "cut").string()});
+  ASSERT_EQ(res.exit_code, 0) << describe(res);
+  expect_same_steps(read_metrics(dir / "cut" / "metrics.jsonl"),
+                    read_metrics(dir / "full" / "metrics.jsonl"));
+  EXPECT_TRUE(model_params(dir / "cut") == model_params(dir / "full"));
+}
+
+TEST(Finetune, GradientAccumulationEqualsOneBigBatch) {
+  test::TempDir dir;
+  const auto one = test::run_llmft(tiny_args(dir / "one", {"--no-test-answers", "--epochs", "1"}));
+  const auto two = test::run_llmft(
+      tiny_args(dir / "two", {"--no-test-answers", "--epochs", "1", "--grad-accum", "2"}));
+  ASSERT_EQ(one.exit_code, 0) << describe(one);
+  ASSERT_EQ(two.exit_code, 0) << describe(two);
+  const auto a = read_metrics(dir / "one" / "metrics.jsonl");
+  const auto b = read_metrics(dir / "two" / "metrics.jsonl");
+  ASSERT_EQ(a.steps.size(), 5u);
+  ASSERT_EQ(b.steps.size(), 5u);
+  std::vector<double> la, lb, ga, gb;
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(a.steps[i].batch, b.steps[i].batch);
+    EXPECT_EQ(a.steps[i].tokens_seen, b.steps[i].tokens_seen);
+    la.push_back(a.steps[i].loss), lb.push_back(b.steps[i].loss);
+    ga.push_back(a.steps[i].grad_norm), gb.push_back(b.steps[i].grad_norm);
+  }
+  // Same math, float sums in another order (two half-size matmuls, two backward passes), and
+  // Adam's division by sqrt(v) amplifies tiny gradient differences over 5 steps.
+  EXPECT_TRUE(test::all_close(std::span<const double>(lb), std::span<const double>(la), 1e-5, 0));
+  EXPECT_TRUE(test::all_close(std::span<const double>(gb), std::span<const double>(ga), 1e-4, 0));
+  // A per-micro-batch mean (the mistake this guards against) would change the first step's
+  // gradient by the ratio of the halves' token counts, far beyond these tolerances.
+  // Weights: Adam moves each weight by up to lr = 2e-3 per step whatever the gradient's size, so
+  // a weight whose gradient is ~0 can move differently on rounding alone; 1e-4 is 5% of one step.
+  const auto pa = model_params(dir / "one"), pb = model_params(dir / "two");
+  EXPECT_TRUE(test::all_close(std::span<const float>(pb), std::span<const float>(pa), 1e-3, 1e-4));
+}
+
+TEST(Finetune, InvalidOptionsAreUsageErrors) {
+  test::TempDir dir;
+  const std::vector<std::vector<std::string>> bad = {
+      {"--batch-size", "0"},    {"--lr", "-1"},          {"--lr", "nan"},
+      {"--epochs", "0"},        {"--grad-accum", "3"},   {"--template", "chatml"},
+      {"--schedule", "step"},   {"--max-length", "1"},   {"--dropout", "1"},
+      {"--eval-freq", "0"},     {"--threads", "-2"},     {"--no-such-flag"},
+      {"--model", "random:huge"},
+  };
+  for (const auto& extra : bad) {
+    const auto r = test::run_llmft(tiny_args(dir / "bad", extra));
+    std::string args;
+    for (const auto& e : extra) args += e + " ";
+    EXPECT_EQ(r.exit_code, 2) << args << describe(r);
+    EXPECT_FALSE(r.err.empty()) << args;
+  }
+  // Options of a run cannot change on resume.
+  const auto r = test::run_llmft({"finetune", "--resume", (dir / "x").string(), "--lr", "1"});
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+  EXPECT_NE(r.err.find("--lr"), std::string::npos) << r.err;
+  // Resuming something that is not a run is an error (exit 1), not a crash.
+  const auto nr = test::run_llmft({"finetune", "--resume", (dir / "x").string()});
+  EXPECT_EQ(nr.exit_code, 1) << describe(nr);
+  // Nothing was trained into the output folder.
+  EXPECT_FALSE(fs::exists(dir / "bad" / "metrics.jsonl"));
+}
+
+TEST(Finetune, RefusesToOverwriteARun) {
+  test::TempDir dir;
+  const auto first = test::run_llmft(tiny_args(dir / "run", {"--max-steps", "1",
+                                                             "--no-test-answers"}));
+  ASSERT_EQ(first.exit_code, 0) << describe(first);
+  const auto again = test::run_llmft(tiny_args(dir / "run", {"--max-steps", "1"}));
+  EXPECT_EQ(again.exit_code, 2) << describe(again);
+  EXPECT_NE(again.err.find("--resume"), std::string::npos) << again.err;
+}
+
+TEST(Finetune, FallsBackToARandomModelWhenOffline) {
+  test::TempDir dir;
+  // An empty hub cache and no network allowed: gpt2-medium cannot be had.
+  const std::vector<std::string> env = {"HF_HUB_CACHE=" + (dir / "hub").string(),
+                                        "HF_HUB_OFFLINE=1"};
+  const std::vector<std::string> args = {"finetune",          "--model",     "gpt2-medium",
+                                         "--data",            tiny_data().string(),
+                                         "--batch-size",      "4",           "--max-steps",
+                                         "1",                 "--eval-batches", "1",
+                                         "--sample-tokens",   "2",           "--max-new-tokens",
+                                         "2",                 "--output",    (dir / "run").string()};
+  const auto r = test::run_llmft(args, {}, env);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("NOT a pretrained model"), std::string::npos) << r.out;
+  const json summary = read_json(dir / "run" / "summary.json");
+  EXPECT_EQ(summary["model"]["pretrained"], false);
+  EXPECT_EQ(summary["model"]["fallback_random"], true);
+  EXPECT_TRUE(fs::exists(dir / "run" / "test-responses.json"));
+
+  auto strict = args;
+  strict.back() = (dir / "run2").string();
+  strict.push_back("--no-fallback");
+  const auto s = test::run_llmft(strict, {}, env);
+  EXPECT_EQ(s.exit_code, 1) << describe(s);
+  EXPECT_FALSE(s.err.empty());
+}
