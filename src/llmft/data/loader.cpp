@@ -57,21 +57,25 @@ int64_t DataLoader::num_batches() const {
 }
 
 std::vector<int64_t> DataLoader::epoch_order(int64_t epoch) const {
-  LLMFT_CHECK(epoch >= 0, "epoch {} < 0", epoch);
   std::vector<int64_t> order;
   if (options_.shuffle) {
     std::lock_guard lock(mutex_);
-    if (cached_epoch_ != epoch) {
-      cached_order_ = shuffled_order(size(), options_.seed, epoch);
-      cached_epoch_ = epoch;
-    }
-    order = cached_order_;
+    order = shuffled_locked(epoch);
   } else {
     order.resize(size());
     std::iota(order.begin(), order.end(), 0);
   }
   for (auto& i : order) i += static_cast<int64_t>(range_.begin);
   return order;
+}
+
+const std::vector<int64_t>& DataLoader::shuffled_locked(int64_t epoch) const {
+  LLMFT_CHECK(epoch >= 0, "epoch {} < 0", epoch);
+  if (cached_epoch_ != epoch) {
+    cached_order_ = shuffled_order(size(), options_.seed, epoch);
+    cached_epoch_ = epoch;
+  }
+  return cached_order_;
 }
 
 std::vector<int64_t> DataLoader::batch_indices(int64_t epoch, int64_t batch) const {
@@ -85,11 +89,8 @@ std::vector<int64_t> DataLoader::batch_indices(int64_t epoch, int64_t batch) con
     return idx;
   }
   std::lock_guard lock(mutex_);
-  if (cached_epoch_ != epoch) {
-    cached_order_ = shuffled_order(size(), options_.seed, epoch);
-    cached_epoch_ = epoch;
-  }
-  std::vector<int64_t> idx(cached_order_.begin() + begin, cached_order_.begin() + end);
+  const std::vector<int64_t>& order = shuffled_locked(epoch);
+  std::vector<int64_t> idx(order.begin() + begin, order.begin() + end);
   for (auto& i : idx) i += static_cast<int64_t>(range_.begin);
   return idx;
 }

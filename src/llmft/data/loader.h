@@ -53,6 +53,8 @@ class DataLoader {
   const TokenizedDataset* data_;
   IndexRange range_;
   LoaderOptions options_;
+  // The order of `epoch` relative to range_.begin; call with mutex_ held.
+  const std::vector<int64_t>& shuffled_locked(int64_t epoch) const;
   // The last epoch's order, so a pass over an epoch shuffles once (thread-safe).
   mutable std::mutex mutex_;
   mutable int64_t cached_epoch_ = -1;

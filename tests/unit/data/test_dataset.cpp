@@ -177,3 +177,9 @@ TEST(Template, NamesAndUnknownName) {
   EXPECT_EQ(template_name(PromptTemplate::kPhi3), "phi3");
   EXPECT_THROW(parse_template("chatml"), UsageError);
 }
+
+TEST(DatasetErrors, InvalidUtf8InJsonl) {
+  // 0xC3 followed by '(' on line 2, column 32.
+  expect_load_error("invalid_utf8.jsonl",
+                    {"invalid UTF-8", "line 2, column 32", "entry 1", "field \"input\""});
+}
