@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -74,16 +74,16 @@ std::vector<uint32_t> chars_of(const char* utf8) {
 // newlines and some code. About half the bytes are non-ASCII.
 std::vector<std::string> make_documents(size_t total_bytes) {
   const std::vector<Script> scripts = {
-      {chars_of("etaoinshrdlucmfwypvbgkjqxzETAOINS"), 2, 9},                 // English-like
-      {chars_of("eaioulnrstcdmpéèàçôûüöäßñ"), 3, 10},                       // Latin + accents
-      {range(0x0430, 0x044F), 3, 10},                                       // Cyrillic
-      {range(0x03B1, 0x03C9), 3, 9},                                        // Greek
-      {range(0x4E00, 0x4E00 + 2500), 1, 4},                                 // CJK ideographs
-      {range(0x3041, 0x3093), 2, 5},                                        // Hiragana
-      {range(0xAC00, 0xAC00 + 2000), 1, 4},                                 // Hangul
-      {range(0x0627, 0x064A), 3, 8},                                        // Arabic
-      {range(0x0915, 0x0939), 2, 6},                                        // Devanagari
-      {chars_of("🙂🚀🎉∑≤→°€½²✓★"), 1, 2},                                   // symbols, emoji
+      {chars_of("etaoinshrdlucmfwypvbgkjqxzETAOINS"), 2, 9},     // English-like
+      {chars_of("eaioulnrstcdmpéèàçôûüöäßñ"), 3, 10},            // Latin + accents
+      {range(0x0430, 0x044F), 3, 10},                            // Cyrillic
+      {range(0x03B1, 0x03C9), 3, 9},                             // Greek
+      {range(0x4E00, 0x4E00 + 2500), 1, 4},                      // CJK ideographs
+      {range(0x3041, 0x3093), 2, 5},                             // Hiragana
+      {range(0xAC00, 0xAC00 + 2000), 1, 4},                      // Hangul
+      {range(0x0627, 0x064A), 3, 8},                             // Arabic
+      {range(0x0915, 0x0939), 2, 6},                             // Devanagari
+      {chars_of("🙂🚀🎉∑≤→°€½²✓★"), 1, 2},  // symbols, emoji
   };
   Rng rng;
   std::vector<std::vector<std::string>> lexicons;
@@ -97,8 +97,9 @@ std::vector<std::string> make_documents(size_t total_bytes) {
     }
     lexicons.push_back(std::move(words));
   }
-  const char* code[] = {"#include <vector>", "std::string s;", "{\"a\": 1}", "foo_bar(x);",
-                        "    return 0;", "\tif (x < 2) {", "we'll", "don't", "GPT-2's"};
+  const char* code[] = {
+      "#include <vector>", "std::string s;", "{\"a\": 1}", "foo_bar(x);", "    return 0;",
+      "\tif (x < 2) {",    "we'll",          "don't",      "GPT-2's"};
   const char* ends[] = {". ", "! ", "? ", ".\n", ".\n\n", ", ", "  ", "\n    "};
   std::vector<std::string> docs;
   size_t bytes = 0;
@@ -170,9 +171,10 @@ void report(const char* name, const Timing& t, int threads, size_t bytes, size_t
       name, threads, bytes, tokens, s.median, s.min, s.max, s.median / kTiktokenMBps);
   if (threads == 1) {
     const Stats c = stats(t.cpu);
-    std::printf(", \"cpu_time_mb_per_s_median\": %.2f, \"cpu_time_mb_per_s_min\": %.2f, "
-                "\"cpu_time_mb_per_s_max\": %.2f",
-                c.median, c.min, c.max);
+    std::printf(
+        ", \"cpu_time_mb_per_s_median\": %.2f, \"cpu_time_mb_per_s_min\": %.2f, "
+        "\"cpu_time_mb_per_s_max\": %.2f",
+        c.median, c.min, c.max);
   }
   std::printf("}\n");
   std::fflush(stdout);
@@ -189,10 +191,11 @@ int main(int argc, char** argv) {
   size_t bytes = 0;
   for (const auto& d : docs) bytes += d.size();
   const int threads = omp_get_max_threads();
-  std::printf("{\"context\": \"tokenizer\", \"compiler\": \"%s\", \"threads\": %d, "
-              "\"documents\": %zu, \"bytes\": %zu, \"repeats\": %d, \"tiktoken_ref_mb_per_s\": "
-              "%.1f}\n",
-              __VERSION__, threads, docs.size(), bytes, repeats, kTiktokenMBps);
+  std::printf(
+      "{\"context\": \"tokenizer\", \"compiler\": \"%s\", \"threads\": %d, "
+      "\"documents\": %zu, \"bytes\": %zu, \"repeats\": %d, \"tiktoken_ref_mb_per_s\": "
+      "%.1f}\n",
+      __VERSION__, threads, docs.size(), bytes, repeats, kTiktokenMBps);
 
   // Validate first: decode(encode(doc)) == doc, and the batch equals one-by-one encoding.
   size_t tokens = 0;

@@ -60,12 +60,12 @@ void run_jsonl(const BpeTokenizer& tok, const TokenizeOptions& o) {
       } else if (m == "all") {
         mode = 1;
       } else {
-        throw Error(fmt::format("{}:{}: mode {} is not \"ordinary\" or \"all\"", name, line_no,
-                                m.dump()));
+        throw Error(
+            fmt::format("{}:{}: mode {} is not \"ordinary\" or \"all\"", name, line_no, m.dump()));
       }
     }
-    if (mode == 2 && j["text"].get_ref<const std::string&>().find("<|endoftext|>") !=
-                         std::string::npos) {
+    if (mode == 2 &&
+        j["text"].get_ref<const std::string&>().find("<|endoftext|>") != std::string::npos) {
       throw Error(fmt::format("{}:{}: text contains the special token <|endoftext|>, which is not "
                               "allowed here",
                               name, line_no),
@@ -87,20 +87,23 @@ void run_jsonl(const BpeTokenizer& tok, const TokenizeOptions& o) {
 
 Runner setup(CLI::App& app) {
   auto o = std::make_shared<TokenizeOptions>();
-  app.add_option("--file", o->file, "Read the text (or, with --decode, the ids) from this file "
-                                    "instead of stdin (used as is: a trailing newline is text)")
+  app.add_option("--file", o->file,
+                 "Read the text (or, with --decode, the ids) from this file "
+                 "instead of stdin (used as is: a trailing newline is text)")
       ->capture_default_str();
   app.add_flag("--decode", o->decode, "Read a JSON array of token ids and print their text")
       ->capture_default_str();
   app.add_flag("--allow-special", o->allow_special,
                "Encode a literal <|endoftext|> as id 50256 (otherwise it is an error)")
       ->capture_default_str();
-  app.add_option("--vocab", o->vocab, "Folder with vocab.json + merges.txt (Hugging Face) or "
-                                      "encoder.json + vocab.bpe; default: the bundled GPT-2 files")
+  app.add_option("--vocab", o->vocab,
+                 "Folder with vocab.json + merges.txt (Hugging Face) or "
+                 "encoder.json + vocab.bpe; default: the bundled GPT-2 files")
       ->capture_default_str();
-  app.add_option("--jsonl", o->jsonl, "Encode each line {\"text\": ..., \"mode\": \"ordinary\" | "
-                                      "\"all\"} of this file ('-' = stdin) and print one line "
-                                      "{\"ids\": [...]} per line, in order")
+  app.add_option("--jsonl", o->jsonl,
+                 "Encode each line {\"text\": ..., \"mode\": \"ordinary\" | "
+                 "\"all\"} of this file ('-' = stdin) and print one line "
+                 "{\"ids\": [...]} per line, in order")
       ->capture_default_str();
   return [o]() {
     if (o->decode && !o->jsonl.empty()) throw UsageError("--decode and --jsonl cannot be combined");
@@ -131,8 +134,8 @@ Runner setup(CLI::App& app) {
       print(tok.decode(ids));
       return 0;
     }
-    const auto ids = tok.encode(input, o->allow_special ? SpecialTokens::kAllow
-                                                        : SpecialTokens::kDisallow);
+    const auto ids =
+        tok.encode(input, o->allow_special ? SpecialTokens::kAllow : SpecialTokens::kDisallow);
     print(nlohmann::json(ids).dump() + "\n");
     return 0;
   };

@@ -53,9 +53,10 @@ std::string alphabet_to_bytes(const std::string& s, const std::vector<int>& map,
     int len;
     const uint32_t cp = utf8::decode_at(s.data(), i, len);
     if (cp >= map.size() || map[cp] < 0) {
-      throw Error(fmt::format("{}: {} has character U+{:04X}, which is not in GPT-2's byte alphabet",
-                              file.string(), where, cp),
-                  "use GPT-2's encoder.json/vocab.bpe or Hugging Face's vocab.json/merges.txt");
+      throw Error(
+          fmt::format("{}: {} has character U+{:04X}, which is not in GPT-2's byte alphabet",
+                      file.string(), where, cp),
+          "use GPT-2's encoder.json/vocab.bpe or Hugging Face's vocab.json/merges.txt");
     }
     out.push_back(static_cast<char>(map[cp]));
     i += static_cast<size_t>(len);
@@ -167,8 +168,9 @@ BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::pa
   for (int b = 0; b < 256; ++b) {
     const uint32_t id = impl->tokens.find(std::string(1, static_cast<char>(b)));
     if (id == kNone) {
-      throw Error(fmt::format("{}: no token for the single byte 0x{:02x}", encoder_json.string(), b),
-                  "a byte-level BPE vocabulary has all 256 bytes");
+      throw Error(
+          fmt::format("{}: no token for the single byte 0x{:02x}", encoder_json.string(), b),
+          "a byte-level BPE vocabulary has all 256 bytes");
     }
     impl->byte_id[b] = id;
   }

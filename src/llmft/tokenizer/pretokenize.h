@@ -1,7 +1,8 @@
 // GPT-2's pre-tokenizer, written as a hand scanner instead of a regex engine. It splits text
 // exactly as the pattern
 //   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-// does (tiktoken "gpt2"), with \s = Unicode White_Space, \p{L} / \p{N} = general categories L* / N*.
+// does (tiktoken "gpt2"), with \s = Unicode White_Space, \p{L} / \p{N} = general categories L* /
+// N*.
 #pragma once
 
 #include <array>

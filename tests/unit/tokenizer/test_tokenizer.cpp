@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <fstream>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -270,8 +270,9 @@ TEST(TokenizeCommand, JsonlMatchesCorpus) {
   for (const char* file : {"tricky.jsonl", "instruction_dataset.jsonl"}) {
     const auto records = read_jsonl(file);
     for (size_t i = 0; i < records.size(); i += 37) {
-      input += nlohmann::json{{"text", records[i].at("text")}, {"mode", records[i].at("mode")}}
-                   .dump() + "\n";
+      input +=
+          nlohmann::json{{"text", records[i].at("text")}, {"mode", records[i].at("mode")}}.dump() +
+          "\n";
       expected.push_back(records[i].at("ids").get<std::vector<int32_t>>());
     }
   }
