@@ -72,8 +72,12 @@ class Gpt2 {
 
   // Threads for our OpenMP kernels and OpenBLAS (n >= 1).
   static void set_num_threads(int n);
-  // Dropout masks derive from (seed, number of training forwards so far).
-  void set_dropout_seed(uint64_t seed) { dropout_seed_ = seed; }
+  // Dropout masks derive from (seed, number of training forwards since this call), so a run is
+  // reproducible from its seed; calling it again replays the same masks.
+  void set_dropout_seed(uint64_t seed) {
+    dropout_seed_ = seed;
+    forward_count_ = 0;
+  }
   // Rows of the (R, V) logits chunk of the fused head (default 1024).
   void set_head_chunk_rows(int64_t rows);
 

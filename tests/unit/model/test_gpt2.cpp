@@ -1,0 +1,227 @@
+// Gpt2 behaviour beyond PyTorch parity (that is tests/parity/test_gpt2_parity.cpp): dropout's
+// backward against finite differences, head chunking, gradient accumulation, the arena, input
+// errors, clipping, and AdamW against its formula.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "llmft/core/error.h"
+#include "llmft/model/adamw.h"
+#include "llmft/model/gpt2.h"
+#include "test_util.h"
+
+namespace llmft {
+namespace {
+
+using test::all_close;
+
+Gpt2Config tiny(float dropout = 0.0f, bool tied = false) {
+  Gpt2Config c;
+  c.V = 53;
+  c.maxT = 16;
+  c.C = 20;
+  c.L = 2;
+  c.NH = 2;
+  c.dropout = dropout;
+  c.tied = tied;
+  return c;
+}
+
+struct Packed {
+  std::vector<int32_t> in, tg;
+  std::vector<int64_t> off{0};
+};
+
+Packed make_batch(const std::vector<int64_t>& lens, int64_t V, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V) - 1);
+  Packed p;
+  for (int64_t n : lens) {
+    for (int64_t t = 0; t < n; ++t) {
+      p.in.push_back(tok(rng));
+      p.tg.push_back(t % 3 == 0 ? Gpt2::kIgnoreIndex : tok(rng));
+    }
+    p.off.push_back(static_cast<int64_t>(p.in.size()));
+  }
+  return p;
+}
+
+std::vector<float> copy(std::span<const float> s) { return {s.begin(), s.end()}; }
+
+TEST(Gpt2, DropoutBackwardMatchesFiniteDifferences) {
+  Gpt2 m(tiny(0.2f));
+  m.init_random(1);
+  const Packed b = make_batch({5, 7, 1}, m.config().V, 2);
+  m.set_dropout_seed(9);
+  m.zero_grad();
+  const LossResult r = m.forward(b.in, b.tg, b.off);
+  m.backward(1.0f);  // gradient of loss_sum
+  const std::vector<float> g = copy(m.grads());
+  // Dropout is on: the loss differs from an eval forward.
+  const LossResult ev = m.forward(b.in, b.tg, b.off, /*training=*/false);
+  EXPECT_NE(r.loss_sum, ev.loss_sum);
+  // Central differences in float on the largest-gradient entries of a few tensors, replaying
+  // the same masks. h = 1e-2 keeps float rounding of loss_sum (~1e-5) below 1e-3 of the slope.
+  for (const char* name : {"h.0.attn.c_attn.weight", "h.1.mlp.c_fc.weight", "wpe.weight",
+                           "lm_head.weight", "h.0.ln_1.bias"}) {
+    const ParamSpec* s = m.table().find(name);
+    auto gv = m.table().view(std::span<const float>(g), *s);
+    std::vector<int64_t> idx(gv.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + 3, idx.end(),
+                      [&](int64_t a, int64_t c) { return std::fabs(gv[a]) > std::fabs(gv[c]); });
+    for (int k = 0; k < 3; ++k) {
+      float& p = m.param(name)[idx[k]];
+      const float orig = p, h = 1e-2f;
+      p = orig + h;
+      m.set_dropout_seed(9);
+      const double lp = m.forward(b.in, b.tg, b.off).loss_sum;
+      p = orig - h;
+      m.set_dropout_seed(9);
+      const double lm = m.forward(b.in, b.tg, b.off).loss_sum;
+      p = orig;
+      const double num = (lp - lm) / (2 * h);
+      // Second-order error of central differences with h = 1e-2 plus float noise: 2% + 2e-3.
+      EXPECT_NEAR(gv[idx[k]], num, 2e-3 + 2e-2 * std::fabs(num)) << name << "[" << idx[k] << "]";
+    }
+  }
+}
+
+TEST(Gpt2, EvalForwardIgnoresDropoutRate) {
+  Gpt2 a(tiny(0.3f)), b(tiny(0.0f));
+  a.init_random(3);
+  b.init_random(3);
+  const Packed p = make_batch({6, 3}, a.config().V, 4);
+  EXPECT_EQ(a.forward(p.in, p.tg, p.off, false).loss_sum, b.forward(p.in, p.tg, p.off).loss_sum);
+}
+
+TEST(Gpt2, HeadChunksGiveTheSameResult) {
+  for (bool tied : {false, true}) {
+    Gpt2 a(tiny(0.0f, tied)), b(tiny(0.0f, tied));
+    a.init_random(5);
+    b.init_random(5);
+    b.set_head_chunk_rows(3);  // several chunks: logits recomputed in backward
+    const Packed p = make_batch({9, 4, 11}, a.config().V, 6);
+    a.zero_grad();
+    b.zero_grad();
+    const LossResult ra = a.forward(p.in, p.tg, p.off), rb = b.forward(p.in, p.tg, p.off);
+    EXPECT_NEAR(ra.loss_sum, rb.loss_sum, 1e-5 * ra.loss_sum);  // same rows, fp32 sum order
+    a.backward(0.5f);
+    b.backward(0.5f);
+    // Chunked sgemm sums the head's dW over rows in another order.
+    EXPECT_TRUE(all_close(b.grads(), a.grads(), 1e-5, 1e-7));
+  }
+}
+
+TEST(Gpt2, GradientAccumulationOverMicroBatches) {
+  Gpt2 one(tiny()), two(tiny());
+  one.init_random(7);
+  two.init_random(7);
+  const Packed a = make_batch({5, 8}, one.config().V, 8), b = make_batch({6}, one.config().V, 9);
+  Packed ab = a;
+  for (size_t i = 0; i < b.in.size(); ++i) {
+    ab.in.push_back(b.in[i]);
+    ab.tg.push_back(b.tg[i]);
+  }
+  ab.off.push_back(static_cast<int64_t>(ab.in.size()));
+  one.zero_grad();
+  const LossResult r = one.forward(ab.in, ab.tg, ab.off);
+  one.backward(1.0f / static_cast<float>(r.n_targets));
+  two.zero_grad();
+  const LossResult ra = two.forward(a.in, a.tg, a.off);
+  two.backward(1.0f / static_cast<float>(r.n_targets));
+  const LossResult rb = two.forward(b.in, b.tg, b.off);
+  two.backward(1.0f / static_cast<float>(r.n_targets));
+  EXPECT_EQ(ra.n_targets + rb.n_targets, r.n_targets);
+  EXPECT_NEAR(ra.loss_sum + rb.loss_sum, r.loss_sum, 1e-5 * r.loss_sum);
+  EXPECT_TRUE(all_close(two.grads(), one.grads(), 1e-5, 1e-7));  // sums in another order
+}
+
+TEST(Gpt2, ArenaIsSizedUpFront) {
+  Gpt2 m(tiny());
+  m.init_random(1);
+  m.reserve(40, 16);
+  const int64_t size = m.arena_floats();
+  for (auto lens : {std::vector<int64_t>{16, 16, 8}, {3}, {1, 2, 3, 4, 5}}) {
+    const Packed p = make_batch(lens, m.config().V, 1);
+    m.forward(p.in, p.tg, p.off);
+    m.backward(1.0f);
+    EXPECT_EQ(m.arena_floats(), size);
+  }
+}
+
+TEST(Gpt2, AllTargetsIgnored) {
+  Gpt2 m(tiny());
+  m.init_random(1);
+  const std::vector<int32_t> in{1, 2, 3}, tg(3, Gpt2::kIgnoreIndex);
+  const std::vector<int64_t> off{0, 3};
+  m.zero_grad();
+  const LossResult r = m.forward(in, tg, off);
+  EXPECT_EQ(r.n_targets, 0);
+  EXPECT_EQ(r.loss_sum, 0.0);
+  m.backward(1.0f);
+  EXPECT_EQ(m.grad_norm(), 0.0);
+}
+
+TEST(Gpt2, RejectsBadInput) {
+  Gpt2 m(tiny());
+  const std::vector<int32_t> ok{1, 2, 3}, bad_tok{1, 53, 3}, bad_tg{1, -5, 3};
+  const std::vector<int64_t> off{0, 3}, bad_off{0, 2}, empty_seq{0, 0, 3};
+  EXPECT_THROW(m.forward(bad_tok, ok, off), Error);
+  EXPECT_THROW(m.forward(ok, bad_tg, off), Error);
+  EXPECT_THROW(m.forward(ok, ok, bad_off), Error);
+  EXPECT_THROW(m.forward(ok, ok, empty_seq), Error);
+  EXPECT_THROW(m.forward(std::span<const int32_t>(ok).first(2), ok, off), Error);
+  std::vector<int32_t> longseq(17, 1);
+  const std::vector<int64_t> off17{0, 17};
+  EXPECT_THROW(m.forward(longseq, longseq, off17), Error);  // longer than maxT = 16
+  EXPECT_THROW(m.backward(1.0f), InternalError);            // no successful forward
+}
+
+TEST(Gpt2, ClipGradNorm) {
+  Gpt2 m(tiny());
+  m.init_random(1);
+  const Packed p = make_batch({8, 8}, m.config().V, 3);
+  m.zero_grad();
+  m.forward(p.in, p.tg, p.off);
+  m.backward(1.0f);
+  const double norm = m.grad_norm();
+  ASSERT_GT(norm, 0.5);
+  EXPECT_NEAR(m.clip_grad_norm(0.5), norm, 1e-9 * norm);
+  EXPECT_NEAR(m.grad_norm(), 0.5, 1e-5);
+  EXPECT_NEAR(m.clip_grad_norm(10.0), 0.5, 1e-5);  // below the limit: untouched
+  EXPECT_NEAR(m.grad_norm(), 0.5, 1e-5);
+}
+
+TEST(AdamW, MatchesTheFormula) {
+  const std::vector<float> g1{0.5f, -1e-3f, 0.0f, 2.0f}, g2{-0.25f, 1e-3f, 0.0f, 2.0f};
+  std::vector<float> p{1.0f, -0.5f, 0.25f, 0.0f};
+  AdamWConfig c;
+  c.lr = 1e-2;
+  c.weight_decay = 0.1;
+  AdamW opt(4, c);
+  std::vector<double> pd(p.begin(), p.end()), m(4, 0.0), v(4, 0.0);
+  for (int t = 1; t <= 2; ++t) {
+    const auto& g = t == 1 ? g1 : g2;
+    opt.step(p, g);
+    for (int i = 0; i < 4; ++i) {
+      pd[i] *= 1 - c.lr * c.weight_decay;
+      m[i] = c.beta1 * m[i] + (1 - c.beta1) * g[i];
+      v[i] = c.beta2 * v[i] + (1 - c.beta2) * g[i] * g[i];
+      const double mh = m[i] / (1 - std::pow(c.beta1, t));
+      const double vh = std::sqrt(v[i] / (1 - std::pow(c.beta2, t)));
+      pd[i] -= c.lr * mh / (vh + c.eps);
+    }
+  }
+  EXPECT_EQ(opt.step_count(), 2);
+  // float arithmetic vs double formula: a few ulps of O(1) values.
+  EXPECT_TRUE(all_close(p, std::vector<float>(pd.begin(), pd.end()), 1e-6, 1e-7));
+  EXPECT_NEAR(opt.m()[0], m[0], 1e-7);
+  EXPECT_NEAR(opt.v()[3], v[3], 1e-7);
+}
+
+}  // namespace
+}  // namespace llmft
