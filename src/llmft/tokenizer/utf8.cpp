@@ -55,6 +55,22 @@ bool is_valid(std::string_view s) {
       i += 8;
     }
     if (i >= n) break;
+    const uint8_t b = p[i];
+    if (b < 0x80) {
+      ++i;
+      continue;
+    }
+    // Two- and three-byte sequences (Latin, Cyrillic, CJK...) inline; the rest by the table.
+    if (b >= 0xC2 && b <= 0xDF && i + 1 < n && (p[i + 1] & 0xC0) == 0x80) {
+      i += 2;
+      continue;
+    }
+    if ((b & 0xF0) == 0xE0 && i + 2 < n && (p[i + 1] & 0xC0) == 0x80 &&
+        (p[i + 2] & 0xC0) == 0x80 && !(b == 0xE0 && p[i + 1] < 0xA0) &&
+        !(b == 0xED && p[i + 1] > 0x9F)) {
+      i += 3;
+      continue;
+    }
     const int len = check_sequence(p + i, n - i);
     if (len < 0) return false;
     i += static_cast<size_t>(len);

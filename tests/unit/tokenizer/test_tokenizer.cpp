@@ -12,6 +12,7 @@
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
 #include "llmft/tokenizer/bpe.h"
+#include "llmft/tokenizer/utf8.h"
 #include "test_util.h"
 
 namespace llmft {
@@ -87,6 +88,26 @@ TEST(Tokenizer, InvalidUtf8Corpus) {
     EXPECT_EQ(show(tok().encode(input, mode_of(r))), show(expected)) << r.at("name");
     EXPECT_EQ(tok().decode(expected), text) << r.at("name");
   }
+}
+
+TEST(Utf8, ValidationAndRepair) {
+  EXPECT_TRUE(utf8::is_valid("plain ascii text, long enough for the 8-byte path"));
+  EXPECT_TRUE(utf8::is_valid("\xC3\xA9\xEF\xBF\xBD\xF0\x9F\xA6\x99\xF4\x8F\xBF\xBF"));
+  for (const char* bad : {"\xC0\x80", "\xE0\x80\x80", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\xC3",
+                          "\xE2\x82", "abc\x80", "\xFF"}) {
+    EXPECT_FALSE(utf8::is_valid(bad)) << bad;
+  }
+  // One U+FFFD per maximal invalid subpart (E2 82 is one, the lone continuation another).
+  EXPECT_EQ(utf8::replace_invalid("a\xE2\x82\x80"
+                                  "b"),
+            "a\xE2\x82\x80"
+            "b");
+  EXPECT_EQ(utf8::replace_invalid("a\xE2\x82"
+                                  "b"),
+            "a\xEF\xBF\xBD"
+            "b");
+  EXPECT_EQ(utf8::replace_invalid("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(utf8::replace_invalid("\xF0\x9F\xA6"), "\xEF\xBF\xBD");
 }
 
 TEST(Tokenizer, KnownIds) {
