@@ -205,13 +205,16 @@ TEST(Finetune, ResumeAfterInterruptEqualsUninterruptedRun) {
 }
 
 TEST(Finetune, ResumeAfterKill9EqualsUninterruptedRun) {
+  // With dropout on, so the masks must replay too (they derive from seed, step and micro-batch).
   test::TempDir dir;
-  const auto full = test::run_llmft(tiny_args(dir / "full", {"--no-test-answers"}));
+  const auto full =
+      test::run_llmft(tiny_args(dir / "full", {"--no-test-answers", "--dropout", "0.1"}));
   ASSERT_EQ(full.exit_code, 0) << describe(full);
   // Checkpoints after 3 and 6 steps; SIGKILL right after step 7 (global step 7, the 8th update):
   // the log holds two steps past the last checkpoint, which the resume must replace.
   const auto killed = test::run_llmft(tiny_args(
-      dir / "cut", {"--no-test-answers", "--checkpoint-every", "3", "--kill-after-step", "7"}));
+      dir / "cut", {"--no-test-answers", "--dropout", "0.1", "--checkpoint-every", "3",
+                    "--kill-after-step", "7"}));
   ASSERT_EQ(killed.exit_code, 128 + 9) << describe(killed);
   EXPECT_EQ(read_metrics(dir / "cut" / "metrics.jsonl").steps.size(), 8u);
   EXPECT_EQ(read_file(dir / "cut" / "checkpoints" / "latest"), "step-000006\n");
