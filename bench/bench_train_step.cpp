@@ -3,7 +3,9 @@
 // packed end to end, no padding). Checks the loss first, warms up, repeats, reports the median.
 // Also times a plain sgemm of the model's MLP shape as the same-run baseline for GFLOP/s.
 // Usage: bench_train_step [--model gpt2|gpt2-medium|...] [--steps 5] [--warmup 1] [--batch 8]
-//                         [--threads N] [--tied] [--lengths FILE]
+//                         [--threads N] [--tied] [--lengths FILE] [--profile]
+// --profile: also one JSON line per kernel (seconds per step, share of the step; timers add a
+// little overhead, so the step time of a profiled run is not the headline figure).
 #include <cblas.h>
 #include <fmt/format.h>
 #include <omp.h>
@@ -22,6 +24,7 @@
 
 #include "llmft/model/adamw.h"
 #include "llmft/model/gpt2.h"
+#include "llmft/model/profile.h"
 
 namespace {
 
@@ -56,7 +59,7 @@ double sgemm_gflops(int64_t M, int64_t K, int64_t N, int reps) {
 int main(int argc, char** argv) {
   std::string model_name = "gpt2", lengths_file;
   int steps = 5, warmup = 1, batch = 8, threads = 0;
-  bool tied = false;
+  bool tied = false, prof = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -72,6 +75,7 @@ int main(int argc, char** argv) {
     else if (a == "--batch") batch = std::stoi(next());
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--tied") tied = true;
+    else if (a == "--profile") prof = true;
     else if (a == "--lengths") lengths_file = next();
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
@@ -148,11 +152,18 @@ int main(int argc, char** argv) {
   int64_t tokens_total = 0;
   for (int b = 0; b < nbatches; ++b) {
     const Batch& B = batches[b];
+    if (b == warmup && prof) {
+      llmft::profile::reset();
+      llmft::profile::enable(true);
+    }
     const double t0 = now_s();
     model.zero_grad();
     const auto r = model.forward(B.in, B.tg, B.off);
     model.backward(1.0f / static_cast<float>(r.n_targets));
-    opt.step(model.params(), model.grads());
+    {
+      llmft::profile::Scope ps("adamw");
+      opt.step(model.params(), model.grads());
+    }
     const double dt = now_s() - t0;
     if (b < warmup) continue;
     const double ntok = static_cast<double>(B.in.size());
@@ -164,6 +175,7 @@ int main(int argc, char** argv) {
     const double flops = 6.0 * matmul_params * ntok + 6.0 * L * C * static_cast<double>(B.attn_sq);
     gflops.push_back(flops / dt / 1e9);
   }
+  llmft::profile::enable(false);
   const double base = sgemm_gflops(512, C, 4 * C, 3);
   const auto [mn, mx] = std::minmax_element(ms.begin(), ms.end());
   std::printf("%s\n",
@@ -185,5 +197,19 @@ int main(int argc, char** argv) {
                              {"compiler", fmt::format("gcc {}.{}", __GNUC__, __GNUC_MINOR__)}}
                   .dump()
                   .c_str());
+  if (prof) {
+    double sum_ms = 0.0;
+    for (const double m : ms) sum_ms += m;
+    const double step_s = sum_ms / 1e3 / steps;
+    for (const auto& e : llmft::profile::entries())
+      std::printf("%s\n", nlohmann::json{{"bench", "train_step_kernel"},
+                                         {"model", model_name},
+                                         {"kernel", e.name},
+                                         {"ms_per_step", e.seconds * 1e3 / steps},
+                                         {"calls_per_step", e.calls / steps},
+                                         {"share", e.seconds / steps / step_s}}
+                                .dump()
+                                .c_str());
+  }
   return 0;
 }

@@ -19,6 +19,7 @@
 #include "llmft/model/kernels/layernorm.h"
 #include "llmft/model/kernels/matmul.h"
 #include "llmft/model/kernels/residual.h"
+#include "llmft/model/profile.h"
 
 namespace llmft {
 
@@ -221,8 +222,14 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
 
   const std::span<const int32_t> inp(inputs_.data(), N), pos(pos_.data(), N);
   auto enc = acts(off_enc_, N * C);  // (N, C)
-  encoder_forward(enc, inp, pos, param("wte.weight"), param("wpe.weight"), N, C);
-  if (dropout_on_) dropout_forward(enc, enc, p, site_seed(-1, kDropEmb), N * C);
+  {
+    profile::Scope ps("fwd.encoder");
+    encoder_forward(enc, inp, pos, param("wte.weight"), param("wpe.weight"), N, C);
+  }
+  {
+    profile::Scope ps("fwd.dropout");
+    if (dropout_on_) dropout_forward(enc, enc, p, site_seed(-1, kDropEmb), N * C);
+  }
 
   auto branch = acts(off_c_scratch_, N * C);       // (N, C) attention / MLP branch output
   auto fc_act = acts(off_fc_scratch_, N * 4 * C);  // (N, 4C) gelu(fch)
@@ -231,39 +238,78 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
     const std::string h = fmt::format("h.{}.", l);
     LayerActs a = layer(l);
     // ln1 = LN(res)
-    layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, res, param(h + "ln_1.weight"),
-                      param(h + "ln_1.bias"), N, C, cfg_.ln_eps);
+    {
+      profile::Scope ps("fwd.layernorm");
+      layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, res, param(h + "ln_1.weight"),
+                        param(h + "ln_1.bias"), N, C, cfg_.ln_eps);
+    }
     // qkv = ln1 @ c_attn.W + c_attn.b            (N, 3C)
-    matmul_forward(a.qkv, a.ln1, param(h + "attn.c_attn.weight"), param(h + "attn.c_attn.bias"),
-                   N, C, 3 * C);
+    {
+      profile::Scope ps("fwd.matmul_qkv");
+      matmul_forward(a.qkv, a.ln1, param(h + "attn.c_attn.weight"), param(h + "attn.c_attn.bias"),
+                     N, C, 3 * C);
+    }
     // atty = attention(qkv)                       (N, C)
-    attention_forward(a.atty, a.att, a.qkv, off, N, C, NH, p, site_seed(l, kDropAtt));
+    {
+      profile::Scope ps("fwd.attention");
+      attention_forward(a.atty, a.att, a.qkv, off, N, C, NH, p, site_seed(l, kDropAtt));
+    }
     // branch = drop(atty @ c_proj.W + c_proj.b)   (N, C)
-    matmul_forward(branch, a.atty, param(h + "attn.c_proj.weight"), param(h + "attn.c_proj.bias"),
-                   N, C, C);
-    if (dropout_on_) dropout_forward(branch, branch, p, site_seed(l, kDropAttProj), N * C);
+    {
+      profile::Scope ps("fwd.matmul_attproj");
+      matmul_forward(branch, a.atty, param(h + "attn.c_proj.weight"), param(h + "attn.c_proj.bias"),
+                     N, C, C);
+    }
+    {
+      profile::Scope ps("fwd.dropout");
+      if (dropout_on_) dropout_forward(branch, branch, p, site_seed(l, kDropAttProj), N * C);
+    }
     // res2 = res + branch
-    residual_forward(a.res2, res, branch, N * C);
+    {
+      profile::Scope ps("fwd.residual");
+      residual_forward(a.res2, res, branch, N * C);
+    }
     // ln2 = LN(res2)
-    layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, param(h + "ln_2.weight"),
-                      param(h + "ln_2.bias"), N, C, cfg_.ln_eps);
+    {
+      profile::Scope ps("fwd.layernorm");
+      layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, param(h + "ln_2.weight"),
+                        param(h + "ln_2.bias"), N, C, cfg_.ln_eps);
+    }
     // fch = ln2 @ c_fc.W + c_fc.b                 (N, 4C)
-    matmul_forward(a.fch, a.ln2, param(h + "mlp.c_fc.weight"), param(h + "mlp.c_fc.bias"), N, C,
-                   4 * C);
+    {
+      profile::Scope ps("fwd.matmul_fc");
+      matmul_forward(a.fch, a.ln2, param(h + "mlp.c_fc.weight"), param(h + "mlp.c_fc.bias"), N, C,
+                     4 * C);
+    }
     // fc_act = gelu(fch)                          (N, 4C), recomputed in backward
-    gelu_forward(fc_act, a.fch, N * 4 * C);
+    {
+      profile::Scope ps("fwd.gelu");
+      gelu_forward(fc_act, a.fch, N * 4 * C);
+    }
     // branch = drop(fc_act @ c_proj.W + c_proj.b) (N, C)
-    matmul_forward(branch, fc_act, param(h + "mlp.c_proj.weight"), param(h + "mlp.c_proj.bias"), N,
-                   4 * C, C);
-    if (dropout_on_) dropout_forward(branch, branch, p, site_seed(l, kDropMlp), N * C);
+    {
+      profile::Scope ps("fwd.matmul_fcproj");
+      matmul_forward(branch, fc_act, param(h + "mlp.c_proj.weight"), param(h + "mlp.c_proj.bias"), N,
+                     4 * C, C);
+    }
+    {
+      profile::Scope ps("fwd.dropout");
+      if (dropout_on_) dropout_forward(branch, branch, p, site_seed(l, kDropMlp), N * C);
+    }
     // res3 = res2 + branch
-    residual_forward(a.res3, a.res2, branch, N * C);
+    {
+      profile::Scope ps("fwd.residual");
+      residual_forward(a.res3, a.res2, branch, N * C);
+    }
     res = a.res3;
   }
   // lnf = LN(res)
   auto stats = acts(off_lnf_stats_, 2 * N);
-  layernorm_forward(acts(off_lnf_, N * C), stats.first(N), stats.subspan(N, N), res,
-                    param("ln_f.weight"), param("ln_f.bias"), N, C, cfg_.ln_eps);
+  {
+    profile::Scope ps("fwd.layernorm");
+    layernorm_forward(acts(off_lnf_, N * C), stats.first(N), stats.subspan(N, N), res,
+                      param("ln_f.weight"), param("ln_f.bias"), N, C, cfg_.ln_eps);
+  }
 }
 
 LossResult Gpt2::forward(std::span<const int32_t> inputs, std::span<const int32_t> targets,
@@ -291,9 +337,12 @@ LossResult Gpt2::forward(std::span<const int32_t> inputs, std::span<const int32_
     for (int64_t m = 0; m < M; ++m)
       std::copy_n(lnf.data() + rows_[m] * C, C, xg.data() + m * C);
     auto losses = acts(off_losses_, M);
-    head_crossentropy_forward(losses, acts(off_lse_, M), acts(off_head_, std::min(M, head_rows_) * V),
-                              xg, head_weight(), std::span<const int32_t>(gtargets_.data(), M), M,
-                              C, V, head_rows_);
+    {
+      profile::Scope ps("fwd.head_crossentropy");
+      head_crossentropy_forward(losses, acts(off_lse_, M), acts(off_head_, std::min(M, head_rows_) * V),
+                                xg, head_weight(), std::span<const int32_t>(gtargets_.data(), M), M,
+                                C, V, head_rows_);
+    }
     double sum = 0.0;
     for (int64_t m = 0; m < M; ++m) sum += losses[m];
     r.loss_sum = sum;
@@ -319,26 +368,41 @@ void Gpt2::backward(float dloss_scale) {
   auto dfc = acts(off_dfc_, N * 4 * C);     // (N, 4C) d(fc_act)
   auto fc_act = acts(off_fc_scratch_, N * 4 * C);  // (N, 4C) gelu(fch), then d(fch)
   auto datt = acts(off_datt_, cap_att_);
-  std::fill(dc.begin(), dc.end(), 0.0f);
+  {
+    profile::Scope ps("bwd.fill");
+    std::fill(dc.begin(), dc.end(), 0.0f);
+  }
   if (M > 0) {
     // losses = crossentropy(xg @ head^T, targets);  xg = lnf[rows]
     auto dxg = acts(off_dxg_, M * C);
-    std::fill(dxg.begin(), dxg.end(), 0.0f);
+    {
+      profile::Scope ps("bwd.fill");
+      std::fill(dxg.begin(), dxg.end(), 0.0f);
+    }
     const std::string head = cfg_.tied ? "wte.weight" : "lm_head.weight";
-    head_crossentropy_backward(dxg, gview(head), acts(off_head_, std::min(M, head_rows_) * V),
-                               acts(off_xg_, M * C), head_weight(),
-                               std::span<const int32_t>(gtargets_.data(), M), acts(off_lse_, M),
-                               dloss_scale, M, C, V, head_rows_, head_has_logits_);
+    {
+      profile::Scope ps("bwd.head_crossentropy");
+      head_crossentropy_backward(dxg, gview(head), acts(off_head_, std::min(M, head_rows_) * V),
+                                 acts(off_xg_, M * C), head_weight(),
+                                 std::span<const int32_t>(gtargets_.data(), M), acts(off_lse_, M),
+                                 dloss_scale, M, C, V, head_rows_, head_has_logits_);
+    }
     for (int64_t m = 0; m < M; ++m)
       std::copy_n(dxg.data() + m * C, C, dc.data() + rows_[m] * C);
   }
   head_has_logits_ = false;
   // lnf = LN(res_L)
-  std::fill(dres.begin(), dres.end(), 0.0f);
+  {
+    profile::Scope ps("bwd.fill");
+    std::fill(dres.begin(), dres.end(), 0.0f);
+  }
   auto stats = acts(off_lnf_stats_, 2 * N);
   std::span<const float> res_last = cfg_.L > 0 ? layer(cfg_.L - 1).res3 : acts(off_enc_, N * C);
-  layernorm_backward(dres, gview("ln_f.weight"), gview("ln_f.bias"), dc, res_last.first(N * C),
-                     param("ln_f.weight"), stats.first(N), stats.subspan(N, N), N, C);
+  {
+    profile::Scope ps("bwd.layernorm");
+    layernorm_backward(dres, gview("ln_f.weight"), gview("ln_f.bias"), dc, res_last.first(N * C),
+                       param("ln_f.weight"), stats.first(N), stats.subspan(N, N), N, C);
+  }
 
   for (int64_t l = cfg_.L - 1; l >= 0; --l) {
     const std::string h = fmt::format("h.{}.", l);
@@ -347,53 +411,119 @@ void Gpt2::backward(float dloss_scale) {
     // res3 = res2 + drop(fc_act @ c_proj.W + c_proj.b)
     std::span<const float> dbr = dres;
     if (dropout_on_) {
-      std::fill(dbranch.begin(), dbranch.end(), 0.0f);
-      dropout_backward(dbranch, dres, p, site_seed(l, kDropMlp), N * C);
+      {
+        profile::Scope ps("bwd.fill");
+        std::fill(dbranch.begin(), dbranch.end(), 0.0f);
+      }
+      {
+        profile::Scope ps("bwd.dropout");
+        dropout_backward(dbranch, dres, p, site_seed(l, kDropMlp), N * C);
+      }
       dbr = dbranch;
     }
-    gelu_forward(fc_act, a.fch, N * 4 * C);
-    std::fill(dfc.begin(), dfc.end(), 0.0f);
-    matmul_backward(dfc, gview(h + "mlp.c_proj.weight"), gview(h + "mlp.c_proj.bias"), dbr,
-                    fc_act, param(h + "mlp.c_proj.weight"), N, 4 * C, C);
+    {
+      profile::Scope ps("bwd.gelu_recompute");
+      gelu_forward(fc_act, a.fch, N * 4 * C);
+    }
+    {
+      profile::Scope ps("bwd.fill");
+      std::fill(dfc.begin(), dfc.end(), 0.0f);
+    }
+    {
+      profile::Scope ps("bwd.matmul_fcproj");
+      matmul_backward(dfc, gview(h + "mlp.c_proj.weight"), gview(h + "mlp.c_proj.bias"), dbr,
+                      fc_act, param(h + "mlp.c_proj.weight"), N, 4 * C, C);
+    }
     // fc_act = gelu(fch): fc_act's buffer now holds d(fch)
-    std::fill(fc_act.begin(), fc_act.end(), 0.0f);
-    gelu_backward(fc_act, dfc, a.fch, N * 4 * C);
+    {
+      profile::Scope ps("bwd.fill");
+      std::fill(fc_act.begin(), fc_act.end(), 0.0f);
+    }
+    {
+      profile::Scope ps("bwd.gelu");
+      gelu_backward(fc_act, dfc, a.fch, N * 4 * C);
+    }
     // fch = ln2 @ c_fc.W + c_fc.b
-    std::fill(dc.begin(), dc.end(), 0.0f);
-    matmul_backward(dc, gview(h + "mlp.c_fc.weight"), gview(h + "mlp.c_fc.bias"), fc_act, a.ln2,
-                    param(h + "mlp.c_fc.weight"), N, C, 4 * C);
+    {
+      profile::Scope ps("bwd.fill");
+      std::fill(dc.begin(), dc.end(), 0.0f);
+    }
+    {
+      profile::Scope ps("bwd.matmul_fc");
+      matmul_backward(dc, gview(h + "mlp.c_fc.weight"), gview(h + "mlp.c_fc.bias"), fc_act, a.ln2,
+                      param(h + "mlp.c_fc.weight"), N, C, 4 * C);
+    }
     // ln2 = LN(res2); dres already holds d(res2) through the residual path
-    layernorm_backward(dres, gview(h + "ln_2.weight"), gview(h + "ln_2.bias"), dc, a.res2,
-                       param(h + "ln_2.weight"), a.ln2_mean, a.ln2_rstd, N, C);
+    {
+      profile::Scope ps("bwd.layernorm");
+      layernorm_backward(dres, gview(h + "ln_2.weight"), gview(h + "ln_2.bias"), dc, a.res2,
+                         param(h + "ln_2.weight"), a.ln2_mean, a.ln2_rstd, N, C);
+    }
     // res2 = res + drop(atty @ c_proj.W + c_proj.b)
     dbr = dres;
     if (dropout_on_) {
-      std::fill(dbranch.begin(), dbranch.end(), 0.0f);
-      dropout_backward(dbranch, dres, p, site_seed(l, kDropAttProj), N * C);
+      {
+        profile::Scope ps("bwd.fill");
+        std::fill(dbranch.begin(), dbranch.end(), 0.0f);
+      }
+      {
+        profile::Scope ps("bwd.dropout");
+        dropout_backward(dbranch, dres, p, site_seed(l, kDropAttProj), N * C);
+      }
       dbr = dbranch;
     }
-    std::fill(dc.begin(), dc.end(), 0.0f);
-    matmul_backward(dc, gview(h + "attn.c_proj.weight"), gview(h + "attn.c_proj.bias"), dbr,
-                    a.atty, param(h + "attn.c_proj.weight"), N, C, C);
+    {
+      profile::Scope ps("bwd.fill");
+      std::fill(dc.begin(), dc.end(), 0.0f);
+    }
+    {
+      profile::Scope ps("bwd.matmul_attproj");
+      matmul_backward(dc, gview(h + "attn.c_proj.weight"), gview(h + "attn.c_proj.bias"), dbr,
+                      a.atty, param(h + "attn.c_proj.weight"), N, C, C);
+    }
     // atty = attention(qkv)
-    std::fill(dqkv.begin(), dqkv.end(), 0.0f);
-    attention_backward(dqkv, datt, dc, a.qkv, a.att, off, N, C, NH, p, site_seed(l, kDropAtt));
+    {
+      profile::Scope ps("bwd.fill");
+      std::fill(dqkv.begin(), dqkv.end(), 0.0f);
+    }
+    {
+      profile::Scope ps("bwd.attention");
+      attention_backward(dqkv, datt, dc, a.qkv, a.att, off, N, C, NH, p, site_seed(l, kDropAtt));
+    }
     // qkv = ln1 @ c_attn.W + c_attn.b
-    std::fill(dc.begin(), dc.end(), 0.0f);
-    matmul_backward(dc, gview(h + "attn.c_attn.weight"), gview(h + "attn.c_attn.bias"), dqkv,
-                    a.ln1, param(h + "attn.c_attn.weight"), N, C, 3 * C);
+    {
+      profile::Scope ps("bwd.fill");
+      std::fill(dc.begin(), dc.end(), 0.0f);
+    }
+    {
+      profile::Scope ps("bwd.matmul_qkv");
+      matmul_backward(dc, gview(h + "attn.c_attn.weight"), gview(h + "attn.c_attn.bias"), dqkv,
+                      a.ln1, param(h + "attn.c_attn.weight"), N, C, 3 * C);
+    }
     // ln1 = LN(res); dres holds d(res) after this
-    layernorm_backward(dres, gview(h + "ln_1.weight"), gview(h + "ln_1.bias"), dc, res,
-                       param(h + "ln_1.weight"), a.ln1_mean, a.ln1_rstd, N, C);
+    {
+      profile::Scope ps("bwd.layernorm");
+      layernorm_backward(dres, gview(h + "ln_1.weight"), gview(h + "ln_1.bias"), dc, res,
+                         param(h + "ln_1.weight"), a.ln1_mean, a.ln1_rstd, N, C);
+    }
   }
   // enc = drop(wte[inp] + wpe[pos])
   std::span<const float> denc = dres;
   if (dropout_on_) {
-    std::fill(dbranch.begin(), dbranch.end(), 0.0f);
-    dropout_backward(dbranch, dres, p, site_seed(-1, kDropEmb), N * C);
+    {
+      profile::Scope ps("bwd.fill");
+      std::fill(dbranch.begin(), dbranch.end(), 0.0f);
+    }
+    {
+      profile::Scope ps("bwd.dropout");
+      dropout_backward(dbranch, dres, p, site_seed(-1, kDropEmb), N * C);
+    }
     denc = dbranch;
   }
-  encoder_backward(gview("wte.weight"), gview("wpe.weight"), denc, inp, pos, N, C);
+  {
+    profile::Scope ps("bwd.encoder");
+    encoder_backward(gview("wte.weight"), gview("wpe.weight"), denc, inp, pos, N, C);
+  }
 }
 
 void Gpt2::forward_logits(std::span<float> logits, std::span<const int32_t> inputs,
@@ -423,7 +553,10 @@ void Gpt2::forward_logits(std::span<float> logits, std::span<const int32_t> inpu
   }
 }
 
-void Gpt2::zero_grad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+void Gpt2::zero_grad() {
+  profile::Scope ps("zero_grad");
+  std::fill(grads_.begin(), grads_.end(), 0.0f);
+}
 
 double Gpt2::grad_norm() const {
   const float* g = grads_.data();
