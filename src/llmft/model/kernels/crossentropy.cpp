@@ -6,6 +6,7 @@
 
 #include "llmft/model/kernels/common.h"
 #include "llmft/model/kernels/matmul.h"
+#include "llmft/model/kernels/vmath.h"
 
 namespace llmft::kernels {
 
@@ -37,9 +38,12 @@ void head_crossentropy_forward(std::span<float> losses, std::span<float> lse,
     for (int64_t r = 0; r < rows; ++r) {
       const float* l = scratch.data() + r * V;  // (V)
       float maxv = -INFINITY;
+#pragma omp simd reduction(max : maxv)
       for (int64_t j = 0; j < V; ++j) maxv = std::max(maxv, l[j]);
+      // Terms in float, their sum in double (V = 50257 terms).
       double sum = 0.0;
-      for (int64_t j = 0; j < V; ++j) sum += std::exp(l[j] - maxv);
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < V; ++j) sum += static_cast<double>(vexp(l[j] - maxv));
       const float s = maxv + static_cast<float>(std::log(sum));
       lse[r0 + r] = s;
       losses[r0 + r] = s - l[targets[r0 + r]];
@@ -70,7 +74,8 @@ void head_crossentropy_backward(std::span<float> dx, std::span<float> dw, std::s
     for (int64_t r = 0; r < rows; ++r) {
       float* l = scratch.data() + r * V;
       const float s = lse[r0 + r];
-      for (int64_t j = 0; j < V; ++j) l[j] = std::exp(l[j] - s) * dloss;
+#pragma omp simd
+      for (int64_t j = 0; j < V; ++j) l[j] = vexp(l[j] - s) * dloss;
       l[targets[r0 + r]] -= dloss;
     }
     // logits = x @ W^T

@@ -21,9 +21,11 @@ void layernorm_forward(std::span<float> y, std::span<float> mean, std::span<floa
   for (int64_t i = 0; i < N; ++i) {
     const float* xi = x.data() + i * C;  // (C)
     double s = 0;
+#pragma omp simd reduction(+ : s)
     for (int64_t c = 0; c < C; ++c) s += xi[c];
     const double m = s / static_cast<double>(C);
     double v = 0;
+#pragma omp simd reduction(+ : v)
     for (int64_t c = 0; c < C; ++c) {
       const double d = xi[c] - m;
       v += d * d;
@@ -32,6 +34,7 @@ void layernorm_forward(std::span<float> y, std::span<float> mean, std::span<floa
     const float mf = static_cast<float>(m);
     const float rs = static_cast<float>(1.0 / std::sqrt(v + static_cast<double>(eps)));
     float* yi = y.data() + i * C;
+#pragma omp simd
     for (int64_t c = 0; c < C; ++c) yi[c] = (xi[c] - mf) * rs * w[c] + b[c];
     mean[i] = mf;
     rstd[i] = rs;
@@ -57,6 +60,7 @@ void layernorm_backward(std::span<float> dx, std::span<float> dw, std::span<floa
     const float* gi = dy.data() + i * C;
     const float m = mean[i], rs = rstd[i];
     double s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
     for (int64_t c = 0; c < C; ++c) {
       const float dn = w[c] * gi[c];
       s1 += dn;
@@ -65,6 +69,7 @@ void layernorm_backward(std::span<float> dx, std::span<float> dw, std::span<floa
     const float a = static_cast<float>(s1 / static_cast<double>(C));
     const float bb = static_cast<float>(s2 / static_cast<double>(C));
     float* dxi = dx.data() + i * C;
+#pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
       const float norm = (xi[c] - m) * rs;
       dxi[c] += (w[c] * gi[c] - a - norm * bb) * rs;
