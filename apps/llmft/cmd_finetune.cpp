@@ -8,6 +8,7 @@
 #include "command.h"
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/judge/judge.h"
 #include "llmft/train/options.h"
 #include "llmft/train/trainer.h"
 
@@ -21,6 +22,26 @@ extern "C" void on_sigint(int) {
   std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C stops at once
 }
 
+// The recipe's last step (SPEC §8): score the test answers when a judge answers at the URL.
+void judge_answers(JudgeOptions judge, const std::filesystem::path& answers) {
+  judge.input = answers;
+  const std::string later = fmt::format("llmft judge --input {} --url {} --model {}",
+                                        answers.string(), judge.url, judge.model);
+  if (!judge_available(judge)) {
+    fmt::print("\nNo judge LLM answers at {} with model {}. To score the test answers later:\n"
+               "  ollama serve & ollama pull {}\n  {}\n",
+               judge.url, judge.model, judge.model, later);
+    return;
+  }
+  fmt::print("\nScoring the test answers with {} at {}\n", judge.model, judge.url);
+  try {
+    fmt::print("{}", format_summary(judge_file(judge)));
+  } catch (const Error& e) {
+    // Training succeeded; a judge failure must not hide that. Say what happened and how to resume.
+    fmt::print(stderr, "llmft: judge stopped: {}\nresume with: {}\n", e.what(), later);
+  }
+}
+
 Runner setup(CLI::App& app) {
   auto o = std::make_shared<FinetuneOptions>();
   auto resume = std::make_shared<std::string>();
@@ -30,6 +51,8 @@ Runner setup(CLI::App& app) {
   auto offline = std::make_shared<bool>(false);
   auto no_fallback = std::make_shared<bool>(false);
   auto untied = std::make_shared<bool>(false);
+  auto judge = std::make_shared<JudgeOptions>();
+  auto no_judge = std::make_shared<bool>(false);
 
   // A repeated option takes its last value (scripts append overrides).
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -91,6 +114,13 @@ Runner setup(CLI::App& app) {
                      "Greedy tokens generated from the first validation prompt after each epoch"));
   add(app.add_option("--output,-o", *output,
                      "Run folder for every output (default: runs/<date>-<time>)"));
+  app.add_option("--judge-url", judge->url,
+                 "After the test answers, score them with the judge LLM (Ollama API) at this URL "
+                 "when it answers there; otherwise print how to run `llmft judge` later")
+      ->capture_default_str();
+  app.add_option("--judge-model", judge->model, "Judge model name on that server")
+      ->capture_default_str();
+  app.add_flag("--no-judge", *no_judge, "Do not look for a judge after training");
   app.add_option("--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();
   app.add_option("--resume", *resume,
                  "Continue the run in this folder from its last checkpoint (its config.json "
@@ -135,7 +165,12 @@ Runner setup(CLI::App& app) {
     std::signal(SIGINT, on_sigint);
     const FinetuneResult r = run_finetune(opts, resume_dir, &g_stop);
     std::signal(SIGINT, SIG_DFL);
-    return r.interrupted ? 130 : 0;
+    if (r.interrupted) return 130;
+    const auto answers = r.run_dir / "test-responses.json";
+    if (opts.test_answers && !*no_judge && std::filesystem::exists(answers)) {
+      judge_answers(*judge, answers);
+    }
+    return 0;
   };
 }
 

@@ -5,6 +5,7 @@
 // and the offline fallback.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -18,6 +19,7 @@
 #include "llmft/model/gpt2.h"
 #include "llmft/tokenizer/bpe.h"
 #include "llmft/train/metrics.h"
+#include "fake_judge.h"
 #include "test_util.h"
 
 using namespace llmft;
@@ -37,7 +39,7 @@ std::vector<std::string> tiny_args(const fs::path& out, std::vector<std::string>
                                 "2",              "--lr",           "2e-3",
                                 "--max-new-tokens", "6",            "--sample-tokens",
                                 "5",              "--threads",      "2",
-                                "--output",       out.string()};
+                                "--output",       out.string(), "--no-judge"};
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }
@@ -318,4 +320,47 @@ TEST(Finetune, FallsBackToARandomModelWhenOffline) {
   const auto s = test::run_llmft(strict, {}, env);
   EXPECT_EQ(s.exit_code, 1) << describe(s);
   EXPECT_FALSE(s.err.empty());
+}
+
+// The recipe's last step: with a judge answering at --judge-url, the run scores its test answers.
+TEST(Finetune, JudgesTheTestAnswersWhenAJudgeAnswers) {
+  test::FakeJudge judge;
+  judge.chat = [](const test::FakeJudge::Chat& c, const httplib::Request& req,
+                  httplib::Response& res) {
+    test::FakeJudge::reply(req, res, c.body.value("stream", true), "42");
+    return true;
+  };
+  test::TempDir dir;
+  auto args = tiny_args(dir / "run", {"--max-steps", "2"});
+  args.erase(std::find(args.begin(), args.end(), "--no-judge"));
+  args.insert(args.end(), {"--judge-url", judge.url()});
+  const auto r = test::run_llmft(args);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("Number of scores: 2 of 2"), std::string::npos) << describe(r);
+  const json scored = read_json(dir / "run" / "test-responses-scored.json");
+  ASSERT_EQ(scored.size(), 2u);
+  int asked = 0;
+  for (const auto& e : scored) {
+    // A random model may answer nothing: an empty answer scores 0 without asking the judge.
+    const bool empty = e["model_response"].get<std::string>().find_first_not_of(" \t\n") ==
+                       std::string::npos;
+    EXPECT_EQ(e["score"], empty ? 0 : 42) << e.dump();
+    asked += !empty;
+  }
+  EXPECT_EQ(judge.chat_requests.load(), asked);
+}
+
+// Without a judge the run still succeeds and says how to judge later.
+TEST(Finetune, SaysHowToJudgeLaterWhenNoJudgeAnswers) {
+  test::FakeJudge judge;
+  const std::string url = judge.url();
+  judge.stop();  // the port now refuses connections
+  test::TempDir dir;
+  auto args = tiny_args(dir / "run", {"--max-steps", "1"});
+  args.erase(std::find(args.begin(), args.end(), "--no-judge"));
+  args.insert(args.end(), {"--judge-url", url});
+  const auto r = test::run_llmft(args);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("llmft judge --input"), std::string::npos) << describe(r);
+  EXPECT_FALSE(fs::exists(dir / "run" / "test-responses-scored.json"));
 }

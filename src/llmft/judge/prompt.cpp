@@ -2,24 +2,14 @@
 
 #include <nlohmann/json.hpp>
 
-namespace llmft::judge {
+#include "llmft/data/template.h"
 
-std::string alpaca_prompt(std::string_view instruction, std::string_view input) {
-  std::string p =
-      "Below is an instruction that describes a task. Write a response that appropriately "
-      "completes the request.\n\n### Instruction:\n";
-  p += instruction;
-  if (!input.empty()) {
-    p += "\n\n### Input:\n";
-    p += input;
-  }
-  return p;
-}
+namespace llmft::judge {
 
 std::string judge_prompt(std::string_view instruction, std::string_view input,
                          std::string_view output, std::string_view response) {
   std::string p = "Given the input `";
-  p += alpaca_prompt(instruction, input);
+  p += format_prompt(PromptTemplate::kAlpaca, instruction, input);
   p += "` and correct output `";
   p += output;
   p += "`, score the model response `";

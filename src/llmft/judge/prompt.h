@@ -7,12 +7,7 @@
 
 namespace llmft::judge {
 
-// SPEC §1's alpaca prompt WITHOUT the response part: the preamble, "### Instruction:", and
-// "### Input:" only when input is non-empty.
-// TODO(data): switch to the data module's template function once it exists.
-std::string alpaca_prompt(std::string_view instruction, std::string_view input);
-
-// The one user message sent to the judge (SPEC §8):
+// The one user message sent to the judge (SPEC §8); <prompt> is the alpaca prompt (SPEC §1):
 // Given the input `<prompt>` and correct output `<output>`, score the model response
 // `<response>` on a scale from 0 to 100, where 100 is the best score. Respond with the integer
 // number only.

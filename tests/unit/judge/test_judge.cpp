@@ -75,12 +75,12 @@ std::string all_lines(const std::vector<std::string>& v) {
 
 // ---- prompt, parsing, statistics -------------------------------------------------------------
 
-TEST(JudgePrompt, AlpacaPromptWithAndWithoutInput) {
-  const std::string pre =
-      "Below is an instruction that describes a task. Write a response that appropriately "
-      "completes the request.\n\n### Instruction:\n";
-  EXPECT_EQ(judge::alpaca_prompt("Do X.", ""), pre + "Do X.");
-  EXPECT_EQ(judge::alpaca_prompt("Do X.", "abc"), pre + "Do X.\n\n### Input:\nabc");
+TEST(JudgePrompt, NoInputSectionWhenInputIsEmpty) {
+  EXPECT_EQ(judge::judge_prompt("Do X.", "", "Y", "Z"),
+            "Given the input `Below is an instruction that describes a task. Write a response "
+            "that appropriately completes the request.\n\n### Instruction:\nDo X.` and correct "
+            "output `Y`, score the model response `Z` on a scale from 0 to 100, where 100 is the "
+            "best score. Respond with the integer number only.");
 }
 
 TEST(JudgePrompt, MatchesSpecByteForByte) {
