@@ -78,8 +78,10 @@ void layernorm_backward(std::span<float> dx, std::span<float> dw, std::span<floa
   if (dw.empty() && db.empty()) return;
   if (!dw.empty()) check_size(dw, C, "layernorm dw");
   if (!db.empty()) check_size(db, C, "layernorm db");
-  // dw, db: sums over rows, so threads split the channels.
-  const int64_t kBlock = 16;
+  // dw, db: sums over rows, so threads split the channels. Blocks of 128 channels (16 vector
+  // accumulators): narrow blocks walk rows 4 KB apart one cache line at a time, which thrashes
+  // L1 sets and defeats the prefetcher (bwd layernorm was 13x slower than fwd with 16).
+  const int64_t kBlock = 128;
   const int64_t nblocks = (C + kBlock - 1) / kBlock;
 #pragma omp parallel for if (N * C >= kParallelMin)
   for (int64_t blk = 0; blk < nblocks; ++blk) {
@@ -89,6 +91,7 @@ void layernorm_backward(std::span<float> dx, std::span<float> dw, std::span<floa
       const float* xi = x.data() + i * C;
       const float* gi = dy.data() + i * C;
       const float m = mean[i], rs = rstd[i];
+#pragma omp simd
       for (int64_t c = c0; c < c1; ++c) {
         accw[c - c0] += (xi[c] - m) * rs * gi[c];
         accb[c - c0] += gi[c];

@@ -65,8 +65,9 @@ void matmul_backward(std::span<float> dinp, std::span<float> dw, std::span<float
   }
   if (!dbias.empty()) {
     check_size(dbias, OC, "matmul dbias");
-    // dbias (OC) += sum over rows of dout; threads split the columns.
-    const int64_t kBlock = 64;
+    // dbias (OC) += sum over rows of dout; threads split the columns (blocks of 256: 16 vector
+    // accumulators, see layernorm_backward).
+    const int64_t kBlock = 256;
     const int64_t nblocks = (OC + kBlock - 1) / kBlock;
 #pragma omp parallel for if (N * OC >= kParallelMin)
     for (int64_t blk = 0; blk < nblocks; ++blk) {
@@ -74,6 +75,7 @@ void matmul_backward(std::span<float> dinp, std::span<float> dw, std::span<float
       float acc[kBlock] = {};
       for (int64_t i = 0; i < N; ++i) {
         const float* g = dout.data() + i * OC;
+#pragma omp simd
         for (int64_t o = o0; o < o1; ++o) acc[o - o0] += g[o];
       }
       for (int64_t o = o0; o < o1; ++o) dbias[o] += acc[o - o0];
