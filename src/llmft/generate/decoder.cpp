@@ -42,6 +42,37 @@ inline float dot(const float* a, const float* b, int64_t n) {
 // bound by reading the weights once, and sgemm's packing of W would read and write them again.
 constexpr int64_t kSmallRows = 16;
 
+// 16 floats; GCC keeps arrays of these in vector registers (zmm with AVX-512, ymm pairs else).
+typedef float F16 __attribute__((vector_size(64)));
+
+// out[r, o0:o0+16Q] = inp[r, :] @ W[:, o0:o0+16Q] + bias for r < R; W (IC, OC) row-major.
+// R x Q <= 16 accumulators.
+template <int R, int Q>
+inline void rows_block(float* out, const float* inp, const float* w, const float* bias, int64_t IC,
+                       int64_t OC, int64_t o0) {
+  F16 acc[R][Q] = {};
+  for (int64_t i = 0; i < IC; ++i) {
+    const float* wi = w + i * OC + o0;
+    F16 wv[Q];
+    // One 64-byte copy per vector: a single larger memcpy becomes a call to memmove.
+    for (int q = 0; q < Q; ++q) __builtin_memcpy(&wv[q], wi + 16 * q, sizeof(F16));
+    for (int r = 0; r < R; ++r) {
+      const float x = inp[r * IC + i];
+      for (int q = 0; q < Q; ++q) acc[r][q] += x * wv[q];
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    if (bias) {
+      for (int q = 0; q < Q; ++q) {
+        F16 bv;
+        __builtin_memcpy(&bv, bias + o0 + 16 * q, sizeof bv);
+        acc[r][q] += bv;
+      }
+    }
+    for (int q = 0; q < Q; ++q) __builtin_memcpy(out + r * OC + o0 + 16 * q, &acc[r][q], sizeof(F16));
+  }
+}
+
 // out (N, OC) = inp (N, IC) @ W + bias for N <= kSmallRows. kInOut: W (IC, OC), threads split
 // the columns and stream W row by row; kOutIn: W (OC, IC), one dot product per (row, output).
 void small_matmul(float* out, const float* inp, const float* w, const float* bias, int64_t N,
@@ -59,25 +90,35 @@ void small_matmul(float* out, const float* inp, const float* w, const float* bia
     }
     return;
   }
-  constexpr int64_t kBlock = 64;
+  // kInOut: threads split the columns in blocks of 256; a block runs R rows at a time with
+  // R x Q vector accumulators held in registers. One row reads W's block as 1 KB runs (long
+  // enough for the prefetcher); 4 rows take it as 64-column strips, re-read from L2.
+  constexpr int64_t kBlock = 256;
   const int64_t nblocks = (OC + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static)
   for (int64_t blk = 0; blk < nblocks; ++blk) {
     const int64_t o0 = blk * kBlock, width = std::min(kBlock, OC - o0);
-    float acc[kSmallRows][kBlock];
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t j = 0; j < kBlock; ++j) acc[n][j] = 0.0f;
-    for (int64_t i = 0; i < IC; ++i) {
-      const float* wi = w + i * OC + o0;  // (width)
-      for (int64_t n = 0; n < N; ++n) {
-        const float x = inp[n * IC + i];
-#pragma omp simd
-        for (int64_t j = 0; j < width; ++j) acc[n][j] += x * wi[j];
+    int64_t n = 0;
+    if (width == kBlock) {
+      for (; n + 4 <= N; n += 4)
+        for (int64_t c = 0; c < kBlock; c += 64)
+          rows_block<4, 4>(out + n * OC, inp + n * IC, w, bias, IC, OC, o0 + c);
+      for (; n + 2 <= N; n += 2)
+        for (int64_t c = 0; c < kBlock; c += 128)
+          rows_block<2, 8>(out + n * OC, inp + n * IC, w, bias, IC, OC, o0 + c);
+      for (; n < N; ++n) rows_block<1, 16>(out + n * OC, inp + n * IC, w, bias, IC, OC, o0);
+      continue;
+    }
+    const int64_t w64 = width / 64 * 64;  // ragged last block: 64-column strips, then scalars
+    for (; n < N; ++n) {
+      for (int64_t c = 0; c < w64; c += 64)
+        rows_block<1, 4>(out + n * OC, inp + n * IC, w, bias, IC, OC, o0 + c);
+      for (int64_t j = w64; j < width; ++j) {
+        float acc = 0.0f;
+        for (int64_t i = 0; i < IC; ++i) acc += inp[n * IC + i] * w[i * OC + o0 + j];
+        out[n * OC + o0 + j] = acc + (bias ? bias[o0 + j] : 0.0f);
       }
     }
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t j = 0; j < width; ++j)
-        out[n * OC + o0 + j] = acc[n][j] + (bias ? bias[o0 + j] : 0.0f);
   }
 }
 
