@@ -191,11 +191,17 @@ Decoder::Decoder(const Gpt2Config& cfg, std::span<const float> params, int64_t B
   pos_.resize(n);
   row_stream_.resize(n);
   row_pos_.resize(n);
+  head_out_.resize(static_cast<size_t>(B * V_));
+  seen_.resize(static_cast<size_t>(B));
+  done_.reserve(static_cast<size_t>(B));
+  pass_.reserve(static_cast<size_t>(B));
+  out_row_.reserve(static_cast<size_t>(B));
+  want_.reserve(static_cast<size_t>(B));
 }
 
 int64_t Decoder::memory_bytes() const {
   const size_t floats = cache_.size() + x_.size() + ln_.size() + qkv_.size() + att_.size() +
-                        h_.size() + g_.size() + scores_.size() + last_.size();
+                        h_.size() + g_.size() + scores_.size() + last_.size() + head_out_.size();
   return static_cast<int64_t>(floats * sizeof(float));
 }
 
@@ -208,7 +214,9 @@ void Decoder::forward(std::span<const DecodeChunk> chunks, std::span<float> logi
   const auto S = static_cast<int64_t>(chunks.size());
   LLMFT_CHECK(static_cast<int64_t>(logits.size()) >= S * V_, "logits has {} floats, need {}",
               logits.size(), S * V_);
-  std::vector<char> seen(static_cast<size_t>(B_), 0);
+  // Per-call bookkeeping lives in members sized at construction: no allocation per step.
+  std::vector<char>& seen = seen_;
+  std::fill(seen.begin(), seen.end(), 0);
   for (const auto& ch : chunks) {
     LLMFT_CHECK(ch.stream >= 0 && ch.stream < B_, "stream {} out of [0, {})", ch.stream, B_);
     LLMFT_CHECK(!seen[static_cast<size_t>(ch.stream)], "stream {} twice in one call", ch.stream);
@@ -222,9 +230,10 @@ void Decoder::forward(std::span<const DecodeChunk> chunks, std::span<float> logi
   }
   // Passes of at most Nmax_ rows; a chunk split across passes is fine (the cache carries it).
   // Only a chunk's final piece asks for logits.
-  std::vector<size_t> done(chunks.size(), 0);
-  std::vector<DecodeChunk> pass;
-  std::vector<int64_t> out_row;
+  std::vector<size_t>& done = done_;
+  done.assign(chunks.size(), 0);  // chunks.size() <= B_: within the reserved capacity
+  std::vector<DecodeChunk>& pass = pass_;
+  std::vector<int64_t>& out_row = out_row_;
   for (;;) {
     pass.clear();
     out_row.clear();
@@ -241,7 +250,8 @@ void Decoder::forward(std::span<const DecodeChunk> chunks, std::span<float> logi
     if (pass.empty()) break;
     forward_rows(pass);
     // Final LayerNorm and head only for the rows whose logits are wanted.
-    std::vector<int64_t> want;
+    std::vector<int64_t>& want = want_;
+    want.clear();
     int64_t r = 0;
     for (size_t p = 0; p < pass.size(); ++p) {
       r += static_cast<int64_t>(pass[p].tokens.size());
@@ -251,7 +261,7 @@ void Decoder::forward(std::span<const DecodeChunk> chunks, std::span<float> logi
     const auto W = static_cast<int64_t>(want.size());
     float* lastx = last_.data();           // (W, C) final rows of the residual stream
     float* lastn = last_.data() + B_ * C_;  // (W, C) after ln_f
-    std::vector<float> tmp_logits(static_cast<size_t>(W * V_));
+    std::span<float> tmp_logits(head_out_.data(), static_cast<size_t>(W * V_));  // W <= B_
     int64_t row = 0;
     size_t wi = 0;
     for (size_t p = 0; p < pass.size(); ++p) {

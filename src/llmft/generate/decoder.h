@@ -62,6 +62,12 @@ class Decoder {
   std::vector<float> x_, ln_, qkv_, att_, h_, g_, mean_, rstd_, scores_, last_;
   std::vector<int32_t> ids_, pos_;
   std::vector<int64_t> row_stream_, row_pos_;
+  // forward()'s per-call state, sized up front: head_out_ (B, V) logits of the wanted rows.
+  std::vector<float> head_out_;
+  std::vector<char> seen_;
+  std::vector<size_t> done_;
+  std::vector<DecodeChunk> pass_;
+  std::vector<int64_t> out_row_, want_;
 };
 
 }  // namespace llmft
