@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "llmft/model/kernels/common.h"
+#include "llmft/model/kernels/vmath.h"
 
 namespace llmft::kernels {
 
@@ -75,8 +76,9 @@ void attention_forward(std::span<float> out, std::span<float> att, std::span<con
           maxv = std::max(maxv, v);
         }
         float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int64_t t2 = 0; t2 <= t; ++t2) {
-          const float e = std::exp(row[t2] - maxv);
+          const float e = vexp(row[t2] - maxv);
           row[t2] = e;
           sum += e;
         }
