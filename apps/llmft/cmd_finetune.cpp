@@ -1,5 +1,7 @@
 // `llmft finetune`: the reference instruction-finetuning recipe end to end (SPEC §3, §6, §7).
 // Parses options, installs the Ctrl-C handler, runs the trainer, prints where everything went.
+#include <unistd.h>
+
 #include <csignal>
 
 #include <atomic>
@@ -20,6 +22,12 @@ std::atomic<bool> g_stop{false};
 extern "C" void on_sigint(int) {
   g_stop.store(true);
   std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C stops at once
+  // write(2) is async-signal-safe; stdio is not. During training the loop stops at the next
+  // step with a checkpoint; after training (model already saved) only the answers would be lost.
+  static const char msg[] =
+      "\nllmft: Ctrl-C: training stops at the next step with a checkpoint; after training, press "
+      "Ctrl-C again to abort the remaining work now\n";
+  [[maybe_unused]] const auto n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
 }
 
 // The recipe's last step (SPEC §8): score the test answers when a judge answers at the URL.
@@ -124,7 +132,7 @@ Runner setup(CLI::App& app) {
   app.add_option("--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();
   app.add_option("--resume", *resume,
                  "Continue the run in this folder from its last checkpoint (its config.json "
-                 "holds the options; only --threads may be given)");
+                 "holds the options; only --threads and the judge options may be given)");
   // Test hooks: behave as if Ctrl-C came after step N / die by SIGKILL after step N.
   app.add_option("--interrupt-after-step", o->interrupt_after_step)->group("");
   app.add_option("--kill-after-step", o->kill_after_step)->group("");
@@ -137,7 +145,7 @@ Runner setup(CLI::App& app) {
         if (opt->count() > 0) {
           throw UsageError(
               fmt::format("{} cannot be combined with --resume", opt->get_name()),
-              "a resumed run keeps the options in its config.json; only --threads may change");
+              "a resumed run keeps the options in its config.json; only --threads and the judge options may change");
         }
       }
       resume_dir = *resume;

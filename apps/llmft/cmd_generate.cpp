@@ -10,6 +10,7 @@
 #include "command.h"
 #include "gen_common.h"
 #include "llmft/core/error.h"
+#include "llmft/core/io.h"
 #include "llmft/data/dataset.h"
 #include "llmft/generate/answer.h"
 #include "llmft/io/hf_folder.h"
@@ -85,6 +86,7 @@ int run(const Options& o) {
     throw UsageError("--data needs --output", "e.g. --output answers.json");
   if (!dataset_mode && !o.output.empty())
     throw UsageError("--output is only for --data");
+  if (dataset_mode) check_output_path(o.output, {o.data});
   if (!dataset_mode && !o.input.empty() && o.instruction.empty())
     throw UsageError("--input needs an instruction");
   // Check the dataset before the (slow) model load.

@@ -28,6 +28,10 @@ int run(Cli& c) {
   } else {
     throw UsageError(fmt::format("--api {}: expected ollama or openai", c.api));
   }
+  if (!o.url.starts_with("http://") && !o.url.starts_with("https://")) {
+    throw UsageError(fmt::format("--url {}: expected an http:// or https:// URL", o.url),
+                     "e.g. --url http://localhost:11434");
+  }
   if (!c.api_key_env.empty()) {
     o.api_key_env = c.api_key_env;
     o.api_key_env_required = true;
@@ -58,6 +62,10 @@ int run(Cli& c) {
     throw Error(fmt::format("{} of {} entries could not be scored (see the lines above)", s.failed,
                             s.total),
                 "rerun the same command to retry them; scored entries are kept");
+  }
+  if (s.stats.count == 0 && s.total > 0) {
+    throw Error(fmt::format("no entry of {} got a score", o.input.string()),
+                "the judge's replies were not integers 0-100 (see the lines above)");
   }
   return 0;
 }

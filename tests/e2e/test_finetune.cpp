@@ -364,3 +364,13 @@ TEST(Finetune, SaysHowToJudgeLaterWhenNoJudgeAnswers) {
   EXPECT_NE(r.out.find("llmft judge --input"), std::string::npos) << describe(r);
   EXPECT_FALSE(fs::exists(dir / "run" / "test-responses-scored.json"));
 }
+
+// Only a known model name that cannot be had falls back to a random model: a typo in a name or a
+// path is an error, not a silent random run.
+TEST(Finetune, UnknownModelNameIsAnErrorNotAFallback) {
+  test::TempDir dir;
+  const auto r = test::run_llmft(tiny_args(dir / "run", {"--model", "gpt2-meduim"}));
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+  EXPECT_NE(r.err.find("gpt2-meduim"), std::string::npos) << describe(r);
+  EXPECT_FALSE(fs::exists(dir / "run" / "summary.json"));
+}

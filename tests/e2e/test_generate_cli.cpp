@@ -127,3 +127,20 @@ TEST(GenerateCli, RejectsBadOptions) {
   r = test::run_llmft({"generate", "--model", m.dir.string(), "x", "--template", "llama"});
   EXPECT_EQ(r.exit_code, 2);
 }
+
+// The output path is checked before any generation: never overwrite the input, never fail late.
+TEST(GenerateCli, RefusesAnUnwritableOrInputOutputBeforeWorking) {
+  TinyModel m;
+  test::TempDir dir;
+  const auto data = dir / "data.json";
+  write_file_atomic(data, std::string_view(R"([{"instruction": "Hi", "input": "", "output": "Yo"}])"));
+  auto r = test::run_llmft({"generate", "--model", m.dir.string(), "--data", data.string(),
+                            "--output", data.string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("overwrite the input"), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(data), R"([{"instruction": "Hi", "input": "", "output": "Yo"}])");
+  r = test::run_llmft({"generate", "--model", m.dir.string(), "--data", data.string(),
+                       "--output", dir.path().string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is a folder"), std::string::npos) << r.err;
+}

@@ -62,8 +62,9 @@ void write_file_atomic(const fs::path& path, const std::function<void(std::ostre
   }
   fs::rename(tmp, path, ec);
   if (ec) {
+    const std::string why = ec.message();
     fs::remove(tmp, ec);
-    throw Error(fmt::format("{}: cannot rename temporary file into place", path.string()));
+    throw Error(fmt::format("{}: cannot rename temporary file into place: {}", path.string(), why));
   }
 }
 
@@ -71,6 +72,30 @@ void write_file_atomic(const fs::path& path, std::string_view bytes) {
   write_file_atomic(path, [&](std::ostream& out) {
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   });
+}
+
+void check_output_path(const fs::path& path, std::initializer_list<fs::path> inputs) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    throw Error(fmt::format("{}: is a folder, expected an output file path", path.string()));
+  }
+  for (const auto& in : inputs) {
+    if (fs::exists(path, ec) && fs::equivalent(path, in, ec)) {
+      throw Error(fmt::format("{}: the output would overwrite the input", path.string()),
+                  "choose another output file");
+    }
+  }
+  const fs::path parent = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  fs::create_directories(parent, ec);
+  if (ec) throw Error(fmt::format("{}: cannot create folder: {}", parent.string(), ec.message()));
+  const fs::path probe = parent / fmt::format(".{}.probe", path.filename().string());
+  {
+    std::ofstream out(probe, std::ios::binary | std::ios::trunc);
+    if (!out) {
+      throw Error(fmt::format("{}: cannot write there: {}", path.string(), std::strerror(errno)));
+    }
+  }
+  fs::remove(probe, ec);
 }
 
 fs::path data_dir() {

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <initializer_list>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -20,6 +21,11 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view bytes
 // Same, for content produced by a writer callback (large files: no second copy in memory).
 void write_file_atomic(const std::filesystem::path& path,
                        const std::function<void(std::ostream&)>& writer);
+
+// Fails early (before hours of work) unless `path` can be written atomically: not a folder, not
+// the same file as any of `inputs`, and its folder exists (or can be created) and takes a new file.
+void check_output_path(const std::filesystem::path& path,
+                       std::initializer_list<std::filesystem::path> inputs = {});
 
 // Folder with the bundled data (dataset, GPT-2 vocabulary). $LLMFT_DATA_DIR overrides it.
 std::filesystem::path data_dir();

@@ -7,6 +7,7 @@
 #include "llmft/core/error.h"
 #include "llmft/io/hf_folder.h"
 #include "llmft/io/hub.h"
+#include "llmft/model/config.h"
 
 namespace llmft {
 
@@ -46,9 +47,9 @@ ModelSource load_model_source(const FinetuneOptions& opts,
   try {
     dir = resolve_model(opts.model, opts.allow_download);
   } catch (const Error& e) {
-    const bool is_name = !std::filesystem::exists(opts.model) &&
-                         opts.model.find('/') == std::string::npos;
-    if (!opts.offline_fallback || !is_name) throw;
+    // Only a known model name that cannot be had falls back; a typo in a name or a path is the
+    // user's error and must not silently train a random model.
+    if (!opts.offline_fallback || !is_known_model_name(opts.model)) throw;
     log(fmt::format("Model '{}' is not available: {}", opts.model, e.what()));
     log(fmt::format(
         "Falling back to a RANDOMLY INITIALISED small GPT-2 (random:{}) so that every step of the "
