@@ -15,7 +15,11 @@ std::string human_count(double n, const std::string& unit) {
     n /= 1000.0;
     ++i;
   }
-  if (i == 0) return fmt::format("{:.0f} {}", n, unit);
+  // Slow rates (0.25 step/s) keep two decimals rather than showing as "0 step/s".
+  if (i == 0) {
+    const bool fraction = n != 0 && std::fabs(n) < 10 && n != std::floor(n);
+    return fraction ? fmt::format("{:.2f} {}", n, unit) : fmt::format("{:.0f} {}", n, unit);
+  }
   return fmt::format("{:.1f} {}{}", n, sfx[i], unit);
 }
 

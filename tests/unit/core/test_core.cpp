@@ -46,6 +46,7 @@ TEST(Io, MissingFileNamesThePath) {
 TEST(Progress, HumanUnits) {
   EXPECT_EQ(human_count(1500, "B"), "1.5 kB");
   EXPECT_EQ(human_count(12, "tok"), "12 tok");
+  EXPECT_EQ(human_count(0.25, "step"), "0.25 step");
   EXPECT_EQ(human_duration(3723), "1:02:03");
   EXPECT_EQ(human_duration(65), "01:05");
 }
