@@ -18,7 +18,8 @@ std::vector<Command>& commands() {
 
 int main(int argc, char** argv) {
   using namespace llmft;
-  CLI::App cli{"llmft: finetune GPT-2 models to follow instructions, then generate, judge and serve."};
+  CLI::App cli{
+      "llmft: finetune GPT-2 models to follow instructions, then generate answers and judge them."};
   cli.set_version_flag("--version", std::string("llmft ") + LLMFT_VERSION);
   cli.require_subcommand(1);
   cli.get_formatter()->column_width(36);
