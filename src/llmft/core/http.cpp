@@ -32,7 +32,7 @@ struct Ctx {
   // idle_timeout_s: when bytes last moved, and whether the transfer was stopped for idling.
   double idle_timeout_s = 0;
   curl_off_t last_dl = -1, last_ul = -1;
-  std::chrono::steady_clock::time_point last_activity;
+  std::chrono::steady_clock::time_point last_activity{};
   bool idle_expired = false;
 };
 
