@@ -80,18 +80,19 @@ Runner setup(CLI::App& app) {
   stats->add_option("--template", o->prompt_template, "Prompt template")
       ->check(CLI::IsMember({"alpaca", "phi3"}))
       ->capture_default_str();
+  // Integer ranges: CLI11's PositiveNumber prints its bound as a 300-digit double.
   stats->add_option("--batch-size", o->batch_size, "Training batch size")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   stats->add_flag("--mask-prompt", o->mask_prompt, "Ignore the prompt's targets in the loss")
       ->capture_default_str();
   stats->add_option("--max-length", o->max_length,
                     "Truncate batches to this many tokens (0 = no truncation)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Range(0, 1 << 30))
       ->capture_default_str();
   stats->add_option("--seed", o->seed, "Seed of the training-set shuffle")->capture_default_str();
   stats->add_option("--threads", o->threads, "Tokenizer threads (0 = all cores)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Range(0, 4096))
       ->capture_default_str();
   return [o, stats]() -> int {
     if (stats->parsed()) return run_stats(*o);

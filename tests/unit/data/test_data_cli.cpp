@@ -44,3 +44,11 @@ TEST(DataStatsCli, UnknownTemplateIsAUsageError) {
       {"data", "stats", (data_dir() / "instruction-data.json").string(), "--template", "chatml"});
   EXPECT_EQ(r.exit_code, 2);
 }
+
+TEST(DataStatsCli, OutOfRangeValuesAreReadableUsageErrors) {
+  const auto r = test::run_llmft(
+      {"data", "stats", (data_dir() / "instruction-data.json").string(), "--batch-size", "0"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--batch-size: Value 0 not in range 1 to 1048576"), std::string::npos)
+      << r.err;
+}
