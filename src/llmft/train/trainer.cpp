@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -463,9 +464,16 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
                        human_count(double(st.tokens_seen), "tok"), human_duration(train_s),
                        human_count(summary["tokens_per_s"].get<double>(), "tok")));
   if (!evals.empty()) {
-    con.line(fmt::format("  losses        train {:.3f} -> {:.3f}, val {:.3f} -> {:.3f}",
+    // Name the evaluation steps: with few evaluations the last one can be far from the end.
+    con.line(fmt::format("  losses        train {:.3f} -> {:.3f}, val {:.3f} -> {:.3f} "
+                         "(evaluations at steps {} and {})",
                          evals.front().train_loss, evals.back().train_loss,
-                         evals.front().val_loss, evals.back().val_loss));
+                         evals.front().val_loss, evals.back().val_loss, evals.front().step,
+                         evals.back().step));
+  }
+  if (std::isfinite(last_loss)) {
+    con.line(fmt::format("  last batch    loss {:.3f} (the final training batch, before its update)",
+                         last_loss));
   }
   con.line(fmt::format("  model folder  {}", model_dir.string()));
   if (!answers_info.is_null()) {
