@@ -81,6 +81,12 @@ std::span<float> Gpt2::grad(const std::string& name) {
   LLMFT_CHECK(s != nullptr, "no parameter named '{}'", name);
   return table_.view(std::span<float>(grads_), *s);
 }
+std::span<const float> Gpt2::layer_param(int64_t l, std::string_view suffix) const {
+  return table_.view(std::span<const float>(params_), table_.layer(l, suffix));
+}
+std::span<float> Gpt2::layer_grad(int64_t l, std::string_view suffix) {
+  return table_.view(std::span<float>(grads_), table_.layer(l, suffix));
+}
 std::span<const float> Gpt2::head_weight() const {
   return param(cfg_.tied ? "wte.weight" : "lm_head.weight");
 }
@@ -235,18 +241,17 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
   auto fc_act = acts(off_fc_scratch_, N * 4 * C);  // (N, 4C) gelu(fch)
   std::span<const float> res = enc;                // (N, C) the residual stream
   for (int64_t l = 0; l < cfg_.L; ++l) {
-    const std::string h = fmt::format("h.{}.", l);
     LayerActs a = layer(l);
     // ln1 = LN(res)
     {
       profile::Scope ps("fwd.layernorm");
-      layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, res, param(h + "ln_1.weight"),
-                        param(h + "ln_1.bias"), N, C, cfg_.ln_eps);
+      layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, res, layer_param(l, "ln_1.weight"),
+                        layer_param(l, "ln_1.bias"), N, C, cfg_.ln_eps);
     }
     // qkv = ln1 @ c_attn.W + c_attn.b            (N, 3C)
     {
       profile::Scope ps("fwd.matmul_qkv");
-      matmul_forward(a.qkv, a.ln1, param(h + "attn.c_attn.weight"), param(h + "attn.c_attn.bias"),
+      matmul_forward(a.qkv, a.ln1, layer_param(l, "attn.c_attn.weight"), layer_param(l, "attn.c_attn.bias"),
                      N, C, 3 * C);
     }
     // atty = attention(qkv)                       (N, C)
@@ -257,7 +262,7 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
     // branch = drop(atty @ c_proj.W + c_proj.b)   (N, C)
     {
       profile::Scope ps("fwd.matmul_attproj");
-      matmul_forward(branch, a.atty, param(h + "attn.c_proj.weight"), param(h + "attn.c_proj.bias"),
+      matmul_forward(branch, a.atty, layer_param(l, "attn.c_proj.weight"), layer_param(l, "attn.c_proj.bias"),
                      N, C, C);
     }
     {
@@ -272,13 +277,13 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
     // ln2 = LN(res2)
     {
       profile::Scope ps("fwd.layernorm");
-      layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, param(h + "ln_2.weight"),
-                        param(h + "ln_2.bias"), N, C, cfg_.ln_eps);
+      layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, layer_param(l, "ln_2.weight"),
+                        layer_param(l, "ln_2.bias"), N, C, cfg_.ln_eps);
     }
     // fch = ln2 @ c_fc.W + c_fc.b                 (N, 4C)
     {
       profile::Scope ps("fwd.matmul_fc");
-      matmul_forward(a.fch, a.ln2, param(h + "mlp.c_fc.weight"), param(h + "mlp.c_fc.bias"), N, C,
+      matmul_forward(a.fch, a.ln2, layer_param(l, "mlp.c_fc.weight"), layer_param(l, "mlp.c_fc.bias"), N, C,
                      4 * C);
     }
     // fc_act = gelu(fch)                          (N, 4C), recomputed in backward
@@ -289,7 +294,7 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
     // branch = drop(fc_act @ c_proj.W + c_proj.b) (N, C)
     {
       profile::Scope ps("fwd.matmul_fcproj");
-      matmul_forward(branch, fc_act, param(h + "mlp.c_proj.weight"), param(h + "mlp.c_proj.bias"), N,
+      matmul_forward(branch, fc_act, layer_param(l, "mlp.c_proj.weight"), layer_param(l, "mlp.c_proj.bias"), N,
                      4 * C, C);
     }
     {
@@ -359,7 +364,6 @@ void Gpt2::backward(float dloss_scale) {
   const float p = dropout_on_ ? cfg_.dropout : 0.0f;
   const std::span<const int64_t> off(offsets_);
   const std::span<const int32_t> inp(inputs_.data(), N), pos(pos_.data(), N);
-  auto gview = [&](const std::string& name) { return grad(name); };
 
   auto dres = acts(off_dres_, N * C);       // (N, C) d(residual stream)
   auto dc = acts(off_dc_, N * C);           // (N, C) d(lnf / atty / ln1 / ln2)
@@ -382,7 +386,7 @@ void Gpt2::backward(float dloss_scale) {
     const std::string head = cfg_.tied ? "wte.weight" : "lm_head.weight";
     {
       profile::Scope ps("bwd.head_crossentropy");
-      head_crossentropy_backward(dxg, gview(head), acts(off_head_, std::min(M, head_rows_) * V),
+      head_crossentropy_backward(dxg, grad(head), acts(off_head_, std::min(M, head_rows_) * V),
                                  acts(off_xg_, M * C), head_weight(),
                                  std::span<const int32_t>(gtargets_.data(), M), acts(off_lse_, M),
                                  dloss_scale, M, C, V, head_rows_, head_has_logits_);
@@ -400,12 +404,11 @@ void Gpt2::backward(float dloss_scale) {
   std::span<const float> res_last = cfg_.L > 0 ? layer(cfg_.L - 1).res3 : acts(off_enc_, N * C);
   {
     profile::Scope ps("bwd.layernorm");
-    layernorm_backward(dres, gview("ln_f.weight"), gview("ln_f.bias"), dc, res_last.first(N * C),
+    layernorm_backward(dres, grad("ln_f.weight"), grad("ln_f.bias"), dc, res_last.first(N * C),
                        param("ln_f.weight"), stats.first(N), stats.subspan(N, N), N, C);
   }
 
   for (int64_t l = cfg_.L - 1; l >= 0; --l) {
-    const std::string h = fmt::format("h.{}.", l);
     LayerActs a = layer(l);
     std::span<const float> res = l == 0 ? acts(off_enc_, N * C) : layer(l - 1).res3;
     // res3 = res2 + drop(fc_act @ c_proj.W + c_proj.b)
@@ -431,8 +434,8 @@ void Gpt2::backward(float dloss_scale) {
     }
     {
       profile::Scope ps("bwd.matmul_fcproj");
-      matmul_backward(dfc, gview(h + "mlp.c_proj.weight"), gview(h + "mlp.c_proj.bias"), dbr,
-                      fc_act, param(h + "mlp.c_proj.weight"), N, 4 * C, C);
+      matmul_backward(dfc, layer_grad(l, "mlp.c_proj.weight"), layer_grad(l, "mlp.c_proj.bias"), dbr,
+                      fc_act, layer_param(l, "mlp.c_proj.weight"), N, 4 * C, C);
     }
     // fc_act = gelu(fch): fc_act's buffer now holds d(fch)
     {
@@ -450,14 +453,14 @@ void Gpt2::backward(float dloss_scale) {
     }
     {
       profile::Scope ps("bwd.matmul_fc");
-      matmul_backward(dc, gview(h + "mlp.c_fc.weight"), gview(h + "mlp.c_fc.bias"), fc_act, a.ln2,
-                      param(h + "mlp.c_fc.weight"), N, C, 4 * C);
+      matmul_backward(dc, layer_grad(l, "mlp.c_fc.weight"), layer_grad(l, "mlp.c_fc.bias"), fc_act, a.ln2,
+                      layer_param(l, "mlp.c_fc.weight"), N, C, 4 * C);
     }
     // ln2 = LN(res2); dres already holds d(res2) through the residual path
     {
       profile::Scope ps("bwd.layernorm");
-      layernorm_backward(dres, gview(h + "ln_2.weight"), gview(h + "ln_2.bias"), dc, a.res2,
-                         param(h + "ln_2.weight"), a.ln2_mean, a.ln2_rstd, N, C);
+      layernorm_backward(dres, layer_grad(l, "ln_2.weight"), layer_grad(l, "ln_2.bias"), dc, a.res2,
+                         layer_param(l, "ln_2.weight"), a.ln2_mean, a.ln2_rstd, N, C);
     }
     // res2 = res + drop(atty @ c_proj.W + c_proj.b)
     dbr = dres;
@@ -478,8 +481,8 @@ void Gpt2::backward(float dloss_scale) {
     }
     {
       profile::Scope ps("bwd.matmul_attproj");
-      matmul_backward(dc, gview(h + "attn.c_proj.weight"), gview(h + "attn.c_proj.bias"), dbr,
-                      a.atty, param(h + "attn.c_proj.weight"), N, C, C);
+      matmul_backward(dc, layer_grad(l, "attn.c_proj.weight"), layer_grad(l, "attn.c_proj.bias"), dbr,
+                      a.atty, layer_param(l, "attn.c_proj.weight"), N, C, C);
     }
     // atty = attention(qkv)
     {
@@ -497,14 +500,14 @@ void Gpt2::backward(float dloss_scale) {
     }
     {
       profile::Scope ps("bwd.matmul_qkv");
-      matmul_backward(dc, gview(h + "attn.c_attn.weight"), gview(h + "attn.c_attn.bias"), dqkv,
-                      a.ln1, param(h + "attn.c_attn.weight"), N, C, 3 * C);
+      matmul_backward(dc, layer_grad(l, "attn.c_attn.weight"), layer_grad(l, "attn.c_attn.bias"), dqkv,
+                      a.ln1, layer_param(l, "attn.c_attn.weight"), N, C, 3 * C);
     }
     // ln1 = LN(res); dres holds d(res) after this
     {
       profile::Scope ps("bwd.layernorm");
-      layernorm_backward(dres, gview(h + "ln_1.weight"), gview(h + "ln_1.bias"), dc, res,
-                         param(h + "ln_1.weight"), a.ln1_mean, a.ln1_rstd, N, C);
+      layernorm_backward(dres, layer_grad(l, "ln_1.weight"), layer_grad(l, "ln_1.bias"), dc, res,
+                         layer_param(l, "ln_1.weight"), a.ln1_mean, a.ln1_rstd, N, C);
     }
   }
   // enc = drop(wte[inp] + wpe[pos])
@@ -522,7 +525,7 @@ void Gpt2::backward(float dloss_scale) {
   }
   {
     profile::Scope ps("bwd.encoder");
-    encoder_backward(gview("wte.weight"), gview("wpe.weight"), denc, inp, pos, N, C);
+    encoder_backward(grad("wte.weight"), grad("wpe.weight"), denc, inp, pos, N, C);
   }
 }
 

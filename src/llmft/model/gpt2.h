@@ -36,6 +36,9 @@ class Gpt2 {
   std::span<float> param(const std::string& name);
   std::span<const float> param(const std::string& name) const;
   std::span<float> grad(const std::string& name);
+  // Layer l's tensor by name suffix ("mlp.c_fc.weight"), without allocating.
+  std::span<const float> layer_param(int64_t l, std::string_view suffix) const;
+  std::span<float> layer_grad(int64_t l, std::string_view suffix);
   // The output head (V, C): lm_head.weight, or wte.weight when tied.
   std::span<const float> head_weight() const;
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "llmft/model/config.h"
@@ -27,6 +28,9 @@ class ParamTable {
   int64_t total() const { return total_; }  // floats in the flat buffer
   // nullptr when there is no such tensor.
   const ParamSpec* find(const std::string& name) const;
+  // Layer l's tensor with this name suffix ("attn.c_attn.weight"), found without building a
+  // string: the training step uses it, and allocates nothing.
+  const ParamSpec& layer(int64_t l, std::string_view suffix) const;
   const Gpt2Config& config() const { return cfg_; }
 
   // Views into a flat buffer laid out by this table (params, grads and Adam m/v all share it).

@@ -24,6 +24,11 @@ TEST(Params, MediumUntiedIs406M) {
   ASSERT_NE(t.find("lm_head.weight"), nullptr);
   EXPECT_EQ(t.find("h.23.attn.c_attn.weight")->shape, (std::vector<int64_t>{1024, 3072}));
   EXPECT_EQ(t.find("h.0.attn.c_attn.weight")->offset % 16, 0);
+  // The allocation-free per-layer lookup lands on the same tensors as the name lookup.
+  for (const char* suffix : {"ln_1.weight", "attn.c_attn.bias", "mlp.c_proj.weight", "ln_2.bias"}) {
+    EXPECT_EQ(&t.layer(0, suffix), t.find(std::string("h.0.") + suffix)) << suffix;
+    EXPECT_EQ(&t.layer(23, suffix), t.find(std::string("h.23.") + suffix)) << suffix;
+  }
 }
 
 TEST(Params, UnknownNameIsUsageError) {
