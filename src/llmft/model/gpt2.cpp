@@ -581,6 +581,11 @@ double Gpt2::clip_grad_norm(double max_norm) {
   return norm;
 }
 
+void Gpt2::set_precision(Precision p) {
+  precision_ = p;
+  weights_stale_ = true;
+}
+
 void Gpt2::set_num_threads(int n) {
   LLMFT_CHECK(n >= 1, "threads {}", n);
   omp_set_num_threads(n);

@@ -9,6 +9,7 @@
 
 #include "llmft/model/config.h"
 #include "llmft/model/params.h"
+#include "llmft/model/precision.h"
 
 namespace llmft {
 
@@ -81,6 +82,13 @@ class Gpt2 {
     dropout_seed_ = seed;
     forward_count_ = 0;
   }
+  // Precision of the matrix products (precision.h). bf16 keeps a bf16 copy of the weights,
+  // refreshed from params() by the first forward after params() change (call
+  // params_changed() after writing them, e.g. after an optimizer step).
+  void set_precision(Precision p);
+  Precision precision() const { return precision_; }
+  void params_changed() { weights_stale_ = true; }
+
   // Rows of the (R, V) logits chunk of the fused head (default 1024).
   void set_head_chunk_rows(int64_t rows);
 
@@ -114,6 +122,8 @@ class Gpt2 {
   int64_t N_ = 0, M_ = 0;
   bool ready_for_backward_ = false, head_has_logits_ = false, dropout_on_ = false;
   uint64_t dropout_seed_ = 0, forward_count_ = 0;
+  Precision precision_ = Precision::kFp32;
+  bool weights_stale_ = true;
 };
 
 }  // namespace llmft
