@@ -103,6 +103,10 @@ Runner setup(CLI::App& app) {
                      "Evaluate every N optimizer steps (after step 0, N, 2N, ...)"));
   add(app.add_option("--eval-batches", o->eval_batches,
                      "Batches of the train and validation loaders per evaluation"));
+  add(app.add_option("--precision", o->precision,
+                     "Matrix products in fp32 (PyTorch's numbers) or bf16 (about 2x faster on CPUs "
+                     "with AVX512-BF16 or AMX; fp32 weights, gradients and optimizer state)")
+          ->check(CLI::IsMember({"fp32", "bf16"})));
   add(app.add_option("--seed", o->seed, "Seed for initialisation, shuffling and dropout"));
   add(app.add_flag("--tied", o->tied, "Share the output head with the token embedding"));
   add(app.add_flag("--untied", *untied,

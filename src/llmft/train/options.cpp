@@ -7,6 +7,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/model/precision.h"
 #include "llmft/train/schedule.h"
 
 namespace llmft {
@@ -46,6 +47,7 @@ void FinetuneOptions::validate() const {
           "a number > 0, or 0 for off");
   require(eval_freq >= 1, "--eval-freq", eval_freq, "an integer >= 1");
   require(eval_batches >= 1, "--eval-batches", eval_batches, "an integer >= 1");
+  parse_precision(precision);
   require(threads >= 0, "--threads", threads, "an integer >= 0 (0 = all cores)");
   require(checkpoint_every >= 0, "--checkpoint-every", checkpoint_every,
           "an integer >= 0 (0 = at epoch ends only)");
@@ -84,6 +86,7 @@ nlohmann::json to_json(const FinetuneOptions& o) {
       {"eval_batches", o.eval_batches},
       {"seed", o.seed},
       {"threads", o.threads},
+      {"precision", o.precision},
       {"output", o.output.string()},
       {"checkpoint_every", o.checkpoint_every},
       {"max_new_tokens", o.max_new_tokens},
@@ -129,6 +132,7 @@ FinetuneOptions options_from_json(const nlohmann::json& j) {
   get("eval_batches", o.eval_batches);
   get("seed", o.seed);
   get("threads", o.threads);
+  get("precision", o.precision);
   get("output", output);
   get("checkpoint_every", o.checkpoint_every);
   get("max_new_tokens", o.max_new_tokens);

@@ -38,6 +38,7 @@ struct FinetuneOptions {
   int64_t eval_batches = 5;           // batches of each loader per evaluation
   uint64_t seed = 123;
   int threads = 0;                    // 0 = all cores
+  std::string precision = "fp32";     // fp32 | bf16 (matrix products; see model/precision.h)
 
   // Outputs.
   std::filesystem::path output;       // empty = runs/<timestamp>

@@ -183,6 +183,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
     std::copy(src.params.begin(), src.params.end(), model.params().begin());
     src.params = {};
   }
+  model.set_precision(parse_precision(opts.precision));
   AdamW adamw(table.total(),
               {static_cast<float>(opts.lr), static_cast<float>(opts.beta1),
                static_cast<float>(opts.beta2), static_cast<float>(opts.eps),
@@ -203,6 +204,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
   if (resuming) {
     st = load_checkpoint(*ckpt, table, model.params(), adamw.m(), adamw.v(), metrics_file);
     adamw.set_step_count(st.adam_step);
+    model.params_changed();
   } else {
     fs::create_directories(run, ec);
     json cfg = {{"llmft_version", LLMFT_VERSION},
@@ -240,12 +242,12 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
                        opts.mask_prompt ? ", prompt masked" : ""));
   con.line(fmt::format(
       "Training: {} steps ({} per epoch, {} epoch{}), batch {}{}, AdamW lr {:g} ({}{}), weight "
-      "decay {:g}{}, {} thread{}",
+      "decay {:g}{}, {} matrix products, {} thread{}",
       total_steps, steps_per_epoch, epochs, epochs == 1 ? "" : "s", opts.batch_size,
       opts.grad_accum > 1 ? fmt::format(" in {} micro-batches", opts.grad_accum) : "", opts.lr,
       opts.schedule, opts.warmup_steps ? fmt::format(", {} warmup", opts.warmup_steps) : "",
       opts.weight_decay, opts.grad_clip > 0 ? fmt::format(", grad clip {:g}", opts.grad_clip) : "",
-      threads, threads == 1 ? "" : "s"));
+      opts.precision, threads, threads == 1 ? "" : "s"));
   con.line(fmt::format("Output: {}", run.string()));
   if (resuming) {
     con.line(fmt::format("Resuming from {} (after step {}, epoch {}, batch {})", ckpt->string(),
@@ -323,6 +325,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
         opts.grad_clip > 0 ? model.clip_grad_norm(opts.grad_clip) : model.grad_norm();
     const double lr = schedule.lr(st.step);
     adamw.step(model.params(), model.grads(), static_cast<float>(lr));
+    model.params_changed();
 
     st.tokens_seen += full.padded_tokens;
     const int64_t global_step = st.step;  // the reference's global_step after its += 1
