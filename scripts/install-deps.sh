@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(g++ cmake ninja-build pkg-config git
       nlohmann-json3-dev libfmt-dev libcli11-dev libcurl4-openssl-dev libcpp-httplib-dev libssl-dev
-      libopenblas-dev libopenblas0-openmp libgtest-dev libicu-dev)
+      libopenblas-dev libopenblas0-openmp libdnnl-dev libgtest-dev libicu-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <span>
 
+#include "llmft/model/kernels/bf16.h"
+
 namespace llmft::kernels {
 
 enum class WeightLayout { kInOut, kOutIn };
@@ -19,6 +21,20 @@ void matmul_backward(std::span<float> dinp, std::span<float> dw, std::span<float
                      std::span<const float> dout, std::span<const float> inp,
                      std::span<const float> w, int64_t N, int64_t IC, int64_t OC,
                      WeightLayout layout = WeightLayout::kInOut);
+
+// bf16 products with fp32 accumulation (gemm_bf16), same shapes and layouts as above; out, dinp,
+// dw and dbias stay fp32. Forward: out = inp @ W + bias.
+void matmul_forward(std::span<float> out, std::span<const bf16> inp, std::span<const bf16> w,
+                    std::span<const float> bias, int64_t N, int64_t IC, int64_t OC,
+                    WeightLayout layout = WeightLayout::kInOut);
+// Accumulates dinp (N, IC) += dout @ W^T and dw += inp^T @ dout from the bf16 dout (N, OC);
+// dbias (OC) += column sums of dout_f32 (N, OC), the fp32 gradient dout was rounded from (the
+// bias gradient is a plain sum, so it keeps full precision). Any output may be empty (skipped);
+// dout_f32 is needed only with dbias.
+void matmul_backward(std::span<float> dinp, std::span<float> dw, std::span<float> dbias,
+                     std::span<const float> dout_f32, std::span<const bf16> dout,
+                     std::span<const bf16> inp, std::span<const bf16> w, int64_t N, int64_t IC,
+                     int64_t OC, WeightLayout layout = WeightLayout::kInOut);
 
 // Threads used by OpenBLAS (our OpenMP regions use omp_set_num_threads).
 void set_blas_threads(int n);
