@@ -51,6 +51,12 @@ struct FinetuneOptions {
   // die by SIGKILL after it (nothing flushed beyond what a real kill -9 would leave).
   int64_t interrupt_after_step = -1;
   int64_t kill_after_step = -1;
+  // Benchmark hooks (not on the command line): write no checkpoint and no model folder (a
+  // gpt2-medium checkpoint is ~5 GB; such a run cannot be resumed), and print the greedy sample
+  // after the last step as well when a --max-steps run ends inside an epoch (so a shortened run
+  // still times one sample).
+  bool skip_model_writes = false;
+  bool sample_at_end = false;
 
   // Throws UsageError naming the option, its value and what is allowed.
   void validate() const;

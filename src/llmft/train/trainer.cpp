@@ -109,6 +109,24 @@ LossResult run_forward(Gpt2& model, const Batch& b, bool training) {
 
 }  // namespace
 
+json to_json(const FinetunePhases& p) {
+  return {{"setup_seconds", p.setup_seconds},
+          {"train_seconds", p.train_seconds},
+          {"eval_seconds", p.eval_seconds},
+          {"sample_seconds", p.sample_seconds},
+          {"write_seconds", p.write_seconds},
+          {"answers_seconds", p.answers_seconds},
+          {"total_seconds", p.total_seconds},
+          {"steps", p.steps},
+          {"evaluations", p.evaluations},
+          {"eval_batches", p.eval_batches},
+          {"samples", p.samples},
+          {"train_tokens", p.train_tokens},
+          {"train_target_tokens", p.train_target_tokens},
+          {"eval_tokens", p.eval_tokens},
+          {"eval_target_tokens", p.eval_target_tokens}};
+}
+
 FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resume_dir,
                             const std::atomic<bool>* stop) {
   FinetuneOptions opts = opts_in;
@@ -121,6 +139,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
 
   // ---- Run folder -------------------------------------------------------------------------------
   FinetuneResult result;
+  FinetunePhases& ph = result.phases;
   fs::path run = resuming ? resume_dir
                           : (opts.output.empty() ? fs::path("runs") / timestamp_name() : opts.output);
   result.run_dir = run;
@@ -262,6 +281,9 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
     for (int64_t b = 0; b < n; ++b) {
       const Batch batch = loader.batch(epoch, b);
       sum += run_forward(model, batch, /*training=*/false).mean();
+      ++ph.eval_batches;
+      ph.eval_tokens += batch.packed_tokens();
+      ph.eval_target_tokens += batch.target_tokens;
     }
     return n > 0 ? sum / static_cast<double>(n) : NAN;
   };
@@ -269,6 +291,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
       format_prompt(tmpl, ds.entries[split.val.begin]);
   auto print_sample = [&]() {
     if (opts.sample_tokens == 0) return;
+    const auto t_sample = Clock::now();
     const auto prompt_ids = tok.encode(first_val_prompt, SpecialTokens::kAllow);
     GenerateOptions g;
     g.max_new_tokens = opts.sample_tokens;
@@ -280,18 +303,24 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
     std::string text = tok.decode(all);
     std::replace(text.begin(), text.end(), '\n', ' ');
     con.line(text);
+    ph.sample_seconds += seconds_since(t_sample);
+    ++ph.samples;
   };
   auto checkpoint = [&]() {
+    if (opts.skip_model_writes) return;
+    const auto t_write = Clock::now();
     st.adam_step = adamw.step_count();
     save_checkpoint(run, table, model.params(), adamw.m(), adamw.v(), st, metrics_file);
     write_file_atomic(run / "loss-plot.svg",
                       loss_plot_svg(evals, fmt::format("{}: finetuning loss", opts.model)));
+    ph.write_seconds += seconds_since(t_write);
   };
 
   // ---- Loop -------------------------------------------------------------------------------------
   ProgressBar bar("train", total_steps, "step");
   con.bar = &bar;
   bar.update(st.step);
+  ph.setup_seconds = seconds_since(t_start);
   const auto t_train = Clock::now();
   const double train_seconds_before = st.train_seconds;
   bool interrupted = false;
@@ -333,6 +362,11 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
     ++st.batch_in_epoch;
     const double step_s = seconds_since(t_step);
     last_loss = loss;
+    ++ph.steps;
+    ph.train_seconds += step_s;
+    ph.step_seconds.push_back(step_s);
+    ph.train_tokens += full.packed_tokens();
+    ph.train_target_tokens += full.target_tokens;
 
     StepRecord rec;
     rec.step = global_step;
@@ -347,6 +381,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
     metrics.write(rec);
 
     if (global_step % opts.eval_freq == 0) {
+      const auto t_eval = Clock::now();
       EvalRecord e;
       e.step = global_step;
       e.epoch = rec.epoch;
@@ -355,12 +390,16 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
       e.val_loss = calc_loss_loader(val_loader, 0, opts.eval_batches);
       metrics.write(e);
       evals.push_back(e);
+      const double eval_s = seconds_since(t_eval);
+      ++ph.evaluations;
+      ph.eval_seconds += eval_s;
+      ph.eval_each_seconds.push_back(eval_s);
       con.line(fmt::format("Ep {} (Step {:06d}): Train loss {:.3f}, Val loss {:.3f}", epoch + 1,
                            global_step, e.train_loss, e.val_loss));
     }
     const bool epoch_end = st.batch_in_epoch == steps_per_epoch;
+    if (epoch_end || (opts.sample_at_end && st.step == total_steps)) print_sample();
     if (epoch_end) {
-      print_sample();
       ++st.epoch;
       st.batch_in_epoch = 0;
     }
@@ -383,10 +422,16 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
   bar.finish();
   con.bar = nullptr;
   if (interrupted) {
-    con.line(fmt::format(
-        "Interrupted after step {} of {}: checkpoint saved. Continue with:\n  llmft finetune "
-        "--resume {}",
-        st.step, total_steps, run.string()));
+    ph.total_seconds = seconds_since(t_start);
+    if (opts.skip_model_writes) {
+      con.line(fmt::format("Interrupted after step {} of {} (no checkpoint: writes are off).",
+                           st.step, total_steps));
+    } else {
+      con.line(fmt::format(
+          "Interrupted after step {} of {}: checkpoint saved. Continue with:\n  llmft finetune "
+          "--resume {}",
+          st.step, total_steps, run.string()));
+    }
     result.interrupted = true;
     return result;
   }
@@ -395,8 +440,12 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
 
   // ---- Outputs ----------------------------------------------------------------------------------
   const fs::path model_dir = run / "model";
-  write_hf_folder(model_dir, src.cfg, table, model.params());
-  con.line(fmt::format("Model saved to {}", model_dir.string()));
+  if (!opts.skip_model_writes) {
+    const auto t_write = Clock::now();
+    write_hf_folder(model_dir, src.cfg, table, model.params());
+    ph.write_seconds += seconds_since(t_write);
+    con.line(fmt::format("Model saved to {}", model_dir.string()));
+  }
 
   json answers_info = nullptr;
   if (opts.test_answers && split.test.size() > 0) {
@@ -413,6 +462,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
         std::span(ds.entries).subspan(split.test.begin, split.test.size()), answers, a, &gs);
     const size_t n_answers = answered.size();
     const double ans_s = seconds_since(t_ans);
+    ph.answers_seconds = ans_s;
     answers_info = {{"file", answers.string()},
                     {"count", n_answers},
                     {"seconds", ans_s},
@@ -422,7 +472,13 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
   }
 
   const fs::path plot = run / "loss-plot.svg";
-  write_file_atomic(plot, loss_plot_svg(evals, fmt::format("{}: finetuning loss", opts.model)));
+  {
+    const auto t_write = Clock::now();
+    write_file_atomic(plot, loss_plot_svg(evals, fmt::format("{}: finetuning loss", opts.model)));
+    ph.write_seconds += seconds_since(t_write);
+  }
+  ph.total_seconds = seconds_since(t_start);
+  const bool wrote_model = !opts.skip_model_writes;
 
   json summary = {
       {"run_dir", run.string()},
@@ -445,14 +501,16 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
       {"first_train_loss", evals.empty() ? json(nullptr) : json(evals.front().train_loss)},
       {"first_val_loss", evals.empty() ? json(nullptr) : json(evals.front().val_loss)},
       {"threads", threads},
-      {"total_seconds", seconds_since(t_start)},
+      {"precision", opts.precision},
+      {"total_seconds", ph.total_seconds},
+      {"phases", to_json(ph)},
       {"outputs",
-       {{"model", model_dir.string()},
+       {{"model", wrote_model ? json(model_dir.string()) : json(nullptr)},
         {"test_responses", answers_info},
         {"metrics", metrics_file.string()},
         {"loss_plot", plot.string()},
         {"config", config_file.string()},
-        {"checkpoint", (run / "checkpoints").string()}}}};
+        {"checkpoint", wrote_model ? json((run / "checkpoints").string()) : json(nullptr)}}}};
   write_file_atomic(run / "summary.json", summary.dump(2) + "\n");
   result.summary = summary;
 
@@ -466,6 +524,12 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
   con.line(fmt::format("  training      {} steps, {} in {} ({}/s)", st.step,
                        human_count(double(st.tokens_seen), "tok"), human_duration(train_s),
                        human_count(summary["tokens_per_s"].get<double>(), "tok")));
+  con.line(fmt::format("  time          steps {}, evaluations {}, samples {}, writes {}{}",
+                       human_duration(ph.train_seconds), human_duration(ph.eval_seconds),
+                       human_duration(ph.sample_seconds), human_duration(ph.write_seconds),
+                       answers_info.is_null()
+                           ? std::string()
+                           : ", test answers " + human_duration(ph.answers_seconds)));
   if (!evals.empty()) {
     // Name the evaluation steps: with few evaluations the last one can be far from the end.
     con.line(fmt::format("  losses        train {:.3f} -> {:.3f}, val {:.3f} -> {:.3f} "
@@ -478,7 +542,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
     con.line(fmt::format("  last batch    loss {:.3f} (the final training batch, before its update)",
                          last_loss));
   }
-  con.line(fmt::format("  model folder  {}", model_dir.string()));
+  if (wrote_model) con.line(fmt::format("  model folder  {}", model_dir.string()));
   if (!answers_info.is_null()) {
     con.line(fmt::format("  test answers  {}", answers_info["file"].get<std::string>()));
   }

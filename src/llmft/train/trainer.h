@@ -7,6 +7,7 @@
 #include <atomic>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -14,10 +15,34 @@
 
 namespace llmft {
 
+// Where one invocation's wall time went and the work it did (a resumed run counts from the
+// resume). Token counts are the packed positions the model computed (no padding); target tokens
+// are the positions whose target is not -100, the only rows the output head computes.
+struct FinetunePhases {
+  double setup_seconds = 0;    // tokenizer, data, model, resume (everything before the loop)
+  double train_seconds = 0;    // training steps: collate, forward, backward, AdamW
+  double eval_seconds = 0;     // evaluations (forward-only loss batches)
+  double sample_seconds = 0;   // greedy samples after the epochs
+  double write_seconds = 0;    // checkpoints, loss plot, model folder
+  double answers_seconds = 0;  // test-set answers
+  double total_seconds = 0;    // the whole call, up to summary.json
+  int64_t steps = 0;
+  int64_t evaluations = 0;
+  int64_t eval_batches = 0;  // batches over all evaluations (train and validation loaders)
+  int64_t samples = 0;
+  int64_t train_tokens = 0, train_target_tokens = 0;
+  int64_t eval_tokens = 0, eval_target_tokens = 0;
+  std::vector<double> step_seconds;  // (steps) each training step, in order
+  std::vector<double> eval_each_seconds;  // (evaluations) each evaluation, in order
+};
+// The totals and counts (not the per-step lists), as summary.json's "phases".
+nlohmann::json to_json(const FinetunePhases& p);
+
 struct FinetuneResult {
   std::filesystem::path run_dir;
   bool interrupted = false;   // stopped early (Ctrl-C): a checkpoint was written, resume later
   nlohmann::json summary;     // what summary.json holds (empty when interrupted)
+  FinetunePhases phases;      // filled in interrupted runs too
 };
 
 // Runs the recipe with `opts` (validated), or resumes the run in `resume_dir` (non-empty) from its
