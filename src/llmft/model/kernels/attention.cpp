@@ -12,13 +12,6 @@ namespace llmft::kernels {
 
 namespace {
 
-void check_offsets(std::span<const int64_t> offsets, int64_t N) {
-  LLMFT_CHECK(offsets.size() >= 2 && offsets.front() == 0 && offsets.back() == N,
-              "attention offsets must run from 0 to N={}", N);
-  for (size_t s = 1; s < offsets.size(); ++s)
-    LLMFT_CHECK(offsets[s] >= offsets[s - 1], "attention offsets decrease at {}", s);
-}
-
 inline float dot(const float* a, const float* b, int64_t n) {
   float s = 0.0f;
 #pragma omp simd reduction(+ : s)
@@ -50,7 +43,7 @@ int64_t attention_att_size(std::span<const int64_t> offsets, int64_t NH) {
 void attention_forward(std::span<float> out, std::span<float> att, std::span<const float> qkv,
                        std::span<const int64_t> offsets, int64_t N, int64_t C, int64_t NH,
                        float dropout_p, uint64_t seed) {
-  check_offsets(offsets, N);
+  check_seq_offsets(offsets, N);
   check_size(out, N * C, "attention out");
   check_size(qkv, N * 3 * C, "attention qkv");
   check_size(att, attention_att_size(offsets, NH), "attention att");
@@ -105,7 +98,7 @@ void attention_backward(std::span<float> dqkv, std::span<float> scratch, std::sp
                         std::span<const float> qkv, std::span<const float> att,
                         std::span<const int64_t> offsets, int64_t N, int64_t C, int64_t NH,
                         float dropout_p, uint64_t seed) {
-  check_offsets(offsets, N);
+  check_seq_offsets(offsets, N);
   const int64_t need = attention_att_size(offsets, NH);
   check_size(dqkv, N * 3 * C, "attention dqkv");
   check_size(dout, N * C, "attention dout");

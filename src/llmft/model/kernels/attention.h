@@ -25,4 +25,22 @@ void attention_backward(std::span<float> dqkv, std::span<float> scratch, std::sp
                         std::span<const int64_t> offsets, int64_t N, int64_t C, int64_t NH,
                         float dropout_p = 0.0f, uint64_t seed = 0);
 
+// The same attention without the (NH, T, T) weights (attention_flash.cpp, FlashAttention-2
+// style): keys in blocks of 64 with an online softmax; only the output and each row's
+// logsumexp are kept, and the backward recomputes the weights block by block.
+// out: (N, C)   lse: (N, NH) logsumexp of row t's scaled scores q.k/sqrt(HS) for head h at
+// t * NH + h   qkv, offsets, dropout: as attention_forward, with the same dropout mask (the
+// counter of weight (h, t, t2) of sequence s is NH * sum_{s'<s} T_s'^2 + h T^2 + t T + t2).
+// HS = C / NH must be at most 128.
+void attention_flash_forward(std::span<float> out, std::span<float> lse,
+                             std::span<const float> qkv, std::span<const int64_t> offsets,
+                             int64_t N, int64_t C, int64_t NH, float dropout_p = 0.0f,
+                             uint64_t seed = 0);
+// Accumulates into dqkv (N, 3C). out, lse: what attention_flash_forward wrote for this qkv.
+void attention_flash_backward(std::span<float> dqkv, std::span<const float> dout,
+                              std::span<const float> qkv, std::span<const float> out,
+                              std::span<const float> lse, std::span<const int64_t> offsets,
+                              int64_t N, int64_t C, int64_t NH, float dropout_p = 0.0f,
+                              uint64_t seed = 0);
+
 }  // namespace llmft::kernels

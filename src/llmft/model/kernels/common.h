@@ -12,12 +12,29 @@ namespace llmft::kernels {
 // Work (in elements touched) under which we stay single-threaded.
 inline constexpr int64_t kParallelMin = 1 << 14;
 
+// Fused backward kernels sum columns (bias and LayerNorm weight gradients) in fixed chunks of
+// kSumRows rows, then add the chunk partials in chunk order: the result does not depend on the
+// thread count, and one parallel region does both. Scratch floats for `nsums` sums of `cols`
+// columns over N rows:
+inline constexpr int64_t kSumRows = 32;
+inline int64_t column_sum_scratch_size(int64_t N, int64_t cols, int64_t nsums) {
+  return (N + kSumRows - 1) / kSumRows * cols * nsums;
+}
+
 // Every kernel checks its spans are large enough before doing any work (an exception cannot
 // leave an OpenMP region).
 template <typename T>
 inline void check_size(std::span<T> s, int64_t need, const char* what) {
   LLMFT_CHECK(static_cast<int64_t>(s.size()) >= need, "{} has {} elements, need {}", what,
               s.size(), need);
+}
+
+// Packed sequences: sequence s covers rows [offsets[s], offsets[s+1]).
+inline void check_seq_offsets(std::span<const int64_t> offsets, int64_t N) {
+  LLMFT_CHECK(offsets.size() >= 2 && offsets.front() == 0 && offsets.back() == N,
+              "attention offsets must run from 0 to N={}", N);
+  for (size_t s = 1; s < offsets.size(); ++s)
+    LLMFT_CHECK(offsets[s] >= offsets[s - 1], "attention offsets decrease at {}", s);
 }
 
 // Dropout without stored masks: element i of site `seed` is kept iff hash(seed, i) >= p.

@@ -84,4 +84,98 @@ void head_crossentropy_backward(std::span<float> dx, std::span<float> dw, std::s
   }
 }
 
+void head_crossentropy_forward_blocked(std::span<float> losses, std::span<float> lse,
+                                       std::span<float> scratch, std::span<const float> x,
+                                       std::span<const float> w,
+                                       std::span<const int32_t> targets, int64_t M, int64_t C,
+                                       int64_t V, int64_t R, int64_t Vb) {
+  LLMFT_CHECK(R >= 1 && Vb >= 1, "chunk rows R={}, block columns Vb={}", R, Vb);
+  const int64_t VB = std::min(V, Vb);
+  check_size(losses, M, "crossentropy losses");
+  check_size(lse, M, "crossentropy lse");
+  check_size(scratch, std::min(M, R) * VB, "crossentropy scratch");
+  check_size(x, M * C, "crossentropy x");
+  check_size(w, V * C, "crossentropy w");
+  check_targets(targets, M, V);
+  for (int64_t r0 = 0; r0 < M; r0 += R) {
+    const int64_t rows = std::min(R, M - r0);
+    for (int64_t j0 = 0; j0 < V; j0 += VB) {
+      const int64_t vb = std::min(VB, V - j0);
+      // logits (rows, vb) = x[r0:r0+rows] (rows, C) @ W[j0:j0+vb]^T
+      matmul_forward(scratch.first(rows * vb), x.subspan(r0 * C, rows * C),
+                     w.subspan(j0 * C, vb * C), {}, rows, C, vb, WeightLayout::kOutIn);
+      const bool first = j0 == 0, last = j0 + vb == V;
+#pragma omp parallel for if (rows * vb >= kParallelMin)
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* l = scratch.data() + r * vb;  // (vb)
+        float maxv = -INFINITY;
+#pragma omp simd reduction(max : maxv)
+        for (int64_t j = 0; j < vb; ++j) maxv = std::max(maxv, l[j]);
+        double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < vb; ++j) sum += static_cast<double>(vexp(l[j] - maxv));
+        // lse holds the logsumexp of the blocks so far: combine it with this block's.
+        const double blk = static_cast<double>(maxv) + std::log(sum);
+        float& run = lse[r0 + r];
+        if (first) {
+          run = static_cast<float>(blk);
+        } else {
+          const double a = run, m = std::max(a, blk);
+          run = static_cast<float>(m + std::log(std::exp(a - m) + std::exp(blk - m)));
+        }
+        // losses holds the target's logit until the last block.
+        const int64_t t = targets[r0 + r];
+        if (t >= j0 && t < j0 + vb) losses[r0 + r] = l[t - j0];
+        if (last) losses[r0 + r] = run - losses[r0 + r];
+      }
+    }
+  }
+}
+
+void head_crossentropy_backward_blocked(std::span<float> dx, std::span<float> dw,
+                                        std::span<float> scratch, std::span<const float> x,
+                                        std::span<const float> w,
+                                        std::span<const int32_t> targets,
+                                        std::span<const float> lse, float dloss, int64_t M,
+                                        int64_t C, int64_t V, int64_t R, int64_t Vb,
+                                        bool scratch_has_logits) {
+  LLMFT_CHECK(R >= 1 && Vb >= 1, "chunk rows R={}, block columns Vb={}", R, Vb);
+  const int64_t VB = std::min(V, Vb);
+  check_size(dx, M * C, "crossentropy dx");
+  if (!dw.empty()) check_size(dw, V * C, "crossentropy dw");
+  check_size(scratch, std::min(M, R) * VB, "crossentropy scratch");
+  check_size(x, M * C, "crossentropy x");
+  check_size(w, V * C, "crossentropy w");
+  check_size(lse, M, "crossentropy lse");
+  check_targets(targets, M, V);
+  if (M == 0) return;
+  const int64_t nchunks = (M + R - 1) / R, nblocks = (V + VB - 1) / VB;
+  bool reuse = scratch_has_logits;
+  for (int64_t ci = nchunks - 1; ci >= 0; --ci) {
+    const int64_t r0 = ci * R, rows = std::min(R, M - r0);
+    const auto xc = x.subspan(r0 * C, rows * C);
+    for (int64_t bi = nblocks - 1; bi >= 0; --bi) {
+      const int64_t j0 = bi * VB, vb = std::min(VB, V - j0);
+      const auto wb = w.subspan(j0 * C, vb * C);
+      auto logits = scratch.first(rows * vb);  // (rows, vb)
+      if (!reuse) matmul_forward(logits, xc, wb, {}, rows, C, vb, WeightLayout::kOutIn);
+      reuse = false;
+      // loss = lse - logit[target]:  dlogits = (softmax - onehot(target)) * dloss, in place.
+#pragma omp parallel for if (rows * vb >= kParallelMin)
+      for (int64_t r = 0; r < rows; ++r) {
+        float* l = logits.data() + r * vb;
+        const float s = lse[r0 + r];
+#pragma omp simd
+        for (int64_t j = 0; j < vb; ++j) l[j] = vexp(l[j] - s) * dloss;
+        const int64_t t = targets[r0 + r];
+        if (t >= j0 && t < j0 + vb) l[t - j0] -= dloss;
+      }
+      // logits = x @ W[j0:j0+vb]^T
+      matmul_backward(dx.subspan(r0 * C, rows * C),
+                      dw.empty() ? std::span<float>() : dw.subspan(j0 * C, vb * C), {}, logits,
+                      xc, wb, rows, C, vb, WeightLayout::kOutIn);
+    }
+  }
+}
+
 }  // namespace llmft::kernels

@@ -3,6 +3,7 @@
 // 1 + tanh(u) for negative u and vectorises through vexp (glibc's tanhf does not).
 #include "llmft/model/kernels/gelu.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "llmft/model/kernels/common.h"
@@ -13,6 +14,20 @@ namespace llmft::kernels {
 namespace {
 constexpr float kS = 0.7978845608028654f;  // sqrt(2/pi)
 constexpr float kA = 0.044715f;
+
+// y = 0.5 x (1 + tanh(u)) = x * sigmoid(2u),  u = kS (x + kA x^3)
+inline float gelu(float v) {
+  const float u = kS * (v + kA * v * v * v);
+  return v / (1.0f + vexp(-2.0f * u));
+}
+inline float gelu_grad(float v) {
+  const float u = kS * (v + kA * v * v * v);
+  // s = sigmoid(2u) = 0.5 (1 + tanh u);  1 - s = e s;  sech^2(u) = 4 s (1 - s)
+  const float e = vexp(-2.0f * u);
+  const float s = 1.0f / (1.0f + e);
+  // d/dv [0.5 v (1 + tanh(u))] = 0.5 (1 + tanh u) + 0.5 v sech^2(u) du/dv
+  return s + 2.0f * v * s * (e * s) * kS * (1.0f + 3.0f * kA * v * v);
+}
 }  // namespace
 
 void gelu_forward(std::span<float> y, std::span<const float> x, int64_t N) {
@@ -20,13 +35,8 @@ void gelu_forward(std::span<float> y, std::span<const float> x, int64_t N) {
   check_size(x, N, "gelu x");
   float* yp = y.data();
   const float* xp = x.data();
-  // y = 0.5 x (1 + tanh(u)) = x * sigmoid(2u),  u = kS (x + kA x^3)
 #pragma omp parallel for simd schedule(static) if (N >= kParallelMin)
-  for (int64_t i = 0; i < N; ++i) {
-    const float v = xp[i];
-    const float u = kS * (v + kA * v * v * v);
-    yp[i] = v / (1.0f + vexp(-2.0f * u));
-  }
+  for (int64_t i = 0; i < N; ++i) yp[i] = gelu(xp[i]);
 }
 
 void gelu_backward(std::span<float> dx, std::span<const float> dy, std::span<const float> x,
@@ -38,15 +48,84 @@ void gelu_backward(std::span<float> dx, std::span<const float> dy, std::span<con
   const float* dyp = dy.data();
   const float* xp = x.data();
 #pragma omp parallel for simd schedule(static) if (N >= kParallelMin)
+  for (int64_t i = 0; i < N; ++i) dxp[i] += gelu_grad(xp[i]) * dyp[i];
+}
+
+
+void bias_gelu_forward(std::span<float> y, std::span<float> x, std::span<const float> bias,
+                       int64_t N, int64_t OC) {
+  check_size(y, N * OC, "bias_gelu y");
+  check_size(x, N * OC, "bias_gelu x");
+  check_size(bias, OC, "bias_gelu bias");
+#pragma omp parallel for if (N * OC >= kParallelMin)
   for (int64_t i = 0; i < N; ++i) {
-    const float v = xp[i];
-    const float u = kS * (v + kA * v * v * v);
-    // s = sigmoid(2u) = 0.5 (1 + tanh u);  1 - s = e s;  sech^2(u) = 4 s (1 - s)
-    const float e = vexp(-2.0f * u);
-    const float s = 1.0f / (1.0f + e);
-    // d/dv [0.5 v (1 + tanh(u))] = 0.5 (1 + tanh u) + 0.5 v sech^2(u) du/dv
-    const float grad = s + 2.0f * v * s * (e * s) * kS * (1.0f + 3.0f * kA * v * v);
-    dxp[i] += grad * dyp[i];
+    float* xi = x.data() + i * OC;
+    float* yi = y.data() + i * OC;
+    const float* b = bias.data();
+#pragma omp simd
+    for (int64_t c = 0; c < OC; ++c) {
+      const float v = xi[c] + b[c];
+      xi[c] = v;
+      yi[c] = gelu(v);
+    }
+  }
+}
+
+int64_t gelu_bias_backward_scratch_size(int64_t N, int64_t OC) {
+  return column_sum_scratch_size(N, OC, 1);
+}
+
+void gelu_bias_backward(std::span<float> dx, std::span<float> dbias, std::span<float> scratch,
+                        std::span<const float> dy, std::span<const float> x, int64_t N,
+                        int64_t OC) {
+  check_size(dx, N * OC, "gelu_bias dx");
+  check_size(dy, N * OC, "gelu_bias dy");
+  check_size(x, N * OC, "gelu_bias x");
+  const bool sums = !dbias.empty();
+  if (sums) {
+    check_size(dbias, OC, "gelu_bias dbias");
+    check_size(scratch, gelu_bias_backward_scratch_size(N, OC), "gelu_bias scratch");
+  }
+  const int64_t nchunks = (N + kSumRows - 1) / kSumRows;
+  const int64_t kBlock = 256;
+  const int64_t nblocks = (OC + kBlock - 1) / kBlock;
+  float* part = scratch.data();  // (nchunks, OC) column sums of each chunk of rows
+#pragma omp parallel if (N * OC >= kParallelMin)
+  {
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < nchunks; ++k) {
+      float* pk = sums ? part + k * OC : nullptr;
+      if (sums) std::fill_n(pk, OC, 0.0f);
+      for (int64_t i = k * kSumRows; i < std::min(N, (k + 1) * kSumRows); ++i) {
+        float* dxi = dx.data() + i * OC;
+        const float* gi = dy.data() + i * OC;
+        const float* xi = x.data() + i * OC;
+        if (sums) {
+#pragma omp simd
+          for (int64_t c = 0; c < OC; ++c) {
+            const float d = gelu_grad(xi[c]) * gi[c];
+            dxi[c] = d;
+            pk[c] += d;
+          }
+        } else {
+#pragma omp simd
+          for (int64_t c = 0; c < OC; ++c) dxi[c] = gelu_grad(xi[c]) * gi[c];
+        }
+      }
+    }
+    if (sums) {
+#pragma omp for schedule(static)
+      for (int64_t blk = 0; blk < nblocks; ++blk) {
+        const int64_t c0 = blk * kBlock, c1 = std::min(OC, c0 + kBlock);
+        float acc[kBlock] = {};
+        for (int64_t k = 0; k < nchunks; ++k) {
+          const float* pk = part + k * OC;
+#pragma omp simd
+          for (int64_t c = c0; c < c1; ++c) acc[c - c0] += pk[c];
+        }
+        for (int64_t c = c0; c < c1; ++c) dbias[c] += acc[c - c0];
+      }
+    }
   }
 }
 

@@ -13,4 +13,20 @@ void gelu_forward(std::span<float> y, std::span<const float> x, int64_t N);
 void gelu_backward(std::span<float> dx, std::span<const float> dy, std::span<const float> x,
                    int64_t N);
 
+// The bias add of the matmul before GELU, fused with it (the matmul then runs without a bias):
+//   x += bias (in place: x is what the backward reads);  y = gelu(x)
+// y, x: (N, OC)   bias: (OC)
+void bias_gelu_forward(std::span<float> y, std::span<float> x, std::span<const float> bias,
+                       int64_t N, int64_t OC);
+
+// Floats of scratch that gelu_bias_backward needs.
+int64_t gelu_bias_backward_scratch_size(int64_t N, int64_t OC);
+
+// dx = gelu'(x) * dy, OVERWRITTEN (it replaces the caller's zero fill; dx may alias dy), and
+// dbias += column sums of dx (the gradient of the bias fused by bias_gelu_forward; may be
+// empty). dx, dy, x: (N, OC)   dbias: (OC)   scratch: (gelu_bias_backward_scratch_size).
+void gelu_bias_backward(std::span<float> dx, std::span<float> dbias, std::span<float> scratch,
+                        std::span<const float> dy, std::span<const float> x, int64_t N,
+                        int64_t OC);
+
 }  // namespace llmft::kernels

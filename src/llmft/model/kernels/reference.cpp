@@ -1,8 +1,11 @@
 // Double-precision reference kernels; see reference.h. Written for clarity, not speed.
 #include "llmft/model/kernels/reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
+
+#include "llmft/model/kernels/common.h"
 
 namespace llmft::kernels::ref {
 
@@ -83,8 +86,14 @@ void matmul_backward(DSpan dinp, DSpan dw, DSpan dbias, CDSpan dout, CDSpan inp,
     }
 }
 
+// Dropout multiplier of element `i` of a site (attention weight i of the (NH, T, T) layout, or
+// element i of an (N, C) branch); 1 when p = 0.
+static double att_drop(float p, uint64_t seed, int64_t i) {
+  return p > 0.0f ? static_cast<double>(dropout_scale(seed, static_cast<uint64_t>(i), p)) : 1.0;
+}
+
 void attention_forward(DSpan out, DSpan att, CDSpan qkv, std::span<const int64_t> offsets,
-                       int64_t N, int64_t C, int64_t NH) {
+                       int64_t N, int64_t C, int64_t NH, float dropout_p, uint64_t seed) {
   (void)N;
   const int64_t HS = C / NH;
   const double scale = 1.0 / std::sqrt(static_cast<double>(HS));
@@ -111,7 +120,9 @@ void attention_forward(DSpan out, DSpan att, CDSpan qkv, std::span<const int64_t
         for (int64_t t2 = 0; t2 <= t; ++t2) row[t2] /= sum;
         for (int64_t i = 0; i < HS; ++i) {
           double y = 0;
-          for (int64_t t2 = 0; t2 <= t; ++t2) y += row[t2] * qkv[(o + t2) * 3 * C + 2 * C + h * HS + i];
+          for (int64_t t2 = 0; t2 <= t; ++t2)
+            y += row[t2] * att_drop(dropout_p, seed, base + h * T * T + t * T + t2) *
+                 qkv[(o + t2) * 3 * C + 2 * C + h * HS + i];
           out[(o + t) * C + h * HS + i] = y;
         }
       }
@@ -120,7 +131,8 @@ void attention_forward(DSpan out, DSpan att, CDSpan qkv, std::span<const int64_t
 }
 
 void attention_backward(DSpan dqkv, CDSpan dout, CDSpan qkv, CDSpan att,
-                        std::span<const int64_t> offsets, int64_t N, int64_t C, int64_t NH) {
+                        std::span<const int64_t> offsets, int64_t N, int64_t C, int64_t NH,
+                        float dropout_p, uint64_t seed) {
   (void)N;
   const int64_t HS = C / NH;
   const double scale = 1.0 / std::sqrt(static_cast<double>(HS));
@@ -132,13 +144,15 @@ void attention_backward(DSpan dqkv, CDSpan dout, CDSpan qkv, CDSpan att,
       for (int64_t t = 0; t < T; ++t) {
         const double* row = att.data() + base + h * T * T + t * T;
         for (int64_t t2 = 0; t2 <= t; ++t2) {
+          // y = sum_t2 drop(att[t2]) v[t2]
+          const double mk = att_drop(dropout_p, seed, base + h * T * T + t * T + t2);
           double d = 0;
           for (int64_t i = 0; i < HS; ++i) {
             const double g = dout[(o + t) * C + h * HS + i];
             d += g * qkv[(o + t2) * 3 * C + 2 * C + h * HS + i];
-            dqkv[(o + t2) * 3 * C + 2 * C + h * HS + i] += row[t2] * g;
+            dqkv[(o + t2) * 3 * C + 2 * C + h * HS + i] += row[t2] * mk * g;
           }
-          datt[t2] = d;
+          datt[t2] = d * mk;
         }
         double sum = 0;
         for (int64_t t2 = 0; t2 <= t; ++t2) sum += row[t2] * datt[t2];
@@ -165,6 +179,40 @@ void gelu_backward(DSpan dx, CDSpan dy, CDSpan x, int64_t N) {
   for (int64_t i = 0; i < N; ++i) {
     const double v = x[i], th = std::tanh(k * (v + 0.044715 * v * v * v));
     dx[i] += dy[i] * (0.5 * (1 + th) + 0.5 * v * (1 - th * th) * k * (1 + 3 * 0.044715 * v * v));
+  }
+}
+
+void bias_gelu_forward(DSpan y, DSpan x, CDSpan bias, int64_t N, int64_t OC) {
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t c = 0; c < OC; ++c) x[i * OC + c] += bias[c];
+  gelu_forward(y, x, N * OC);
+}
+
+void gelu_bias_backward(DSpan dx, DSpan dbias, CDSpan dy, CDSpan x, int64_t N, int64_t OC) {
+  std::fill(dx.begin(), dx.begin() + N * OC, 0.0);
+  gelu_backward(dx, dy, x, N * OC);
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t c = 0; c < OC; ++c) dbias[c] += dx[i * OC + c];
+}
+
+void residual_layernorm_forward(DSpan res_out, DSpan y, DSpan mean, DSpan rstd, CDSpan res_in,
+                                CDSpan branch, CDSpan bias, CDSpan w, CDSpan b, int64_t N,
+                                int64_t C, double eps, float dropout_p, uint64_t seed) {
+  for (int64_t i = 0; i < N * C; ++i) {
+    const double br = branch[i] + (bias.empty() ? 0.0 : bias[i % C]);
+    res_out[i] = res_in[i] + br * att_drop(dropout_p, seed, i);
+  }
+  layernorm_forward(y, mean, rstd, res_out, w, b, N, C, eps);
+}
+
+void layernorm_residual_backward(DSpan dx, DSpan dbranch, DSpan dbias, DSpan dw, DSpan db,
+                                 CDSpan dy, CDSpan x, CDSpan w, CDSpan mean, CDSpan rstd,
+                                 int64_t N, int64_t C, float dropout_p, uint64_t seed) {
+  layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, N, C);
+  for (int64_t i = 0; i < N * C; ++i) {
+    const double g = dx[i] * att_drop(dropout_p, seed, i);
+    if (!dbranch.empty()) dbranch[i] = g;
+    if (!dbias.empty()) dbias[i % C] += g;
   }
 }
 

@@ -1,0 +1,330 @@
+// The fused kernels (flash attention, residual + LayerNorm, bias + GELU, blocked head +
+// cross-entropy) against the double-precision references (kernels/reference.h), the new
+// references' backward against central finite differences, and the fused kernels against the
+// unfused fast ones they replace where both apply dropout.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "llmft/model/kernels/attention.h"
+#include "llmft/model/kernels/crossentropy.h"
+#include "llmft/model/kernels/dropout.h"
+#include "llmft/model/kernels/gelu.h"
+#include "llmft/model/kernels/layernorm.h"
+#include "llmft/model/kernels/reference.h"
+#include "llmft/model/kernels/residual.h"
+#include "test_util.h"
+
+namespace llmft::kernels {
+namespace {
+
+using llmft::test::all_close;
+using VF = std::vector<float>;
+using VD = std::vector<double>;
+
+// Float kernels against double references: float rounding over sums of up to a few hundred
+// terms of O(1) values gives relative errors around 1e-6..1e-5 (as test_kernels.cpp).
+constexpr double kRtol = 2e-5, kAtol = 2e-5;
+
+VF randf(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  VF v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+VD to_d(const VF& v) { return VD(v.begin(), v.end()); }
+VF to_f(const VD& v) { return VF(v.begin(), v.end()); }
+double dot(const VD& a, const VD& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Central differences of a scalar function of `x` at ~`count` spread-out indices against
+// `analytic`. Double precision with h = 1e-6 leaves errors ~1e-8 relative to O(1) gradients.
+void fd_check(VD& x, const VD& analytic, const std::function<double()>& loss, int count = 24) {
+  ASSERT_EQ(x.size(), analytic.size());
+  const double h = 1e-6;
+  const size_t step = std::max<size_t>(1, x.size() / count);
+  for (size_t i = 0; i < x.size(); i += step) {
+    const double orig = x[i];
+    x[i] = orig + h;
+    const double lp = loss();
+    x[i] = orig - h;
+    const double lm = loss();
+    x[i] = orig;
+    const double num = (lp - lm) / (2 * h);
+    EXPECT_NEAR(analytic[i], num, 1e-6 + 1e-6 * std::fabs(num)) << "index " << i;
+  }
+}
+
+std::vector<int64_t> offsets_of(const std::vector<int64_t>& lens) {
+  std::vector<int64_t> off{0};
+  for (auto l : lens) off.push_back(off.back() + l);
+  return off;
+}
+
+// logsumexp of each (row, head)'s scaled causal scores, (N, NH), in double.
+VD ref_lse(const VD& qkv, const std::vector<int64_t>& off, int64_t C, int64_t NH) {
+  const int64_t N = off.back(), HS = C / NH;
+  VD lse(N * NH);
+  for (size_t s = 0; s + 1 < off.size(); ++s)
+    for (int64_t t = off[s]; t < off[s + 1]; ++t)
+      for (int64_t h = 0; h < NH; ++h) {
+        VD sc;
+        for (int64_t t2 = off[s]; t2 <= t; ++t2) {
+          double d = 0;
+          for (int64_t i = 0; i < HS; ++i)
+            d += qkv[t * 3 * C + h * HS + i] * qkv[t2 * 3 * C + C + h * HS + i];
+          sc.push_back(d / std::sqrt(static_cast<double>(HS)));
+        }
+        const double m = *std::max_element(sc.begin(), sc.end());
+        double sum = 0;
+        for (double v : sc) sum += std::exp(v - m);
+        lse[t * NH + h] = m + std::log(sum);
+      }
+  return lse;
+}
+
+TEST(FusedKernels, FlashAttentionMatchesReference) {
+  // Lengths: a single token, several short ones, and 70 / 130 rows that cross the 64-row
+  // blocks (online softmax over 2 and 3 key blocks). Head sizes 4, 12, 20 (padded to 16 and
+  // 32), 64 (GPT-2's) and 128.
+  const std::vector<std::vector<int64_t>> all_lens{{1}, {3, 1, 7}, {8, 17}, {70, 5}, {130}};
+  for (auto [C, NH] : {std::pair<int64_t, int64_t>{12, 3}, {36, 3}, {40, 2}, {128, 2}, {128, 1}}) {
+    for (const auto& lens : all_lens) {
+      for (float p : {0.0f, 0.3f}) {
+        const auto off = offsets_of(lens);
+        const int64_t N = off.back(), A = attention_att_size(off, NH);
+        const uint64_t seed = 99;
+        VF qkv = randf(N * 3 * C, 15), g = randf(N * C, 16);
+        VF y(N * C), lse(N * NH), dqkv(N * 3 * C, 1.0f);
+        attention_flash_forward(y, lse, qkv, off, N, C, NH, p, seed);
+        VD yd(N * C), attd(A), dqkvd(N * 3 * C, 1.0);
+        ref::attention_forward(yd, attd, to_d(qkv), off, N, C, NH, p, seed);
+        SCOPED_TRACE(testing::Message() << "C=" << C << " NH=" << NH << " N=" << N << " p=" << p);
+        EXPECT_TRUE(all_close(y, to_f(yd), kRtol, kAtol));
+        // lse ~ log(T) + O(1): the same float rounding relative to a value of a few units.
+        EXPECT_TRUE(all_close(lse, to_f(ref_lse(to_d(qkv), off, C, NH)), kRtol, kAtol));
+        attention_flash_backward(dqkv, g, qkv, y, lse, off, N, C, NH, p, seed);
+        ref::attention_backward(dqkvd, to_d(g), to_d(qkv), attd, off, N, C, NH, p, seed);
+        // dk and dv sum up to 130 rows' contributions of O(1) terms, each through exp and the
+        // dropout scale 1/0.7: float rounding reaches ~3e-5 relative on the largest of them.
+        EXPECT_TRUE(all_close(dqkv, to_f(dqkvd), 5e-5, 5e-5));
+      }
+    }
+  }
+}
+
+TEST(FusedKernels, FlashAttentionMatchesUnfusedKernelWithDropout) {
+  // Same dropout mask as attention_forward/backward (the element counters of the (NH, T, T)
+  // layout), so the unfused kernel's tests keep describing the semantics.
+  const int64_t C = 128, NH = 2;
+  const auto off = offsets_of({5, 64, 1, 66});
+  const int64_t N = off.back(), A = attention_att_size(off, NH);
+  VF qkv = randf(N * 3 * C, 21), g = randf(N * C, 22);
+  for (float p : {0.1f, 0.5f}) {
+    VF y_old(N * C), att(A), scratch(A), d_old(N * 3 * C, 0.0f);
+    attention_forward(y_old, att, qkv, off, N, C, NH, p, 7);
+    attention_backward(d_old, scratch, g, qkv, att, off, N, C, NH, p, 7);
+    VF y(N * C), lse(N * NH), d(N * 3 * C, 0.0f);
+    attention_flash_forward(y, lse, qkv, off, N, C, NH, p, 7);
+    attention_flash_backward(d, g, qkv, y, lse, off, N, C, NH, p, 7);
+    // Two float kernels with different summation orders: twice the float-vs-double budget.
+    EXPECT_TRUE(all_close(y, y_old, 2 * kRtol, 2 * kAtol));
+    EXPECT_TRUE(all_close(d, d_old, 1e-4, 1e-4));
+    // A different seed changes the output: the mask is really applied.
+    VF y2(N * C);
+    attention_flash_forward(y2, lse, qkv, off, N, C, NH, p, 8);
+    EXPECT_FALSE(all_close(y2, y, 1e-3, 1e-3));
+  }
+}
+
+TEST(FusedKernels, FlashAttentionStaysInsideSequences) {
+  // The second sequence's outputs must not change when the first sequence's tokens do.
+  const int64_t C = 128, NH = 2;
+  const std::vector<int64_t> off{0, 4, 9};
+  VF qkv = randf(9 * 3 * C, 17), qkv2 = qkv;
+  for (int64_t i = 0; i < 4 * 3 * C; ++i) qkv2[i] += 1.0f;
+  VF y1(9 * C), y2(9 * C), lse(9 * NH);
+  attention_flash_forward(y1, lse, qkv, off, 9, C, NH);
+  attention_flash_forward(y2, lse, qkv2, off, 9, C, NH);
+  EXPECT_TRUE(all_close(std::span<const float>(y1).subspan(4 * C),
+                        std::span<const float>(y2).subspan(4 * C), 0, 0));
+}
+
+TEST(FusedKernels, ReferenceAttentionWithDropoutMatchesFiniteDifferences) {
+  // The dropout mask is fixed by the seed, so the output is a smooth function of qkv.
+  const int64_t C = 12, NH = 3;
+  const auto off = offsets_of({3, 6});
+  const int64_t N = off.back(), A = attention_att_size(off, NH);
+  VD qkv = to_d(randf(N * 3 * C, 30)), g = to_d(randf(N * C, 31)), dq(N * 3 * C), y(N * C), att(A);
+  ref::attention_forward(y, att, qkv, off, N, C, NH, 0.4f, 5);
+  ref::attention_backward(dq, g, qkv, att, off, N, C, NH, 0.4f, 5);
+  fd_check(qkv, dq, [&] {
+    VD out(N * C), a(A);
+    ref::attention_forward(out, a, qkv, off, N, C, NH, 0.4f, 5);
+    return dot(out, g);
+  }, 80);
+}
+
+TEST(FusedKernels, ResidualLayernormMatchesReference) {
+  // N = 33 and 70 cross the 32-row chunks of the column sums, C = 300 the 256-column blocks.
+  for (auto [N, C] : {std::pair<int64_t, int64_t>{1, 3}, {3, 7}, {7, 36}, {33, 65}, {70, 300}}) {
+    for (float p : {0.0f, 0.25f}) {
+      for (bool with_bias : {false, true}) {
+        SCOPED_TRACE(testing::Message() << N << "x" << C << " p=" << p << " bias=" << with_bias);
+        VF res = randf(N * C, 40, 2.0f), br = randf(N * C, 41), bias = randf(C, 42);
+        VF w = randf(C, 43), b = randf(C, 44), gy = randf(N * C, 45), gr = randf(N * C, 46);
+        for (auto& v : res) v += 0.5f;  // non-zero mean
+        VF nobias;
+        const VF& bs = with_bias ? bias : nobias;
+        VF res_out(N * C), y(N * C), mean(N), rstd(N);
+        residual_layernorm_forward(res_out, y, mean, rstd, res, br, bs, w, b, N, C, 1e-5f, p, 3);
+        VD res_outd(N * C), yd(N * C), md(N), rd(N);
+        ref::residual_layernorm_forward(res_outd, yd, md, rd, to_d(res), to_d(br), to_d(bs),
+                                        to_d(w), to_d(b), N, C, 1e-5, p, 3);
+        EXPECT_TRUE(all_close(res_out, to_f(res_outd), kRtol, kAtol));
+        EXPECT_TRUE(all_close(y, to_f(yd), kRtol, kAtol));
+        EXPECT_TRUE(all_close(mean, to_f(md), kRtol, kAtol));
+        EXPECT_TRUE(all_close(rstd, to_f(rd), kRtol, kAtol));
+        // Same arithmetic as the unfused kernels, in the same order: equal bit for bit without
+        // dropout. With dropout, res_in + scale * branch contracts to one FMA (one rounding
+        // instead of two): a few float ulps apart.
+        VF r2 = br, res2(N * C), y2(N * C), m2(N), s2(N);
+        if (with_bias)
+          for (int64_t i = 0; i < N * C; ++i) r2[i] += bias[i % C];
+        if (p > 0) dropout_forward(r2, r2, p, 3, N * C);
+        residual_forward(res2, res, r2, N * C);
+        layernorm_forward(y2, m2, s2, res2, w, b, N, C, 1e-5f);
+        const double tol = p > 0 ? 1e-6 : 0.0;
+        EXPECT_TRUE(all_close(res_out, res2, tol, tol));
+        EXPECT_TRUE(all_close(y, y2, 10 * tol, 10 * tol));
+        // In place: res_out aliasing res_in.
+        VF inplace = res;
+        residual_layernorm_forward(inplace, y2, m2, s2, inplace, br, bs, w, b, N, C, 1e-5f, p, 3);
+        EXPECT_TRUE(all_close(inplace, res_out, 0, 0));
+
+        // Backward: dx starts as the residual path's gradient gr; accumulators start at 0.5.
+        VF dx = gr, dbranch(N * C, 7.0f), dbias(C, 0.5f), dw(C, 0.5f), db(C, 0.5f);
+        VF scratch(layernorm_residual_backward_scratch_size(N, C));
+        layernorm_residual_backward(dx, dbranch, dbias, dw, db, scratch, gy, res_out, w, mean,
+                                    rstd, N, C, p, 3);
+        VD dxd = to_d(gr), dbrd(N * C), dbiasd(C, 0.5), dwd(C, 0.5), dbd(C, 0.5);
+        ref::layernorm_residual_backward(dxd, dbrd, dbiasd, dwd, dbd, to_d(gy), res_outd, to_d(w),
+                                         md, rd, N, C, p, 3);
+        EXPECT_TRUE(all_close(dx, to_f(dxd), kRtol, kAtol));
+        EXPECT_TRUE(all_close(dbranch, to_f(dbrd), kRtol, kAtol));
+        // Column sums over up to 70 rows of O(1) values: float rounding ~1e-5 relative.
+        EXPECT_TRUE(all_close(dbias, to_f(dbiasd), 1e-4, 1e-4));
+        EXPECT_TRUE(all_close(dw, to_f(dwd), 1e-4, 1e-4));
+        EXPECT_TRUE(all_close(db, to_f(dbd), 1e-4, 1e-4));
+        // Without dbranch (p = 0: the caller uses dx) and frozen weights.
+        if (p == 0.0f) {
+          VF dx2 = gr, dbias2(C, 0.5f);
+          layernorm_residual_backward(dx2, {}, dbias2, {}, {}, scratch, gy, res_out, w, mean,
+                                      rstd, N, C);
+          EXPECT_TRUE(all_close(dx2, dx, 0, 0));
+          EXPECT_TRUE(all_close(dbias2, dbias, 0, 0));
+        }
+      }
+    }
+  }
+}
+
+TEST(FusedKernels, ReferenceResidualLayernormMatchesFiniteDifferences) {
+  // L = <y, gy> + <res_out, gr>: dL/dres_out = gr + LN'(gy) = dx, dL/dbranch = drop'(dx),
+  // dL/dbias = its column sums, dL/dw and dL/db the LayerNorm ones.
+  const int64_t N = 5, C = 7;
+  const float p = 0.3f;
+  VD res = to_d(randf(N * C, 50)), br = to_d(randf(N * C, 51)), bias = to_d(randf(C, 52));
+  VD w = to_d(randf(C, 53)), b = to_d(randf(C, 54)), gy = to_d(randf(N * C, 55));
+  VD gr = to_d(randf(N * C, 56));
+  auto loss = [&] {
+    VD ro(N * C), y(N * C), m(N), r(N);
+    ref::residual_layernorm_forward(ro, y, m, r, res, br, bias, w, b, N, C, 1e-5, p, 9);
+    return dot(y, gy) + dot(ro, gr);
+  };
+  VD ro(N * C), y(N * C), m(N), r(N);
+  ref::residual_layernorm_forward(ro, y, m, r, res, br, bias, w, b, N, C, 1e-5, p, 9);
+  VD dx = gr, dbr(N * C), dbias(C), dw(C), db(C);
+  ref::layernorm_residual_backward(dx, dbr, dbias, dw, db, gy, ro, w, m, r, N, C, p, 9);
+  fd_check(res, dx, loss);
+  fd_check(br, dbr, loss);
+  fd_check(bias, dbias, loss);
+  fd_check(w, dw, loss);
+  fd_check(b, db, loss);
+}
+
+TEST(FusedKernels, BiasGeluMatchesReference) {
+  for (auto [N, OC] : {std::pair<int64_t, int64_t>{1, 3}, {7, 5}, {33, 65}, {70, 300}}) {
+    SCOPED_TRACE(testing::Message() << N << "x" << OC);
+    VF x = randf(N * OC, 60, 2.0f), bias = randf(OC, 61), g = randf(N * OC, 62);
+    VF xf = x, y(N * OC);
+    bias_gelu_forward(y, xf, bias, N, OC);
+    VD xd = to_d(x), yd(N * OC);
+    ref::bias_gelu_forward(yd, xd, to_d(bias), N, OC);
+    EXPECT_TRUE(all_close(xf, to_f(xd), 0, 0));  // one float addition, exact
+    EXPECT_TRUE(all_close(y, to_f(yd), kRtol, kAtol));
+    VF y_old(N * OC);
+    gelu_forward(y_old, xf, N * OC);
+    EXPECT_TRUE(all_close(y, y_old, 0, 0));  // the same expression as the unfused kernel
+
+    VF dx(N * OC, 7.0f), dbias(OC, 0.5f), scratch(gelu_bias_backward_scratch_size(N, OC));
+    gelu_bias_backward(dx, dbias, scratch, g, xf, N, OC);
+    VD dxd(N * OC), dbiasd(OC, 0.5);
+    ref::gelu_bias_backward(dxd, dbiasd, to_d(g), xd, N, OC);
+    EXPECT_TRUE(all_close(dx, to_f(dxd), kRtol, kAtol));
+    // Column sums over up to 70 rows of O(1) values: float rounding ~1e-5 relative.
+    EXPECT_TRUE(all_close(dbias, to_f(dbiasd), 1e-4, 1e-4));
+    VF dx_old(N * OC, 0.0f);
+    gelu_backward(dx_old, g, xf, N * OC);
+    EXPECT_TRUE(all_close(dx, dx_old, 0, 0));
+    // dx aliasing dy, no bias gradient.
+    VF inplace = g;
+    gelu_bias_backward(inplace, {}, {}, inplace, xf, N, OC);
+    EXPECT_TRUE(all_close(inplace, dx, 0, 0));
+  }
+}
+
+TEST(FusedKernels, BlockedHeadCrossEntropyMatchesReference) {
+  const int64_t C = 36, V = 97;
+  for (int64_t M : {1, 3, 7, 20}) {
+    VF x = randf(M * C, 18), w = randf(V * C, 19, 0.3f);
+    std::vector<int32_t> tg(M);
+    for (int64_t i = 0; i < M; ++i) tg[i] = static_cast<int32_t>((i * 37 + 5) % V);
+    tg[0] = V - 1;  // a target in the last, narrower block
+    VD lossd(M), dxd(M * C, 1.0), dwd(V * C, 1.0);
+    ref::head_crossentropy_forward(lossd, to_d(x), to_d(w), tg, M, C, V);
+    ref::head_crossentropy_backward(dxd, dwd, to_d(x), to_d(w), tg, 0.25, M, C, V);
+    for (int64_t R : {1, 4, 64}) {
+      for (int64_t Vb : {1, 16, 40, 97, 200}) {
+        SCOPED_TRACE(testing::Message() << "M=" << M << " R=" << R << " Vb=" << Vb);
+        VF loss(M), lse(M), scratch(std::min(M, R) * std::min(V, Vb));
+        head_crossentropy_forward_blocked(loss, lse, scratch, x, w, tg, M, C, V, R, Vb);
+        EXPECT_TRUE(all_close(loss, to_f(lossd), kRtol, kAtol));
+        for (bool reuse : {false, true}) {
+          if (reuse) head_crossentropy_forward_blocked(loss, lse, scratch, x, w, tg, M, C, V, R, Vb);
+          else std::fill(scratch.begin(), scratch.end(), NAN);  // must not be read
+          VF dx(M * C, 1.0f), dw(V * C, 1.0f);
+          head_crossentropy_backward_blocked(dx, dw, scratch, x, w, tg, lse, 0.25f, M, C, V, R, Vb,
+                                             reuse);
+          EXPECT_TRUE(all_close(dx, to_f(dxd), kRtol, kAtol));
+          EXPECT_TRUE(all_close(dw, to_f(dwd), kRtol, kAtol));
+          VF dx2(M * C, 1.0f);  // frozen head
+          if (reuse) head_crossentropy_forward_blocked(loss, lse, scratch, x, w, tg, M, C, V, R, Vb);
+          head_crossentropy_backward_blocked(dx2, {}, scratch, x, w, tg, lse, 0.25f, M, C, V, R,
+                                             Vb, reuse);
+          EXPECT_TRUE(all_close(dx2, dx, 0, 0));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace llmft::kernels
