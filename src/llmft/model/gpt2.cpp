@@ -11,6 +11,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/model/kernels/attention.h"
+#include "llmft/model/kernels/bf16.h"
 #include "llmft/model/kernels/common.h"
 #include "llmft/model/kernels/crossentropy.h"
 #include "llmft/model/kernels/dropout.h"
@@ -32,9 +33,12 @@ namespace {
 constexpr int kDropEmb = 0, kDropAtt = 1, kDropAttProj = 2, kDropMlp = 3;
 }  // namespace
 
+// In bf16 precision ln1 and ln2 are fp32 scratch shared by all layers (backward reads their
+// bf16 copies ln1_bf, ln2_bf); atty_bf is atty rounded for the projection's backward.
 struct Gpt2::LayerActs {
   std::span<float> ln1, ln1_mean, ln1_rstd, qkv, atty, att, res2, ln2, ln2_mean, ln2_rstd, fch,
       res3;
+  std::span<uint16_t> ln1_bf, atty_bf, ln2_bf;
 };
 
 Gpt2::LayerActs Gpt2::layer(int64_t l) {
@@ -45,19 +49,26 @@ Gpt2::LayerActs Gpt2::layer(int64_t l) {
     o += n;
     return s;
   };
+  const bool lowp = bf16();
   LayerActs a;
-  a.ln1 = take(Nc * C);
+  a.ln1 = lowp ? acts(off_ln_scratch_, Nc * C) : take(Nc * C);
   a.ln1_mean = take(Nc);
   a.ln1_rstd = take(Nc);
   a.qkv = take(Nc * 3 * C);
   a.atty = take(Nc * C);
   a.att = take(cap_att_);
   a.res2 = take(Nc * C);
-  a.ln2 = take(Nc * C);
+  a.ln2 = lowp ? acts(off_ln_scratch_, Nc * C) : take(Nc * C);
   a.ln2_mean = take(Nc);
   a.ln2_rstd = take(Nc);
   a.fch = take(Nc * 4 * C);
   a.res3 = take(Nc * C);
+  if (lowp) {
+    int64_t b = boff_layers_ + l * blayer_stride_;
+    a.ln1_bf = bacts(b, Nc * C);
+    a.atty_bf = bacts(b + Nc * C, Nc * C);
+    a.ln2_bf = bacts(b + 2 * Nc * C, Nc * C);
+  }
   return a;
 }
 
@@ -69,6 +80,7 @@ Gpt2::Gpt2(const Gpt2Config& cfg) : cfg_(cfg), table_(cfg) {
 std::span<float> Gpt2::param(const std::string& name) {
   const ParamSpec* s = table_.find(name);
   LLMFT_CHECK(s != nullptr, "no parameter named '{}'", name);
+  weights_stale_ = true;
   return table_.view(std::span<float>(params_), *s);
 }
 std::span<const float> Gpt2::param(const std::string& name) const {
@@ -138,7 +150,8 @@ void Gpt2::reserve(int64_t max_tokens, int64_t max_seq_len) {
   cap_seq_ = max_seq_len;
   // sum_s T_s^2 <= (sum_s T_s) * max_s T_s
   cap_att_ = cfg_.NH * Nc * max_seq_len;
-  layer_stride_ = Nc * 12 * C + 4 * Nc + cap_att_;
+  // bf16 keeps ln1 and ln2 as bf16 only (in bacts_).
+  layer_stride_ = Nc * (bf16() ? 10 : 12) * C + 4 * Nc + cap_att_;
   int64_t o = 0;
   auto place = [&](int64_t n) {
     const int64_t at = o;
@@ -155,6 +168,7 @@ void Gpt2::reserve(int64_t max_tokens, int64_t max_seq_len) {
   off_head_ = place(std::min(Nc, head_rows_) * V);
   off_fc_scratch_ = place(Nc * 4 * C);
   off_c_scratch_ = place(Nc * C);
+  off_ln_scratch_ = place(bf16() ? Nc * C : 0);
   off_dres_ = place(Nc * C);
   off_dc_ = place(Nc * C);
   off_dbranch_ = place(Nc * C);
@@ -163,6 +177,16 @@ void Gpt2::reserve(int64_t max_tokens, int64_t max_seq_len) {
   off_datt_ = place(cap_att_);
   off_dxg_ = place(Nc * C);
   acts_.assign(static_cast<size_t>(o), 0.0f);
+  if (bf16()) {
+    blayer_stride_ = 3 * Nc * C;
+    boff_layers_ = 0;
+    boff_in_ = cfg_.L * blayer_stride_;
+    boff_dout_ = boff_in_ + Nc * 4 * C;
+    boff_xg_ = boff_dout_ + Nc * 4 * C;
+    bacts_.assign(static_cast<size_t>(boff_xg_ + Nc * C), 0);
+  } else {
+    bacts_ = {};
+  }
   pos_.assign(static_cast<size_t>(Nc), 0);
   inputs_.assign(static_cast<size_t>(Nc), 0);
   gtargets_.assign(static_cast<size_t>(Nc), 0);
@@ -217,6 +241,7 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
   int64_t max_T = 0;
   for (size_t s = 1; s < off.size(); ++s) max_T = std::max(max_T, off[s] - off[s - 1]);
   reserve(N, max_T);
+  refresh_bf16();
   const int64_t C = cfg_.C, NH = cfg_.NH;
   const float p = dropout ? cfg_.dropout : 0.0f;
   dropout_on_ = p > 0.0f;
@@ -230,7 +255,7 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
   auto enc = acts(off_enc_, N * C);  // (N, C)
   {
     profile::Scope ps("fwd.encoder");
-    encoder_forward(enc, inp, pos, param("wte.weight"), param("wpe.weight"), N, C);
+    encoder_forward(enc, inp, pos, cparam("wte.weight"), cparam("wpe.weight"), N, C);
   }
   {
     profile::Scope ps("fwd.dropout");
@@ -239,6 +264,8 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
 
   auto branch = acts(off_c_scratch_, N * C);       // (N, C) attention / MLP branch output
   auto fc_act = acts(off_fc_scratch_, N * 4 * C);  // (N, 4C) gelu(fch)
+  // bf16: gelu(fch) rounded for the projection (backward recomputes it)
+  const auto fc_act_bf = bf16() ? bacts(boff_in_, N * 4 * C) : std::span<uint16_t>{};
   std::span<const float> res = enc;                // (N, C) the residual stream
   for (int64_t l = 0; l < cfg_.L; ++l) {
     LayerActs a = layer(l);
@@ -251,8 +278,8 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
     // qkv = ln1 @ c_attn.W + c_attn.b            (N, 3C)
     {
       profile::Scope ps("fwd.matmul_qkv");
-      matmul_forward(a.qkv, a.ln1, layer_param(l, "attn.c_attn.weight"), layer_param(l, "attn.c_attn.bias"),
-                     N, C, 3 * C);
+      mm_forward(a.qkv, a.ln1, a.ln1_bf, l, 0, "attn.c_attn.weight", "attn.c_attn.bias", N, C,
+                 3 * C);
     }
     // atty = attention(qkv)                       (N, C)
     {
@@ -262,8 +289,8 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
     // branch = drop(atty @ c_proj.W + c_proj.b)   (N, C)
     {
       profile::Scope ps("fwd.matmul_attproj");
-      matmul_forward(branch, a.atty, layer_param(l, "attn.c_proj.weight"), layer_param(l, "attn.c_proj.bias"),
-                     N, C, C);
+      mm_forward(branch, a.atty, a.atty_bf, l, 1, "attn.c_proj.weight", "attn.c_proj.bias", N, C,
+                 C);
     }
     {
       profile::Scope ps("fwd.dropout");
@@ -283,8 +310,7 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
     // fch = ln2 @ c_fc.W + c_fc.b                 (N, 4C)
     {
       profile::Scope ps("fwd.matmul_fc");
-      matmul_forward(a.fch, a.ln2, layer_param(l, "mlp.c_fc.weight"), layer_param(l, "mlp.c_fc.bias"), N, C,
-                     4 * C);
+      mm_forward(a.fch, a.ln2, a.ln2_bf, l, 2, "mlp.c_fc.weight", "mlp.c_fc.bias", N, C, 4 * C);
     }
     // fc_act = gelu(fch)                          (N, 4C), recomputed in backward
     {
@@ -294,8 +320,8 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
     // branch = drop(fc_act @ c_proj.W + c_proj.b) (N, C)
     {
       profile::Scope ps("fwd.matmul_fcproj");
-      matmul_forward(branch, fc_act, layer_param(l, "mlp.c_proj.weight"), layer_param(l, "mlp.c_proj.bias"), N,
-                     4 * C, C);
+      mm_forward(branch, fc_act, fc_act_bf, l, 3, "mlp.c_proj.weight", "mlp.c_proj.bias", N,
+                 4 * C, C);
     }
     {
       profile::Scope ps("fwd.dropout");
@@ -313,7 +339,7 @@ void Gpt2::forward_trunk(std::span<const int32_t> inputs, std::span<const int64_
   {
     profile::Scope ps("fwd.layernorm");
     layernorm_forward(acts(off_lnf_, N * C), stats.first(N), stats.subspan(N, N), res,
-                      param("ln_f.weight"), param("ln_f.bias"), N, C, cfg_.ln_eps);
+                      cparam("ln_f.weight"), cparam("ln_f.bias"), N, C, cfg_.ln_eps);
   }
 }
 
@@ -405,7 +431,7 @@ void Gpt2::backward(float dloss_scale) {
   {
     profile::Scope ps("bwd.layernorm");
     layernorm_backward(dres, grad("ln_f.weight"), grad("ln_f.bias"), dc, res_last.first(N * C),
-                       param("ln_f.weight"), stats.first(N), stats.subspan(N, N), N, C);
+                       cparam("ln_f.weight"), stats.first(N), stats.subspan(N, N), N, C);
   }
 
   for (int64_t l = cfg_.L - 1; l >= 0; --l) {
@@ -434,8 +460,13 @@ void Gpt2::backward(float dloss_scale) {
     }
     {
       profile::Scope ps("bwd.matmul_fcproj");
-      matmul_backward(dfc, layer_grad(l, "mlp.c_proj.weight"), layer_grad(l, "mlp.c_proj.bias"), dbr,
-                      fc_act, layer_param(l, "mlp.c_proj.weight"), N, 4 * C, C);
+      std::span<uint16_t> fc_act_bf;
+      if (bf16()) {
+        fc_act_bf = bacts(boff_in_, N * 4 * C);
+        to_bf16(fc_act_bf, fc_act);
+      }
+      mm_backward(dfc, dbr, fc_act, fc_act_bf, l, 3, "mlp.c_proj.weight", "mlp.c_proj.bias", N,
+                  4 * C, C);
     }
     // fc_act = gelu(fch): fc_act's buffer now holds d(fch)
     {
@@ -453,8 +484,8 @@ void Gpt2::backward(float dloss_scale) {
     }
     {
       profile::Scope ps("bwd.matmul_fc");
-      matmul_backward(dc, layer_grad(l, "mlp.c_fc.weight"), layer_grad(l, "mlp.c_fc.bias"), fc_act, a.ln2,
-                      layer_param(l, "mlp.c_fc.weight"), N, C, 4 * C);
+      mm_backward(dc, fc_act, a.ln2, a.ln2_bf, l, 2, "mlp.c_fc.weight", "mlp.c_fc.bias", N, C,
+                  4 * C);
     }
     // ln2 = LN(res2); dres already holds d(res2) through the residual path
     {
@@ -481,8 +512,8 @@ void Gpt2::backward(float dloss_scale) {
     }
     {
       profile::Scope ps("bwd.matmul_attproj");
-      matmul_backward(dc, layer_grad(l, "attn.c_proj.weight"), layer_grad(l, "attn.c_proj.bias"), dbr,
-                      a.atty, layer_param(l, "attn.c_proj.weight"), N, C, C);
+      mm_backward(dc, dbr, a.atty, a.atty_bf, l, 1, "attn.c_proj.weight", "attn.c_proj.bias", N,
+                  C, C);
     }
     // atty = attention(qkv)
     {
@@ -500,8 +531,8 @@ void Gpt2::backward(float dloss_scale) {
     }
     {
       profile::Scope ps("bwd.matmul_qkv");
-      matmul_backward(dc, layer_grad(l, "attn.c_attn.weight"), layer_grad(l, "attn.c_attn.bias"), dqkv,
-                      a.ln1, layer_param(l, "attn.c_attn.weight"), N, C, 3 * C);
+      mm_backward(dc, dqkv, a.ln1, a.ln1_bf, l, 0, "attn.c_attn.weight", "attn.c_attn.bias", N, C,
+                  3 * C);
     }
     // ln1 = LN(res); dres holds d(res) after this
     {
@@ -556,6 +587,61 @@ void Gpt2::forward_logits(std::span<float> logits, std::span<const int32_t> inpu
   }
 }
 
+std::span<const uint16_t> Gpt2::wbf(int64_t l, int k) const {
+  const int64_t C = cfg_.C, per_layer = 12 * C * C;
+  if (l == cfg_.L) return std::span<const uint16_t>(wbf_).subspan(cfg_.L * per_layer, cfg_.V * C);
+  static constexpr int64_t kStart[4] = {0, 3, 4, 8}, kSize[4] = {3, 1, 4, 4};  // in C * C
+  return std::span<const uint16_t>(wbf_).subspan(l * per_layer + kStart[k] * C * C,
+                                                 kSize[k] * C * C);
+}
+
+void Gpt2::refresh_bf16() {
+  if (!bf16() || !weights_stale_) return;
+  profile::Scope ps("bf16_weights");
+  const int64_t C = cfg_.C;
+  wbf_.resize(static_cast<size_t>(cfg_.L * 12 * C * C + cfg_.V * C));
+  static constexpr const char* kNames[4] = {"attn.c_attn.weight", "attn.c_proj.weight",
+                                            "mlp.c_fc.weight", "mlp.c_proj.weight"};
+  auto dst = [&](int64_t l, int k) {
+    auto w = wbf(l, k);
+    return std::span<uint16_t>(const_cast<uint16_t*>(w.data()), w.size());
+  };
+  for (int64_t l = 0; l < cfg_.L; ++l)
+    for (int k = 0; k < 4; ++k) to_bf16(dst(l, k), layer_param(l, kNames[k]));
+  to_bf16(dst(cfg_.L, 0), head_weight());
+  weights_stale_ = false;
+  ++bf16_refreshes_;
+}
+
+void Gpt2::mm_forward(std::span<float> out, std::span<const float> inp,
+                      std::span<uint16_t> inp_bf, int64_t l, int k, std::string_view w_suffix,
+                      std::string_view b_suffix, int64_t N, int64_t IC, int64_t OC) {
+  const auto bias = layer_param(l, b_suffix);
+  if (!bf16()) {
+    matmul_forward(out, inp, layer_param(l, w_suffix), bias, N, IC, OC);
+    return;
+  }
+  to_bf16(inp_bf.first(N * IC), inp.first(N * IC));
+  matmul_forward(out, std::span<const uint16_t>(inp_bf.first(N * IC)), wbf(l, k), bias, N, IC,
+                 OC);
+}
+
+void Gpt2::mm_backward(std::span<float> dinp, std::span<const float> dout,
+                       std::span<const float> inp, std::span<const uint16_t> inp_bf, int64_t l,
+                       int k, std::string_view w_suffix, std::string_view b_suffix, int64_t N,
+                       int64_t IC, int64_t OC) {
+  auto dw = layer_grad(l, w_suffix);
+  auto db = layer_grad(l, b_suffix);
+  if (!bf16()) {
+    matmul_backward(dinp, dw, db, dout, inp, layer_param(l, w_suffix), N, IC, OC);
+    return;
+  }
+  auto dout_bf = bacts(boff_dout_, N * OC);
+  to_bf16(dout_bf, dout.first(N * OC));
+  matmul_backward(dinp, dw, db, dout.first(N * OC), dout_bf, inp_bf.first(N * IC), wbf(l, k), N,
+                  IC, OC);
+}
+
 void Gpt2::zero_grad() {
   profile::Scope ps("zero_grad");
   std::fill(grads_.begin(), grads_.end(), 0.0f);
@@ -582,8 +668,11 @@ double Gpt2::clip_grad_norm(double max_norm) {
 }
 
 void Gpt2::set_precision(Precision p) {
+  if (p == precision_) return;
   precision_ = p;
   weights_stale_ = true;
+  if (!bf16()) wbf_ = {};
+  cap_tokens_ = 0;  // the next reserve/forward re-lays the arena
 }
 
 void Gpt2::set_num_threads(int n) {

@@ -29,7 +29,12 @@ class Gpt2 {
   const Gpt2Config& config() const { return cfg_; }
   const ParamTable& table() const { return table_; }
   // Flat buffers laid out by table(): params, grads (and the optimizer's m, v) share it.
-  std::span<float> params() { return params_; }
+  // Non-const access to the parameters (params(), param()) marks the bf16 weight copy stale, so
+  // the next forward refreshes it: once per optimizer step in a training loop.
+  std::span<float> params() {
+    weights_stale_ = true;
+    return params_;
+  }
   std::span<const float> params() const { return params_; }
   std::span<float> grads() { return grads_; }
   std::span<const float> grads() const { return grads_; }
@@ -82,12 +87,14 @@ class Gpt2 {
     dropout_seed_ = seed;
     forward_count_ = 0;
   }
-  // Precision of the matrix products (precision.h). bf16 keeps a bf16 copy of the weights,
-  // refreshed from params() by the first forward after params() change (call
-  // params_changed() after writing them, e.g. after an optimizer step).
+  // Precision of the matrix products (precision.h). bf16 keeps a bf16 copy of the matrix
+  // weights (the four per layer and the head), refreshed by the first forward after non-const
+  // access to the parameters; everything else stays fp32.
   void set_precision(Precision p);
   Precision precision() const { return precision_; }
   void params_changed() { weights_stale_ = true; }
+  // Times the bf16 weight copy was refreshed (tests: once per optimizer step).
+  int64_t bf16_refreshes() const { return bf16_refreshes_; }
 
   // Rows of the (R, V) logits chunk of the fused head (default 1024).
   void set_head_chunk_rows(int64_t rows);
@@ -103,6 +110,24 @@ class Gpt2 {
   std::span<float> acts(int64_t offset, int64_t n) {
     return std::span<float>(acts_).subspan(static_cast<size_t>(offset), static_cast<size_t>(n));
   }
+  std::span<uint16_t> bacts(int64_t offset, int64_t n) {
+    return std::span<uint16_t>(bacts_).subspan(static_cast<size_t>(offset), static_cast<size_t>(n));
+  }
+  std::span<const float> cparam(const std::string& name) const { return param(name); }
+  bool bf16() const { return precision_ == Precision::kBf16; }
+  // The bf16 copy of layer l's matrix weight k (0 c_attn, 1 attn.c_proj, 2 c_fc, 3 mlp.c_proj),
+  // or of the head (l == L).
+  std::span<const uint16_t> wbf(int64_t l, int k = 0) const;
+  void refresh_bf16();
+  // out = inp @ W + bias in the model's precision; in bf16, inp is first rounded into inp_bf
+  // (which backward reads). W: layer l's matrix k.
+  void mm_forward(std::span<float> out, std::span<const float> inp, std::span<uint16_t> inp_bf,
+                  int64_t l, int k, std::string_view w_suffix, std::string_view b_suffix,
+                  int64_t N, int64_t IC, int64_t OC);
+  // Accumulates dinp, dW, dbias of the product above; fp32 reads inp, bf16 reads inp_bf.
+  void mm_backward(std::span<float> dinp, std::span<const float> dout, std::span<const float> inp,
+                   std::span<const uint16_t> inp_bf, int64_t l, int k, std::string_view w_suffix,
+                   std::string_view b_suffix, int64_t N, int64_t IC, int64_t OC);
 
   Gpt2Config cfg_;
   ParamTable table_;
@@ -112,9 +137,13 @@ class Gpt2 {
   int64_t cap_tokens_ = 0, cap_seq_ = 0, cap_att_ = 0, head_rows_ = 1024;
   int64_t layer_stride_ = 0, off_layers_ = 0, off_enc_ = 0, off_lnf_ = 0, off_lnf_stats_ = 0;
   int64_t off_xg_ = 0, off_losses_ = 0, off_lse_ = 0, off_head_ = 0, off_fc_scratch_ = 0;
-  int64_t off_c_scratch_ = 0, off_dres_ = 0, off_dc_ = 0, off_dbranch_ = 0, off_dqkv_ = 0;
+  int64_t off_c_scratch_ = 0, off_ln_scratch_ = 0, off_dres_ = 0, off_dc_ = 0, off_dbranch_ = 0, off_dqkv_ = 0;
   int64_t off_dfc_ = 0, off_datt_ = 0, off_dxg_ = 0;
   std::vector<float> acts_;
+  // bf16 arena (bf16 precision only): per layer ln1 | atty | ln2 (each Nc x C), then the
+  // rounded matmul input and output-gradient scratch (Nc x 4C each) and the head rows (Nc x C).
+  std::vector<uint16_t> bacts_, wbf_;
+  int64_t boff_layers_ = 0, blayer_stride_ = 0, boff_in_ = 0, boff_dout_ = 0, boff_xg_ = 0;
   std::vector<int32_t> pos_, inputs_, gtargets_;
   std::vector<int64_t> offsets_, rows_;
 
@@ -124,6 +153,7 @@ class Gpt2 {
   uint64_t dropout_seed_ = 0, forward_count_ = 0;
   Precision precision_ = Precision::kFp32;
   bool weights_stale_ = true;
+  int64_t bf16_refreshes_ = 0;
 };
 
 }  // namespace llmft
