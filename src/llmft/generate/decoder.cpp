@@ -1,18 +1,20 @@
 // KV-cached GPT-2 forward; see decoder.h. Reuses the engine's kernels (encoder, layernorm,
-// matmul, gelu); only the cached attention is ours: a new row at position p of stream s attends to
-// the cached keys/values 0..p of stream s.
+// matmul, gelu); the cached attention is ours: a new row at position p of stream s attends to
+// the cached keys/values 0..p of stream s. bf16 products go through packed_bf16.h.
 #include "llmft/generate/decoder.h"
 
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "llmft/core/error.h"
 #include "llmft/model/kernels/encoder.h"
 #include "llmft/model/kernels/gelu.h"
 #include "llmft/model/kernels/layernorm.h"
 #include "llmft/model/kernels/matmul.h"
+#include "llmft/model/kernels/vmath.h"
 
 namespace llmft {
 
@@ -30,11 +32,26 @@ std::span<const float> view(const ParamTable& pt, std::span<const float> flat,
   return pt.view(flat, *s);
 }
 
-inline float dot(const float* a, const float* b, int64_t n) {
+// A cached key/value element as float (bf16 widens exactly).
+inline float value(float x) { return x; }
+inline float value(k::bf16 x) {
+  const uint32_t u = static_cast<uint32_t>(x) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+template <typename T>
+inline float dot(const float* a, const T* b, int64_t n) {
   float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  for (int64_t i = 0; i < n; ++i) s += a[i] * value(b[i]);
   return s;
+}
+
+inline void store(float* dst, const float* src, int64_t n) { std::copy_n(src, n, dst); }
+inline void store(k::bf16* dst, const float* src, int64_t n) {
+  k::to_bf16({dst, static_cast<size_t>(n)}, {src, static_cast<size_t>(n)});
 }
 
 
@@ -123,7 +140,7 @@ void small_matmul(float* out, const float* inp, const float* w, const float* bia
 }
 
 // matmul_forward from the engine, or small_matmul for a decode step's few rows.
-void linear(std::span<float> out, std::span<const float> inp, std::span<const float> w,
+void linear_fp32(std::span<float> out, std::span<const float> inp, std::span<const float> w,
             std::span<const float> bias, int64_t N, int64_t IC, int64_t OC,
             k::WeightLayout layout = k::WeightLayout::kInOut) {
   if (N > kSmallRows) {
@@ -140,8 +157,9 @@ void linear(std::span<float> out, std::span<const float> inp, std::span<const fl
 }  // namespace
 
 Decoder::Decoder(const Gpt2Config& cfg, std::span<const float> params, int64_t B, int64_t Tcap,
-                 int threads)
-    : cfg_(cfg), B_(B), Tcap_(Tcap), C_(cfg.C), L_(cfg.L), NH_(cfg.NH), HS_(cfg.HS()), V_(cfg.V) {
+                 int threads, Precision precision)
+    : cfg_(cfg), B_(B), Tcap_(Tcap), C_(cfg.C), L_(cfg.L), NH_(cfg.NH), HS_(cfg.HS()), V_(cfg.V),
+      precision_(precision) {
   const ParamTable pt(cfg);
   LLMFT_CHECK(static_cast<int64_t>(params.size()) >= pt.total(), "params has {} floats, need {}",
               params.size(), pt.total());
@@ -176,7 +194,21 @@ Decoder::Decoder(const Gpt2Config& cfg, std::span<const float> params, int64_t B
   Nmax_ = std::max(B, kMaxRows);
   const auto n = static_cast<size_t>(Nmax_), c = static_cast<size_t>(C_);
   len_.assign(static_cast<size_t>(B), 0);
-  cache_.assign(static_cast<size_t>(B * L_ * 2 * Tcap_ * C_), 0.0f);
+  cache_values_ = B * L_ * 2 * Tcap_ * C_;
+  const bool bf16 = precision_ == Precision::kBf16;
+  if (bf16) {
+    for (const Layer& ly : layers_) {
+      packed_.push_back({PackedBf16(ly.qkvw, C_, 3 * C_, k::WeightLayout::kInOut),
+                         PackedBf16(ly.projw, C_, C_, k::WeightLayout::kInOut),
+                         PackedBf16(ly.fcw, C_, 4 * C_, k::WeightLayout::kInOut),
+                         PackedBf16(ly.fcprojw, 4 * C_, C_, k::WeightLayout::kInOut)});
+    }
+    head_packed_ = PackedBf16(head_, C_, V_, k::WeightLayout::kOutIn);
+    cache16_ = std::make_unique_for_overwrite<k::bf16[]>(static_cast<size_t>(cache_values_));
+    abf_.resize(n * static_cast<size_t>(bf16_row_stride(4 * C_)));
+  } else {
+    cache_ = std::make_unique_for_overwrite<float[]>(static_cast<size_t>(cache_values_));
+  }
   x_.resize(n * c);
   ln_.resize(n * c);
   qkv_.resize(n * 3 * c);
@@ -200,9 +232,25 @@ Decoder::Decoder(const Gpt2Config& cfg, std::span<const float> params, int64_t B
 }
 
 int64_t Decoder::memory_bytes() const {
-  const size_t floats = cache_.size() + x_.size() + ln_.size() + qkv_.size() + att_.size() +
-                        h_.size() + g_.size() + scores_.size() + last_.size() + head_out_.size();
-  return static_cast<int64_t>(floats * sizeof(float));
+  const size_t floats = x_.size() + ln_.size() + qkv_.size() + att_.size() + h_.size() +
+                        g_.size() + scores_.size() + last_.size() + head_out_.size();
+  int64_t bytes = static_cast<int64_t>(floats * sizeof(float)) +
+                  cache_values_ * (cache16_ ? 2 : 4) + static_cast<int64_t>(abf_.size()) * 2 +
+                  head_packed_.bytes();
+  for (const auto& p : packed_)
+    bytes += p.qkvw.bytes() + p.projw.bytes() + p.fcw.bytes() + p.fcprojw.bytes();
+  return bytes;
+}
+
+void Decoder::linear(std::span<float> out, std::span<const float> inp, std::span<const float> w,
+                     const PackedBf16& packed, std::span<const float> bias, int64_t N, int64_t IC,
+                     int64_t OC, k::WeightLayout layout) {
+  if (precision_ == Precision::kFp32) {
+    linear_fp32(out, inp, w, bias, N, IC, OC, layout);
+    return;
+  }
+  round_rows_bf16(abf_, inp, N, IC);
+  bf16_linear(out, abf_, packed, bias, N);
 }
 
 void Decoder::reset(int64_t stream) {
@@ -274,8 +322,8 @@ void Decoder::forward(std::span<const DecodeChunk> chunks, std::span<float> logi
                          {rstd_.data(), static_cast<size_t>(W)}, {lastx, static_cast<size_t>(W * C_)},
                          lnfw_, lnfb_, W, C_, cfg_.ln_eps);
     // logits (W, V) = lastn (W, C) @ head^T, head (V, C)
-    linear(tmp_logits, {lastn, static_cast<size_t>(W * C_)}, head_, {}, W, C_, V_,
-                      k::WeightLayout::kOutIn);
+    linear(tmp_logits, {lastn, static_cast<size_t>(W * C_)}, head_, head_packed_, {}, W, C_, V_,
+           k::WeightLayout::kOutIn);
     for (int64_t w = 0; w < W; ++w)
       std::copy_n(tmp_logits.data() + w * V_, V_,
                   logits.data() + out_row[static_cast<size_t>(want[static_cast<size_t>(w)])] * V_);
@@ -299,39 +347,56 @@ void Decoder::forward_rows(std::span<const DecodeChunk> chunks) {
   std::span<float> mean(mean_.data(), static_cast<size_t>(N)), rstd(rstd_.data(), static_cast<size_t>(N));
   k::encoder_forward(x, {ids_.data(), static_cast<size_t>(N)}, {pos_.data(), static_cast<size_t>(N)},
                      wte_, wpe_, N, C_);
+  const bool bf16 = precision_ == Precision::kBf16;
+  static const PackedLayer kNoPack;  // fp32 reads the float weights
   for (int64_t l = 0; l < L_; ++l) {
     const Layer& ly = layers_[static_cast<size_t>(l)];
+    const PackedLayer& pl = bf16 ? packed_[static_cast<size_t>(l)] : kNoPack;
     k::layernorm_forward(ln, mean, rstd, x, ly.ln1w, ly.ln1b, N, C_, cfg_.ln_eps);
-    linear(qkv, ln, ly.qkvw, ly.qkvb, N, C_, 3 * C_);  // (N, 3C)
-    attention(l, N);                                             // att (N, C)
-    linear(ln, att, ly.projw, ly.projb, N, C_, C_);    // (N, C) reuse ln
+    linear(qkv, ln, ly.qkvw, pl.qkvw, ly.qkvb, N, C_, 3 * C_);  // (N, 3C)
+    if (bf16)
+      attention(cache16_.get(), l, N);  // att (N, C)
+    else
+      attention(cache_.get(), l, N);
+    linear(ln, att, ly.projw, pl.projw, ly.projb, N, C_, C_);  // (N, C) reuse ln
 #pragma omp parallel for if (N * C_ >= (1 << 14))
     for (int64_t i = 0; i < N * C_; ++i) x[i] += ln[i];
     k::layernorm_forward(ln, mean, rstd, x, ly.ln2w, ly.ln2b, N, C_, cfg_.ln_eps);
-    linear(h, ln, ly.fcw, ly.fcb, N, C_, 4 * C_);  // (N, 4C)
-    k::gelu_forward(g, h, N * 4 * C_);
-    linear(ln, g, ly.fcprojw, ly.fcprojb, N, 4 * C_, C_);  // (N, C)
+    linear(h, ln, ly.fcw, pl.fcw, ly.fcb, N, C_, 4 * C_);  // (N, 4C)
+    if (bf16) {
+      // Row by row: an element's GELU then never depends on where the row sits in the batch.
+      const int64_t H = 4 * C_;
+#pragma omp parallel for if (N * H >= (1 << 14))
+      for (int64_t r = 0; r < N; ++r)
+        k::gelu_forward(g.subspan(static_cast<size_t>(r * H), static_cast<size_t>(H)),
+                        h.subspan(static_cast<size_t>(r * H), static_cast<size_t>(H)), H);
+    } else {
+      k::gelu_forward(g, h, N * 4 * C_);
+    }
+    linear(ln, g, ly.fcprojw, pl.fcprojw, ly.fcprojb, N, 4 * C_, C_);  // (N, C)
 #pragma omp parallel for if (N * C_ >= (1 << 14))
     for (int64_t i = 0; i < N * C_; ++i) x[i] += ln[i];
   }
   for (const auto& ch : chunks) len_[static_cast<size_t>(ch.stream)] += static_cast<int64_t>(ch.tokens.size());
 }
 
-void Decoder::attention(int64_t l, int64_t N) {
-  const int64_t C = C_, HS = HS_, NH = NH_, T = Tcap_;
+template <typename T>
+void Decoder::attention(T* cache, int64_t l, int64_t N) {
+  const int64_t C = C_, HS = HS_, NH = NH_, T_ = Tcap_;
   // Store the new keys and values at their positions: cache (NH, Tcap, HS) per stream and layer.
 #pragma omp parallel for if (N * C >= (1 << 14))
   for (int64_t r = 0; r < N; ++r) {
     const int64_t s = row_stream_[static_cast<size_t>(r)], p = row_pos_[static_cast<size_t>(r)];
-    float* kc = kv(s, l, 0);
-    float* vc = kv(s, l, 1);
+    T* kc = kv(cache, s, l, 0);
+    T* vc = kv(cache, s, l, 1);
     const float* row = qkv_.data() + r * 3 * C;  // (3C) = [q | k | v]
     for (int64_t hh = 0; hh < NH; ++hh) {
-      std::copy_n(row + C + hh * HS, HS, kc + (hh * T + p) * HS);
-      std::copy_n(row + 2 * C + hh * HS, HS, vc + (hh * T + p) * HS);
+      store(kc + (hh * T_ + p) * HS, row + C + hh * HS, HS);
+      store(vc + (hh * T_ + p) * HS, row + 2 * C + hh * HS, HS);
     }
   }
-  // softmax(q k^T / sqrt(HS)) v over positions 0..p of the row's own stream.
+  // softmax(q k^T / sqrt(HS)) v over positions 0..p of the row's own stream. Every loop's length
+  // depends only on p, so a row's result does not depend on the other rows.
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   int64_t work = 0;
   for (int64_t r = 0; r < N; ++r) work += (row_pos_[static_cast<size_t>(r)] + 1) * C;
@@ -339,10 +404,10 @@ void Decoder::attention(int64_t l, int64_t N) {
   for (int64_t r = 0; r < N; ++r) {
     for (int64_t hh = 0; hh < NH; ++hh) {
       const int64_t s = row_stream_[static_cast<size_t>(r)], p = row_pos_[static_cast<size_t>(r)];
-      const float* kc = kv(s, l, 0) + hh * T * HS;  // (p+1, HS)
-      const float* vc = kv(s, l, 1) + hh * T * HS;
+      const T* kc = kv(cache, s, l, 0) + hh * T_ * HS;  // (p+1, HS)
+      const T* vc = kv(cache, s, l, 1) + hh * T_ * HS;
       const float* q = qkv_.data() + r * 3 * C + hh * HS;
-      float* sc = scores_.data() + static_cast<int64_t>(omp_get_thread_num()) * T;  // (p+1)
+      float* sc = scores_.data() + static_cast<int64_t>(omp_get_thread_num()) * T_;  // (p+1)
       float maxv = -INFINITY;
       for (int64_t t = 0; t <= p; ++t) {
         const float v = dot(q, kc + t * HS, HS) * scale;
@@ -350,8 +415,9 @@ void Decoder::attention(int64_t l, int64_t N) {
         maxv = std::max(maxv, v);
       }
       float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
       for (int64_t t = 0; t <= p; ++t) {
-        const float e = std::exp(sc[t] - maxv);
+        const float e = k::vexp(sc[t] - maxv);
         sc[t] = e;
         sum += e;
       }
@@ -360,9 +426,9 @@ void Decoder::attention(int64_t l, int64_t N) {
       for (int64_t i = 0; i < HS; ++i) y[i] = 0.0f;
       for (int64_t t = 0; t <= p; ++t) {
         const float w = sc[t] * inv;
-        const float* v = vc + t * HS;
+        const T* v = vc + t * HS;
 #pragma omp simd
-        for (int64_t i = 0; i < HS; ++i) y[i] += w * v[i];
+        for (int64_t i = 0; i < HS; ++i) y[i] += w * value(v[i]);
       }
     }
   }

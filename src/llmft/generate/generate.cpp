@@ -65,7 +65,7 @@ std::vector<std::vector<int32_t>> generate(ModelRef model,
   for (const auto& p : prompts) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()));
   const int64_t Tcap = std::min(cfg.maxT, longest + opts.max_new_tokens - 1);
   const int64_t B = std::min<int64_t>(opts.batch_size, static_cast<int64_t>(n));
-  Decoder dec(cfg, model.params, B, Tcap, opts.threads);
+  Decoder dec(cfg, model.params, B, Tcap, opts.threads, opts.precision);
 
   std::vector<Slot> slots;
   for (int64_t s = 0; s < B; ++s) slots.emplace_back(opts.sampler);

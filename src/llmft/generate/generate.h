@@ -14,6 +14,7 @@
 #include "llmft/generate/sampler.h"
 #include "llmft/model/config.h"
 #include "llmft/model/gpt2.h"
+#include "llmft/model/precision.h"
 
 namespace llmft {
 
@@ -38,6 +39,9 @@ struct GenerateOptions {
   SamplerOptions sampler;        // temperature 0 = greedy (the recipe)
   int64_t batch_size = 8;        // streams decoded together (>= 1)
   int threads = 0;               // OpenMP/BLAS threads; 0 = leave the current setting
+  // bf16: bf16 matrix products with fp32 accumulation and a bf16 KV cache (decoder.h). Greedy
+  // outputs may then differ from fp32 where two logits are within bf16 rounding of each other.
+  Precision precision = Precision::kFp32;
   bool stop_at_eos = true;       // stop a stream at <|endoftext|> (not included in its output)
   int32_t eos_id = 50256;
   // Called for each new token as it is chosen (never for the stopping <|endoftext|>), in order
