@@ -326,5 +326,33 @@ TEST(FusedKernels, BlockedHeadCrossEntropyMatchesReference) {
   }
 }
 
+TEST(FusedKernels, OnePassHeadCrossEntropyMatchesReference) {
+  const int64_t C = 36, V = 97;
+  for (int64_t M : {1, 3, 7, 20}) {
+    VF x = randf(M * C, 18), w = randf(V * C, 19, 0.3f);
+    std::vector<int32_t> tg(M);
+    for (int64_t i = 0; i < M; ++i) tg[i] = static_cast<int32_t>((i * 37 + 5) % V);
+    VD lossd(M), dxd(M * C, 1.0), dwd(V * C, 1.0);
+    ref::head_crossentropy_forward(lossd, to_d(x), to_d(w), tg, M, C, V);
+    ref::head_crossentropy_backward(dxd, dwd, to_d(x), to_d(w), tg, 0.25, M, C, V);
+    for (int64_t R : {1, 4, 64}) {
+      SCOPED_TRACE(testing::Message() << "M=" << M << " R=" << R);
+      VF loss(M), lse(M), scratch(std::min(M, R) * V), dx(M * C, 1.0f), dw(V * C, 1.0f);
+      head_crossentropy_forward_backward(loss, lse, dx, dw, scratch, x, w, tg, 0.25f, M, C, V, R);
+      EXPECT_TRUE(all_close(loss, to_f(lossd), kRtol, kAtol));
+      EXPECT_TRUE(all_close(dx, to_f(dxd), kRtol, kAtol));
+      EXPECT_TRUE(all_close(dw, to_f(dwd), kRtol, kAtol));
+      // The same losses and lse as the forward-only kernel (same arithmetic per row).
+      VF loss2(M), lse2(M), scratch2(std::min(M, R) * V);
+      head_crossentropy_forward(loss2, lse2, scratch2, x, w, tg, M, C, V, R);
+      EXPECT_TRUE(all_close(loss, loss2, 0, 0));
+      EXPECT_TRUE(all_close(lse, lse2, 0, 0));
+      VF dx2(M * C, 1.0f);  // frozen head
+      head_crossentropy_forward_backward(loss, lse, dx2, {}, scratch, x, w, tg, 0.25f, M, C, V, R);
+      EXPECT_TRUE(all_close(dx2, dx, 0, 0));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace llmft::kernels
