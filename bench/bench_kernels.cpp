@@ -1,10 +1,10 @@
 // Fused kernels against the unfused ones they replace, in the same process at GPT-2 training
 // shapes: attention (flash vs (NH, T, T) weights), residual + LayerNorm, bias + GELU, head +
-// cross-entropy (column blocks vs (R, V) logits). Each pair is checked against each other first,
+// cross-entropy (one pass over row chunks vs forward then backward on (R, V) logits). Each pair is checked against each other first,
 // warmed up, then timed alternately (old, new, old, new, ...) so load drift hits both; one JSON
 // line per kernel with medians (min-max) and the per-training-step figure (x layers).
 // Usage: bench_kernels [--model gpt2-medium|gpt2|all] [--reps 9] [--batch 8] [--first 0]
-//                      [--dropout 0] [--threads N] [--head-block 8192] [--head-rows 128]
+//                      [--dropout 0] [--threads N] [--head-rows 256]
 //                      [--lengths FILE]
 //                      [--only attention,layernorm,gelu,head]
 // Batches: `batch` consecutive entries' token counts from bench/data/recipe_lengths.json
@@ -121,7 +121,7 @@ void report(const std::string& model, const std::string& kernel, const Timing& o
 }
 
 void bench_model(const std::string& name, const std::vector<int64_t>& lens, int reps, float p,
-                 int64_t head_block, int64_t fused_rows, const std::string& only) {
+                 int64_t fused_rows, const std::string& only) {
   auto want = [&](const char* k) { return only.empty() || only.find(k) != std::string::npos; };
   const llmft::Gpt2Config cfg = llmft::Gpt2Config::from_name(name);
   const int64_t C = cfg.C, NH = cfg.NH, L = cfg.L, V = cfg.V;
@@ -275,63 +275,49 @@ void bench_model(const std::string& name, const std::vector<int64_t>& lens, int 
     report(name, "gelu backward (+fill, +c_fc dbias)", o2, n2, L, db);
   }
 
-  // Head + cross-entropy, once per step: forward then backward reusing what the forward left.
+  // Head + cross-entropy, once per step. Old: forward then backward reusing the (M, V) logits
+  // the forward left (M <= R). New: one pass over chunks of --head-rows rows.
   if (want("head")) {
-    const int64_t M = N, R = 1024, Vb = head_block;
+    const int64_t M = N, R = 1024;  // every position has a target; R: Gpt2's default chunk
     VF x = randf(M * C, 15), w = randf(V * C, 16, 0.02f);
     std::vector<int32_t> tg(M);
     for (int64_t i = 0; i < M; ++i) tg[i] = static_cast<int32_t>((i * 7919) % V);
     VF loss_old(M), lse_old(M), scr_old(std::min(M, R) * V), dx_old(M * C), dw_old(V * C);
-    VF loss_new(M), lse_new(M), scr_new(std::min(M, R) * std::min(V, Vb)), dx_new(M * C),
-        dw_new(V * C);
     auto old_fn = [&] {
+      std::fill(dx_old.begin(), dx_old.end(), 0.0f);
       head_crossentropy_forward(loss_old, lse_old, scr_old, x, w, tg, M, C, V, R);
       head_crossentropy_backward(dx_old, dw_old, scr_old, x, w, tg, lse_old, 1.0f / M, M, C, V, R,
                                  true);
     };
-    auto new_fn = [&] {
-      head_crossentropy_forward_blocked(loss_new, lse_new, scr_new, x, w, tg, M, C, V, R, Vb);
-      head_crossentropy_backward_blocked(dx_new, dw_new, scr_new, x, w, tg, lse_new, 1.0f / M, M,
-                                         C, V, R, Vb, true);
-    };
-    old_fn();
-    new_fn();
-    const double d = max_abs_diff(loss_old, loss_new);
-    if (d > 1e-4) fail("head_crossentropy", d);
-    // Separate forward timing too (the evaluation batches run forward only).
     auto old_f = [&] { head_crossentropy_forward(loss_old, lse_old, scr_old, x, w, tg, M, C, V, R); };
-    auto new_f = [&] {
-      head_crossentropy_forward_blocked(loss_new, lse_new, scr_new, x, w, tg, M, C, V, R, Vb);
-    };
+    old_fn();
     const int hreps = std::max(3, reps / 2);
-    const auto [fo, fn] = race(old_f, new_f, hreps);
-    const auto [o, n] = race(old_fn, new_fn, hreps);
     const double fwd_flop = 2.0 * M * C * V;
-    report(name, "head+crossentropy forward", fo, fn, 1, d,
-           {{"M", M},
-            {"old_gflops", fwd_flop / fo.med_ms / 1e6},
-            {"new_gflops", fwd_flop / fn.med_ms / 1e6},
-            {"old_scratch_mb", scr_old.size() * 4 / 1e6},
-            {"new_scratch_mb", scr_new.size() * 4 / 1e6},
-            {"Vb", Vb}});
-    // Nominal flops (forward 2MCV + backward 4MCV): the blocked kernel's recompute of all but
-    // the last block shows as a lower rate.
-    report(name, "head+crossentropy forward+backward, column blocks", o, n, 1, d,
-           {{"old_gflops_nominal", 3 * fwd_flop / o.med_ms / 1e6},
-            {"new_gflops_nominal", 3 * fwd_flop / n.med_ms / 1e6}});
     // Forward and backward in one call, row chunks of Rf rows: no recompute.
     const int64_t Rf = fused_rows;
     VF loss_f(M), lse_f(M), scr_f(std::min(M, Rf) * V), dx_f(M * C), dw_f(V * C);
     auto fused_fn = [&] {
+      std::fill(dx_f.begin(), dx_f.end(), 0.0f);
       head_crossentropy_forward_backward(loss_f, lse_f, dx_f, dw_f, scr_f, x, w, tg, 1.0f / M, M,
                                          C, V, Rf);
     };
     fused_fn();
-    const double df = max_abs_diff(loss_old, loss_f);
+    const double df = std::max(max_abs_diff(loss_old, loss_f), max_abs_diff(dx_old, dx_f));
     if (df > 1e-4) fail("head_crossentropy_forward_backward", df);
+    // Forward only (evaluation) in row chunks of Rf: the unblocked kernel with a smaller R.
+    VF loss_r(M), lse_r(M), scr_r(std::min(M, Rf) * V);
+    auto small_f = [&] { head_crossentropy_forward(loss_r, lse_r, scr_r, x, w, tg, M, C, V, Rf); };
+    const auto [o4, n4] = race(old_f, small_f, hreps);
+    report(name, "head+crossentropy forward, row chunks", o4, n4, 1, 0.0,
+           {{"R", Rf},
+            {"new_scratch_mb", scr_r.size() * 4 / 1e6},
+            {"old_gflops", fwd_flop / o4.med_ms / 1e6},
+            {"new_gflops", fwd_flop / n4.med_ms / 1e6}});
     const auto [o3, n3] = race(old_fn, fused_fn, hreps);
     report(name, "head+crossentropy forward+backward, one pass", o3, n3, 1, df,
            {{"R", Rf},
+            {"M", M},
+            {"old_scratch_mb", scr_old.size() * 4 / 1e6},
             {"new_scratch_mb", scr_f.size() * 4 / 1e6},
             {"old_gflops", 3 * fwd_flop / o3.med_ms / 1e6},
             {"new_gflops", 3 * fwd_flop / n3.med_ms / 1e6}});
@@ -344,7 +330,7 @@ int main(int argc, char** argv) {
   std::string model = "gpt2-medium", lengths_file, only;
   int reps = 9, batch = 8, first = 0, threads = 0;
   float dropout = 0.0f;
-  int64_t head_block = 8192, fused_rows = 128;
+  int64_t fused_rows = 256;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -360,7 +346,6 @@ int main(int argc, char** argv) {
     else if (a == "--first") first = std::stoi(next());
     else if (a == "--dropout") dropout = std::stof(next());
     else if (a == "--threads") threads = std::stoi(next());
-    else if (a == "--head-block") head_block = std::stoll(next());
     else if (a == "--head-rows") fused_rows = std::stoll(next());
     else if (a == "--lengths") lengths_file = next();
     else if (a == "--only") only = next();
@@ -369,8 +354,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (reps < 1 || batch < 1 || first < 0 || head_block < 1 || fused_rows < 1 || dropout < 0 || dropout >= 1) {
-    std::fprintf(stderr, "bad arguments: --reps, --batch, --head-block, --head-rows >= 1; --first >= 0; "
+  if (reps < 1 || batch < 1 || first < 0 || fused_rows < 1 || dropout < 0 || dropout >= 1) {
+    std::fprintf(stderr, "bad arguments: --reps, --batch, --head-rows >= 1; --first >= 0; "
                          "--dropout in [0, 1)\n");
     return 2;
   }
@@ -400,6 +385,6 @@ int main(int argc, char** argv) {
                           .c_str());
   const std::vector<std::string> models =
       model == "all" ? std::vector<std::string>{"gpt2-medium", "gpt2"} : std::vector{model};
-  for (const auto& m : models) bench_model(m, lens, reps, dropout, head_block, fused_rows, only);
+  for (const auto& m : models) bench_model(m, lens, reps, dropout, fused_rows, only);
   return 0;
 }

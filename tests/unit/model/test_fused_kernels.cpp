@@ -1,4 +1,4 @@
-// The fused kernels (flash attention, residual + LayerNorm, bias + GELU, blocked head +
+// The fused kernels (flash attention, residual + LayerNorm, bias + GELU, one-pass head +
 // cross-entropy) against the double-precision references (kernels/reference.h), the new
 // references' backward against central finite differences, and the fused kernels against the
 // unfused fast ones they replace where both apply dropout.
@@ -288,41 +288,6 @@ TEST(FusedKernels, BiasGeluMatchesReference) {
     VF inplace = g;
     gelu_bias_backward(inplace, {}, {}, inplace, xf, N, OC);
     EXPECT_TRUE(all_close(inplace, dx, 0, 0));
-  }
-}
-
-TEST(FusedKernels, BlockedHeadCrossEntropyMatchesReference) {
-  const int64_t C = 36, V = 97;
-  for (int64_t M : {1, 3, 7, 20}) {
-    VF x = randf(M * C, 18), w = randf(V * C, 19, 0.3f);
-    std::vector<int32_t> tg(M);
-    for (int64_t i = 0; i < M; ++i) tg[i] = static_cast<int32_t>((i * 37 + 5) % V);
-    tg[0] = V - 1;  // a target in the last, narrower block
-    VD lossd(M), dxd(M * C, 1.0), dwd(V * C, 1.0);
-    ref::head_crossentropy_forward(lossd, to_d(x), to_d(w), tg, M, C, V);
-    ref::head_crossentropy_backward(dxd, dwd, to_d(x), to_d(w), tg, 0.25, M, C, V);
-    for (int64_t R : {1, 4, 64}) {
-      for (int64_t Vb : {1, 16, 40, 97, 200}) {
-        SCOPED_TRACE(testing::Message() << "M=" << M << " R=" << R << " Vb=" << Vb);
-        VF loss(M), lse(M), scratch(std::min(M, R) * std::min(V, Vb));
-        head_crossentropy_forward_blocked(loss, lse, scratch, x, w, tg, M, C, V, R, Vb);
-        EXPECT_TRUE(all_close(loss, to_f(lossd), kRtol, kAtol));
-        for (bool reuse : {false, true}) {
-          if (reuse) head_crossentropy_forward_blocked(loss, lse, scratch, x, w, tg, M, C, V, R, Vb);
-          else std::fill(scratch.begin(), scratch.end(), NAN);  // must not be read
-          VF dx(M * C, 1.0f), dw(V * C, 1.0f);
-          head_crossentropy_backward_blocked(dx, dw, scratch, x, w, tg, lse, 0.25f, M, C, V, R, Vb,
-                                             reuse);
-          EXPECT_TRUE(all_close(dx, to_f(dxd), kRtol, kAtol));
-          EXPECT_TRUE(all_close(dw, to_f(dwd), kRtol, kAtol));
-          VF dx2(M * C, 1.0f);  // frozen head
-          if (reuse) head_crossentropy_forward_blocked(loss, lse, scratch, x, w, tg, M, C, V, R, Vb);
-          head_crossentropy_backward_blocked(dx2, {}, scratch, x, w, tg, lse, 0.25f, M, C, V, R,
-                                             Vb, reuse);
-          EXPECT_TRUE(all_close(dx2, dx, 0, 0));
-        }
-      }
-    }
   }
 }
 

@@ -40,7 +40,7 @@ inline void qk4(float* __restrict s, const float* __restrict q, const float* __r
     for (int v = 0; v < NV; ++v) acc[r][v] = f32x16{};
   for (int i = 0; i < HSp; ++i) {
     f32x16 kv[NV];
-    for (int v = 0; v < NV; ++v) kv[v] = load16(kt + i * kB + 16 * v);
+    for (int v = 0; v < NV; ++v) load16(kv[v], kt + i * kB + 16 * v);
     for (int r = 0; r < 4; ++r) {
       const float a = q[r * HSp + i];
       for (int v = 0; v < NV; ++v) acc[r][v] += a * kv[v];
@@ -70,10 +70,10 @@ inline void acc4(float* __restrict out, const float* __restrict a, int ar, int a
   for (int c = 0; c < kNV; c += kCh) {
     f32x16 acc[4][kCh];
     for (int r = 0; r < 4; ++r)
-      for (int v = 0; v < kCh; ++v) acc[r][v] = load16(out + r * HSp + 16 * (c + v));
+      for (int v = 0; v < kCh; ++v) load16(acc[r][v], out + r * HSp + 16 * (c + v));
     for (int k = k0; k < k1; ++k) {
       f32x16 bv[kCh];
-      for (int v = 0; v < kCh; ++v) bv[v] = load16(b + k * HSp + 16 * (c + v));
+      for (int v = 0; v < kCh; ++v) load16(bv[v], b + k * HSp + 16 * (c + v));
       for (int r = 0; r < 4; ++r) {
         const float x = a[r * ar + k * ak];
         for (int v = 0; v < kCh; ++v) acc[r][v] += x * bv[v];

@@ -36,11 +36,9 @@ inline float vexp(float x) {
 // into narrower registers elsewhere, so the code stays portable). `a * v` broadcasts a float.
 typedef float f32x16 __attribute__((vector_size(64)));
 
-inline f32x16 load16(const float* p) {
-  f32x16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store16(float* p, f32x16 v) { std::memcpy(p, &v, sizeof v); }
+// By reference, not by value: passing a 64-byte vector by value changes the ABI when AVX-512
+// is off (GCC warns, -Wpsabi); inlined, both compile to one unaligned load or store.
+inline void load16(f32x16& v, const float* p) { std::memcpy(&v, p, sizeof v); }
+inline void store16(float* p, const f32x16& v) { std::memcpy(p, &v, sizeof v); }
 
 }  // namespace llmft::kernels
