@@ -2,8 +2,9 @@
 // recipe's batch shapes (8 consecutive entries' token counts from bench/data/recipe_lengths.json,
 // packed end to end, no padding). Checks the loss first, warms up, repeats, reports the median.
 // Also times a plain sgemm of the model's MLP shape as the same-run baseline for GFLOP/s.
-// Usage: bench_train_step [--model gpt2|gpt2-medium|...] [--steps 5] [--warmup 1] [--batch 8]
-//                         [--threads N] [--tied] [--lengths FILE] [--profile]
+// Usage: bench_train_step [--model gpt2|gpt2-medium|...] [--precision fp32|bf16] [--steps 5]
+//        [--warmup 1] [--batch 8]
+//        [--threads N] [--tied] [--lengths FILE] [--profile]
 // --profile: also one JSON line per kernel (seconds per step, share of the step; timers add a
 // little overhead, so the step time of a profiled run is not the headline figure).
 #include <cblas.h>
@@ -57,7 +58,7 @@ double sgemm_gflops(int64_t M, int64_t K, int64_t N, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_name = "gpt2", lengths_file;
+  std::string model_name = "gpt2", lengths_file, precision = "fp32";
   int steps = 5, warmup = 1, batch = 8, threads = 0;
   bool tied = false, prof = false;
   for (int i = 1; i < argc; ++i) {
@@ -76,6 +77,7 @@ int main(int argc, char** argv) {
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--tied") tied = true;
     else if (a == "--profile") prof = true;
+    else if (a == "--precision") precision = next();
     else if (a == "--lengths") lengths_file = next();
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
@@ -101,6 +103,7 @@ int main(int argc, char** argv) {
   cfg.tied = tied;
   llmft::Gpt2 model(cfg);
   model.init_random(123);
+  model.set_precision(llmft::parse_precision(precision));
   llmft::AdamW opt(model.table().total(), llmft::AdamWConfig{});
 
   // Batches of `batch` consecutive entries; each entry is one packed sequence of its own tokens.
@@ -182,6 +185,7 @@ int main(int argc, char** argv) {
               nlohmann::json{{"bench", "train_step"},
                              {"model", model_name},
                              {"head", tied ? "tied" : "untied"},
+                             {"precision", precision},
                              {"params", model.table().total()},
                              {"threads", nthreads},
                              {"batch", batch},
