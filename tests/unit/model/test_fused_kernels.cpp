@@ -274,19 +274,22 @@ TEST(FusedKernels, BiasGeluMatchesReference) {
     gelu_forward(y_old, xf, N * OC);
     EXPECT_TRUE(all_close(y, y_old, 0, 0));  // the same expression as the unfused kernel
 
-    VF dx(N * OC, 7.0f), dbias(OC, 0.5f), scratch(gelu_bias_backward_scratch_size(N, OC));
-    gelu_bias_backward(dx, dbias, scratch, g, xf, N, OC);
+    VF dx(N * OC, 7.0f), yb(N * OC), dbias(OC, 0.5f);
+    VF scratch(gelu_bias_backward_scratch_size(N, OC));
+    gelu_bias_backward(dx, yb, dbias, scratch, g, xf, N, OC);
     VD dxd(N * OC), dbiasd(OC, 0.5);
     ref::gelu_bias_backward(dxd, dbiasd, to_d(g), xd, N, OC);
     EXPECT_TRUE(all_close(dx, to_f(dxd), kRtol, kAtol));
     // Column sums over up to 70 rows of O(1) values: float rounding ~1e-5 relative.
     EXPECT_TRUE(all_close(dbias, to_f(dbiasd), 1e-4, 1e-4));
+    // The recompute is the forward's output exactly, the derivative the unfused kernel's.
+    EXPECT_TRUE(all_close(yb, y_old, 0, 0));
     VF dx_old(N * OC, 0.0f);
     gelu_backward(dx_old, g, xf, N * OC);
     EXPECT_TRUE(all_close(dx, dx_old, 0, 0));
-    // dx aliasing dy, no bias gradient.
+    // dx aliasing dy, no recompute, no bias gradient.
     VF inplace = g;
-    gelu_bias_backward(inplace, {}, {}, inplace, xf, N, OC);
+    gelu_bias_backward(inplace, {}, {}, {}, inplace, xf, N, OC);
     EXPECT_TRUE(all_close(inplace, dx, 0, 0));
   }
 }

@@ -75,17 +75,49 @@ int64_t gelu_bias_backward_scratch_size(int64_t N, int64_t OC) {
   return column_sum_scratch_size(N, OC, 1);
 }
 
-void gelu_bias_backward(std::span<float> dx, std::span<float> dbias, std::span<float> scratch,
-                        std::span<const float> dy, std::span<const float> x, int64_t N,
-                        int64_t OC) {
+namespace {
+// Rows [i0, i1) of gelu_bias_backward; column sums into pk (OC) when kSums.
+template <bool kY, bool kSums>
+void gelu_bias_backward_rows(float* dx, float* y, float* pk, const float* dy, const float* x,
+                             int64_t i0, int64_t i1, int64_t OC) {
+  if constexpr (kSums) std::fill_n(pk, OC, 0.0f);
+  for (int64_t i = i0; i < i1; ++i) {
+    float* dxi = dx + i * OC;
+    float* yi = kY ? y + i * OC : nullptr;
+    const float* gi = dy + i * OC;
+    const float* xi = x + i * OC;
+#pragma omp simd
+    for (int64_t c = 0; c < OC; ++c) {
+      const float v = xi[c];
+      const float u = kS * (v + kA * v * v * v);
+      const float e = vexp(-2.0f * u);
+      // as gelu() and gelu_grad(), with their exp shared
+      if constexpr (kY) yi[c] = v / (1.0f + e);
+      const float s = 1.0f / (1.0f + e);
+      const float d = (s + 2.0f * v * s * (e * s) * kS * (1.0f + 3.0f * kA * v * v)) * gi[c];
+      dxi[c] = d;
+      if constexpr (kSums) pk[c] += d;
+    }
+  }
+}
+}  // namespace
+
+void gelu_bias_backward(std::span<float> dx, std::span<float> y, std::span<float> dbias,
+                        std::span<float> scratch, std::span<const float> dy,
+                        std::span<const float> x, int64_t N, int64_t OC) {
   check_size(dx, N * OC, "gelu_bias dx");
   check_size(dy, N * OC, "gelu_bias dy");
   check_size(x, N * OC, "gelu_bias x");
+  if (!y.empty()) check_size(y, N * OC, "gelu_bias y");
   const bool sums = !dbias.empty();
   if (sums) {
     check_size(dbias, OC, "gelu_bias dbias");
     check_size(scratch, gelu_bias_backward_scratch_size(N, OC), "gelu_bias scratch");
   }
+  auto* rows = &gelu_bias_backward_rows<false, false>;
+  if (!y.empty() && sums) rows = &gelu_bias_backward_rows<true, true>;
+  else if (!y.empty()) rows = &gelu_bias_backward_rows<true, false>;
+  else if (sums) rows = &gelu_bias_backward_rows<false, true>;
   const int64_t nchunks = (N + kSumRows - 1) / kSumRows;
   const int64_t kBlock = 256;
   const int64_t nblocks = (OC + kBlock - 1) / kBlock;
@@ -93,27 +125,11 @@ void gelu_bias_backward(std::span<float> dx, std::span<float> dbias, std::span<f
 #pragma omp parallel if (N * OC >= kParallelMin)
   {
 #pragma omp for schedule(static)
-    for (int64_t k = 0; k < nchunks; ++k) {
-      float* pk = sums ? part + k * OC : nullptr;
-      if (sums) std::fill_n(pk, OC, 0.0f);
-      for (int64_t i = k * kSumRows; i < std::min(N, (k + 1) * kSumRows); ++i) {
-        float* dxi = dx.data() + i * OC;
-        const float* gi = dy.data() + i * OC;
-        const float* xi = x.data() + i * OC;
-        if (sums) {
-#pragma omp simd
-          for (int64_t c = 0; c < OC; ++c) {
-            const float d = gelu_grad(xi[c]) * gi[c];
-            dxi[c] = d;
-            pk[c] += d;
-          }
-        } else {
-#pragma omp simd
-          for (int64_t c = 0; c < OC; ++c) dxi[c] = gelu_grad(xi[c]) * gi[c];
-        }
-      }
-    }
+    for (int64_t k = 0; k < nchunks; ++k)
+      rows(dx.data(), y.data(), sums ? part + k * OC : nullptr, dy.data(), x.data(),
+           k * kSumRows, std::min(N, (k + 1) * kSumRows), OC);
     if (sums) {
+      // Chunk partials in chunk order, threads split the columns.
 #pragma omp for schedule(static)
       for (int64_t blk = 0; blk < nblocks; ++blk) {
         const int64_t c0 = blk * kBlock, c1 = std::min(OC, c0 + kBlock);

@@ -22,11 +22,14 @@ void bias_gelu_forward(std::span<float> y, std::span<float> x, std::span<const f
 // Floats of scratch that gelu_bias_backward needs.
 int64_t gelu_bias_backward_scratch_size(int64_t N, int64_t OC);
 
-// dx = gelu'(x) * dy, OVERWRITTEN (it replaces the caller's zero fill; dx may alias dy), and
-// dbias += column sums of dx (the gradient of the bias fused by bias_gelu_forward; may be
-// empty). dx, dy, x: (N, OC)   dbias: (OC)   scratch: (gelu_bias_backward_scratch_size).
-void gelu_bias_backward(std::span<float> dx, std::span<float> dbias, std::span<float> scratch,
-                        std::span<const float> dy, std::span<const float> x, int64_t N,
-                        int64_t OC);
+// dx = gelu'(x) * dy, OVERWRITTEN (it replaces the caller's zero fill; dx may alias dy);
+// y = gelu(x) when y is not empty: the backward's recompute of the forward output (the same
+// floats as gelu_forward), sharing the exp with the derivative, in the same pass;
+// dbias += column sums of dx when dbias is not empty (the bias fused by bias_gelu_forward).
+// dx, y, dy, x: (N, OC)   dbias: (OC)   scratch: (gelu_bias_backward_scratch_size) or empty
+// without dbias.
+void gelu_bias_backward(std::span<float> dx, std::span<float> y, std::span<float> dbias,
+                        std::span<float> scratch, std::span<const float> dy,
+                        std::span<const float> x, int64_t N, int64_t OC);
 
 }  // namespace llmft::kernels
