@@ -17,23 +17,61 @@ void check_targets(std::span<const int32_t> targets, int64_t M, int64_t V) {
     LLMFT_CHECK(targets[i] >= 0 && targets[i] < V, "target {} at row {} outside [0, {})",
                 targets[i], i, V);
 }
+
+// logits (rows, V) = x[r0:r0+rows] @ W^T, in the precision `lowp` asks for.
+void head_logits(std::span<float> logits, std::span<const float> x, std::span<const float> w,
+                 const HeadBf16& lowp, int64_t r0, int64_t rows, int64_t C, int64_t V) {
+  if (lowp.on()) {
+    matmul_forward(logits.first(rows * V), lowp.x.subspan(r0 * C, rows * C), lowp.w, {}, rows, C,
+                   V, WeightLayout::kOutIn);
+  } else {
+    matmul_forward(logits.first(rows * V), x.subspan(r0 * C, rows * C), w, {}, rows, C, V,
+                   WeightLayout::kOutIn);
+  }
+}
+
+// dx[r0:r0+rows] += dlogits @ W;  dW += dlogits^T @ x[r0:r0+rows]
+void head_grads(std::span<float> dx, std::span<float> dw, std::span<const float> dlogits,
+                std::span<const float> x, std::span<const float> w, const HeadBf16& lowp,
+                int64_t r0, int64_t rows, int64_t C, int64_t V) {
+  if (lowp.on()) {
+    auto dl = lowp.dlogits.first(rows * V);
+    to_bf16(dl, dlogits.first(rows * V));
+    matmul_backward(dx.subspan(r0 * C, rows * C), dw, {}, {}, dl,
+                    lowp.x.subspan(r0 * C, rows * C), lowp.w, rows, C, V, WeightLayout::kOutIn);
+  } else {
+    matmul_backward(dx.subspan(r0 * C, rows * C), dw, {}, dlogits.first(rows * V),
+                    x.subspan(r0 * C, rows * C), w, rows, C, V, WeightLayout::kOutIn);
+  }
+}
+
+void check_lowp(const HeadBf16& lowp, int64_t M, int64_t C, int64_t V, int64_t R,
+                bool backward) {
+  if (!lowp.on()) return;
+  check_size(lowp.x, M * C, "crossentropy x (bf16)");
+  check_size(lowp.w, V * C, "crossentropy w (bf16)");
+  if (backward) check_size(lowp.dlogits, std::min(M, R) * V, "crossentropy dlogits (bf16)");
+}
 }  // namespace
 
 void head_crossentropy_forward(std::span<float> losses, std::span<float> lse,
                                std::span<float> scratch, std::span<const float> x,
                                std::span<const float> w, std::span<const int32_t> targets,
-                               int64_t M, int64_t C, int64_t V, int64_t R) {
+                               int64_t M, int64_t C, int64_t V, int64_t R,
+                               const HeadBf16& lowp) {
   LLMFT_CHECK(R >= 1, "chunk rows R={}", R);
   check_size(losses, M, "crossentropy losses");
   check_size(lse, M, "crossentropy lse");
   check_size(scratch, std::min(M, R) * V, "crossentropy scratch");
-  check_size(x, M * C, "crossentropy x");
-  check_size(w, V * C, "crossentropy w");
+  if (!lowp.on()) {
+    check_size(x, M * C, "crossentropy x");
+    check_size(w, V * C, "crossentropy w");
+  }
   check_targets(targets, M, V);
+  check_lowp(lowp, M, C, V, R, false);
   for (int64_t r0 = 0; r0 < M; r0 += R) {
     const int64_t rows = std::min(R, M - r0);
-    // logits (rows, V) = x[r0:r0+rows] (rows, C) @ W^T
-    matmul_forward(scratch, x.subspan(r0 * C), w, {}, rows, C, V, WeightLayout::kOutIn);
+    head_logits(scratch, x, w, lowp, r0, rows, C, V);
 #pragma omp parallel for if (rows * V >= kParallelMin)
     for (int64_t r = 0; r < rows; ++r) {
       const float* l = scratch.data() + r * V;  // (V)
@@ -55,20 +93,22 @@ void head_crossentropy_backward(std::span<float> dx, std::span<float> dw, std::s
                                 std::span<const float> x, std::span<const float> w,
                                 std::span<const int32_t> targets, std::span<const float> lse,
                                 float dloss, int64_t M, int64_t C, int64_t V, int64_t R,
-                                bool scratch_has_logits) {
+                                bool scratch_has_logits, const HeadBf16& lowp) {
   LLMFT_CHECK(R >= 1, "chunk rows R={}", R);
   check_size(dx, M * C, "crossentropy dx");
   if (!dw.empty()) check_size(dw, V * C, "crossentropy dw");
   check_size(scratch, std::min(M, R) * V, "crossentropy scratch");
-  check_size(x, M * C, "crossentropy x");
-  check_size(w, V * C, "crossentropy w");
+  if (!lowp.on()) {
+    check_size(x, M * C, "crossentropy x");
+    check_size(w, V * C, "crossentropy w");
+  }
   check_size(lse, M, "crossentropy lse");
   check_targets(targets, M, V);
+  check_lowp(lowp, M, C, V, R, true);
   const bool reuse = scratch_has_logits && M <= R;
   for (int64_t r0 = 0; r0 < M; r0 += R) {
     const int64_t rows = std::min(R, M - r0);
-    if (!reuse)
-      matmul_forward(scratch, x.subspan(r0 * C), w, {}, rows, C, V, WeightLayout::kOutIn);
+    if (!reuse) head_logits(scratch, x, w, lowp, r0, rows, C, V);
     // loss = lse - logit[target]:  dlogits = (softmax - onehot(target)) * dloss, in place.
 #pragma omp parallel for if (rows * V >= kParallelMin)
     for (int64_t r = 0; r < rows; ++r) {
@@ -79,8 +119,7 @@ void head_crossentropy_backward(std::span<float> dx, std::span<float> dw, std::s
       l[targets[r0 + r]] -= dloss;
     }
     // logits = x @ W^T
-    matmul_backward(dx.subspan(r0 * C), dw, {}, scratch, x.subspan(r0 * C), w, rows, C, V,
-                    WeightLayout::kOutIn);
+    head_grads(dx, dw, scratch, x, w, lowp, r0, rows, C, V);
   }
 }
 
@@ -89,21 +128,24 @@ void head_crossentropy_forward_backward(std::span<float> losses, std::span<float
                                         std::span<float> scratch, std::span<const float> x,
                                         std::span<const float> w,
                                         std::span<const int32_t> targets, float dloss, int64_t M,
-                                        int64_t C, int64_t V, int64_t R) {
+                                        int64_t C, int64_t V, int64_t R,
+                                        const HeadBf16& lowp) {
   LLMFT_CHECK(R >= 1, "chunk rows R={}", R);
   check_size(losses, M, "crossentropy losses");
   check_size(lse, M, "crossentropy lse");
   check_size(dx, M * C, "crossentropy dx");
   if (!dw.empty()) check_size(dw, V * C, "crossentropy dw");
   check_size(scratch, std::min(M, R) * V, "crossentropy scratch");
-  check_size(x, M * C, "crossentropy x");
-  check_size(w, V * C, "crossentropy w");
+  if (!lowp.on()) {
+    check_size(x, M * C, "crossentropy x");
+    check_size(w, V * C, "crossentropy w");
+  }
   check_targets(targets, M, V);
+  check_lowp(lowp, M, C, V, R, true);
   for (int64_t r0 = 0; r0 < M; r0 += R) {
     const int64_t rows = std::min(R, M - r0);
-    const auto xc = x.subspan(r0 * C, rows * C);
     auto logits = scratch.first(rows * V);  // (rows, V)
-    matmul_forward(logits, xc, w, {}, rows, C, V, WeightLayout::kOutIn);
+    head_logits(logits, x, w, lowp, r0, rows, C, V);
 #pragma omp parallel for if (rows * V >= kParallelMin)
     for (int64_t r = 0; r < rows; ++r) {
       float* l = logits.data() + r * V;  // (V), L2-resident across the three passes
@@ -123,8 +165,7 @@ void head_crossentropy_forward_backward(std::span<float> losses, std::span<float
       l[t] -= dloss;
     }
     // logits = x @ W^T
-    matmul_backward(dx.subspan(r0 * C, rows * C), dw, {}, logits, xc, w, rows, C, V,
-                    WeightLayout::kOutIn);
+    head_grads(dx, dw, logits, x, w, lowp, r0, rows, C, V);
   }
 }
 

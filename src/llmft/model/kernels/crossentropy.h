@@ -5,7 +5,18 @@
 #include <cstdint>
 #include <span>
 
+#include "llmft/model/kernels/bf16.h"
+
 namespace llmft::kernels {
+
+// bf16 operands of the head's matrix products (Precision::kBf16); all empty: fp32 products.
+// x: (M, C) the hidden rows rounded   w: (V, C) the head weight rounded
+// dlogits: (min(M, R) * V) scratch for the rounded logit gradients (backward only)
+struct HeadBf16 {
+  std::span<const bf16> x, w;
+  std::span<bf16> dlogits;
+  bool on() const { return !w.empty(); }
+};
 
 // losses: (M) per-row -log softmax(logits)[target]   lse: (M) saved logsumexp of each row
 // scratch: (R, V) overwritten; after the call it holds the raw logits of the LAST chunk
@@ -15,7 +26,8 @@ namespace llmft::kernels {
 void head_crossentropy_forward(std::span<float> losses, std::span<float> lse,
                                std::span<float> scratch, std::span<const float> x,
                                std::span<const float> w, std::span<const int32_t> targets,
-                               int64_t M, int64_t C, int64_t V, int64_t R);
+                               int64_t M, int64_t C, int64_t V, int64_t R,
+                               const HeadBf16& lowp = {});
 // dloss: d(total)/d(losses[i]), the same for every row. Accumulates into dx (M, C) and dw (V, C)
 // (dw may be empty: frozen head). scratch: (R, V); when `scratch_has_logits` (M <= R and the
 // forward just ran) the logits are reused instead of recomputed.
@@ -23,7 +35,7 @@ void head_crossentropy_backward(std::span<float> dx, std::span<float> dw, std::s
                                 std::span<const float> x, std::span<const float> w,
                                 std::span<const int32_t> targets, std::span<const float> lse,
                                 float dloss, int64_t M, int64_t C, int64_t V, int64_t R,
-                                bool scratch_has_logits);
+                                bool scratch_has_logits, const HeadBf16& lowp = {});
 
 // Training forward and backward in one pass, for when dloss is known before the forward (the
 // trainer's 1 / target count is): each chunk of R rows gets its (R, V) logits, its losses, and
@@ -38,6 +50,7 @@ void head_crossentropy_forward_backward(std::span<float> losses, std::span<float
                                         std::span<float> scratch, std::span<const float> x,
                                         std::span<const float> w,
                                         std::span<const int32_t> targets, float dloss, int64_t M,
-                                        int64_t C, int64_t V, int64_t R);
+                                        int64_t C, int64_t V, int64_t R,
+                                        const HeadBf16& lowp = {});
 
 }  // namespace llmft::kernels
