@@ -130,34 +130,53 @@ void bench_model(const std::string& name, const std::vector<int64_t>& lens, int 
   const int64_t N = off.back();
   const uint64_t seed = 11;
 
-  // Attention. Old: (NH, T, T) weights saved, backward with an equal-size scratch.
+  // Attention. Old: the c_attn matmul's bias fill, attention_forward saving (NH, T, T)
+  // weights; backward: attention_backward with an equal-size scratch, then c_attn's dbias
+  // column sum. New: bias_attention_flash_forward (bias added in place, lse saved);
+  // attention_flash_backward with the dbias sum. Both backward include the dqkv zero fill.
   if (want("attention")) {
     const int64_t A = attention_att_size(off, NH);
-    VF qkv = randf(N * 3 * C, 1), dout = randf(N * C, 2);
-    VF y_old(N * C), att(A), scratch(A), dq_old(N * 3 * C);
-    VF y_new(N * C), lse(N * NH), dq_new(N * 3 * C);
-    auto fwd_old = [&] { attention_forward(y_old, att, qkv, off, N, C, NH, p, seed); };
-    auto fwd_new = [&] { attention_flash_forward(y_new, lse, qkv, off, N, C, NH, p, seed); };
+    VF qkv0 = randf(N * 3 * C, 1), bias = randf(3 * C, 3, 0.1f), dout = randf(N * C, 2);
+    VF qkv = qkv0, qkv_new = qkv0, fill(N * 3 * C);
+    for (int64_t i = 0; i < N * 3 * C; ++i) qkv[i] += bias[i % (3 * C)];  // what sgemm leaves
+    VF y_old(N * C), att(A), scratch(A), dq_old(N * 3 * C), db_old(3 * C);
+    VF y_new(N * C), lse(N * NH), dq_new(N * 3 * C), db_new(3 * C);
+    VF sums(attention_flash_backward_scratch_size(off, C));
+    auto fwd_old = [&] {
+      for (int64_t i = 0; i < N; ++i) std::copy_n(bias.data(), 3 * C, fill.data() + i * 3 * C);
+      attention_forward(y_old, att, qkv, off, N, C, NH, p, seed);
+    };
+    // Adds the bias again on every call: the values drift, the work does not.
+    auto fwd_new = [&] {
+      bias_attention_flash_forward(y_new, lse, qkv_new, bias, off, N, C, NH, p, seed);
+    };
     auto bwd_old = [&] {
       std::fill(dq_old.begin(), dq_old.end(), 0.0f);
+      std::fill(db_old.begin(), db_old.end(), 0.0f);
       attention_backward(dq_old, scratch, dout, qkv, att, off, N, C, NH, p, seed);
+      matmul_backward({}, {}, db_old, dq_old, {}, {}, N, C, 3 * C);
     };
     auto bwd_new = [&] {
       std::fill(dq_new.begin(), dq_new.end(), 0.0f);
-      attention_flash_backward(dq_new, dout, qkv, y_new, lse, off, N, C, NH, p, seed);
+      std::fill(db_new.begin(), db_new.end(), 0.0f);
+      attention_flash_backward(dq_new, db_new, sums, dout, qkv_new, y_new, lse, off, N, C, NH, p,
+                               seed);
     };
     fwd_old();
     fwd_new();
+    const double dy = max_abs_diff(y_old, y_new);
+    const auto [fo, fn] = race(fwd_old, fwd_new, reps);
+    qkv_new = qkv;
+    attention_flash_forward(y_new, lse, qkv_new, off, N, C, NH, p, seed);
     bwd_old();
     bwd_new();
-    const double dy = max_abs_diff(y_old, y_new), dd = max_abs_diff(dq_old, dq_new);
+    const double dd = std::max(max_abs_diff(dq_old, dq_new), max_abs_diff(db_old, db_new) / N);
     if (dy > 1e-4 || dd > 1e-3) fail("attention", std::max(dy, dd));
-    const auto [fo, fn] = race(fwd_old, fwd_new, reps);
     const auto [bo, bn] = race(bwd_old, bwd_new, reps);
     const double saved_mb = (static_cast<double>(A) - static_cast<double>(N * NH)) * 4 / 1e6;
-    report(name, "attention_forward", fo, fn, L, dy,
+    report(name, "attention forward (+qkv bias)", fo, fn, L, dy,
            {{"N", N}, {"seqs", lens.size()}, {"saved_mb_per_layer_less", saved_mb}});
-    report(name, "attention_backward (incl. dqkv fill)", bo, bn, L, dd);
+    report(name, "attention backward (+dqkv fill, +qkv dbias)", bo, bn, L, dd);
   }
 
   // Residual + LayerNorm forward. Old: the projection matmul's bias fill (its sgemm then adds

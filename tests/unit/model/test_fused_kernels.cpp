@@ -110,11 +110,25 @@ TEST(FusedKernels, FlashAttentionMatchesReference) {
         EXPECT_TRUE(all_close(y, to_f(yd), kRtol, kAtol));
         // lse ~ log(T) + O(1): the same float rounding relative to a value of a few units.
         EXPECT_TRUE(all_close(lse, to_f(ref_lse(to_d(qkv), off, C, NH)), kRtol, kAtol));
-        attention_flash_backward(dqkv, g, qkv, y, lse, off, N, C, NH, p, seed);
+        VF dbias(3 * C, 0.5f), scratch(attention_flash_backward_scratch_size(off, C));
+        attention_flash_backward(dqkv, dbias, scratch, g, qkv, y, lse, off, N, C, NH, p, seed);
         ref::attention_backward(dqkvd, to_d(g), to_d(qkv), attd, off, N, C, NH, p, seed);
         // dk and dv sum up to 130 rows' contributions of O(1) terms, each through exp and the
         // dropout scale 1/0.7: float rounding reaches ~3e-5 relative on the largest of them.
         EXPECT_TRUE(all_close(dqkv, to_f(dqkvd), 5e-5, 5e-5));
+        // dbias: column sums of the contributions (dqkvd started at 1.0 per element).
+        VD dbiasd(3 * C, 0.5);
+        for (int64_t i = 0; i < N * 3 * C; ++i) dbiasd[i % (3 * C)] += dqkvd[i] - 1.0;
+        // Sums of up to 130 gradients: 10x the per-element budget.
+        EXPECT_TRUE(all_close(dbias, to_f(dbiasd), 5e-4, 5e-4));
+        // bias_attention_flash_forward = attention_flash_forward(qkv + bias).
+        VF b = randf(3 * C, 17), qkvb = qkv, qkv2 = qkv, y2(N * C), lse2(N * NH);
+        for (int64_t i = 0; i < N * 3 * C; ++i) qkv2[i] += b[i % (3 * C)];
+        attention_flash_forward(y, lse, qkv2, off, N, C, NH, p, seed);
+        bias_attention_flash_forward(y2, lse2, qkvb, b, off, N, C, NH, p, seed);
+        EXPECT_TRUE(all_close(qkvb, qkv2, 0, 0));
+        EXPECT_TRUE(all_close(y2, y, 0, 0));
+        EXPECT_TRUE(all_close(lse2, lse, 0, 0));
       }
     }
   }
@@ -133,7 +147,7 @@ TEST(FusedKernels, FlashAttentionMatchesUnfusedKernelWithDropout) {
     attention_backward(d_old, scratch, g, qkv, att, off, N, C, NH, p, 7);
     VF y(N * C), lse(N * NH), d(N * 3 * C, 0.0f);
     attention_flash_forward(y, lse, qkv, off, N, C, NH, p, 7);
-    attention_flash_backward(d, g, qkv, y, lse, off, N, C, NH, p, 7);
+    attention_flash_backward(d, {}, {}, g, qkv, y, lse, off, N, C, NH, p, 7);
     // Two float kernels with different summation orders: twice the float-vs-double budget.
     EXPECT_TRUE(all_close(y, y_old, 2 * kRtol, 2 * kAtol));
     EXPECT_TRUE(all_close(d, d_old, 1e-4, 1e-4));

@@ -36,8 +36,23 @@ void attention_flash_forward(std::span<float> out, std::span<float> lse,
                              std::span<const float> qkv, std::span<const int64_t> offsets,
                              int64_t N, int64_t C, int64_t NH, float dropout_p = 0.0f,
                              uint64_t seed = 0);
+// The same with the c_attn bias fused: qkv += bias first (in place; each task adds it to its own
+// rows and head columns), so the matmul before runs without a bias (no fill pass) and qkv
+// keeps the biased values the backward reads. qkv: (N, 3C) in/out   bias: (3C)
+void bias_attention_flash_forward(std::span<float> out, std::span<float> lse,
+                                  std::span<float> qkv, std::span<const float> bias,
+                                  std::span<const int64_t> offsets, int64_t N, int64_t C,
+                                  int64_t NH, float dropout_p = 0.0f, uint64_t seed = 0);
+
+// Floats of scratch attention_flash_backward needs for dbias: (S, 3C) for S sequences.
+int64_t attention_flash_backward_scratch_size(std::span<const int64_t> offsets, int64_t C);
+
 // Accumulates into dqkv (N, 3C). out, lse: what attention_flash_forward wrote for this qkv.
-void attention_flash_backward(std::span<float> dqkv, std::span<const float> dout,
+// dbias: (3C) or empty; when given, dbias += column sums of this call's contributions to dqkv
+// (the c_attn bias gradient when dqkv started at zero), and scratch (its size above) is
+// overwritten; the c_attn matmul backward then needs no bias sum.
+void attention_flash_backward(std::span<float> dqkv, std::span<float> dbias,
+                              std::span<float> scratch, std::span<const float> dout,
                               std::span<const float> qkv, std::span<const float> out,
                               std::span<const float> lse, std::span<const int64_t> offsets,
                               int64_t N, int64_t C, int64_t NH, float dropout_p = 0.0f,

@@ -114,9 +114,11 @@ inline void load_transposed(float* dst, const float* src, int64_t ld, int n, int
 }
 
 // Forward of one (sequence, head): out rows and lse for all T rows.
+// With a bias, qkv_mut is qkv (writable) and the task first adds the bias to its slice.
 template <int HSp>
-void flash_forward_task(float* out, float* lse, const float* qkv, const Task& tk, int64_t C,
-                        int64_t NH, int64_t HS, float scale, float p, uint64_t seed) {
+void flash_forward_task(float* out, float* lse, const float* qkv, float* qkv_mut,
+                        const float* bias, const Task& tk, int64_t C, int64_t NH, int64_t HS,
+                        float scale, float p, uint64_t seed) {
   alignas(64) float Q[kB * HSp];   // (kB, HSp) scale * q of the row block
   alignas(64) float Kt[HSp * kB];  // (HSp, kB) keys of the key block, transposed
   alignas(64) float Vb[kB * HSp];  // (kB, HSp) values of the key block
@@ -124,6 +126,16 @@ void flash_forward_task(float* out, float* lse, const float* qkv, const Task& tk
   alignas(64) float O[kB * HSp];   // (kB, HSp) unnormalised output
   float m[kB], l[kB];              // running max and sum of exp per row
   const int64_t ld = 3 * C, T = tk.T, h = tk.h;
+  if (bias) {
+    // qkv += bias on this task's rows and head columns (no other task touches them).
+    for (int64_t t = 0; t < T; ++t)
+      for (int part = 0; part < 3; ++part) {
+        float* row = qkv_mut + (tk.o + t) * ld + part * C + h * HS;
+        const float* b = bias + part * C + h * HS;
+#pragma omp simd
+        for (int64_t i = 0; i < HS; ++i) row[i] += b[i];
+      }
+  }
   const float* qh = qkv + tk.o * ld + h * HS;
   const float* kh = qh + C;
   const float* vh = qh + 2 * C;
@@ -192,10 +204,11 @@ void flash_forward_task(float* out, float* lse, const float* qkv, const Task& tk
 
 // Backward of one (sequence, head), FlashAttention-2 order: key blocks outside, so dK and dV of
 // a block stay in tiles; dq rows are accumulated into dqkv once per key block.
+// psum: (3C) row of this task's sequence in the dbias scratch, or null.
 template <int HSp>
-void flash_backward_task(float* dqkv, const float* dout, const float* qkv, const float* out,
-                         const float* lse, const Task& tk, int64_t C, int64_t NH, int64_t HS,
-                         float scale, float p, uint64_t seed) {
+void flash_backward_task(float* dqkv, float* psum, const float* dout, const float* qkv,
+                         const float* out, const float* lse, const Task& tk, int64_t C,
+                         int64_t NH, int64_t HS, float scale, float p, uint64_t seed) {
   alignas(64) float Kb[kB * HSp];  // (kB, HSp) keys of the key block
   alignas(64) float Kt[HSp * kB];  // (HSp, kB) the same, transposed
   alignas(64) float Vt[HSp * kB];  // (HSp, kB) values, transposed
@@ -206,6 +219,7 @@ void flash_backward_task(float* dqkv, const float* dout, const float* qkv, const
   alignas(64) float S[kB * kB];    // scores, then dropped weights drop(P)
   alignas(64) float dP[kB * kB];   // dout . v, then dS = d(scores)
   float D[kB], L[kB];
+  alignas(64) float sq[HSp] = {}, sk[HSp] = {}, sv[HSp] = {};  // column sums for dbias
   const int64_t ld = 3 * C, T = tk.T, h = tk.h;
   const float* qh = qkv + tk.o * ld + h * HS;
   const float* kh = qh + C;
@@ -281,20 +295,31 @@ void flash_backward_task(float* dqkv, const float* dout, const float* qkv, const
         float* d = dqh + (r0 + r) * ld;
         const float* s = dQ + r * HSp;
 #pragma omp simd
-        for (int64_t i = 0; i < HS; ++i) d[i] += scale * s[i];
+        for (int64_t i = 0; i < HS; ++i) {
+          const float g = scale * s[i];
+          d[i] += g;
+          sq[i] += g;
+        }
       }
     }
     for (int j = 0; j < bc; ++j) {
       float* dk = dkh + (c0 + j) * ld;
       float* dv = dvh + (c0 + j) * ld;
-      const float* sk = dK + j * HSp;
-      const float* sv = dV + j * HSp;
+      const float* gk = dK + j * HSp;
+      const float* gv = dV + j * HSp;
 #pragma omp simd
       for (int64_t i = 0; i < HS; ++i) {
-        dk[i] += sk[i];
-        dv[i] += sv[i];
+        dk[i] += gk[i];
+        dv[i] += gv[i];
+        sk[i] += gk[i];
+        sv[i] += gv[i];
       }
     }
+  }
+  if (psum) {
+    std::copy_n(sq, HS, psum + h * HS);
+    std::copy_n(sk, HS, psum + C + h * HS);
+    std::copy_n(sv, HS, psum + 2 * C + h * HS);
   }
 }
 
@@ -314,12 +339,11 @@ void check_common(std::span<const float> qkv, std::span<const int64_t> offsets, 
 
 }  // namespace
 
-void attention_flash_forward(std::span<float> out, std::span<float> lse,
-                             std::span<const float> qkv, std::span<const int64_t> offsets,
-                             int64_t N, int64_t C, int64_t NH, float dropout_p, uint64_t seed) {
-  check_common(qkv, offsets, N, C, NH, dropout_p);
-  check_size(out, N * C, "attention out");
-  check_size(lse, N * NH, "attention lse");
+namespace {
+
+void flash_forward(float* out, float* lse, const float* qkv, float* qkv_mut, const float* bias,
+                   std::span<const int64_t> offsets, int64_t C, int64_t NH, float p,
+                   uint64_t seed) {
   const int64_t S = static_cast<int64_t>(offsets.size()) - 1, HS = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   auto* task = &flash_forward_task<64>;
@@ -333,11 +357,40 @@ void attention_flash_forward(std::span<float> out, std::span<float> lse,
 #pragma omp parallel for collapse(2) schedule(dynamic) if (work >= kParallelMin)
   for (int64_t s = 0; s < S; ++s)
     for (int64_t h = 0; h < NH; ++h)
-      task(out.data(), lse.data(), qkv.data(), make_task(offsets, NH, s, h), C, NH, HS, scale,
-           dropout_p, seed);
+      task(out, lse, qkv, qkv_mut, bias, make_task(offsets, NH, s, h), C, NH, HS, scale, p,
+           seed);
 }
 
-void attention_flash_backward(std::span<float> dqkv, std::span<const float> dout,
+}  // namespace
+
+void attention_flash_forward(std::span<float> out, std::span<float> lse,
+                             std::span<const float> qkv, std::span<const int64_t> offsets,
+                             int64_t N, int64_t C, int64_t NH, float dropout_p, uint64_t seed) {
+  check_common(qkv, offsets, N, C, NH, dropout_p);
+  check_size(out, N * C, "attention out");
+  check_size(lse, N * NH, "attention lse");
+  flash_forward(out.data(), lse.data(), qkv.data(), nullptr, nullptr, offsets, C, NH, dropout_p,
+                seed);
+}
+
+void bias_attention_flash_forward(std::span<float> out, std::span<float> lse,
+                                  std::span<float> qkv, std::span<const float> bias,
+                                  std::span<const int64_t> offsets, int64_t N, int64_t C,
+                                  int64_t NH, float dropout_p, uint64_t seed) {
+  check_common(qkv, offsets, N, C, NH, dropout_p);
+  check_size(out, N * C, "attention out");
+  check_size(lse, N * NH, "attention lse");
+  check_size(bias, 3 * C, "attention qkv bias");
+  flash_forward(out.data(), lse.data(), qkv.data(), qkv.data(), bias.data(), offsets, C, NH,
+                dropout_p, seed);
+}
+
+int64_t attention_flash_backward_scratch_size(std::span<const int64_t> offsets, int64_t C) {
+  return (static_cast<int64_t>(offsets.size()) - 1) * 3 * C;
+}
+
+void attention_flash_backward(std::span<float> dqkv, std::span<float> dbias,
+                              std::span<float> scratch, std::span<const float> dout,
                               std::span<const float> qkv, std::span<const float> out,
                               std::span<const float> lse, std::span<const int64_t> offsets,
                               int64_t N, int64_t C, int64_t NH, float dropout_p, uint64_t seed) {
@@ -346,6 +399,11 @@ void attention_flash_backward(std::span<float> dqkv, std::span<const float> dout
   check_size(dout, N * C, "attention dout");
   check_size(out, N * C, "attention out");
   check_size(lse, N * NH, "attention lse");
+  const bool sums = !dbias.empty();
+  if (sums) {
+    check_size(dbias, 3 * C, "attention dbias");
+    check_size(scratch, attention_flash_backward_scratch_size(offsets, C), "attention scratch");
+  }
   const int64_t S = static_cast<int64_t>(offsets.size()) - 1, HS = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   auto* task = &flash_backward_task<64>;
@@ -356,11 +414,30 @@ void attention_flash_backward(std::span<float> dqkv, std::span<const float> dout
     default: break;
   }
   const int64_t work = attention_att_size(offsets, NH) * HS;
-#pragma omp parallel for collapse(2) schedule(dynamic) if (work >= kParallelMin)
-  for (int64_t s = 0; s < S; ++s)
-    for (int64_t h = 0; h < NH; ++h)
-      task(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(),
-           make_task(offsets, NH, s, h), C, NH, HS, scale, dropout_p, seed);
+  const int64_t kBlock = 256, nblocks = (3 * C + kBlock - 1) / kBlock;
+  float* part = scratch.data();  // (S, 3C) column sums of each sequence's contributions
+#pragma omp parallel if (work >= kParallelMin)
+  {
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t h = 0; h < NH; ++h)
+        task(dqkv.data(), sums ? part + s * 3 * C : nullptr, dout.data(), qkv.data(), out.data(),
+             lse.data(), make_task(offsets, NH, s, h), C, NH, HS, scale, dropout_p, seed);
+    if (sums) {
+      // Sequence partials in sequence order (independent of the thread count).
+#pragma omp for schedule(static)
+      for (int64_t blk = 0; blk < nblocks; ++blk) {
+        const int64_t c0 = blk * kBlock, c1 = std::min(3 * C, c0 + kBlock);
+        float acc[kBlock] = {};
+        for (int64_t s = 0; s < S; ++s) {
+          const float* ps = part + s * 3 * C;
+#pragma omp simd
+          for (int64_t c = c0; c < c1; ++c) acc[c - c0] += ps[c];
+        }
+        for (int64_t c = c0; c < c1; ++c) dbias[c] += acc[c - c0];
+      }
+    }
+  }
 }
 
 }  // namespace llmft::kernels
