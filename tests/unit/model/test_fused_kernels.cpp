@@ -4,18 +4,21 @@
 // unfused fast ones they replace where both apply dropout.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <functional>
 #include <random>
 #include <vector>
 
 #include "llmft/model/kernels/attention.h"
+#include "llmft/model/kernels/bf16.h"
 #include "llmft/model/kernels/crossentropy.h"
 #include "llmft/model/kernels/dropout.h"
 #include "llmft/model/kernels/gelu.h"
 #include "llmft/model/kernels/layernorm.h"
 #include "llmft/model/kernels/reference.h"
 #include "llmft/model/kernels/residual.h"
+#include "llmft/model/kernels/vmath.h"
 #include "test_util.h"
 
 namespace llmft::kernels {
@@ -62,6 +65,13 @@ void fd_check(VD& x, const VD& analytic, const std::function<double()>& loss, in
   }
 }
 
+// The library's conversion, to check the fused kernels' bf16 outputs bit for bit.
+std::vector<uint16_t> to_bf16_copy(const VF& v) {
+  std::vector<uint16_t> out(v.size());
+  to_bf16(out, v);
+  return out;
+}
+
 std::vector<int64_t> offsets_of(const std::vector<int64_t>& lens) {
   std::vector<int64_t> off{0};
   for (auto l : lens) off.push_back(off.back() + l);
@@ -88,6 +98,21 @@ VD ref_lse(const VD& qkv, const std::vector<int64_t>& off, int64_t C, int64_t NH
         lse[t * NH + h] = m + std::log(sum);
       }
   return lse;
+}
+
+TEST(FusedKernels, RoundBf16MatchesLibraryConversion) {
+  // Ties (both directions), denormals, the largest float (rounds to inf), infinities, NaNs.
+  const std::vector<uint32_t> bits{0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x00000001u,
+                                   0x807fffffu, 0x7f7fffffu, 0x7f800000u, 0xff800000u,
+                                   0x7fc00000u, 0x7f800001u, 0xffffffffu, 0x00000000u};
+  for (uint32_t b : bits) {
+    const float x = std::bit_cast<float>(b);
+    EXPECT_EQ(round_bf16(x), float_to_bf16(x)) << std::hex << b;
+  }
+  VF v = randf(1000, 70, 100.0f);
+  std::vector<uint16_t> mine(v.size());
+  for (size_t i = 0; i < v.size(); ++i) mine[i] = round_bf16(v[i]);
+  EXPECT_EQ(mine, to_bf16_copy(v));
 }
 
 TEST(FusedKernels, FlashAttentionMatchesReference) {
@@ -125,9 +150,11 @@ TEST(FusedKernels, FlashAttentionMatchesReference) {
         VF b = randf(3 * C, 17), qkvb = qkv, qkv2 = qkv, y2(N * C), lse2(N * NH);
         for (int64_t i = 0; i < N * 3 * C; ++i) qkv2[i] += b[i % (3 * C)];
         attention_flash_forward(y, lse, qkv2, off, N, C, NH, p, seed);
-        bias_attention_flash_forward(y2, lse2, qkvb, b, off, N, C, NH, p, seed);
+        std::vector<uint16_t> ybf(N * C);
+        bias_attention_flash_forward(y2, ybf, lse2, qkvb, b, off, N, C, NH, p, seed);
         EXPECT_TRUE(all_close(qkvb, qkv2, 0, 0));
         EXPECT_TRUE(all_close(y2, y, 0, 0));
+        EXPECT_EQ(ybf, to_bf16_copy(y));
         EXPECT_TRUE(all_close(lse2, lse, 0, 0));
       }
     }
@@ -198,7 +225,8 @@ TEST(FusedKernels, ResidualLayernormMatchesReference) {
         VF nobias;
         const VF& bs = with_bias ? bias : nobias;
         VF res_out(N * C), y(N * C), mean(N), rstd(N);
-        residual_layernorm_forward(res_out, y, mean, rstd, res, br, bs, w, b, N, C, 1e-5f, p, 3);
+        residual_layernorm_forward(res_out, y, {}, mean, rstd, res, br, bs, w, b, N, C, 1e-5f, p,
+                                   3);
         VD res_outd(N * C), yd(N * C), md(N), rd(N);
         ref::residual_layernorm_forward(res_outd, yd, md, rd, to_d(res), to_d(br), to_d(bs),
                                         to_d(w), to_d(b), N, C, 1e-5, p, 3);
@@ -220,8 +248,15 @@ TEST(FusedKernels, ResidualLayernormMatchesReference) {
         EXPECT_TRUE(all_close(y, y2, 10 * tol, 10 * tol));
         // In place: res_out aliasing res_in.
         VF inplace = res;
-        residual_layernorm_forward(inplace, y2, m2, s2, inplace, br, bs, w, b, N, C, 1e-5f, p, 3);
+        std::vector<uint16_t> ybf(N * C), ybf2(N * C);
+        residual_layernorm_forward(inplace, y2, ybf, m2, s2, inplace, br, bs, w, b, N, C, 1e-5f, p,
+                                   3);
         EXPECT_TRUE(all_close(inplace, res_out, 0, 0));
+        EXPECT_TRUE(all_close(y2, y, 0, 0));
+        EXPECT_EQ(ybf, to_bf16_copy(y));
+        // bf16 output only.
+        residual_layernorm_forward(res2, {}, ybf2, m2, s2, res, br, bs, w, b, N, C, 1e-5f, p, 3);
+        EXPECT_EQ(ybf2, ybf);
 
         // Backward: dx starts as the residual path's gradient gr; accumulators start at 0.5.
         VF dx = gr, dbranch(N * C, 7.0f), dbias(C, 0.5f), dw(C, 0.5f), db(C, 0.5f);
@@ -279,7 +314,12 @@ TEST(FusedKernels, BiasGeluMatchesReference) {
     SCOPED_TRACE(testing::Message() << N << "x" << OC);
     VF x = randf(N * OC, 60, 2.0f), bias = randf(OC, 61), g = randf(N * OC, 62);
     VF xf = x, y(N * OC);
-    bias_gelu_forward(y, xf, bias, N, OC);
+    std::vector<uint16_t> ybf(N * OC), ybf2(N * OC), ybf3(N * OC);
+    bias_gelu_forward(y, ybf, xf, bias, N, OC);
+    EXPECT_EQ(ybf, to_bf16_copy(y));
+    VF xf2 = x;
+    bias_gelu_forward({}, ybf2, xf2, bias, N, OC);  // bf16 output only
+    EXPECT_EQ(ybf2, ybf);
     VD xd = to_d(x), yd(N * OC);
     ref::bias_gelu_forward(yd, xd, to_d(bias), N, OC);
     EXPECT_TRUE(all_close(xf, to_f(xd), 0, 0));  // one float addition, exact
@@ -290,7 +330,8 @@ TEST(FusedKernels, BiasGeluMatchesReference) {
 
     VF dx(N * OC, 7.0f), yb(N * OC), dbias(OC, 0.5f);
     VF scratch(gelu_bias_backward_scratch_size(N, OC));
-    gelu_bias_backward(dx, yb, dbias, scratch, g, xf, N, OC);
+    gelu_bias_backward(dx, yb, ybf3, dbias, scratch, g, xf, N, OC);
+    EXPECT_EQ(ybf3, ybf);
     VD dxd(N * OC), dbiasd(OC, 0.5);
     ref::gelu_bias_backward(dxd, dbiasd, to_d(g), xd, N, OC);
     EXPECT_TRUE(all_close(dx, to_f(dxd), kRtol, kAtol));
@@ -303,7 +344,7 @@ TEST(FusedKernels, BiasGeluMatchesReference) {
     EXPECT_TRUE(all_close(dx, dx_old, 0, 0));
     // dx aliasing dy, no recompute, no bias gradient.
     VF inplace = g;
-    gelu_bias_backward(inplace, {}, {}, {}, inplace, xf, N, OC);
+    gelu_bias_backward(inplace, {}, {}, {}, {}, inplace, xf, N, OC);
     EXPECT_TRUE(all_close(inplace, dx, 0, 0));
   }
 }

@@ -39,8 +39,10 @@ void attention_flash_forward(std::span<float> out, std::span<float> lse,
 // The same with the c_attn bias fused: qkv += bias first (in place; each task adds it to its own
 // rows and head columns), so the matmul before runs without a bias (no fill pass) and qkv
 // keeps the biased values the backward reads. qkv: (N, 3C) in/out   bias: (3C)
-void bias_attention_flash_forward(std::span<float> out, std::span<float> lse,
-                                  std::span<float> qkv, std::span<const float> bias,
+// out_bf: (N, C) out rounded to bf16 (as to_bf16) for a bf16 projection matmul, or empty.
+void bias_attention_flash_forward(std::span<float> out, std::span<uint16_t> out_bf,
+                                  std::span<float> lse, std::span<float> qkv,
+                                  std::span<const float> bias,
                                   std::span<const int64_t> offsets, int64_t N, int64_t C,
                                   int64_t NH, float dropout_p = 0.0f, uint64_t seed = 0);
 

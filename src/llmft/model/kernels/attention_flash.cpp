@@ -116,7 +116,7 @@ inline void load_transposed(float* dst, const float* src, int64_t ld, int n, int
 // Forward of one (sequence, head): out rows and lse for all T rows.
 // With a bias, qkv_mut is qkv (writable) and the task first adds the bias to its slice.
 template <int HSp>
-void flash_forward_task(float* out, float* lse, const float* qkv, float* qkv_mut,
+void flash_forward_task(float* out, uint16_t* out_bf, float* lse, const float* qkv, float* qkv_mut,
                         const float* bias, const Task& tk, int64_t C, int64_t NH, int64_t HS,
                         float scale, float p, uint64_t seed) {
   alignas(64) float Q[kB * HSp];   // (kB, HSp) scale * q of the row block
@@ -197,6 +197,11 @@ void flash_forward_task(float* out, float* lse, const float* qkv, float* qkv_mut
       const float* o = O + r * HSp;
 #pragma omp simd
       for (int64_t i = 0; i < HS; ++i) y[i] = o[i] * inv;
+      if (out_bf) {
+        uint16_t* yb = out_bf + (tk.o + r0 + r) * C + h * HS;
+#pragma omp simd
+        for (int64_t i = 0; i < HS; ++i) yb[i] = round_bf16(y[i]);
+      }
       lse[(tk.o + r0 + r) * NH + h] = m[r] + std::log(l[r]);
     }
   }
@@ -341,7 +346,8 @@ void check_common(std::span<const float> qkv, std::span<const int64_t> offsets, 
 
 namespace {
 
-void flash_forward(float* out, float* lse, const float* qkv, float* qkv_mut, const float* bias,
+void flash_forward(float* out, uint16_t* out_bf, float* lse, const float* qkv, float* qkv_mut,
+                   const float* bias,
                    std::span<const int64_t> offsets, int64_t C, int64_t NH, float p,
                    uint64_t seed) {
   const int64_t S = static_cast<int64_t>(offsets.size()) - 1, HS = C / NH;
@@ -357,7 +363,7 @@ void flash_forward(float* out, float* lse, const float* qkv, float* qkv_mut, con
 #pragma omp parallel for collapse(2) schedule(dynamic) if (work >= kParallelMin)
   for (int64_t s = 0; s < S; ++s)
     for (int64_t h = 0; h < NH; ++h)
-      task(out, lse, qkv, qkv_mut, bias, make_task(offsets, NH, s, h), C, NH, HS, scale, p,
+      task(out, out_bf, lse, qkv, qkv_mut, bias, make_task(offsets, NH, s, h), C, NH, HS, scale, p,
            seed);
 }
 
@@ -369,20 +375,22 @@ void attention_flash_forward(std::span<float> out, std::span<float> lse,
   check_common(qkv, offsets, N, C, NH, dropout_p);
   check_size(out, N * C, "attention out");
   check_size(lse, N * NH, "attention lse");
-  flash_forward(out.data(), lse.data(), qkv.data(), nullptr, nullptr, offsets, C, NH, dropout_p,
-                seed);
+  flash_forward(out.data(), nullptr, lse.data(), qkv.data(), nullptr, nullptr, offsets, C, NH,
+                dropout_p, seed);
 }
 
-void bias_attention_flash_forward(std::span<float> out, std::span<float> lse,
-                                  std::span<float> qkv, std::span<const float> bias,
+void bias_attention_flash_forward(std::span<float> out, std::span<uint16_t> out_bf,
+                                  std::span<float> lse, std::span<float> qkv,
+                                  std::span<const float> bias,
                                   std::span<const int64_t> offsets, int64_t N, int64_t C,
                                   int64_t NH, float dropout_p, uint64_t seed) {
   check_common(qkv, offsets, N, C, NH, dropout_p);
   check_size(out, N * C, "attention out");
   check_size(lse, N * NH, "attention lse");
   check_size(bias, 3 * C, "attention qkv bias");
-  flash_forward(out.data(), lse.data(), qkv.data(), qkv.data(), bias.data(), offsets, C, NH,
-                dropout_p, seed);
+  if (!out_bf.empty()) check_size(out_bf, N * C, "attention out_bf");
+  flash_forward(out.data(), out_bf.empty() ? nullptr : out_bf.data(), lse.data(), qkv.data(),
+                qkv.data(), bias.data(), offsets, C, NH, dropout_p, seed);
 }
 
 int64_t attention_flash_backward_scratch_size(std::span<const int64_t> offsets, int64_t C) {

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "llmft/model/kernels/common.h"
+#include "llmft/model/kernels/vmath.h"
 
 namespace llmft::kernels {
 
@@ -111,7 +112,8 @@ namespace {
 // One row of residual_layernorm_forward; same arithmetic as residual_forward (after the bias
 // add and dropout_forward) followed by layernorm_forward.
 template <bool kBias, bool kDrop>
-inline void residual_layernorm_row(float* r, float* y, float* mean, float* rstd, const float* a,
+inline void residual_layernorm_row(float* r, float* y, uint16_t* ybf, float* mean, float* rstd,
+                                   const float* a,
                                    const float* br, const float* bias, const float* w,
                                    const float* b, int64_t C, float eps, float p, uint64_t seed,
                                    uint64_t id0) {
@@ -135,8 +137,20 @@ inline void residual_layernorm_row(float* r, float* y, float* mean, float* rstd,
   var /= static_cast<double>(C);
   const float mf = static_cast<float>(m);
   const float rs = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+  if (y && ybf) {
 #pragma omp simd
-  for (int64_t c = 0; c < C; ++c) y[c] = (r[c] - mf) * rs * w[c] + b[c];
+    for (int64_t c = 0; c < C; ++c) {
+      const float v = (r[c] - mf) * rs * w[c] + b[c];
+      y[c] = v;
+      ybf[c] = round_bf16(v);
+    }
+  } else if (y) {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) y[c] = (r[c] - mf) * rs * w[c] + b[c];
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) ybf[c] = round_bf16((r[c] - mf) * rs * w[c] + b[c]);
+  }
   *mean = mf;
   *rstd = rs;
 }
@@ -186,13 +200,16 @@ void layernorm_residual_backward_rows(float* dx, float* dbranch, float* pw, floa
 }  // namespace
 
 void residual_layernorm_forward(std::span<float> res_out, std::span<float> y,
-                                std::span<float> mean, std::span<float> rstd,
+                                std::span<uint16_t> y_bf, std::span<float> mean,
+                                std::span<float> rstd,
                                 std::span<const float> res_in, std::span<const float> branch,
                                 std::span<const float> bias, std::span<const float> w,
                                 std::span<const float> b, int64_t N, int64_t C, float eps,
                                 float dropout_p, uint64_t seed) {
   check_size(res_out, N * C, "residual_layernorm res_out");
-  check_size(y, N * C, "residual_layernorm y");
+  LLMFT_CHECK(!y.empty() || !y_bf.empty(), "residual_layernorm: no output");
+  if (!y.empty()) check_size(y, N * C, "residual_layernorm y");
+  if (!y_bf.empty()) check_size(y_bf, N * C, "residual_layernorm y_bf");
   check_size(res_in, N * C, "residual_layernorm res_in");
   check_size(branch, N * C, "residual_layernorm branch");
   check_size(mean, N, "residual_layernorm mean");
@@ -207,7 +224,8 @@ void residual_layernorm_forward(std::span<float> res_out, std::span<float> y,
   else if (dropout_p > 0.0f) row = &residual_layernorm_row<false, true>;
 #pragma omp parallel for if (N * C >= kParallelMin)
   for (int64_t i = 0; i < N; ++i)
-    row(res_out.data() + i * C, y.data() + i * C, mean.data() + i, rstd.data() + i,
+    row(res_out.data() + i * C, y.empty() ? nullptr : y.data() + i * C,
+        y_bf.empty() ? nullptr : y_bf.data() + i * C, mean.data() + i, rstd.data() + i,
         res_in.data() + i * C, branch.data() + i * C, bias.data(), w.data(), b.data(), C, eps,
         dropout_p, seed, static_cast<uint64_t>(i * C));
 }

@@ -18,12 +18,14 @@ void layernorm_backward(std::span<float> dx, std::span<float> dw, std::span<floa
 
 // Residual add fused with the LayerNorm that reads it (one pass over each row):
 //   res_out = res_in + drop(branch + bias);  y = LN(res_out)
-// res_out, res_in, branch, y: (N, C); res_out may alias res_in.   bias: (C) or empty (the bias of
-// the matmul that made `branch`, which can then run without one)   w, b: (C)
-// mean, rstd: (N) saved for backward. dropout_p > 0 drops branch + bias with the counter mask of
-// `seed` over its N * C elements, exactly as dropout_forward.
+// res_out, res_in, branch, y: (N, C); res_out may alias res_in.   y_bf: (N, C) y rounded to bf16
+// (as to_bf16) for a bf16 matmul, or empty; y may be empty when y_bf is not.
+// bias: (C) or empty (the bias of the matmul that made `branch`, which can then run without one)
+// w, b: (C)   mean, rstd: (N) saved for backward. dropout_p > 0 drops branch + bias with the
+// counter mask of `seed` over its N * C elements, exactly as dropout_forward.
 void residual_layernorm_forward(std::span<float> res_out, std::span<float> y,
-                                std::span<float> mean, std::span<float> rstd,
+                                std::span<uint16_t> y_bf, std::span<float> mean,
+                                std::span<float> rstd,
                                 std::span<const float> res_in, std::span<const float> branch,
                                 std::span<const float> bias, std::span<const float> w,
                                 std::span<const float> b, int64_t N, int64_t C, float eps,

@@ -32,6 +32,16 @@ inline float vexp(float x) {
   return p * std::bit_cast<float>(bits);
 }
 
+// x rounded to bf16 (the upper half of its bits), as bf16.h's float_to_bf16: ties to even, NaN
+// kept and made quiet, denormals kept. Branch-free, so it vectorises inside `omp simd` loops:
+// fused kernels write bf16 copies of their outputs in the same pass (Precision::kBf16).
+inline uint16_t round_bf16(float x) {
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t quiet_nan = (u >> 16) | 0x40u;
+  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+}
+
 // 16 floats in one vector register (one AVX-512 register under -march=native; GCC splits it
 // into narrower registers elsewhere, so the code stays portable). `a * v` broadcasts a float.
 typedef float f32x16 __attribute__((vector_size(64)));
