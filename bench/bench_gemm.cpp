@@ -1,9 +1,10 @@
 // gemm_bf16 against OpenBLAS sgemm at gpt2-medium's shapes (C = 1024), measured in the same run,
 // interleaved call by call: training products at N tokens (forward, output head, backward dinp
 // and dW), whole-step sequences of products where every step has a different N, generation
-// row counts, and the first-call (primitive creation) cost. Results are checked against sgemm
-// before timing. One JSON line per result, medians over repeats after a warm-up.
-// Usage: bench_gemm [repeats] [N]      e.g. bench_gemm 7 450
+// row counts, the portable path (what a CPU without AVX512-BF16 runs), the first-call
+// (primitive creation) cost, and to_bf16's throughput. Results are checked against sgemm before
+// timing. One JSON line per result, medians over repeats after a warm-up.
+// Usage: bench_gemm [repeats] [N]      e.g. bench_gemm 5 450
 #include <cblas.h>
 #include <fmt/format.h>
 #include <omp.h>
@@ -121,7 +122,7 @@ double check(const Shape& s, Buffers& buf) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int repeats = argc > 1 ? std::stoi(argv[1]) : 7;
+  const int repeats = argc > 1 ? std::stoi(argv[1]) : 5;
   const int64_t N = argc > 2 ? std::stoll(argv[2]) : 450;
   Buffers buf(static_cast<size_t>(50257) * 1024);
   fmt::print("{{\"context\": \"bench_gemm\", \"threads\": {}, \"compiler\": \"{}\", "
@@ -145,6 +146,31 @@ int main(int argc, char** argv) {
                s.M, s.N, s.K, first * 1e3, median(t) * 1e3);
   }
 
+  // to_bf16 (activations (N, 4C), the head weight (V, C)) against the scalar rounding loop.
+  for (size_t n : {static_cast<size_t>(N * 4096), static_cast<size_t>(50257) * 1024}) {
+    std::span<const float> in(buf.c.data(), n);
+    std::span<bf16> out(buf.a.data(), n);
+    std::fill(buf.c.begin(), buf.c.begin() + static_cast<long>(n), 1.2345f);
+    std::vector<double> tv, ts;
+    for (int r = 0; r <= repeats; ++r) {
+      double t0 = now_s();
+      to_bf16(out, in);
+      const double t1 = now_s();
+      for (size_t i = 0; i < n; ++i) out[i] = float_to_bf16(in[i]);
+      const double t2 = now_s();
+      if (r > 0) {
+        tv.push_back(t1 - t0);
+        ts.push_back(t2 - t1);
+      }
+    }
+    // Bytes read and written.
+    fmt::print("{{\"bench\": \"to_bf16\", \"elements\": {}, \"gbytes_per_s\": {:.1f}, "
+               "\"plain_loop_one_thread_gbytes_per_s\": {:.1f}}}\n",
+               n, 6.0 * static_cast<double>(n) / median(tv) * 1e-9,
+               6.0 * static_cast<double>(n) / median(ts) * 1e-9);
+  }
+  buf = Buffers(buf.a.size());
+
   // Single products at N tokens, then generation row counts.
   std::vector<Shape> shapes;
   for (const Shape& s : step_shapes(N)) {
@@ -159,24 +185,31 @@ int main(int argc, char** argv) {
   }
   for (const Shape& s : shapes) {
     const double err = check(s, buf);
-    std::vector<double> ts, tb;
+    std::vector<double> ts, tb, tp, ratio;
     for (int r = 0; r <= repeats; ++r) {  // r = 0: warm-up
       double t0 = now_s();
       run_sgemm(s, buf, 1.0f);
       const double t1 = now_s();
       run_bf16(s, buf, 1.0f);
       const double t2 = now_s();
+      set_bf16_native(false);
+      run_bf16(s, buf, 1.0f);
+      set_bf16_native(true);
+      const double t3 = now_s();
       if (r > 0) {
         ts.push_back(t1 - t0);
         tb.push_back(t2 - t1);
+        tp.push_back(t3 - t2);
+        ratio.push_back((t1 - t0) / (t2 - t1));
       }
     }
     fmt::print("{{\"bench\": \"gemm\", \"name\": \"{}\", \"trans\": \"{}{}\", \"M\": {}, \"N\": {}, "
                "\"K\": {}, \"sgemm_gflops\": {:.1f}, \"bf16_gflops\": {:.1f}, \"ratio\": {:.2f}, "
-               "\"sgemm_ms\": {:.3f}, \"bf16_ms\": {:.3f}, \"max_rel_diff\": {:.1e}}}\n",
+               "\"portable_gflops\": {:.1f}, \"sgemm_ms\": {:.3f}, \"bf16_ms\": {:.3f}, "
+               "\"max_rel_diff\": {:.1e}}}\n",
                s.name, s.ta ? 'T' : 'N', s.tb ? 'T' : 'N', s.M, s.N, s.K,
-               s.flop() / median(ts) * 1e-9, s.flop() / median(tb) * 1e-9,
-               median(ts) / median(tb), median(ts) * 1e3, median(tb) * 1e3, err);
+               s.flop() / median(ts) * 1e-9, s.flop() / median(tb) * 1e-9, median(ratio),
+               s.flop() / median(tp) * 1e-9, median(ts) * 1e3, median(tb) * 1e3, err);
   }
 
   // Whole training steps' products, a different N each step (300..700), sgemm and bf16 steps

@@ -218,7 +218,8 @@ TEST_P(GemmBf16, AllTransposesBetasAndOddShapes) {
       {false, false, 1, 1, 1, 0, 0, 0},    {false, false, 1, 37, 5, 0, 0, 0},
       {false, false, 7, 17, 33, 3, 0, 0},  {false, false, 13, 50, 129, 0, 5, 2},
       {false, false, 64, 48, 64, 0, 0, 0}, {false, false, 3, 100, 300, 1, 1, 1},
-      {false, false, 33, 31, 1, 0, 0, 0},
+      {false, false, 33, 31, 1, 0, 0, 0},  {false, false, 1, 300, 257, 2, 3, 1},
+      {false, false, 4, 513, 260, 0, 0, 0},
   };
   uint32_t seed = 1;
   for (const GemmCase& s : shapes)
