@@ -1,20 +1,34 @@
-// Generation throughput with the KV-cached Decoder: random weights, gpt2 / gpt2-medium shapes,
-// ~40-token prompts, prefill and decode timed apart, 1 stream and batched. One JSON line per
-// result (median of repeats after a warm-up). Usage: bench_generate [models] [new_tokens] [repeats]
-//   e.g. bench_generate gpt2,gpt2-medium 128 3
+// Generation throughput with the KV-cached Decoder, random weights (sd 0.02; timing only).
+// Two modes, one JSON line per result:
+//   bench_generate [models] [new_tokens] [repeats]
+//       ~40-token random prompts, prefill and decode timed apart, 1/8/16 streams, fp32 and bf16
+//       (median of repeats after a warm-up), e.g. bench_generate gpt2,gpt2-medium 128 3
+//   bench_generate testset [--precision fp32|bf16] [--batch-size N] [--new-tokens 256]
+//                          [--model gpt2-medium] [--single-tokens 64]
+//       The issue-6 workload: the bundled dataset's test split (SPEC §1, 110 prompts), alpaca
+//       prompts, greedy, --new-tokens each with no early stop, through generate(); prints wall
+//       time, tokens/s, peak RSS and the load average; then one stream decoding --single-tokens
+//       tokens in fp32 and in bf16 (0 skips it).
 #include <fmt/format.h>
 #include <omp.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "llmft/core/io.h"
+#include "llmft/data/dataset.h"
+#include "llmft/data/template.h"
 #include "llmft/generate/decoder.h"
+#include "llmft/generate/generate.h"
 #include "llmft/generate/sampler.h"
 #include "llmft/model/params.h"
+#include "llmft/tokenizer/bpe.h"
 
 using namespace llmft;
 
@@ -29,70 +43,185 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-}  // namespace
+// Uniform with sd 0.02 (a normal distribution takes seconds for gpt2-medium; timing only).
+std::vector<float> random_params(const Gpt2Config& cfg) {
+  const ParamTable pt(cfg);
+  std::vector<float> params(static_cast<size_t>(pt.total()));
+  uint64_t s = 1;
+  for (auto& x : params) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    x = (static_cast<float>(s >> 40) / 16777216.0f - 0.5f) * 0.0693f;  // sqrt(12) * 0.02
+  }
+  return params;
+}
 
-int main(int argc, char** argv) {
+double load1() {
+  double l[1] = {0};
+  return getloadavg(l, 1) == 1 ? l[0] : -1.0;
+}
+
+double peak_rss_gib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB
+}
+
+// Prefill + decode of random prompts through the Decoder directly, per streams count.
+int streams_mode(int argc, char** argv) {
   std::string models = argc > 1 ? argv[1] : "gpt2,gpt2-medium";
   const int64_t new_tokens = argc > 2 ? std::stoll(argv[2]) : 128;
   const int repeats = argc > 3 ? std::stoi(argv[3]) : 3;
   const int64_t prompt_len = 40;
   fmt::print("{{\"context\": \"bench_generate\", \"threads\": {}, \"compiler\": \"{}\", "
-             "\"prompt_tokens\": {}, \"new_tokens\": {}, \"repeats\": {}}}\n",
-             omp_get_max_threads(), __VERSION__, prompt_len, new_tokens, repeats);
+             "\"prompt_tokens\": {}, \"new_tokens\": {}, \"repeats\": {}, \"load1\": {:.2f}}}\n",
+             omp_get_max_threads(), __VERSION__, prompt_len, new_tokens, repeats, load1());
   std::stringstream ss(models);
   std::string name;
   while (std::getline(ss, name, ',')) {
     const Gpt2Config cfg = Gpt2Config::from_name(name);
-    const ParamTable pt(cfg);
-    std::vector<float> params(static_cast<size_t>(pt.total()));
-    std::mt19937 gen(1);
-    std::normal_distribution<float> d(0.0f, 0.02f);
-    for (auto& x : params) x = d(gen);
-    for (int64_t B : {1, 8, 16}) {
-      Decoder dec(cfg, params, B, prompt_len + new_tokens);
-      std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(B));
-      for (auto& p : prompts)
-        for (int64_t i = 0; i < prompt_len; ++i) p.push_back(static_cast<int32_t>(gen() % 50000));
-      std::vector<float> logits(static_cast<size_t>(B * cfg.V));
-      std::vector<double> prefill_s, decode_s;
-      for (int rep = 0; rep <= repeats; ++rep) {  // rep 0 = warm-up
-        std::vector<DecodeChunk> chunks;
-        for (int64_t s = 0; s < B; ++s) {
-          dec.reset(s);
-          chunks.push_back({s, prompts[static_cast<size_t>(s)]});
-        }
-        const double t0 = now_s();
-        dec.forward(chunks, logits);
-        const double t1 = now_s();
-        std::vector<int32_t> next(static_cast<size_t>(B));
-        for (int64_t step = 0; step + 1 < new_tokens; ++step) {
+    const auto params = random_params(cfg);
+    std::mt19937 gen(2);
+    for (const Precision precision : {Precision::kFp32, Precision::kBf16}) {
+      for (int64_t B : {1, 8, 16}) {
+        Decoder dec(cfg, params, B, prompt_len + new_tokens, 0, precision);
+        std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(B));
+        for (auto& p : prompts)
+          for (int64_t i = 0; i < prompt_len; ++i) p.push_back(static_cast<int32_t>(gen() % 50000));
+        std::vector<float> logits(static_cast<size_t>(B * cfg.V));
+        std::vector<double> prefill_s, decode_s;
+        for (int rep = 0; rep <= repeats; ++rep) {  // rep 0 = warm-up
+          std::vector<DecodeChunk> chunks;
           for (int64_t s = 0; s < B; ++s) {
-            next[static_cast<size_t>(s)] = argmax(std::span<const float>(logits).subspan(
-                static_cast<size_t>(s * cfg.V), static_cast<size_t>(cfg.V)));
-            chunks[static_cast<size_t>(s)] = {s, {&next[static_cast<size_t>(s)], 1}};
+            dec.reset(s);
+            chunks.push_back({s, prompts[static_cast<size_t>(s)]});
           }
+          const double t0 = now_s();
           dec.forward(chunks, logits);
+          const double t1 = now_s();
+          std::vector<int32_t> next(static_cast<size_t>(B));
+          for (int64_t step = 0; step + 1 < new_tokens; ++step) {
+            for (int64_t s = 0; s < B; ++s) {
+              next[static_cast<size_t>(s)] = argmax(std::span<const float>(logits).subspan(
+                  static_cast<size_t>(s * cfg.V), static_cast<size_t>(cfg.V)));
+              chunks[static_cast<size_t>(s)] = {s, {&next[static_cast<size_t>(s)], 1}};
+            }
+            dec.forward(chunks, logits);
+          }
+          const double t2 = now_s();
+          if (rep > 0) {
+            prefill_s.push_back(t1 - t0);
+            decode_s.push_back(t2 - t1);
+          }
         }
-        const double t2 = now_s();
-        if (rep > 0) {
-          prefill_s.push_back(t1 - t0);
-          decode_s.push_back(t2 - t1);
-        }
+        const double pm = median(prefill_s), dm = median(decode_s);
+        const auto [dmin, dmax] = std::minmax_element(decode_s.begin(), decode_s.end());
+        // Decode tokens: the first new token comes from the prefill's logits.
+        const double dtok = static_cast<double>(B * (new_tokens - 1));
+        fmt::print("{{\"bench\": \"generate\", \"model\": \"{}\", \"precision\": \"{}\", "
+                   "\"streams\": {}, \"prefill_tok_s\": {:.1f}, \"decode_tok_s\": {:.2f}, "
+                   "\"decode_tok_s_per_stream\": {:.2f}, \"decode_tok_s_min\": {:.2f}, "
+                   "\"decode_tok_s_max\": {:.2f}, \"prefill_ms\": {:.1f}, \"decode_ms_per_step\": "
+                   "{:.1f}}}\n",
+                   name, to_string(precision), B, static_cast<double>(B * prompt_len) / pm,
+                   dtok / dm, dtok / dm / static_cast<double>(B), dtok / *dmax, dtok / *dmin,
+                   pm * 1e3, dm * 1e3 / static_cast<double>(new_tokens - 1));
+        std::fflush(stdout);
       }
-      const double pm = median(prefill_s), dm = median(decode_s);
-      const auto [dmin, dmax] = std::minmax_element(decode_s.begin(), decode_s.end());
-      // Decode tokens: the first new token comes from the prefill's logits.
-      const double dtok = static_cast<double>(B * (new_tokens - 1));
-      fmt::print("{{\"bench\": \"generate\", \"model\": \"{}\", \"streams\": {}, "
-                 "\"prefill_tok_s\": {:.1f}, \"decode_tok_s\": {:.2f}, "
-                 "\"decode_tok_s_per_stream\": {:.2f}, \"decode_tok_s_min\": {:.2f}, "
-                 "\"decode_tok_s_max\": {:.2f}, \"prefill_ms\": {:.1f}, \"decode_ms_per_step\": "
-                 "{:.1f}}}\n",
-                 name, B, static_cast<double>(B * prompt_len) / pm, dtok / dm,
-                 dtok / dm / static_cast<double>(B), dtok / *dmax, dtok / *dmin, pm * 1e3,
-                 dm * 1e3 / static_cast<double>(new_tokens - 1));
-      std::fflush(stdout);
     }
   }
   return 0;
+}
+
+// One stream: prefill `prompt`, then decode `tokens` tokens; returns decode tokens/s.
+double single_stream_tok_s(const Gpt2Config& cfg, std::span<const float> params,
+                           std::span<const int32_t> prompt, int64_t tokens, Precision precision) {
+  GenerateOptions o;
+  o.max_new_tokens = tokens;
+  o.batch_size = 1;
+  o.stop_at_eos = false;
+  o.precision = precision;
+  double t_first = 0;
+  bool first = true;
+  o.on_token = [&](size_t, int32_t) {
+    if (first) t_first = now_s();  // after the prefill (and the bf16 weight packing)
+    first = false;
+  };
+  const std::vector<std::vector<int32_t>> prompts = {{prompt.begin(), prompt.end()}};
+  generate({cfg, params}, prompts, o);
+  return static_cast<double>(tokens - 1) / (now_s() - t_first);
+}
+
+int testset_mode(int argc, char** argv) {
+  std::string model = "gpt2-medium";
+  Precision precision = Precision::kFp32;
+  int64_t batch = GenerateOptions{}.batch_size, new_tokens = 256, single_tokens = 64;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--precision") precision = parse_precision(next());
+    else if (a == "--batch-size") batch = std::stoll(next());
+    else if (a == "--new-tokens") new_tokens = std::stoll(next());
+    else if (a == "--model") model = next();
+    else if (a == "--single-tokens") single_tokens = std::stoll(next());
+    else throw std::runtime_error("unknown option " + a);
+  }
+  Gpt2Config cfg = Gpt2Config::from_name(model);
+  cfg.tied = false;  // the reference's untied head (a separate lm_head)
+  const auto params = random_params(cfg);
+  const InstructionDataset ds = load_dataset(data_dir() / "instruction-data.json");
+  const DatasetSplits split = split_dataset(ds.size());
+  std::vector<std::string> texts;
+  for (size_t i = split.test.begin; i < split.test.end; ++i)
+    texts.push_back(format_prompt(PromptTemplate::kAlpaca, ds.entries[i]));
+  const BpeTokenizer tok = BpeTokenizer::load_bundled();
+  const auto prompts = tok.encode_batch(texts, SpecialTokens::kAllow);
+  int64_t prompt_tokens = 0, longest = 0;
+  for (const auto& p : prompts) {
+    prompt_tokens += static_cast<int64_t>(p.size());
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()));
+  }
+
+  GenerateOptions o;
+  o.max_new_tokens = new_tokens;
+  o.batch_size = batch;
+  o.stop_at_eos = false;  // every prompt gets exactly new_tokens
+  o.precision = precision;
+  const double load_before = load1();
+  GenerateStats st;
+  const double t0 = now_s();
+  generate({cfg, params}, prompts, o, &st);
+  const double wall = now_s() - t0;
+  fmt::print("{{\"bench\": \"generate_testset\", \"model\": \"{}\", \"precision\": \"{}\", "
+             "\"threads\": {}, \"prompts\": {}, \"prompt_tokens\": {}, \"longest_prompt\": {}, "
+             "\"new_tokens_each\": {}, \"batch_size\": {}, \"new_tokens\": {}, \"wall_s\": {:.1f}, "
+             "\"tok_s\": {:.1f}, \"peak_rss_gib\": {:.2f}, \"load1_before\": {:.2f}, "
+             "\"load1_after\": {:.2f}}}\n",
+             model, to_string(precision), omp_get_max_threads(), prompts.size(), prompt_tokens,
+             longest, new_tokens, batch, st.new_tokens, wall,
+             static_cast<double>(st.new_tokens) / wall, peak_rss_gib(), load_before, load1());
+  std::fflush(stdout);
+  if (single_tokens > 1) {
+    const double f32 = single_stream_tok_s(cfg, params, prompts[0], single_tokens, Precision::kFp32);
+    const double b16 = single_stream_tok_s(cfg, params, prompts[0], single_tokens, Precision::kBf16);
+    fmt::print("{{\"bench\": \"generate_single_stream\", \"model\": \"{}\", \"decode_tokens\": {}, "
+               "\"fp32_tok_s\": {:.1f}, \"bf16_tok_s\": {:.1f}, \"bf16_speedup\": {:.2f}, "
+               "\"load1\": {:.2f}}}\n",
+               model, single_tokens - 1, f32, b16, b16 / f32, load1());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    if (argc > 1 && std::string(argv[1]) == "testset") return testset_mode(argc, argv);
+    return streams_mode(argc, argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "bench_generate: {}\n", e.what());
+    return 2;
+  }
 }

@@ -1,8 +1,9 @@
 // KV-cached GPT-2 forward; see decoder.h. Reuses the engine's kernels (encoder, layernorm,
-// matmul, gelu); the cached attention is ours: a new row at position p of stream s attends to
-// the cached keys/values 0..p of stream s. bf16 products go through packed_bf16.h.
+// matmul); GELU by rows and the cached attention are ours: a new row at position p of stream s
+// attends to the cached keys/values 0..p of stream s. bf16 products go through packed_bf16.h.
 #include "llmft/generate/decoder.h"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -11,7 +12,6 @@
 
 #include "llmft/core/error.h"
 #include "llmft/model/kernels/encoder.h"
-#include "llmft/model/kernels/gelu.h"
 #include "llmft/model/kernels/layernorm.h"
 #include "llmft/model/kernels/matmul.h"
 #include "llmft/model/kernels/vmath.h"
@@ -41,15 +41,138 @@ inline float value(k::bf16 x) {
   return f;
 }
 
+// 16 cached keys/values as floats (bf16 widens exactly: its bits are the float's upper half).
+inline k::f32x16 load16(const float* p) {
+  k::f32x16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline k::f32x16 load16(const k::bf16* p) {
+#if defined(__AVX512F__)
+  // One VPMOVZXWD from memory (GCC's generic conversion below splits it into halves).
+  const __m512i w = _mm512_slli_epi32(
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16);
+  return reinterpret_cast<k::f32x16>(_mm512_castsi512_ps(w));
+#else
+  typedef uint16_t u16x16 __attribute__((vector_size(32)));
+  typedef uint32_t u32x16 __attribute__((vector_size(64)));
+  u16x16 h;
+  std::memcpy(&h, p, sizeof h);
+  const u32x16 w = __builtin_convertvector(h, u32x16) << 16;
+  k::f32x16 f;
+  std::memcpy(&f, &w, sizeof f);
+  return f;
+#endif
+}
+
+inline float hsum(k::f32x16 v) {
+  typedef float f32x8 __attribute__((vector_size(32)));
+  typedef float f32x4 __attribute__((vector_size(16)));
+  const f32x8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const f32x4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+// exp(sc[t] - max) in place over n scores; returns 1 / their sum.
+inline float softmax_weights(float* sc, int64_t n, float maxv) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t t = 0; t < n; ++t) {
+    const float e = k::vexp(sc[t] - maxv);
+    sc[t] = e;
+    sum += e;
+  }
+  return 1.0f / sum;
+}
+
+// One head of one row: y (HS) = softmax(q . k_t / sqrt(HS), t < n) @ v; kc, vc: (n, HS) cached
+// rows, sc: (n) scratch. HS = 16 NC: q and the output stay in NC vector registers while the keys
+// and values stream past once (the cache is read from memory: this is the decode step's
+// memory-bound part).
+template <int NC, typename T>
+void attend_vec(float* y, const float* q, const T* kc, const T* vc, int64_t n, float scale,
+                float* sc) {
+  constexpr int64_t HS = 16 * NC;
+  k::f32x16 qv[NC];
+  for (int c = 0; c < NC; ++c) qv[c] = load16(q + 16 * c);
+  // Keys and values are read once, from memory: prefetch a few rows ahead (the streams are short,
+  // one per head, so the hardware prefetcher alone ramps up too late).
+  constexpr int64_t kAhead = 8;
+  float maxv = -INFINITY;
+  for (int64_t t = 0; t < n; ++t) {
+    const T* kt = kc + t * HS;
+    for (int64_t b = 0; b < HS * static_cast<int64_t>(sizeof(T)); b += 64)
+      __builtin_prefetch(reinterpret_cast<const char*>(kt + kAhead * HS) + b);
+    k::f32x16 acc = qv[0] * load16(kt);
+    for (int c = 1; c < NC; ++c) acc += qv[c] * load16(kt + 16 * c);
+    const float v = hsum(acc) * scale;
+    sc[t] = v;
+    maxv = std::max(maxv, v);
+  }
+  const float inv = softmax_weights(sc, n, maxv);
+  k::f32x16 yv[NC] = {};
+  for (int64_t t = 0; t < n; ++t) {
+    const T* vt = vc + t * HS;
+    for (int64_t b = 0; b < HS * static_cast<int64_t>(sizeof(T)); b += 64)
+      __builtin_prefetch(reinterpret_cast<const char*>(vt + kAhead * HS) + b);
+    const float w = sc[t] * inv;
+    for (int c = 0; c < NC; ++c) yv[c] += w * load16(vt + 16 * c);
+  }
+  std::memcpy(y, yv, sizeof yv);
+}
+
+// The same for any HS, plainly.
 template <typename T>
-inline float dot(const float* a, const T* b, int64_t n) {
-  float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += a[i] * value(b[i]);
-  return s;
+void attend_any(float* y, const float* q, const T* kc, const T* vc, int64_t n, int64_t HS,
+                float scale, float* sc) {
+  float maxv = -INFINITY;
+  for (int64_t t = 0; t < n; ++t) {
+    float d = 0.0f;
+    for (int64_t i = 0; i < HS; ++i) d += q[i] * value(kc[t * HS + i]);
+    sc[t] = d * scale;
+    maxv = std::max(maxv, sc[t]);
+  }
+  const float inv = softmax_weights(sc, n, maxv);
+  for (int64_t i = 0; i < HS; ++i) y[i] = 0.0f;
+  for (int64_t t = 0; t < n; ++t) {
+    const float w = sc[t] * inv;
+    for (int64_t i = 0; i < HS; ++i) y[i] += w * value(vc[t * HS + i]);
+  }
+}
+
+template <typename T>
+void attend(float* y, const float* q, const T* kc, const T* vc, int64_t n, int64_t HS, float scale,
+            float* sc) {
+  switch (HS) {
+    case 64: attend_vec<4>(y, q, kc, vc, n, scale, sc); break;  // every GPT-2 size
+    case 32: attend_vec<2>(y, q, kc, vc, n, scale, sc); break;
+    case 16: attend_vec<1>(y, q, kc, vc, n, scale, sc); break;
+    default: attend_any(y, q, kc, vc, n, HS, scale, sc); break;
+  }
 }
 
 inline void store(float* dst, const float* src, int64_t n) { std::copy_n(src, n, dst); }
+
+// g = gelu(h), (N, H), the engine's formula (kernels/gelu.cpp: x * sigmoid(2u), through vexp),
+// row by row: every element goes through the same vector code whatever N is (so a bf16 row never
+// depends on its batch), and a decode step's few rows stay vectorised (gelu_forward runs its
+// scalar loop below its parallel threshold).
+void gelu_rows(std::span<float> g, std::span<const float> h, int64_t N, int64_t H) {
+  constexpr float kS = 0.7978845608028654f;  // sqrt(2/pi)
+  constexpr float kA = 0.044715f;
+#pragma omp parallel for if (N * H >= (1 << 14))
+  for (int64_t r = 0; r < N; ++r) {
+    const float* x = h.data() + r * H;
+    float* y = g.data() + r * H;
+#pragma omp simd
+    for (int64_t i = 0; i < H; ++i) {
+      const float v = x[i];
+      const float u = kS * (v + kA * v * v * v);
+      y[i] = v / (1.0f + k::vexp(-2.0f * u));
+    }
+  }
+}
 inline void store(k::bf16* dst, const float* src, int64_t n) {
   k::to_bf16({dst, static_cast<size_t>(n)}, {src, static_cast<size_t>(n)});
 }
@@ -363,16 +486,7 @@ void Decoder::forward_rows(std::span<const DecodeChunk> chunks) {
     for (int64_t i = 0; i < N * C_; ++i) x[i] += ln[i];
     k::layernorm_forward(ln, mean, rstd, x, ly.ln2w, ly.ln2b, N, C_, cfg_.ln_eps);
     linear(h, ln, ly.fcw, pl.fcw, ly.fcb, N, C_, 4 * C_);  // (N, 4C)
-    if (bf16) {
-      // Row by row: an element's GELU then never depends on where the row sits in the batch.
-      const int64_t H = 4 * C_;
-#pragma omp parallel for if (N * H >= (1 << 14))
-      for (int64_t r = 0; r < N; ++r)
-        k::gelu_forward(g.subspan(static_cast<size_t>(r * H), static_cast<size_t>(H)),
-                        h.subspan(static_cast<size_t>(r * H), static_cast<size_t>(H)), H);
-    } else {
-      k::gelu_forward(g, h, N * 4 * C_);
-    }
+    gelu_rows(g, h, N, 4 * C_);
     linear(ln, g, ly.fcprojw, pl.fcprojw, ly.fcprojb, N, 4 * C_, C_);  // (N, C)
 #pragma omp parallel for if (N * C_ >= (1 << 14))
     for (int64_t i = 0; i < N * C_; ++i) x[i] += ln[i];
@@ -404,32 +518,10 @@ void Decoder::attention(T* cache, int64_t l, int64_t N) {
   for (int64_t r = 0; r < N; ++r) {
     for (int64_t hh = 0; hh < NH; ++hh) {
       const int64_t s = row_stream_[static_cast<size_t>(r)], p = row_pos_[static_cast<size_t>(r)];
-      const T* kc = kv(cache, s, l, 0) + hh * T_ * HS;  // (p+1, HS)
-      const T* vc = kv(cache, s, l, 1) + hh * T_ * HS;
-      const float* q = qkv_.data() + r * 3 * C + hh * HS;
       float* sc = scores_.data() + static_cast<int64_t>(omp_get_thread_num()) * T_;  // (p+1)
-      float maxv = -INFINITY;
-      for (int64_t t = 0; t <= p; ++t) {
-        const float v = dot(q, kc + t * HS, HS) * scale;
-        sc[t] = v;
-        maxv = std::max(maxv, v);
-      }
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t t = 0; t <= p; ++t) {
-        const float e = k::vexp(sc[t] - maxv);
-        sc[t] = e;
-        sum += e;
-      }
-      const float inv = 1.0f / sum;
-      float* y = att_.data() + r * C + hh * HS;  // (HS)
-      for (int64_t i = 0; i < HS; ++i) y[i] = 0.0f;
-      for (int64_t t = 0; t <= p; ++t) {
-        const float w = sc[t] * inv;
-        const T* v = vc + t * HS;
-#pragma omp simd
-        for (int64_t i = 0; i < HS; ++i) y[i] += w * value(v[i]);
-      }
+      attend(att_.data() + r * C + hh * HS, qkv_.data() + r * 3 * C + hh * HS,
+             kv(cache, s, l, 0) + hh * T_ * HS, kv(cache, s, l, 1) + hh * T_ * HS, p + 1, HS,
+             scale, sc);
     }
   }
 }

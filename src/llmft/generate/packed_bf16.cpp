@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "llmft/core/error.h"
 
@@ -20,19 +21,40 @@ PackedBf16::PackedBf16(std::span<const float> w, int64_t K, int64_t N, k::Weight
   const auto n = static_cast<size_t>(bytes());
   data_.reset(static_cast<k::bf16*>(std::aligned_alloc(64, (n + 63) / 64 * 64)));
   if (!data_) throw std::bad_alloc();
-  const bool in_out = layout == k::WeightLayout::kInOut;
-  const float* src = w.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < panels(); ++p) {
-    k::bf16* dst = data_.get() + p * K2_ * kPanel * 2;  // (K2, 64, 2)
-    for (int64_t kp = 0; kp < K2_; ++kp) {
-      for (int64_t j = 0; j < kPanel; ++j) {
-        const int64_t col = p * kPanel + j;
-        for (int64_t e = 0; e < 2; ++e) {
-          const int64_t row = 2 * kp + e;
-          float v = 0.0f;
-          if (col < N && row < K) v = in_out ? src[row * N + col] : src[col * K + row];
-          dst[(kp * kPanel + j) * 2 + e] = k::float_to_bf16(v);
+  // Rounded a source row at a time (contiguous, vectorised), then scattered into the panels.
+  const int64_t P = panels();
+  if (layout == k::WeightLayout::kInOut) {  // src row k = input k, N columns
+#pragma omp parallel
+    {
+      std::vector<k::bf16> row(static_cast<size_t>(N));
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < 2 * K2_; ++i) {
+        if (i < K) k::to_bf16(row, w.subspan(static_cast<size_t>(i * N), static_cast<size_t>(N)));
+        else std::fill(row.begin(), row.end(), k::bf16{0});
+        const int64_t kp = i / 2, e = i % 2;
+        for (int64_t p = 0; p < P; ++p) {
+          k::bf16* dst = data_.get() + (p * K2_ + kp) * kPanel * 2 + e;
+          for (int64_t j = 0; j < kPanel; ++j) {
+            const int64_t col = p * kPanel + j;
+            dst[2 * j] = col < N ? row[static_cast<size_t>(col)] : k::bf16{0};
+          }
+        }
+      }
+    }
+  } else {  // src row n = output n, K inputs
+#pragma omp parallel
+    {
+      std::vector<k::bf16> row(static_cast<size_t>(2 * K2_), 0);
+#pragma omp for schedule(static)
+      for (int64_t col = 0; col < P * kPanel; ++col) {
+        if (col < N)
+          k::to_bf16(std::span(row).subspan(0, static_cast<size_t>(K)),
+                     w.subspan(static_cast<size_t>(col * K), static_cast<size_t>(K)));
+        else std::fill(row.begin(), row.end(), k::bf16{0});
+        k::bf16* dst = data_.get() + (col / kPanel * K2_ * kPanel + col % kPanel) * 2;
+        for (int64_t kp = 0; kp < K2_; ++kp) {
+          dst[kp * kPanel * 2] = row[static_cast<size_t>(2 * kp)];
+          dst[kp * kPanel * 2 + 1] = row[static_cast<size_t>(2 * kp + 1)];
         }
       }
     }
@@ -62,15 +84,25 @@ constexpr int kRows = 6;
 
 #if defined(__AVX512BF16__)
 
-// out[r, 0:cols] = a[r, :] @ panel + bias for r < R; the panel's 64 columns in 4 vectors.
+// out[r, 0:cols] (+)= a[r, pairs 0:K2] @ panel (+ bias) for r < R; the panel's 64 columns in 4
+// vectors. `first`: start from zero, else continue the sums already in out (exact: fp32 stored
+// and reloaded); bias (or null) is added by the last piece.
 template <int R>
 inline void tile(float* out, int64_t ldo, const k::bf16* a, int64_t lda, const k::bf16* panel,
-                 int64_t K2, const float* bias, int64_t cols) {
+                 int64_t K2, const float* bias, int64_t cols, bool first) {
   __m512 acc[R][4];
+  __mmask16 mask[4];
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    const int64_t left = cols - 16 * q;
+    mask[q] = left >= 16 ? static_cast<__mmask16>(0xffff)
+                         : static_cast<__mmask16>(left <= 0 ? 0u : (1u << left) - 1);
+  }
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q) acc[r][q] = _mm512_setzero_ps();
+    for (int q = 0; q < 4; ++q)
+      acc[r][q] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[q], out + r * ldo + 16 * q);
   for (int64_t kp = 0; kp < K2; ++kp) {
     const k::bf16* w = panel + kp * kPanel * 2;  // (64, 2)
     __m512bh b[4];
@@ -87,14 +119,10 @@ inline void tile(float* out, int64_t ldo, const k::bf16* a, int64_t lda, const k
   }
 #pragma GCC unroll 4
   for (int q = 0; q < 4; ++q) {
-    const int64_t c0 = 16 * q;
-    if (c0 >= cols) break;
-    const __mmask16 m = cols - c0 >= 16 ? static_cast<__mmask16>(0xffff)
-                                        : static_cast<__mmask16>((1u << (cols - c0)) - 1);
-    const __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + c0) : _mm512_setzero_ps();
+    const __m512 bv = bias ? _mm512_maskz_loadu_ps(mask[q], bias + 16 * q) : _mm512_setzero_ps();
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
-      _mm512_mask_storeu_ps(out + r * ldo + c0, m, _mm512_add_ps(acc[r][q], bv));
+      _mm512_mask_storeu_ps(out + r * ldo + 16 * q, mask[q], _mm512_add_ps(acc[r][q], bv));
   }
 }
 
@@ -103,7 +131,7 @@ inline void tile(float* out, int64_t ldo, const k::bf16* a, int64_t lda, const k
 // Portable: the same products (bf16 values are exact in fp32), summed pair by pair in fp32.
 template <int R>
 inline void tile(float* out, int64_t ldo, const k::bf16* a, int64_t lda, const k::bf16* panel,
-                 int64_t K2, const float* bias, int64_t cols) {
+                 int64_t K2, const float* bias, int64_t cols, bool first) {
   auto f = [](k::bf16 v) {
     const uint32_t u = static_cast<uint32_t>(v) << 16;
     float x;
@@ -112,6 +140,8 @@ inline void tile(float* out, int64_t ldo, const k::bf16* a, int64_t lda, const k
   };
   for (int r = 0; r < R; ++r) {
     float acc[kPanel] = {};
+    if (!first)
+      for (int64_t j = 0; j < cols; ++j) acc[j] = out[r * ldo + j];
     for (int64_t kp = 0; kp < K2; ++kp) {
       const k::bf16* w = panel + kp * kPanel * 2;
       const float a0 = f(a[r * lda + 2 * kp]), a1 = f(a[r * lda + 2 * kp + 1]);
@@ -123,21 +153,32 @@ inline void tile(float* out, int64_t ldo, const k::bf16* a, int64_t lda, const k
 
 #endif
 
-// Rows [0, M) of one panel, kRows at a time.
+// Input pairs per piece of a panel: 128 x 64 x 2 bf16 = 32 KB, kept in L1 while every row tile
+// streams past it (a whole K=4096 panel is 512 KB and would come from L2/L3 for each tile).
+constexpr int64_t kPairsPerPiece = 128;
+
+// Rows [0, M) of one panel, kRows at a time, in pieces of kPairsPerPiece input pairs.
 void panel_rows(float* out, int64_t ldo, const k::bf16* a, int64_t lda, const k::bf16* panel,
                 int64_t K2, const float* bias, int64_t cols, int64_t M) {
-  int64_t r = 0;
-  for (; r + kRows <= M; r += kRows)
-    tile<kRows>(out + r * ldo, ldo, a + r * lda, lda, panel, K2, bias, cols);
-  float* o = out + r * ldo;
-  const k::bf16* ar = a + r * lda;
-  switch (M - r) {
-    case 5: tile<5>(o, ldo, ar, lda, panel, K2, bias, cols); break;
-    case 4: tile<4>(o, ldo, ar, lda, panel, K2, bias, cols); break;
-    case 3: tile<3>(o, ldo, ar, lda, panel, K2, bias, cols); break;
-    case 2: tile<2>(o, ldo, ar, lda, panel, K2, bias, cols); break;
-    case 1: tile<1>(o, ldo, ar, lda, panel, K2, bias, cols); break;
-    default: break;
+  for (int64_t k0 = 0; k0 < K2; k0 += kPairsPerPiece) {
+    const int64_t np = std::min(kPairsPerPiece, K2 - k0);
+    const bool first = k0 == 0;
+    const float* b = k0 + np == K2 ? bias : nullptr;
+    const k::bf16* pp = panel + k0 * kPanel * 2;
+    const k::bf16* ap = a + 2 * k0;
+    int64_t r = 0;
+    for (; r + kRows <= M; r += kRows)
+      tile<kRows>(out + r * ldo, ldo, ap + r * lda, lda, pp, np, b, cols, first);
+    float* o = out + r * ldo;
+    const k::bf16* ar = ap + r * lda;
+    switch (M - r) {
+      case 5: tile<5>(o, ldo, ar, lda, pp, np, b, cols, first); break;
+      case 4: tile<4>(o, ldo, ar, lda, pp, np, b, cols, first); break;
+      case 3: tile<3>(o, ldo, ar, lda, pp, np, b, cols, first); break;
+      case 2: tile<2>(o, ldo, ar, lda, pp, np, b, cols, first); break;
+      case 1: tile<1>(o, ldo, ar, lda, pp, np, b, cols, first); break;
+      default: break;
+    }
   }
 }
 

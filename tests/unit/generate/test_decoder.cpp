@@ -32,6 +32,15 @@ Gpt2Config tiny_config(bool tied = false, int64_t maxT = 24) {
   return c;
 }
 
+// Head size 64 like every GPT-2 (the decoder's vectorised attention; tiny_config's 8 takes the
+// plain loop).
+Gpt2Config hs64_config(bool tied = false) {
+  Gpt2Config c = tiny_config(tied);
+  c.C = 128;
+  c.NH = 2;
+  return c;
+}
+
 // Random weights with spread-out logits (so greedy choices have clear margins): LayerNorm scales
 // near 1, linear weights ~ N(0, 1/in), embeddings ~ N(0, 1).
 std::vector<float> random_params(const Gpt2Config& cfg, uint32_t seed) {
@@ -140,8 +149,9 @@ std::vector<std::vector<int32_t>> random_prompts(const std::vector<int>& lens, i
 constexpr double kRtol = 1e-4, kAtol = 1e-4;
 
 TEST(Decoder, StepLogitsEqualFullRecomputeWithCropping) {
-  for (bool tied : {false, true}) {
-    const auto cfg = tiny_config(tied);
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool tied = variant == 1;
+    const auto cfg = variant == 2 ? hs64_config() : tiny_config(tied);
     const auto params = random_params(cfg, tied ? 11 : 12);
     const auto prompts = random_prompts({5}, static_cast<int32_t>(cfg.V), 3);
     std::vector<std::vector<double>> want_logits;
@@ -375,12 +385,14 @@ double max_abs(std::span<const double> v) {
 
 // bf16 rounds every matmul input (weights and activations, relative error <= 2^-9 each) and the
 // cached keys/values; through 2 layers and the head that moves the logits by up to 0.5% of their
-// scale (measured: max |error| / max |logit| = 5.0e-3 over these steps, largest logit ~13-15).
-// The bound: 1e-2 relative to each logit plus 2e-2 of the largest logit (~0.3, against logits
-// spread over +-15), so a wrong product or a stale cache entry fails it.
+// scale (measured: max |error| / max |logit| = 5.0e-3 (HS 8) and 6.0e-3 (HS 64) over these steps,
+// largest logits ~13-28). The bound: 1e-2 relative to each logit plus 2e-2 of the largest logit
+// (~0.3-0.6, against logits spread over +-15..28), so a wrong product or a stale cache entry
+// fails it.
 TEST(DecoderBf16, LogitsStayCloseToTheDoubleReference) {
-  for (bool tied : {false, true}) {
-    const auto cfg = tiny_config(tied);
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool tied = variant == 1;
+    const auto cfg = variant == 2 ? hs64_config() : tiny_config(tied);
     const auto params = random_params(cfg, tied ? 51 : 52);
     const auto seq = random_prompts({static_cast<int>(cfg.maxT)}, static_cast<int32_t>(cfg.V), 7)[0];
     const auto got = cached_step_logits(cfg, params, seq, 6, Precision::kBf16);
@@ -389,7 +401,7 @@ TEST(DecoderBf16, LogitsStayCloseToTheDoubleReference) {
           cfg, params, std::span<const int32_t>(seq).subspan(0, 6 + s));
       const std::vector<double> g(got[s].begin(), got[s].end());
       EXPECT_TRUE(test::all_close(g, want, 1e-2, 2e-2 * max_abs(want)))
-          << "tied " << tied << " step " << s;
+          << "variant " << variant << " step " << s;
     }
   }
 }
@@ -398,24 +410,26 @@ TEST(DecoderBf16, LogitsStayCloseToTheDoubleReference) {
 // sequence from scratch (reset + one prefill): a row's products, GELU and attention never depend
 // on the rows computed with it, and keys/values are rounded the same way either way.
 TEST(DecoderBf16, CachedStepsEqualFullRecomputeBitForBit) {
-  const auto cfg = tiny_config();
-  const auto params = random_params(cfg, 61);
-  const auto seq = random_prompts({static_cast<int>(cfg.maxT)}, static_cast<int32_t>(cfg.V), 8)[0];
-  const auto cached = cached_step_logits(cfg, params, seq, 3, Precision::kBf16);
-  Decoder full(cfg, params, 1, cfg.maxT, 0, Precision::kBf16);
-  std::vector<float> logits(static_cast<size_t>(cfg.V));
-  for (size_t s = 0; s < cached.size(); ++s) {
-    full.reset(0);
-    const DecodeChunk ch{0, std::span<const int32_t>(seq).subspan(0, 3 + s)};
-    full.forward({&ch, 1}, logits);
-    EXPECT_EQ(logits, cached[s]) << "step " << s;
+  for (const auto& cfg : {tiny_config(), hs64_config()}) {
+    const auto params = random_params(cfg, 61);
+    const auto seq =
+        random_prompts({static_cast<int>(cfg.maxT)}, static_cast<int32_t>(cfg.V), 8)[0];
+    const auto cached = cached_step_logits(cfg, params, seq, 3, Precision::kBf16);
+    Decoder full(cfg, params, 1, cfg.maxT, 0, Precision::kBf16);
+    std::vector<float> logits(static_cast<size_t>(cfg.V));
+    for (size_t s = 0; s < cached.size(); ++s) {
+      full.reset(0);
+      const DecodeChunk ch{0, std::span<const int32_t>(seq).subspan(0, 3 + s)};
+      full.forward({&ch, 1}, logits);
+      EXPECT_EQ(logits, cached[s]) << "C " << cfg.C << " step " << s;
+    }
   }
 }
 
 // bf16 generation: greedy tokens are the same whatever the batch size (rows are independent),
 // and equal the loop that recomputes the cropped window with a fresh bf16 decoder every step.
 TEST(GenerateBf16, GreedyIndependentOfBatchSizeAndEqualsRecomputeLoop) {
-  const auto cfg = tiny_config();
+  const auto cfg = hs64_config();
   const auto params = random_params(cfg, 71);
   const auto prompts = random_prompts({3, 7, 20, 1, 30, 12}, static_cast<int32_t>(cfg.V), 19);
   const int64_t max_new = 16;
