@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
     }
     max_tokens = std::max<int64_t>(max_tokens, B.in.size());
   }
-  model.reserve(max_tokens, 1024);
+  model.reserve(max_tokens);
 
   // Validate before timing: random init gives a loss near ln(V).
   {

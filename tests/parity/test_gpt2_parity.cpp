@@ -211,6 +211,40 @@ TEST(Gpt2Parity, PackedEqualsPadded) {
   EXPECT_TRUE(all_close(packed.grads(), padded.grads(), 1e-5, 1e-7));
 }
 
+// The training step's one-call path (head gradients computed right after each chunk's logits)
+// against the golden loss and gradients, with several head chunks, in fp32 and bf16.
+TEST(Gpt2Parity, ForwardBackwardInOneCall) {
+  const Batch b = golden_batch();
+  const auto off = b.offsets();
+  for (const Precision prec : {Precision::kFp32, Precision::kBf16}) {
+    SCOPED_TRACE(to_string(prec));
+    Gpt2 one(tiny_config(false)), two(tiny_config(false));
+    load_params(one);
+    load_params(two);
+    for (Gpt2* m : {&one, &two}) {
+      m->set_precision(prec);
+      m->set_head_chunk_rows(5);
+      m->zero_grad();
+    }
+    const LossResult r2 = two.forward(b.inputs, b.targets, off);
+    two.backward(1.0f / static_cast<float>(r2.n_targets));
+    const LossResult r1 =
+        one.forward_backward(b.inputs, b.targets, off, 1.0f / static_cast<float>(r2.n_targets));
+    EXPECT_EQ(r1.n_targets, r2.n_targets);
+    // Same kernels and operands in the same order: equal up to the head's recompute (fp32
+    // sums of the same products).
+    EXPECT_NEAR(r1.mean(), r2.mean(), 1e-6 * r2.mean());
+    EXPECT_TRUE(all_close(one.grads(), two.grads(), 1e-5, 1e-7));
+    if (prec == Precision::kFp32) {
+      EXPECT_NEAR(r1.mean(), golden().f32("loss")[0], kFwdRtol * golden().f32("loss")[0]);
+      for (const auto& s : one.table().specs())
+        EXPECT_TRUE(all_close(one.grad(s.name), golden().f32("grad." + s.name), kGradRtol,
+                              kGradAtol))
+            << s.name;
+    }
+  }
+}
+
 // ||a - b|| / ||b||: how far a whole tensor is from the reference, the measure that bf16 rounding
 // (relative 2^-9 per value, random in sign) keeps small even where single entries cancel.
 double rel_l2(std::span<const float> a, std::span<const float> b) {

@@ -52,10 +52,10 @@ class Gpt2 {
   // N(0, 0.02/sqrt(2L)), zero biases, LayerNorm scale 1 and shift 0. Deterministic per seed.
   void init_random(uint64_t seed);
 
-  // Sizes the activation arena for up to `max_tokens` tokens per call, each sequence at most
-  // `max_seq_len` tokens (0: min(maxT, max_tokens)). forward() grows the arena if a call needs
-  // more, so the step loop allocates nothing once it has seen its largest batch or reserved it.
-  void reserve(int64_t max_tokens, int64_t max_seq_len = 0);
+  // Sizes the activation arena for up to `max_tokens` tokens per call. forward() grows it when a
+  // call needs more, so the step loop allocates nothing once it has seen its largest batch or
+  // reserved it. (Attention keeps no (T, T) weights, so sequence lengths do not matter.)
+  void reserve(int64_t max_tokens);
   int64_t arena_floats() const { return static_cast<int64_t>(acts_.size()); }
 
   // Packed sequences end to end: inputs, targets: (N); seq_offsets: (S+1), 0 .. N. Positions
@@ -68,6 +68,11 @@ class Gpt2 {
   // each counted token's loss gets gradient dloss_scale (1 / total targets over the micro-batches
   // gives the mean). Call once per forward().
   void backward(float dloss_scale);
+  // forward(training) and backward(dloss_scale) in one call, with the output head's gradient
+  // computed chunk by chunk right after its logits (nothing recomputed, (R, V) scratch only):
+  // what a training step runs when it knows the loss scale up front.
+  LossResult forward_backward(std::span<const int32_t> inputs, std::span<const int32_t> targets,
+                              std::span<const int64_t> seq_offsets, float dloss_scale);
 
   // Logits (P, V) of the rows `positions` (indices into 0..N-1) of the packed inputs. No dropout.
   void forward_logits(std::span<float> logits, std::span<const int32_t> inputs,
@@ -92,20 +97,27 @@ class Gpt2 {
   // access to the parameters; everything else stays fp32.
   void set_precision(Precision p);
   Precision precision() const { return precision_; }
-  void params_changed() { weights_stale_ = true; }
   // Times the bf16 weight copy was refreshed (tests: once per optimizer step).
   int64_t bf16_refreshes() const { return bf16_refreshes_; }
 
-  // Rows of the (R, V) logits chunk of the fused head (default 1024).
+  // Rows of the (R, V) logits chunk of the fused head (default 256: 51 MB for GPT-2's V).
   void set_head_chunk_rows(int64_t rows);
 
  private:
   struct LayerActs;
+  // An activation as the matrix products read it: f in fp32, b (its bf16 rounding) in bf16.
+  struct Act {
+    std::span<const float> f;
+    std::span<const uint16_t> b;
+  };
   LayerActs layer(int64_t l);
   void check_batch(std::span<const int32_t> inputs, std::span<const int32_t>* targets,
                    std::span<const int64_t> seq_offsets) const;
   void forward_trunk(std::span<const int32_t> inputs, std::span<const int64_t> seq_offsets,
                      bool dropout);
+  // Gathers the rows whose target counts (xg, and its bf16 rounding); returns their number.
+  int64_t gather_head_rows(std::span<const int32_t> targets);
+  void backward_trunk();
   uint64_t site_seed(int64_t layer, int site) const;
   std::span<float> acts(int64_t offset, int64_t n) {
     return std::span<float>(acts_).subspan(static_cast<size_t>(offset), static_cast<size_t>(n));
@@ -115,41 +127,43 @@ class Gpt2 {
   }
   std::span<const float> cparam(const std::string& name) const { return param(name); }
   bool bf16() const { return precision_ == Precision::kBf16; }
-  // The bf16 copy of layer l's matrix weight k (0 c_attn, 1 attn.c_proj, 2 c_fc, 3 mlp.c_proj),
-  // or of the head (l == L).
+  // The bf16 copy of layer l's matrix weight k (kMatNames order), or of the head (l == L).
   std::span<const uint16_t> wbf(int64_t l, int k = 0) const;
   void refresh_bf16();
-  // out = inp @ W + bias in the model's precision; in bf16, inp is first rounded into inp_bf
-  // (which backward reads). W: layer l's matrix k.
-  void mm_forward(std::span<float> out, std::span<const float> inp, std::span<uint16_t> inp_bf,
-                  int64_t l, int k, std::string_view w_suffix, std::string_view b_suffix,
-                  int64_t N, int64_t IC, int64_t OC);
-  // Accumulates dinp, dW, dbias of the product above; fp32 reads inp, bf16 reads inp_bf.
-  void mm_backward(std::span<float> dinp, std::span<const float> dout, std::span<const float> inp,
-                   std::span<const uint16_t> inp_bf, int64_t l, int k, std::string_view w_suffix,
-                   std::string_view b_suffix, int64_t N, int64_t IC, int64_t OC);
+  // out (N, OC) = in @ W, W: layer l's matrix k, in the model's precision (no bias: the kernel
+  // after each product adds it).
+  void mm_forward(std::span<float> out, Act in, int64_t l, int k, int64_t N, int64_t IC,
+                  int64_t OC);
+  // dinp (N, IC) += dout @ W^T (when dinp is not empty); dW += in^T @ dout (when want_dw).
+  void mm_backward(std::span<float> dinp, bool want_dw, Act dout, Act in, int64_t l, int k,
+                   int64_t N, int64_t IC, int64_t OC);
+  // x as an Act: in bf16, rounded into buf.
+  Act round(std::span<const float> x, std::span<uint16_t> buf);
 
   Gpt2Config cfg_;
   ParamTable table_;
   std::vector<float> params_, grads_;
 
   // Arena: capacity, offsets of each activation, and the buffers.
-  int64_t cap_tokens_ = 0, cap_seq_ = 0, cap_att_ = 0, head_rows_ = 1024;
+  int64_t cap_tokens_ = 0, head_rows_ = 256;
   int64_t layer_stride_ = 0, off_layers_ = 0, off_enc_ = 0, off_lnf_ = 0, off_lnf_stats_ = 0;
-  int64_t off_xg_ = 0, off_losses_ = 0, off_lse_ = 0, off_head_ = 0, off_fc_scratch_ = 0;
-  int64_t off_c_scratch_ = 0, off_ln_scratch_ = 0, off_dres_ = 0, off_dc_ = 0, off_dbranch_ = 0, off_dqkv_ = 0;
-  int64_t off_dfc_ = 0, off_datt_ = 0, off_dxg_ = 0;
-  std::vector<float> acts_;
-  // bf16 arena (bf16 precision only): per layer ln1 | atty | ln2 (each Nc x C), then the
-  // rounded matmul input and output-gradient scratch (Nc x 4C each) and the head rows (Nc x C).
+  int64_t off_xg_ = 0, off_losses_ = 0, off_lse_ = 0, off_head_ = 0, off_fc_ = 0;
+  int64_t off_branch_ = 0, off_ln0_ = 0, off_dres_ = 0, off_dc_ = 0, off_dbranch_ = 0;
+  int64_t off_dqkv_ = 0, off_dfc_ = 0, off_dxg_ = 0;
+  std::vector<float> acts_, bwd_scratch_;
+  // bf16 arena (bf16 precision only): per layer ln1 | atty | ln2 (each Nc x C), then gelu(fch)
+  // and the rounded output gradients (Nc x 4C each), the head rows (Nc x C) and the head's
+  // logit gradients (R x V).
   std::vector<uint16_t> bacts_, wbf_;
-  int64_t boff_layers_ = 0, blayer_stride_ = 0, boff_in_ = 0, boff_dout_ = 0, boff_xg_ = 0;
+  int64_t boff_layers_ = 0, blayer_stride_ = 0, boff_fc_ = 0, boff_dout_ = 0, boff_xg_ = 0;
+  int64_t boff_dlogits_ = 0;
   std::vector<int32_t> pos_, inputs_, gtargets_;
   std::vector<int64_t> offsets_, rows_;
 
   // State of the last forward, for backward().
   int64_t N_ = 0, M_ = 0;
-  bool ready_for_backward_ = false, head_has_logits_ = false, dropout_on_ = false;
+  bool ready_for_backward_ = false, head_has_logits_ = false, head_grads_done_ = false;
+  bool dropout_on_ = false;
   uint64_t dropout_seed_ = 0, forward_count_ = 0;
   Precision precision_ = Precision::kFp32;
   bool weights_stale_ = true;

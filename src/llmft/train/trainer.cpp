@@ -15,6 +15,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <optional>
 #include <ctime>
 #include <nlohmann/json.hpp>
 
@@ -97,14 +98,16 @@ std::vector<CollateItem> items_for(const TokenizedDataset& data, std::span<const
 }
 
 // The loss over a batch's packed form (same numbers as the padded form, less work). Rows whose
-// targets are all ignored have no positions there and are left out of the sequence list.
-LossResult run_forward(Gpt2& model, const Batch& b, bool training) {
+// targets are all ignored have no positions there and are left out of the sequence list. With
+// `dloss` (training) it also accumulates the gradient of dloss * loss_sum into the model's grads.
+LossResult run_batch(Gpt2& model, const Batch& b, std::optional<float> dloss) {
   if (b.target_tokens == 0) return {};
   std::vector<int64_t> off{0};
   for (size_t s = 1; s < b.seq_offsets.size(); ++s) {
     if (b.seq_offsets[s] > off.back()) off.push_back(b.seq_offsets[s]);
   }
-  return model.forward(b.packed_inputs, b.packed_targets, off, training);
+  return dloss ? model.forward_backward(b.packed_inputs, b.packed_targets, off, *dloss)
+               : model.forward(b.packed_inputs, b.packed_targets, off, /*training=*/false);
 }
 
 }  // namespace
@@ -223,7 +226,6 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
   if (resuming) {
     st = load_checkpoint(*ckpt, table, model.params(), adamw.m(), adamw.v(), metrics_file);
     adamw.set_step_count(st.adam_step);
-    model.params_changed();
   } else {
     fs::create_directories(run, ec);
     json cfg = {{"llmft_version", LLMFT_VERSION},
@@ -280,7 +282,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
     double sum = 0;
     for (int64_t b = 0; b < n; ++b) {
       const Batch batch = loader.batch(epoch, b);
-      sum += run_forward(model, batch, /*training=*/false).mean();
+      sum += run_batch(model, batch, std::nullopt).mean();
       ++ph.eval_batches;
       ph.eval_tokens += batch.packed_tokens();
       ph.eval_target_tokens += batch.target_tokens;
@@ -346,15 +348,14 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
       if (use.target_tokens == 0) continue;  // every target masked: no loss, no gradient
       model.set_dropout_seed(opts.seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(
                                                                      st.step * 1024 + k + 1)));
-      loss_sum += run_forward(model, use, /*training=*/true).loss_sum;
-      model.backward(static_cast<float>(1.0 / static_cast<double>(count)));
+      loss_sum +=
+          run_batch(model, use, static_cast<float>(1.0 / static_cast<double>(count))).loss_sum;
     }
     const double loss = count > 0 ? loss_sum / static_cast<double>(count) : 0.0;
     const double grad_norm =
         opts.grad_clip > 0 ? model.clip_grad_norm(opts.grad_clip) : model.grad_norm();
     const double lr = schedule.lr(st.step);
     adamw.step(model.params(), model.grads(), static_cast<float>(lr));
-    model.params_changed();
 
     st.tokens_seen += full.padded_tokens;
     const int64_t global_step = st.step;  // the reference's global_step after its += 1

@@ -143,7 +143,7 @@ TEST(Gpt2, GradientAccumulationOverMicroBatches) {
 TEST(Gpt2, ArenaIsSizedUpFront) {
   Gpt2 m(tiny());
   m.init_random(1);
-  m.reserve(40, 16);
+  m.reserve(40);
   const int64_t size = m.arena_floats();
   for (auto lens : {std::vector<int64_t>{16, 16, 8}, {3}, {1, 2, 3, 4, 5}}) {
     const Packed p = make_batch(lens, m.config().V, 1);
