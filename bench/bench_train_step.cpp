@@ -161,8 +161,8 @@ int main(int argc, char** argv) {
     }
     const double t0 = now_s();
     model.zero_grad();
-    const auto r = model.forward(B.in, B.tg, B.off);
-    model.backward(1.0f / static_cast<float>(r.n_targets));
+    // Every target counts (none is -100), so the mean's scale is 1 / tokens.
+    model.forward_backward(B.in, B.tg, B.off, 1.0f / static_cast<float>(B.in.size()));
     {
       llmft::profile::Scope ps("adamw");
       opt.step(model.params(), model.grads());
