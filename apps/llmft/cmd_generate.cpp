@@ -34,6 +34,10 @@ void add_generation_options(CLI::App& app, GenerationCliOptions& o) {
       ->capture_default_str();
   app.add_option("--seed", o.seed, "Sampling seed (same seed, same output)")->capture_default_str();
   app.add_option("--threads", o.threads, "Threads (0 = all cores)")->capture_default_str();
+  app.add_option("--precision", o.precision,
+                 "Matrix products: fp32, or bf16 (bf16 products with fp32 accumulation and a bf16 "
+                 "KV cache: faster, answers may differ slightly)")
+      ->capture_default_str();
 }
 
 LoadedModel load_generation_model(const GenerationCliOptions& o) {
@@ -60,6 +64,7 @@ GenerateOptions to_generate_options(const GenerationCliOptions& o) {
   g.sampler.top_p = o.top_p;
   g.sampler.seed = o.seed;
   g.threads = o.threads;
+  g.precision = parse_precision(o.precision);
   g.validate();
   return g;
 }
@@ -69,7 +74,7 @@ namespace {
 struct Options {
   GenerationCliOptions gen;
   std::string instruction, input, data, output;
-  int64_t batch_size = 8;
+  int64_t batch_size = GenerateOptions{}.batch_size;
 };
 
 int run(const Options& o) {

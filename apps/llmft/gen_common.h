@@ -21,6 +21,7 @@ struct GenerationCliOptions {
   int top_k = 0;
   uint64_t seed = 123;
   int threads = 0;
+  std::string precision = "fp32";
 };
 
 void add_generation_options(CLI::App& app, GenerationCliOptions& o);

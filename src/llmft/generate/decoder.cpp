@@ -49,9 +49,12 @@ inline k::f32x16 load16(const float* p) {
 }
 inline k::f32x16 load16(const k::bf16* p) {
 #if defined(__AVX512F__)
-  // One VPMOVZXWD from memory (GCC's generic conversion below splits it into halves).
-  const __m512i w = _mm512_slli_epi32(
-      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16);
+  // One VPMOVZXWD from memory (GCC's generic conversion below splits it into halves). The maskz
+  // forms: GCC 12 warns about the plain ones' undefined pass-through operand.
+  const __m512i w = _mm512_maskz_slli_epi32(
+      0xffff,
+      _mm512_maskz_cvtepu16_epi32(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
+      16);
   return reinterpret_cast<k::f32x16>(_mm512_castsi512_ps(w));
 #else
   typedef uint16_t u16x16 __attribute__((vector_size(32)));
@@ -86,69 +89,75 @@ inline float softmax_weights(float* sc, int64_t n, float maxv) {
   return 1.0f / sum;
 }
 
-// One head of one row: y (HS) = softmax(q . k_t / sqrt(HS), t < n) @ v; kc, vc: (n, HS) cached
-// rows, sc: (n) scratch. HS = 16 NC: q and the output stay in NC vector registers while the keys
-// and values stream past once (the cache is read from memory: this is the decode step's
-// memory-bound part).
+// Heads [h0, h1) of one row at position n - 1: for each head h,
+//   y_h (HS) = softmax(q_h . k_{t,h} / sqrt(HS), t < n) @ v_{t,h}
+// q, y: the row's (C); kc, vc: the stream's cached (n, C) keys and values (position-major, so
+// each pass streams one contiguous run of memory); sc: ((h1 - h0) * n) scratch. Every head sums
+// in the same order whatever [h0, h1) is. HS = 16 NC takes vector registers; NC = 0: any HS.
 template <int NC, typename T>
-void attend_vec(float* y, const float* q, const T* kc, const T* vc, int64_t n, float scale,
-                float* sc) {
-  constexpr int64_t HS = 16 * NC;
-  k::f32x16 qv[NC];
-  for (int c = 0; c < NC; ++c) qv[c] = load16(q + 16 * c);
-  // Keys and values are read once, from memory: prefetch a few rows ahead (the streams are short,
-  // one per head, so the hardware prefetcher alone ramps up too late).
-  constexpr int64_t kAhead = 8;
-  float maxv = -INFINITY;
+void attend_heads(float* y, const float* q, const T* kc, const T* vc, int64_t n, int64_t C,
+                  int64_t HS, int64_t h0, int64_t h1, float scale, float* sc) {
+  if constexpr (NC > 0) HS = 16 * NC;
+  const int64_t H = h1 - h0;
+  // The keys and values are read once, from memory: prefetch a few positions ahead.
+  constexpr int64_t kAhead = 4;
+  const int64_t lo = h0 * HS * static_cast<int64_t>(sizeof(T)),
+                hi = h1 * HS * static_cast<int64_t>(sizeof(T));
+  auto prefetch = [&](const T* row) {
+    for (int64_t b = lo; b < hi; b += 64) __builtin_prefetch(reinterpret_cast<const char*>(row) + b);
+  };
   for (int64_t t = 0; t < n; ++t) {
-    const T* kt = kc + t * HS;
-    for (int64_t b = 0; b < HS * static_cast<int64_t>(sizeof(T)); b += 64)
-      __builtin_prefetch(reinterpret_cast<const char*>(kt + kAhead * HS) + b);
-    k::f32x16 acc = qv[0] * load16(kt);
-    for (int c = 1; c < NC; ++c) acc += qv[c] * load16(kt + 16 * c);
-    const float v = hsum(acc) * scale;
-    sc[t] = v;
-    maxv = std::max(maxv, v);
+    const T* kt = kc + t * C;
+    if (t + kAhead < n) prefetch(kt + kAhead * C);
+    for (int64_t h = h0; h < h1; ++h) {
+      float d;
+      if constexpr (NC > 0) {
+        k::f32x16 acc = load16(q + h * HS) * load16(kt + h * HS);
+        for (int c = 1; c < NC; ++c) acc += load16(q + h * HS + 16 * c) * load16(kt + h * HS + 16 * c);
+        d = hsum(acc);
+      } else {
+        d = 0.0f;
+        for (int64_t i = 0; i < HS; ++i) d += q[h * HS + i] * value(kt[h * HS + i]);
+      }
+      sc[(h - h0) * n + t] = d * scale;
+    }
   }
-  const float inv = softmax_weights(sc, n, maxv);
-  k::f32x16 yv[NC] = {};
+  for (int64_t h = 0; h < H; ++h) {
+    float* s = sc + h * n;
+    float maxv = -INFINITY;
+    for (int64_t t = 0; t < n; ++t) maxv = std::max(maxv, s[t]);
+    const float inv = softmax_weights(s, n, maxv);
+#pragma omp simd
+    for (int64_t t = 0; t < n; ++t) s[t] *= inv;
+  }
+  std::fill(y + h0 * HS, y + h1 * HS, 0.0f);
   for (int64_t t = 0; t < n; ++t) {
-    const T* vt = vc + t * HS;
-    for (int64_t b = 0; b < HS * static_cast<int64_t>(sizeof(T)); b += 64)
-      __builtin_prefetch(reinterpret_cast<const char*>(vt + kAhead * HS) + b);
-    const float w = sc[t] * inv;
-    for (int c = 0; c < NC; ++c) yv[c] += w * load16(vt + 16 * c);
+    const T* vt = vc + t * C;
+    if (t + kAhead < n) prefetch(vt + kAhead * C);
+    for (int64_t h = h0; h < h1; ++h) {
+      const float w = sc[(h - h0) * n + t];
+      float* yh = y + h * HS;
+      if constexpr (NC > 0) {
+        for (int c = 0; c < NC; ++c) {
+          k::f32x16 acc = load16(yh + 16 * c);
+          acc += w * load16(vt + h * HS + 16 * c);
+          std::memcpy(yh + 16 * c, &acc, sizeof acc);
+        }
+      } else {
+        for (int64_t i = 0; i < HS; ++i) yh[i] += w * value(vt[h * HS + i]);
+      }
+    }
   }
-  std::memcpy(y, yv, sizeof yv);
 }
 
-// The same for any HS, plainly.
 template <typename T>
-void attend_any(float* y, const float* q, const T* kc, const T* vc, int64_t n, int64_t HS,
-                float scale, float* sc) {
-  float maxv = -INFINITY;
-  for (int64_t t = 0; t < n; ++t) {
-    float d = 0.0f;
-    for (int64_t i = 0; i < HS; ++i) d += q[i] * value(kc[t * HS + i]);
-    sc[t] = d * scale;
-    maxv = std::max(maxv, sc[t]);
-  }
-  const float inv = softmax_weights(sc, n, maxv);
-  for (int64_t i = 0; i < HS; ++i) y[i] = 0.0f;
-  for (int64_t t = 0; t < n; ++t) {
-    const float w = sc[t] * inv;
-    for (int64_t i = 0; i < HS; ++i) y[i] += w * value(vc[t * HS + i]);
-  }
-}
-
-template <typename T>
-void attend(float* y, const float* q, const T* kc, const T* vc, int64_t n, int64_t HS, float scale,
-            float* sc) {
+void attend(float* y, const float* q, const T* kc, const T* vc, int64_t n, int64_t C, int64_t HS,
+            int64_t h0, int64_t h1, float scale, float* sc) {
   switch (HS) {
-    case 64: attend_vec<4>(y, q, kc, vc, n, scale, sc); break;  // every GPT-2 size
-    case 32: attend_vec<2>(y, q, kc, vc, n, scale, sc); break;
-    case 16: attend_vec<1>(y, q, kc, vc, n, scale, sc); break;
-    default: attend_any(y, q, kc, vc, n, HS, scale, sc); break;
+    case 64: attend_heads<4>(y, q, kc, vc, n, C, HS, h0, h1, scale, sc); break;  // every GPT-2
+    case 32: attend_heads<2>(y, q, kc, vc, n, C, HS, h0, h1, scale, sc); break;
+    case 16: attend_heads<1>(y, q, kc, vc, n, C, HS, h0, h1, scale, sc); break;
+    default: attend_heads<0>(y, q, kc, vc, n, C, HS, h0, h1, scale, sc); break;
   }
 }
 
@@ -340,7 +349,7 @@ Decoder::Decoder(const Gpt2Config& cfg, std::span<const float> params, int64_t B
   g_.resize(n * 4 * c);
   mean_.resize(n);
   rstd_.resize(n);
-  scores_.resize(static_cast<size_t>(omp_get_max_threads() * Tcap_));
+  scores_.resize(static_cast<size_t>(omp_get_max_threads() * NH_ * Tcap_));
   last_.resize(static_cast<size_t>(B) * 2 * c);
   ids_.resize(n);
   pos_.resize(n);
@@ -496,32 +505,33 @@ void Decoder::forward_rows(std::span<const DecodeChunk> chunks) {
 
 template <typename T>
 void Decoder::attention(T* cache, int64_t l, int64_t N) {
-  const int64_t C = C_, HS = HS_, NH = NH_, T_ = Tcap_;
-  // Store the new keys and values at their positions: cache (NH, Tcap, HS) per stream and layer.
+  const int64_t C = C_, HS = HS_, NH = NH_;
+  // Store the new keys and values at their positions: cache (Tcap, C) per stream and layer.
 #pragma omp parallel for if (N * C >= (1 << 14))
   for (int64_t r = 0; r < N; ++r) {
     const int64_t s = row_stream_[static_cast<size_t>(r)], p = row_pos_[static_cast<size_t>(r)];
-    T* kc = kv(cache, s, l, 0);
-    T* vc = kv(cache, s, l, 1);
     const float* row = qkv_.data() + r * 3 * C;  // (3C) = [q | k | v]
-    for (int64_t hh = 0; hh < NH; ++hh) {
-      store(kc + (hh * T_ + p) * HS, row + C + hh * HS, HS);
-      store(vc + (hh * T_ + p) * HS, row + 2 * C + hh * HS, HS);
-    }
+    store(kv(cache, s, l, 0) + p * C, row + C, C);
+    store(kv(cache, s, l, 1) + p * C, row + 2 * C, C);
   }
-  // softmax(q k^T / sqrt(HS)) v over positions 0..p of the row's own stream. Every loop's length
-  // depends only on p, so a row's result does not depend on the other rows.
+  // softmax(q k^T / sqrt(HS)) v over positions 0..p of the row's own stream. A task is a row's
+  // heads, or a group of them when there are few rows (a single stream still uses every thread).
+  // Every loop's length depends only on p, so a row's result does not depend on the other rows.
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  const int64_t threads = omp_get_max_threads();
+  const int64_t groups = N >= 4 * threads ? 1 : std::min<int64_t>(NH, 4 * threads);
+  const int64_t per = (NH + groups - 1) / groups;
   int64_t work = 0;
   for (int64_t r = 0; r < N; ++r) work += (row_pos_[static_cast<size_t>(r)] + 1) * C;
 #pragma omp parallel for collapse(2) schedule(dynamic) if (work >= (1 << 14))
   for (int64_t r = 0; r < N; ++r) {
-    for (int64_t hh = 0; hh < NH; ++hh) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t h0 = g * per, h1 = std::min(NH, h0 + per);
+      if (h0 >= h1) continue;
       const int64_t s = row_stream_[static_cast<size_t>(r)], p = row_pos_[static_cast<size_t>(r)];
-      float* sc = scores_.data() + static_cast<int64_t>(omp_get_thread_num()) * T_;  // (p+1)
-      attend(att_.data() + r * C + hh * HS, qkv_.data() + r * 3 * C + hh * HS,
-             kv(cache, s, l, 0) + hh * T_ * HS, kv(cache, s, l, 1) + hh * T_ * HS, p + 1, HS,
-             scale, sc);
+      float* sc = scores_.data() + static_cast<int64_t>(omp_get_thread_num()) * NH * Tcap_;
+      attend(att_.data() + r * C, qkv_.data() + r * 3 * C, kv(cache, s, l, 0), kv(cache, s, l, 1),
+             p + 1, C, HS, h0, h1, scale, sc);
     }
   }
 }

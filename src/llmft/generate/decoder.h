@@ -63,7 +63,7 @@ class Decoder {
               int64_t OC, kernels::WeightLayout layout = kernels::WeightLayout::kInOut);
   template <typename T>
   void attention(T* cache, int64_t l, int64_t N);
-  template <typename T>  // (NH, Tcap, HS) of keys (0) or values (1)
+  template <typename T>  // (Tcap, C) of keys (0) or values (1)
   T* kv(T* cache, int64_t stream, int64_t l, int kind) const {
     return cache + ((stream * L_ + l) * 2 + kind) * Tcap_ * C_;
   }
@@ -76,14 +76,14 @@ class Decoder {
   std::vector<PackedLayer> packed_;  // bf16 only
   PackedBf16 head_packed_;           // bf16 only
   std::vector<int64_t> len_;   // (B) tokens held per stream
-  // (B, L, 2, NH, Tcap, HS): cache_ in fp32, cache16_ in bf16. Left uninitialised (a position
+  // (B, L, 2, Tcap, C): cache_ in fp32, cache16_ in bf16. Left uninitialised (a position
   // is written before it is read), so pages are touched only as streams grow.
   int64_t cache_values_ = 0;
   std::unique_ptr<float[]> cache_;
   std::unique_ptr<kernels::bf16[]> cache16_;
   std::vector<kernels::bf16> abf_;  // (Nmax, bf16_row_stride(4C)) rounded matmul inputs (bf16)
   // Activation arena for Nmax_ rows: x (N,C) ln (N,C) qkv (N,3C) att (N,C) h (N,4C) g (N,4C),
-  // mean/rstd (N), scores (threads, Tcap).
+  // mean/rstd (N), scores (threads, NH, Tcap).
   std::vector<float> x_, ln_, qkv_, att_, h_, g_, mean_, rstd_, scores_, last_;
   std::vector<int32_t> ids_, pos_;
   std::vector<int64_t> row_stream_, row_pos_;
