@@ -297,6 +297,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
     const auto prompt_ids = tok.encode(first_val_prompt, SpecialTokens::kAllow);
     GenerateOptions g;
     g.max_new_tokens = opts.sample_tokens;
+    g.precision = model.precision();
     g.batch_size = 1;
     g.stop_at_eos = false;  // generate_text_simple runs the full 50 tokens
     const auto out = generate(ModelRef{src.cfg, model.params()}, {prompt_ids}, g);
@@ -454,6 +455,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
     AnswerOptions a;
     a.prompt_template = tmpl;
     a.gen.max_new_tokens = opts.max_new_tokens;
+    a.gen.precision = model.precision();
     a.gen.batch_size = 8;
     a.label = "answers";
     GenerateStats gs;
