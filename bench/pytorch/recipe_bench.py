@@ -8,13 +8,15 @@ steps). This script runs them as the reference recipe does (ch07's train_model_s
   training step  zero_grad; cross-entropy over the padded (B, T) logits; backward; AdamW
                  (lr 5e-5, weight decay 0.1)
   evaluation     model.eval(); no_grad; the mean of the 10 batch losses; model.train()
-  sample         after the last step, generate_text_simple: 50 greedy tokens from the first
-                 validation prompt, the whole sequence recomputed for each token (no KV cache)
+  sample         after each epoch (and after the last step of a shortened run),
+                 generate_text_simple: 50 greedy tokens from the first validation prompt, the
+                 whole sequence recomputed for each token (no KV cache)
 with a from-scratch GPT-2 of the model's shapes and random weights (gpt2_bench.py's GPT), fp32 or
 --bf16 (CPU autocast to bfloat16). It extrapolates to the whole recipe exactly as bench_recipe does
 (see bench/bench_recipe.cpp): step 0 apart, the other steps and the evaluations by time per real
-token, the sample times the number of epochs. Real tokens and FLOPs are llmft's counts from the
-plan (packed tokens, useful matrix-product FLOPs), so both sides are credited with the same work.
+token, the time per sample times the number of epochs. Real tokens and FLOPs are llmft's counts
+from the plan (packed tokens, useful matrix-product FLOPs), so both sides are credited with the
+same work.
 
 Best configuration on a small Debian CPU box (what bench/recipe.sh uses; Debian's paths):
   LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/blis-openmp BLIS_NUM_THREADS=<cores> \\
@@ -96,7 +98,18 @@ def main():
             logits = model(d["inputs"])
             return F.cross_entropy(logits.flatten(0, 1).float(), d["targets"].flatten())
 
-    step_s, step_tokens, eval_s = [], [], []
+    def sample():
+        t0 = time.perf_counter()
+        model.eval()
+        idx = torch.tensor([header["sample_prompt"]], dtype=torch.long)
+        with torch.no_grad(), amp:
+            for _ in range(header["sample_tokens"]):
+                logits = model(idx[:, -CTX:])[:, -1, :]
+                idx = torch.cat([idx, logits.argmax(dim=-1, keepdim=True)], dim=1)
+        model.train()
+        return time.perf_counter() - t0
+
+    step_s, step_tokens, eval_s, sample_each = [], [], [], []
     train_flops = eval_flops = 0.0
     eval_tokens = 0
     first_val = None
@@ -137,17 +150,11 @@ def main():
                 first_val = val
             eval_tokens += sum(e["real_tokens"] for e in evals)
             eval_flops += sum(e["flops"] for e in evals)
-    sample_s = 0.0
-    if not args.no_sample:
-        t0 = time.perf_counter()
-        model.eval()
-        idx = torch.tensor([header["sample_prompt"]], dtype=torch.long)
-        with torch.no_grad(), amp:
-            for _ in range(header["sample_tokens"]):
-                logits = model(idx[:, -CTX:])[:, -1, :]
-                idx = torch.cat([idx, logits.argmax(dim=-1, keepdim=True)], dim=1)
-        model.train()
-        sample_s = time.perf_counter() - t0
+        # As the trainer: after each epoch, and (bench hook) after the last step of a short run.
+        epoch_end = (d["step"] + 1) % header["steps_per_epoch"] == 0
+        if not args.no_sample and (epoch_end or d["step"] == steps - 1):
+            sample_each.append(sample())
+    sample_s = sum(sample_each)
     run_s = time.perf_counter() - t_run
     peak_after = mm_gflops(torch.bfloat16 if args.bf16 else torch.float32)
     if len(step_s) != steps:
@@ -164,7 +171,7 @@ def main():
         else:
             est_train = train_s / train_tokens * header["full_train_tokens"]
         est_eval = evals_s / eval_tokens * header["full_eval_tokens"] if eval_tokens else 0.0
-        est_sample = sample_s * header["epochs"]
+        est_sample = sample_s / len(sample_each) * header["epochs"] if sample_each else 0.0
     peak = max(peak_before, peak_after)
     gflops = (train_flops + eval_flops) / (train_s + evals_s) / 1e9
     load = os.getloadavg()
@@ -175,7 +182,7 @@ def main():
         "blas_path": os.environ.get("LD_LIBRARY_PATH", "default"),
         "preload": os.environ.get("LD_PRELOAD", ""),
         "cpu": platform.processor() or platform.machine(),
-        "steps_run": steps, "evaluations_run": len(eval_s), "samples_run": 0 if args.no_sample else 1,
+        "steps_run": steps, "evaluations_run": len(eval_s), "samples_run": len(sample_each),
         "extrapolated_from_steps": steps if subset else None,
         "wall_seconds": run_s, "setup_seconds": setup_s,
         "train_seconds": train_s, "eval_seconds": evals_s, "sample_seconds": sample_s,
@@ -200,7 +207,7 @@ def main():
           f"{out['precision']}, {out['threads']} threads"
           f"{f', extrapolated from {steps} steps' if subset else ''}\n"
           f"  ran           {steps} steps, {len(eval_s)} evaluations, {out['samples_run']} samples in "
-          f"{run_s:.1f} s (steps {train_s:.1f}, evaluations {evals_s:.1f}, sample {sample_s:.1f})\n"
+          f"{run_s:.1f} s (steps {train_s:.1f}, evaluations {evals_s:.1f}, samples {sample_s:.1f})\n"
           f"  training      {out['train_real_tokens_per_s']:.1f} real tokens/s, "
           f"{out['train_s_per_step_median']:.2f} s/step median (first step {step_s[0]:.2f} s), "
           f"{out['train_gflops']:.0f} GFLOP/s\n"
