@@ -313,6 +313,18 @@ TEST(Gpt2Parity, Bf16ThreeAdamWStepsRefreshTheWeightsOncePerStep) {
   EXPECT_EQ(model.bf16_refreshes(), 4);
 }
 
+TEST(Gpt2Parity, Bf16WeightsFreedAreRebuiltByTheNextForward) {
+  Gpt2 model(tiny_config(false));
+  load_params(model);
+  model.set_precision(Precision::kBf16);
+  const Batch b = golden_batch();
+  const auto off = b.offsets();
+  const double before = model.forward(b.inputs, b.targets, off, false).mean();
+  model.free_bf16_weights();
+  EXPECT_EQ(model.forward(b.inputs, b.targets, off, false).mean(), before);
+  EXPECT_EQ(model.bf16_refreshes(), 2);
+}
+
 TEST(Gpt2Parity, Bf16LogitsNearFp32) {
   Gpt2 model(tiny_config(false));
   load_params(model);

@@ -181,7 +181,7 @@ void Gpt2::reserve(int64_t max_tokens) {
     boff_dlogits_ = boff_xg_ + Nc * C;
     bacts_.assign(static_cast<size_t>(boff_dlogits_ + R * V), 0);
   } else {
-    bacts_ = {};
+    std::vector<uint16_t>().swap(bacts_);
   }
   pos_.assign(static_cast<size_t>(Nc), 0);
   inputs_.assign(static_cast<size_t>(Nc), 0);
@@ -692,7 +692,7 @@ void Gpt2::set_precision(Precision p) {
   if (p == precision_) return;
   precision_ = p;
   weights_stale_ = true;
-  if (!bf16()) wbf_ = {};
+  if (!bf16()) free_bf16_weights();
   cap_tokens_ = 0;  // the next reserve/forward re-lays the arena
 }
 

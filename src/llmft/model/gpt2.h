@@ -97,6 +97,12 @@ class Gpt2 {
   // access to the parameters; everything else stays fp32.
   void set_precision(Precision p);
   Precision precision() const { return precision_; }
+  // Frees the bf16 weight copy until the next forward rebuilds it: call before building a
+  // generation Decoder, which makes its own, so the two never coexist (peak memory).
+  void free_bf16_weights() {
+    std::vector<uint16_t>().swap(wbf_);  // releases the memory, unlike clear()
+    weights_stale_ = true;
+  }
   // Times the bf16 weight copy was refreshed (tests: once per optimizer step).
   int64_t bf16_refreshes() const { return bf16_refreshes_; }
 

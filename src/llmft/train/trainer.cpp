@@ -300,6 +300,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
     g.precision = model.precision();
     g.batch_size = 1;
     g.stop_at_eos = false;  // generate_text_simple runs the full 50 tokens
+    model.free_bf16_weights();  // the decoder makes its own copy
     const auto out = generate(ModelRef{src.cfg, model.params()}, {prompt_ids}, g);
     std::vector<int32_t> all = prompt_ids;
     all.insert(all.end(), out[0].begin(), out[0].end());
@@ -460,6 +461,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
     a.label = "answers";
     GenerateStats gs;
     const fs::path answers = run / "test-responses.json";
+    model.free_bf16_weights();
     const auto answered = answer_dataset(
         ModelRef{src.cfg, model.params()}, tok,
         std::span(ds.entries).subspan(split.test.begin, split.test.size()), answers, a, &gs);
