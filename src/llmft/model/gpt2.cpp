@@ -386,7 +386,6 @@ LossResult Gpt2::forward(std::span<const int32_t> inputs, std::span<const int32_
     r.loss_sum = sum;
   }
   head_has_logits_ = true;
-  head_grads_done_ = false;
   ready_for_backward_ = training;
   return r;
 }
@@ -419,7 +418,6 @@ LossResult Gpt2::forward_backward(std::span<const int32_t> inputs,
     for (int64_t m = 0; m < M; ++m) sum += losses[m];
     r.loss_sum = sum;
   }
-  head_grads_done_ = true;
   head_has_logits_ = false;
   backward_trunk();
   return r;
@@ -443,7 +441,6 @@ void Gpt2::backward(float dloss_scale) {
                       bf16() ? bacts(boff_dlogits_, std::min(M, R) * V) : std::span<uint16_t>{}));
   }
   head_has_logits_ = false;
-  head_grads_done_ = true;
   backward_trunk();
 }
 

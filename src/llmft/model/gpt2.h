@@ -168,7 +168,7 @@ class Gpt2 {
 
   // State of the last forward, for backward().
   int64_t N_ = 0, M_ = 0;
-  bool ready_for_backward_ = false, head_has_logits_ = false, head_grads_done_ = false;
+  bool ready_for_backward_ = false, head_has_logits_ = false;
   bool dropout_on_ = false;
   uint64_t dropout_seed_ = 0, forward_count_ = 0;
   Precision precision_ = Precision::kFp32;
