@@ -124,7 +124,10 @@ Runner setup(CLI::App& app) {
   app.add_option("--input", o->input, "Optional input for the instruction")->capture_default_str();
   app.add_option("--data", o->data, "Dataset file (JSON array / JSONL of instruction, input, output)");
   app.add_option("--output", o->output, "With --data: where to write entries + model_response");
-  app.add_option("--batch-size", o->batch_size, "Prompts decoded together")->capture_default_str();
+  app.add_option("--batch-size", o->batch_size,
+                 "Prompts decoded together (more is faster up to ~all of them; each holds a KV "
+                 "cache: gpt2-medium, 256 new tokens: ~61 MB fp32, ~31 MB bf16)")
+      ->capture_default_str();
   return [o] { return run(*o); };
 }
 
