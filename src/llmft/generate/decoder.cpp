@@ -394,7 +394,10 @@ void Decoder::forward(std::span<const DecodeChunk> chunks, std::span<float> logi
   const auto S = static_cast<int64_t>(chunks.size());
   LLMFT_CHECK(static_cast<int64_t>(logits.size()) >= S * V_, "logits has {} floats, need {}",
               logits.size(), S * V_);
-  // Per-call bookkeeping lives in members sized at construction: no allocation per step.
+  // Per-call bookkeeping lives in members sized at construction: no allocation per step (the
+  // attention scratch grows only if the thread count was raised since).
+  const auto scratch = static_cast<size_t>(omp_get_max_threads() * NH_ * Tcap_);
+  if (scores_.size() < scratch) scores_.resize(scratch);
   std::vector<char>& seen = seen_;
   std::fill(seen.begin(), seen.end(), 0);
   for (const auto& ch : chunks) {
