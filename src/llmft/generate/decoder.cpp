@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "llmft/core/error.h"
 #include "llmft/model/kernels/encoder.h"
@@ -482,28 +483,73 @@ void Decoder::forward_rows(std::span<const DecodeChunk> chunks) {
   std::span<float> mean(mean_.data(), static_cast<size_t>(N)), rstd(rstd_.data(), static_cast<size_t>(N));
   k::encoder_forward(x, {ids_.data(), static_cast<size_t>(N)}, {pos_.data(), static_cast<size_t>(N)},
                      wte_, wpe_, N, C_);
-  const bool bf16 = precision_ == Precision::kBf16;
-  static const PackedLayer kNoPack;  // fp32 reads the float weights
-  for (int64_t l = 0; l < L_; ++l) {
-    const Layer& ly = layers_[static_cast<size_t>(l)];
-    const PackedLayer& pl = bf16 ? packed_[static_cast<size_t>(l)] : kNoPack;
-    k::layernorm_forward(ln, mean, rstd, x, ly.ln1w, ly.ln1b, N, C_, cfg_.ln_eps);
-    linear(qkv, ln, ly.qkvw, pl.qkvw, ly.qkvb, N, C_, 3 * C_);  // (N, 3C)
-    if (bf16)
-      attention(cache16_.get(), l, N);  // att (N, C)
-    else
-      attention(cache_.get(), l, N);
-    linear(ln, att, ly.projw, pl.projw, ly.projb, N, C_, C_);  // (N, C) reuse ln
+  if (precision_ == Precision::kBf16) {
+    layers_bf16(N);
+  } else {
+    for (int64_t l = 0; l < L_; ++l) {
+      const Layer& ly = layers_[static_cast<size_t>(l)];
+      static const PackedBf16 kNone;  // fp32 reads the float weights
+      k::layernorm_forward(ln, mean, rstd, x, ly.ln1w, ly.ln1b, N, C_, cfg_.ln_eps);
+      linear(qkv, ln, ly.qkvw, kNone, ly.qkvb, N, C_, 3 * C_);  // (N, 3C)
+      attention(cache_.get(), l, N);                             // att (N, C)
+      linear(ln, att, ly.projw, kNone, ly.projb, N, C_, C_);      // (N, C) reuse ln
 #pragma omp parallel for if (N * C_ >= (1 << 14))
-    for (int64_t i = 0; i < N * C_; ++i) x[i] += ln[i];
-    k::layernorm_forward(ln, mean, rstd, x, ly.ln2w, ly.ln2b, N, C_, cfg_.ln_eps);
-    linear(h, ln, ly.fcw, pl.fcw, ly.fcb, N, C_, 4 * C_);  // (N, 4C)
-    gelu_rows(g, h, N, 4 * C_);
-    linear(ln, g, ly.fcprojw, pl.fcprojw, ly.fcprojb, N, 4 * C_, C_);  // (N, C)
+      for (int64_t i = 0; i < N * C_; ++i) x[i] += ln[i];
+      k::layernorm_forward(ln, mean, rstd, x, ly.ln2w, ly.ln2b, N, C_, cfg_.ln_eps);
+      linear(h, ln, ly.fcw, kNone, ly.fcb, N, C_, 4 * C_);  // (N, 4C)
+      gelu_rows(g, h, N, 4 * C_);
+      linear(ln, g, ly.fcprojw, kNone, ly.fcprojb, N, 4 * C_, C_);  // (N, C)
 #pragma omp parallel for if (N * C_ >= (1 << 14))
-    for (int64_t i = 0; i < N * C_; ++i) x[i] += ln[i];
+      for (int64_t i = 0; i < N * C_; ++i) x[i] += ln[i];
+    }
   }
   for (const auto& ch : chunks) len_[static_cast<size_t>(ch.stream)] += static_cast<int64_t>(ch.tokens.size());
+}
+
+void Decoder::layers_bf16(int64_t N) {
+  // The fp32 loop's steps, with the bf16 rounding of each product's input fused into the step
+  // that makes it and each residual add into the next LayerNorm: 9 parallel regions a layer
+  // instead of 15 (each waits for every thread, which costs most when the cores are shared).
+  const int64_t C = C_, H = 4 * C_, ldc = bf16_row_stride(C), ldh = bf16_row_stride(H);
+  const auto sz = [](int64_t n) { return static_cast<size_t>(n); };
+  float* x = x_.data();
+  float* d = ln_.data();  // (N, C) the product to add to x before the next LayerNorm
+  std::span<k::bf16> a(abf_);
+  // a (N, ldc) = bf16(layernorm(x (+= d))), row by row.
+  auto add_ln_round = [&](bool add, std::span<const float> w, std::span<const float> b) {
+#pragma omp parallel for if (N * C >= (1 << 14))
+    for (int64_t r = 0; r < N; ++r) {
+      float* xr = x + r * C;
+      if (add) {
+        const float* dr = d + r * C;
+#pragma omp simd
+        for (int64_t i = 0; i < C; ++i) xr[i] += dr[i];
+      }
+      float* lr = h_.data() + r * C;  // scratch row (h is free here)
+      k::layernorm_forward({lr, sz(C)}, {mean_.data() + r, 1}, {rstd_.data() + r, 1},
+                           {xr, sz(C)}, w, b, 1, C, cfg_.ln_eps);
+      round_rows_bf16(a.subspan(sz(r * ldc), sz(ldc)), {lr, sz(C)}, 1, C);
+    }
+  };
+  for (int64_t l = 0; l < L_; ++l) {
+    const Layer& ly = layers_[static_cast<size_t>(l)];
+    const PackedLayer& pl = packed_[static_cast<size_t>(l)];
+    add_ln_round(l > 0, ly.ln1w, ly.ln1b);
+    bf16_linear({qkv_.data(), sz(N * 3 * C)}, a, pl.qkvw, ly.qkvb, N);  // (N, 3C)
+    attention(cache16_.get(), l, N);  // att (N, C), and its rounding into a
+    bf16_linear({d, sz(N * C)}, a, pl.projw, ly.projb, N);  // (N, C)
+    add_ln_round(true, ly.ln2w, ly.ln2b);
+    bf16_linear({h_.data(), sz(N * H)}, a, pl.fcw, ly.fcb, N);  // (N, 4C)
+    // a (N, ldh) = bf16(gelu(h)), row by row
+#pragma omp parallel for if (N * H >= (1 << 14))
+    for (int64_t r = 0; r < N; ++r) {
+      gelu_rows({g_.data() + r * H, sz(H)}, {h_.data() + r * H, sz(H)}, 1, H);
+      round_rows_bf16(a.subspan(sz(r * ldh), sz(ldh)), {g_.data() + r * H, sz(H)}, 1, H);
+    }
+    bf16_linear({d, sz(N * C)}, a, pl.fcprojw, ly.fcprojb, N);  // (N, C)
+  }
+#pragma omp parallel for if (N * C >= (1 << 14))
+  for (int64_t i = 0; i < N * C; ++i) x[i] += d[i];
 }
 
 template <typename T>
@@ -535,6 +581,13 @@ void Decoder::attention(T* cache, int64_t l, int64_t N) {
       float* sc = scores_.data() + static_cast<int64_t>(omp_get_thread_num()) * NH * Tcap_;
       attend(att_.data() + r * C, qkv_.data() + r * 3 * C, kv(cache, s, l, 0), kv(cache, s, l, 1),
              p + 1, C, HS, h0, h1, scale, sc);
+      if constexpr (std::is_same_v<T, k::bf16>) {  // the projection's input, rounded here
+        const int64_t ld = bf16_row_stride(C);
+        k::bf16* ar = abf_.data() + r * ld;
+        k::to_bf16({ar + h0 * HS, static_cast<size_t>((h1 - h0) * HS)},
+                   {att_.data() + r * C + h0 * HS, static_cast<size_t>((h1 - h0) * HS)});
+        if (h1 == NH && ld > C) ar[C] = 0;
+      }
     }
   }
 }

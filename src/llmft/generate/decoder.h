@@ -57,6 +57,8 @@ class Decoder {
   };
   // One pass over at most Nmax_ rows.
   void forward_rows(std::span<const DecodeChunk> chunks);
+  // forward_rows' transformer blocks in bf16 (x_ in, x_ out).
+  void layers_bf16(int64_t N);
   // out (N, OC) = inp (N, IC) @ W + bias in the decoder's precision (packed: W's bf16 copy).
   void linear(std::span<float> out, std::span<const float> inp, std::span<const float> w,
               const PackedBf16& packed, std::span<const float> bias, int64_t N, int64_t IC,
