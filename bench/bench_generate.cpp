@@ -44,16 +44,16 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Uniform with sd 0.02 (a normal distribution takes seconds for gpt2-medium; timing only).
-std::vector<float> random_params(const Gpt2Config& cfg) {
-  const ParamTable pt(cfg);
-  std::vector<float> params(static_cast<size_t>(pt.total()));
+// A model with uniform weights of sd 0.02 (a normal distribution takes seconds for gpt2-medium;
+// timing only).
+Gpt2 random_model(const Gpt2Config& cfg) {
+  Gpt2 model(cfg);
   uint64_t s = 1;
-  for (auto& x : params) {
+  for (auto& x : model.params()) {
     s = s * 6364136223846793005ull + 1442695040888963407ull;
     x = (static_cast<float>(s >> 40) / 16777216.0f - 0.5f) * 0.0693f;  // sqrt(12) * 0.02
   }
-  return params;
+  return model;
 }
 
 double load1() {
@@ -80,11 +80,11 @@ int streams_mode(int argc, char** argv) {
   std::string name;
   while (std::getline(ss, name, ',')) {
     const Gpt2Config cfg = Gpt2Config::from_name(name);
-    const auto params = random_params(cfg);
+    Gpt2 model = random_model(cfg);
     std::mt19937 gen(2);
     for (const Precision precision : {Precision::kFp32, Precision::kBf16}) {
       for (int64_t B : {1, 8, 16}) {
-        Decoder dec(cfg, params, B, prompt_len + new_tokens, 0, precision);
+        Decoder dec(model, B, prompt_len + new_tokens, precision);
         std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(B));
         for (auto& p : prompts)
           for (int64_t i = 0; i < prompt_len; ++i) p.push_back(static_cast<int32_t>(gen() % 50000));
@@ -139,7 +139,7 @@ struct SingleStream {
 };
 
 // One stream through generate(): prefill `prompt`, then decode `tokens` tokens.
-SingleStream single_stream(const Gpt2Config& cfg, std::span<const float> params,
+SingleStream single_stream(Gpt2& model,
                            std::span<const int32_t> prompt, int64_t tokens, Precision precision) {
   GenerateOptions o;
   o.max_new_tokens = tokens;
@@ -154,7 +154,7 @@ SingleStream single_stream(const Gpt2Config& cfg, std::span<const float> params,
   };
   const std::vector<std::vector<int32_t>> prompts = {{prompt.begin(), prompt.end()}};
   const double t0 = now_s();
-  generate({cfg, params}, prompts, o);
+  generate(model, prompts, o);
   return {t_first - t0, static_cast<double>(tokens - 1) / (now_s() - t_first)};
 }
 
@@ -177,7 +177,7 @@ int testset_mode(int argc, char** argv) {
   }
   Gpt2Config cfg = Gpt2Config::from_name(model);
   cfg.tied = false;  // the reference's untied head (a separate lm_head)
-  const auto params = random_params(cfg);
+  Gpt2 gpt2 = random_model(cfg);
   const InstructionDataset ds = load_dataset(data_dir() / "instruction-data.json");
   const DatasetSplits split = split_dataset(ds.size());
   std::vector<std::string> texts;
@@ -199,7 +199,7 @@ int testset_mode(int argc, char** argv) {
   const double load_before = load1();
   GenerateStats st;
   const double t0 = now_s();
-  generate({cfg, params}, prompts, o, &st);
+  generate(gpt2, prompts, o, &st);
   const double wall = now_s() - t0;
   fmt::print("{{\"bench\": \"generate_testset\", \"model\": \"{}\", \"precision\": \"{}\", "
              "\"threads\": {}, \"prompts\": {}, \"prompt_tokens\": {}, \"longest_prompt\": {}, "
@@ -211,8 +211,8 @@ int testset_mode(int argc, char** argv) {
              static_cast<double>(st.new_tokens) / wall, peak_rss_gib(), load_before, load1());
   std::fflush(stdout);
   if (single_tokens > 1) {
-    const auto f32 = single_stream(cfg, params, prompts[0], single_tokens, Precision::kFp32);
-    const auto b16 = single_stream(cfg, params, prompts[0], single_tokens, Precision::kBf16);
+    const auto f32 = single_stream(gpt2, prompts[0], single_tokens, Precision::kFp32);
+    const auto b16 = single_stream(gpt2, prompts[0], single_tokens, Precision::kBf16);
     fmt::print("{{\"bench\": \"generate_single_stream\", \"model\": \"{}\", \"prompt_tokens\": {}, "
                "\"decode_tokens\": {}, \"fp32_tok_s\": {:.1f}, \"bf16_tok_s\": {:.1f}, "
                "\"bf16_speedup\": {:.2f}, \"fp32_first_token_s\": {:.2f}, "

@@ -392,10 +392,7 @@ int main(int argc, char** argv) {
   const auto all = nlohmann::json::parse(lf).at("full").get<std::vector<int64_t>>();
   std::vector<int64_t> lens;
   for (int k = 0; k < batch; ++k) lens.push_back(all[(static_cast<size_t>(first) + k) % all.size()]);
-  if (threads > 0) {
-    omp_set_num_threads(threads);
-    set_blas_threads(threads);
-  }
+  const ScopedThreads scoped(threads);
   std::printf("%s\n", nlohmann::json{{"bench", "kernels_context"},
                                      {"threads", omp_get_max_threads()},
                                      {"lengths", lens},

@@ -25,6 +25,7 @@
 
 #include "llmft/model/adamw.h"
 #include "llmft/model/gpt2.h"
+#include "llmft/model/kernels/matmul.h"
 #include "llmft/model/profile.h"
 
 namespace {
@@ -96,7 +97,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   const auto lengths = nlohmann::json::parse(lf).at("full").get<std::vector<int64_t>>();
-  if (threads > 0) llmft::Gpt2::set_num_threads(threads);
+  const llmft::kernels::ScopedThreads scoped_threads(threads);
   const int nthreads = omp_get_max_threads();
 
   llmft::Gpt2Config cfg = llmft::Gpt2Config::from_name(model_name);

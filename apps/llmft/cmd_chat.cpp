@@ -3,6 +3,7 @@
 // Works with stdin not a terminal (tests drive it through a pipe).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -28,7 +29,8 @@ int run(const GenerationCliOptions& o) {
   GenerateOptions g = to_generate_options(o);
   g.batch_size = 1;
   const LoadedModel m = load_generation_model(o);
-  const ModelRef model(m.hf->cfg, m.hf->params);
+  Gpt2 model(m.hf->cfg);
+  std::copy(m.hf->params.begin(), m.hf->params.end(), model.params().begin());
   const bool tty = isatty(STDIN_FILENO) != 0;
   if (tty) std::fprintf(stderr, "llmft chat: %s. Type an instruction; /quit or Ctrl-D ends.\n",
                         m.dir.string().c_str());

@@ -2,6 +2,7 @@
 // (--data/--output: entries + "model_response", batched, with progress). Library: generate/.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -98,7 +99,8 @@ int run(const Options& o) {
   InstructionDataset ds;
   if (dataset_mode) ds = load_dataset(o.data);
   const LoadedModel m = load_generation_model(o.gen);
-  const ModelRef model(m.hf->cfg, m.hf->params);
+  Gpt2 model(m.hf->cfg);
+  std::copy(m.hf->params.begin(), m.hf->params.end(), model.params().begin());
   if (!dataset_mode) {
     const std::string prompt = format_prompt(tmpl, o.instruction, o.input);
     const auto res = generate_responses(model, *m.tok, {prompt}, g, response_marker(tmpl));

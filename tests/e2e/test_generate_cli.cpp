@@ -23,23 +23,25 @@ namespace {
 struct TinyModel {
   test::TempDir tmp;
   std::filesystem::path dir = tmp / "model";
-  Gpt2Config cfg;
-  std::vector<float> params;
+  Gpt2Config cfg = [] {
+    Gpt2Config c;
+    c.C = 32;
+    c.L = 2;
+    c.NH = 4;
+    c.maxT = 64;
+    return c;
+  }();
+  Gpt2 model{cfg};
   TinyModel() {
-    cfg.C = 32;
-    cfg.L = 2;
-    cfg.NH = 4;
-    cfg.maxT = 64;
-    const ParamTable pt(cfg);
-    params.assign(static_cast<size_t>(pt.total()), 0.0f);
     std::mt19937 gen(7);
     std::normal_distribution<float> d(0.0f, 0.5f);
-    for (const auto& s : pt.specs()) {
-      auto v = pt.view(std::span<float>(params), s);
-      const bool ln_w = s.name.find("ln_") != std::string::npos && s.name.ends_with(".weight");
-      for (auto& x : v) x = (ln_w ? 1.0f : 0.0f) + d(gen);
-    }
-    write_hf_folder(dir, cfg, pt, params);
+    for (auto& x : model.params()) x = d(gen);
+    Gpt2Tensors<float> w = model.weights();
+    for (BlockTensors<float>& b : w.h)
+      for (auto* ln : {&b.ln_1.w, &b.ln_2.w})
+        for (auto& x : *ln) x += 1.0f;
+    for (auto& x : w.ln_f.w) x += 1.0f;
+    write_hf_folder(dir, cfg, model.table(), model.params());
   }
 };
 
@@ -48,11 +50,11 @@ const BpeTokenizer& tokenizer() {
   return tok;
 }
 
-std::string expected_answer(const TinyModel& m, const std::string& instruction,
+std::string expected_answer(TinyModel& m, const std::string& instruction,
                             const std::string& input, int64_t max_new) {
   GenerateOptions g;
   g.max_new_tokens = max_new;
-  const auto r = generate_responses({m.cfg, m.params}, tokenizer(),
+  const auto r = generate_responses(m.model, tokenizer(),
                                     {format_prompt(PromptTemplate::kAlpaca, instruction, input)}, g);
   return r[0];
 }
@@ -91,7 +93,7 @@ TEST(GenerateCli, AnswersAWholeDatasetKeepingFields) {
   AnswerOptions a;
   a.gen.max_new_tokens = 10;
   a.progress = false;
-  const auto want = answer_entries({m.cfg, m.params}, tokenizer(), ds.entries, a);
+  const auto want = answer_entries(m.model, tokenizer(), ds.entries, a);
   EXPECT_EQ(text, dump_answers(want));  // byte for byte, 4-space indent, ASCII escapes
   EXPECT_EQ(arr[0]["id"], 1);
   EXPECT_EQ(arr[1]["extra"], nlohmann::ordered_json::parse("[1, 2]"));

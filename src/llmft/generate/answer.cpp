@@ -15,7 +15,7 @@ std::string_view response_marker(PromptTemplate t) {
   return t == PromptTemplate::kPhi3 ? kPhi3ResponseMarker : kAlpacaResponseMarker;
 }
 
-nlohmann::ordered_json answer_entries(ModelRef model, const BpeTokenizer& tok,
+nlohmann::ordered_json answer_entries(Gpt2& model, const BpeTokenizer& tok,
                                       std::span<const InstructionEntry> entries,
                                       const AnswerOptions& opts, GenerateStats* stats) {
   opts.gen.validate();
@@ -66,7 +66,7 @@ std::string dump_answers(const nlohmann::ordered_json& answered) {
   return answered.dump(4, ' ', /*ensure_ascii=*/true);
 }
 
-nlohmann::ordered_json answer_dataset(ModelRef model, const BpeTokenizer& tok,
+nlohmann::ordered_json answer_dataset(Gpt2& model, const BpeTokenizer& tok,
                                       std::span<const InstructionEntry> entries,
                                       const std::filesystem::path& out, const AnswerOptions& opts,
                                       GenerateStats* stats) {

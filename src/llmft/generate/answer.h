@@ -31,13 +31,13 @@ struct AnswerOptions {
 
 // Answers each entry; returns a JSON array of the entries' original objects (key order and extra
 // fields kept) each with `field` set to the answer. stats (optional) gets the generation totals.
-nlohmann::ordered_json answer_entries(ModelRef model, const BpeTokenizer& tok,
+nlohmann::ordered_json answer_entries(Gpt2& model, const BpeTokenizer& tok,
                                       std::span<const InstructionEntry> entries,
                                       const AnswerOptions& opts, GenerateStats* stats = nullptr);
 
 // answer_entries, then writes the array to `out` (4-space indent, non-ASCII escaped as Python's
 // json.dump does) via write_file_atomic. Returns the array too.
-nlohmann::ordered_json answer_dataset(ModelRef model, const BpeTokenizer& tok,
+nlohmann::ordered_json answer_dataset(Gpt2& model, const BpeTokenizer& tok,
                                       std::span<const InstructionEntry> entries,
                                       const std::filesystem::path& out, const AnswerOptions& opts,
                                       GenerateStats* stats = nullptr);

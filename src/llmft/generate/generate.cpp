@@ -9,6 +9,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/generate/decoder.h"
+#include "llmft/model/kernels/matmul.h"
 #include "llmft/tokenizer/bpe.h"
 
 namespace llmft {
@@ -36,11 +37,12 @@ struct Slot {
 
 }  // namespace
 
-std::vector<std::vector<int32_t>> generate(ModelRef model,
+std::vector<std::vector<int32_t>> generate(Gpt2& model,
                                            const std::vector<std::vector<int32_t>>& prompts,
                                            const GenerateOptions& opts, GenerateStats* stats) {
   opts.validate();
-  const Gpt2Config& cfg = model.cfg;
+  const kernels::ScopedThreads threads(opts.threads);
+  const Gpt2Config& cfg = model.config();
   const auto n = prompts.size();
   std::vector<std::vector<int32_t>> out(n);
   for (size_t i = 0; i < n; ++i) {
@@ -65,7 +67,7 @@ std::vector<std::vector<int32_t>> generate(ModelRef model,
   for (const auto& p : prompts) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()));
   const int64_t Tcap = std::min(cfg.maxT, longest + opts.max_new_tokens - 1);
   const int64_t B = std::min<int64_t>(opts.batch_size, static_cast<int64_t>(n));
-  Decoder dec(cfg, model.params, B, Tcap, opts.threads, opts.precision);
+  Decoder dec(model, B, Tcap, opts.precision);
 
   std::vector<Slot> slots;
   for (int64_t s = 0; s < B; ++s) slots.emplace_back(opts.sampler);
@@ -141,7 +143,7 @@ std::vector<std::vector<int32_t>> generate(ModelRef model,
   return out;
 }
 
-std::vector<std::string> generate_responses(ModelRef model, const BpeTokenizer& tok,
+std::vector<std::string> generate_responses(Gpt2& model, const BpeTokenizer& tok,
                                             const std::vector<std::string>& prompts,
                                             const GenerateOptions& opts, std::string_view marker,
                                             GenerateStats* stats) {

@@ -25,15 +25,6 @@ class BpeTokenizer;
 inline constexpr std::string_view kAlpacaResponseMarker = "### Response:";
 inline constexpr std::string_view kPhi3ResponseMarker = "<|assistant|>:";
 
-// A model to generate with: config + flat parameters laid out by ParamTable(cfg) (borrowed).
-// Converts from the engine's Gpt2, or from (cfg, params) such as io's HfModel.
-struct ModelRef {
-  ModelRef(const Gpt2Config& c, std::span<const float> p) : cfg(c), params(p) {}
-  ModelRef(const Gpt2& m) : cfg(m.config()), params(m.params()) {}  // NOLINT: implicit on purpose
-  const Gpt2Config& cfg;
-  std::span<const float> params;
-};
-
 struct GenerateOptions {
   int64_t max_new_tokens = 256;  // >= 0
   SamplerOptions sampler;        // temperature 0 = greedy (the recipe)
@@ -42,7 +33,7 @@ struct GenerateOptions {
   // 64 measured near-fastest on the bundled test set (110 prompts x 256 tokens: 110 streams is
   // ~5% (bf16) to ~14% (fp32) faster than 55, 8 streams is 2x slower) at half the cache of 110.
   int64_t batch_size = 64;
-  int threads = 0;               // OpenMP/BLAS threads; 0 = leave the current setting
+  int threads = 0;               // OpenMP/BLAS threads for the call (restored after); 0 = as set
   // bf16: bf16 matrix products with fp32 accumulation and a bf16 KV cache (decoder.h). Greedy
   // outputs may then differ from fp32 where two logits are within bf16 rounding of each other.
   Precision precision = Precision::kFp32;
@@ -63,17 +54,18 @@ struct GenerateStats {
   double seconds = 0.0;
 };
 
-// Generates a continuation for every prompt (token ids, each non-empty). Stream i samples with
+// Generates a continuation for every prompt (token ids, each non-empty) with the model's own
+// forward (in bf16 it switches the model's bf16 weight copy to the packed one generation reads). Stream i samples with
 // seed stream_seed(opts.sampler.seed, i), so outputs do not depend on batch_size. Returns the new
 // tokens per prompt (the prompt itself not included).
-std::vector<std::vector<int32_t>> generate(ModelRef model,
+std::vector<std::vector<int32_t>> generate(Gpt2& model,
                                            const std::vector<std::vector<int32_t>>& prompts,
                                            const GenerateOptions& opts,
                                            GenerateStats* stats = nullptr);
 
 // Text in, text out: encodes each prompt (with <|endoftext|> allowed, as the recipe), generates,
 // and returns extract_response() of each.
-std::vector<std::string> generate_responses(ModelRef model, const BpeTokenizer& tok,
+std::vector<std::string> generate_responses(Gpt2& model, const BpeTokenizer& tok,
                                             const std::vector<std::string>& prompts,
                                             const GenerateOptions& opts,
                                             std::string_view marker = kAlpacaResponseMarker,

@@ -1,13 +1,16 @@
-// GPT-2 training model (SPEC §4): forward, backward and loss over packed sequences, fp32.
-// Matches tests/reference/gpt2_reference.py (golden: tests/golden/gpt2_tiny.safetensors).
+// GPT-2 (SPEC §4): the weights (params.h), the one forward through the blocks that training,
+// evaluation, generation and the tests all run, its backward and the loss. Matches
+// tests/reference/gpt2_reference.py (golden: tests/golden/gpt2_tiny.safetensors).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
-#include <string>
 #include <vector>
 
 #include "llmft/model/config.h"
+#include "llmft/model/kernels/attention_cached.h"
+#include "llmft/model/linear.h"
 #include "llmft/model/params.h"
 #include "llmft/model/precision.h"
 
@@ -19,44 +22,78 @@ struct LossResult {
   double mean() const { return n_targets > 0 ? loss_sum / static_cast<double>(n_targets) : 0.0; }
 };
 
+// The activations of a forward over up to rows() rows. Training keeps every layer's (the backward
+// reads them); generation keeps one layer's worth, which every layer reuses. Per layer:
+// ln1 (N, C) | ln1_mean, ln1_rstd (N) | qkv (N, 3C, biased) | atty (N, C) | att_lse (N, NH) |
+// res2 (N, C) | ln2 (N, C) | ln2_mean, ln2_rstd (N) | fch (N, 4C, biased) | res3 (N, C).
+// In bf16, ln1, atty and ln2 have bf16 copies (the products' inputs) and the fp32 ln1 and ln2
+// are not kept.
+class Activations {
+ public:
+  struct Layer {
+    std::span<float> ln1, ln1_mean, ln1_rstd, qkv, atty, att_lse, res2, ln2, ln2_mean, ln2_rstd,
+        fch, res3;
+    std::span<kernels::bf16> ln1_bf, atty_bf, ln2_bf;
+  };
+  // Lays the arena out for `rows` rows (no-op when it already is, for at least that many).
+  void reserve(const Gpt2Config& cfg, int64_t rows, bool keep_layers, bool use_bf16);
+  int64_t rows() const { return rows_; }
+  int64_t floats() const { return static_cast<int64_t>(f_.size()); }
+  int64_t bytes() const { return floats() * 4 + static_cast<int64_t>(b_.size()) * 2; }
+  Layer layer(int64_t l);
+  // enc (N, C) the embeddings; ln0 (N, C) bf16 only: layer 0's LayerNorm before its rounding;
+  // branch (N, C) attention / MLP branch output before its bias; fc_act (N, 4C) gelu(fch) (fp32;
+  // fc_act_bf in bf16); lnf (N, C) after ln_f; lnf_stats (2N) its mean and rstd.
+  std::span<float> enc, ln0, branch, fc_act, lnf, lnf_stats;
+  std::span<kernels::bf16> fc_act_bf;
+
+ private:
+  Gpt2Config cfg_;
+  int64_t rows_ = 0, layer_stride_ = 0, off_layers_ = 0;
+  bool keep_ = false, bf16_ = false;
+  std::vector<float> f_;
+  std::vector<kernels::bf16> b_;
+};
+
 class Gpt2 {
  public:
   static constexpr int32_t kIgnoreIndex = -100;
 
-  // Parameters are zero until init_random() or a loader fills params().
+  // Parameters are zero until init_random() or a loader fills params(). Gradient buffers are
+  // allocated by the first training call (or grads()), so a model that only generates has none.
   explicit Gpt2(const Gpt2Config& cfg);
+  Gpt2(Gpt2&&) = default;
+  Gpt2& operator=(Gpt2&&) = default;
 
   const Gpt2Config& config() const { return cfg_; }
   const ParamTable& table() const { return table_; }
-  // Flat buffers laid out by table(): params, grads (and the optimizer's m, v) share it.
-  // Non-const access to the parameters (params(), param()) marks the bf16 weight copy stale, so
-  // the next forward refreshes it: once per optimizer step in a training loop.
+  // The typed weights (params.h). Non-const access marks the bf16 copies stale, so the next
+  // forward refreshes them: once per optimizer step in a training loop.
+  Gpt2Tensors<float> weights() {
+    ++version_;
+    return w_;
+  }
+  Gpt2Tensors<const float> weights() const { return table_.bind(std::span<const float>(params_)); }
+  // The flat buffers laid out by table(): params, grads (and the optimizer's m, v) share it.
   std::span<float> params() {
-    weights_stale_ = true;
+    ++version_;
     return params_;
   }
   std::span<const float> params() const { return params_; }
-  std::span<float> grads() { return grads_; }
+  std::span<float> grads();
   std::span<const float> grads() const { return grads_; }
-  // One tensor's view; throws InternalError for an unknown name.
-  std::span<float> param(const std::string& name);
-  std::span<const float> param(const std::string& name) const;
-  std::span<float> grad(const std::string& name);
-  // Layer l's tensor by name suffix ("mlp.c_fc.weight"), without allocating.
-  std::span<const float> layer_param(int64_t l, std::string_view suffix) const;
-  std::span<float> layer_grad(int64_t l, std::string_view suffix);
-  // The output head (V, C): lm_head.weight, or wte.weight when tied.
-  std::span<const float> head_weight() const;
+  Gpt2Tensors<float> grad_tensors();
+  bool has_grads() const { return !grads_.empty(); }
 
   // GPT-2's initialisation: N(0, 0.02) weights and embeddings, c_proj weights
   // N(0, 0.02/sqrt(2L)), zero biases, LayerNorm scale 1 and shift 0. Deterministic per seed.
   void init_random(uint64_t seed);
 
-  // Sizes the activation arena for up to `max_tokens` tokens per call. forward() grows it when a
+  // Sizes the training arena for up to `max_tokens` tokens per call. forward() grows it when a
   // call needs more, so the step loop allocates nothing once it has seen its largest batch or
   // reserved it. (Attention keeps no (T, T) weights, so sequence lengths do not matter.)
   void reserve(int64_t max_tokens);
-  int64_t arena_floats() const { return static_cast<int64_t>(acts_.size()); }
+  int64_t arena_floats() const { return acts_.floats() + static_cast<int64_t>(work_.size()); }
 
   // Packed sequences end to end: inputs, targets: (N); seq_offsets: (S+1), 0 .. N. Positions
   // restart at 0 in each sequence and attention stays inside it. Targets == -100 are ignored.
@@ -78,91 +115,104 @@ class Gpt2 {
   void forward_logits(std::span<float> logits, std::span<const int32_t> inputs,
                       std::span<const int64_t> seq_offsets, std::span<const int64_t> positions);
 
+  // Generation: N new rows, row r the token ids[r] at position pos[r] of stream stream[r] of
+  // `cache`, through the same blocks with attention over the cache (each row's key and value are
+  // stored first). The rows' hidden states after ln_f are left in acts.lnf. `acts` is the
+  // caller's arena (reserve(..., keep_layers = false, ...)); scratch: the cached attention's.
+  void forward_cached(Activations& acts, const kernels::KvCache& cache,
+                      std::span<const int32_t> ids, std::span<const int32_t> pos,
+                      std::span<const int64_t> pos64, std::span<const int64_t> stream,
+                      std::span<float> scratch, Precision p);
+  // logits (R, V) = x (R, C) @ head^T: hidden rows after ln_f through the output head.
+  void head_logits(std::span<float> logits, Act x, int64_t R, Precision p, Pass pass);
+  // Builds (or keeps, when fresh) the bf16 weight copies `pass` reads; the other kind is freed,
+  // so a model holds one bf16 copy at a time. forward() and forward_cached() call it.
+  void prepare_bf16(Pass pass);
+  int64_t bf16_bytes() const;
+
   void zero_grad();
   double grad_norm() const;  // global L2 norm of grads(), accumulated in double
   // As torch.nn.utils.clip_grad_norm_: scales grads by max_norm / (norm + 1e-6) when that is
   // below 1. Returns the norm before clipping.
   double clip_grad_norm(double max_norm);
 
-  // Threads for our OpenMP kernels and OpenBLAS (n >= 1).
-  static void set_num_threads(int n);
   // Dropout masks derive from (seed, number of training forwards since this call), so a run is
   // reproducible from its seed; calling it again replays the same masks.
   void set_dropout_seed(uint64_t seed) {
     dropout_seed_ = seed;
     forward_count_ = 0;
   }
-  // Precision of the matrix products (precision.h). bf16 keeps a bf16 copy of the matrix
-  // weights (the four per layer and the head), refreshed by the first forward after non-const
-  // access to the parameters; everything else stays fp32.
+  // Precision of the training and evaluation products (precision.h): bf16 keeps a bf16 copy of
+  // the matrix weights (the four per layer and the head), refreshed by the first forward after
+  // non-const access to the parameters; everything else stays fp32.
   void set_precision(Precision p);
   Precision precision() const { return precision_; }
-  // Frees the bf16 weight copy until the next forward rebuilds it: call before building a
-  // generation Decoder, which makes its own, so the two never coexist (peak memory).
-  void free_bf16_weights() {
-    std::vector<uint16_t>().swap(wbf_);  // releases the memory, unlike clear()
-    weights_stale_ = true;
-  }
-  // Times the bf16 weight copy was refreshed (tests: once per optimizer step).
+  // Times the bf16 weight copies were rebuilt (tests: once per optimizer step).
   int64_t bf16_refreshes() const { return bf16_refreshes_; }
 
   // Rows of the (R, V) logits chunk of the fused head (default 256: 51 MB for GPT-2's V).
   void set_head_chunk_rows(int64_t rows);
 
- private:
-  struct LayerActs;
-  // An activation as the matrix products read it: f in fp32, b (its bf16 rounding) in bf16.
-  struct Act {
-    std::span<const float> f;
-    std::span<const uint16_t> b;
+  // The linear layers of block l, and the output head ((V, C), Linear layout).
+  struct BlockLinears {
+    Linear c_attn, attn_proj, c_fc, mlp_proj;
   };
-  LayerActs layer(int64_t l);
+  BlockLinears& linears(int64_t l) { return lin_[static_cast<size_t>(l)]; }
+  Linear& head() { return head_; }
+
+ private:
+  using Attend = std::function<void(int64_t l, Activations::Layer& a, int64_t N)>;
   void check_batch(std::span<const int32_t> inputs, std::span<const int32_t>* targets,
                    std::span<const int64_t> seq_offsets) const;
-  void forward_trunk(std::span<const int32_t> inputs, std::span<const int64_t> seq_offsets,
-                     bool dropout);
+  // Embeddings, then the blocks, then ln_f, over N rows of `acts` (the one forward).
+  void embed(Activations& acts, std::span<const int32_t> ids, std::span<const int32_t> pos,
+             int64_t N, float dropout_p);
+  void trunk(Activations& acts, int64_t N, Precision p, Pass pass, float dropout_p,
+             const Attend& attend);
+  // The training forward over packed sequences (flash attention), state kept for backward.
+  void forward_packed(std::span<const int32_t> inputs, std::span<const int64_t> seq_offsets,
+                      bool dropout);
   // Gathers the rows whose target counts (xg, and its bf16 rounding); returns their number.
   int64_t gather_head_rows(std::span<const int32_t> targets);
+  LossResult head_loss(bool with_backward, float dloss_scale);
+  void backward_head(float dloss_scale);
   void backward_trunk();
+  void backward_block(int64_t l, float p);
   uint64_t site_seed(int64_t layer, int site) const;
-  std::span<float> acts(int64_t offset, int64_t n) {
-    return std::span<float>(acts_).subspan(static_cast<size_t>(offset), static_cast<size_t>(n));
+  bool lowp() const { return precision_ == Precision::kBf16; }
+  void bind_linears();
+  // x as an Act: in bf16 also its rounding, written into buf.
+  Act round(std::span<const float> x, std::span<kernels::bf16> buf) const;
+  std::span<float> work(int64_t offset, int64_t n) {
+    return std::span<float>(work_).subspan(static_cast<size_t>(offset), static_cast<size_t>(n));
   }
-  std::span<uint16_t> bacts(int64_t offset, int64_t n) {
-    return std::span<uint16_t>(bacts_).subspan(static_cast<size_t>(offset), static_cast<size_t>(n));
+  std::span<kernels::bf16> bwork(int64_t offset, int64_t n) {
+    return std::span<kernels::bf16>(bwork_).subspan(static_cast<size_t>(offset),
+                                                    static_cast<size_t>(n));
   }
-  std::span<const float> cparam(const std::string& name) const { return param(name); }
-  bool bf16() const { return precision_ == Precision::kBf16; }
-  // The bf16 copy of layer l's matrix weight k (kMatNames order), or of the head (l == L).
-  std::span<const uint16_t> wbf(int64_t l, int k = 0) const;
-  void refresh_bf16();
-  // out (N, OC) = in @ W, W: layer l's matrix k, in the model's precision (no bias: the kernel
-  // after each product adds it).
-  void mm_forward(std::span<float> out, Act in, int64_t l, int k, int64_t N, int64_t IC,
-                  int64_t OC);
-  // dinp (N, IC) += dout @ W^T (when dinp is not empty); dW += in^T @ dout (when want_dw).
-  void mm_backward(std::span<float> dinp, bool want_dw, Act dout, Act in, int64_t l, int k,
-                   int64_t N, int64_t IC, int64_t OC);
-  // x as an Act: in bf16, rounded into buf.
-  Act round(std::span<const float> x, std::span<uint16_t> buf);
+  std::span<float> scratch(int64_t n);
 
   Gpt2Config cfg_;
   ParamTable table_;
   std::vector<float> params_, grads_;
+  Gpt2Tensors<float> w_, g_;  // typed views of params_ and grads_ (g_ empty until allocated)
+  std::vector<BlockLinears> lin_;
+  Linear head_;
+  int64_t version_ = 1, bf16_version_ = 0;  // the bf16 copies are fresh when these are equal
+  Pass bf16_pass_ = Pass::kTrain;
+  int64_t bf16_refreshes_ = 0;
 
-  // Arena: capacity, offsets of each activation, and the buffers.
+  // The training forward's arena, and the head and backward buffers beside it (work_: xg (N, C),
+  // losses, lse (N), the head's (R, V) logits, dres, dc, dbranch (N, C), dqkv (N, 3C),
+  // dfc (N, 4C), dxg (N, C); bwork_ in bf16: xg and the rounded gradients (N, 4C), the head's
+  // logit gradients (R, V)).
+  Activations acts_;
   int64_t cap_tokens_ = 0, head_rows_ = 256;
-  int64_t layer_stride_ = 0, off_layers_ = 0, off_enc_ = 0, off_lnf_ = 0, off_lnf_stats_ = 0;
-  int64_t off_xg_ = 0, off_losses_ = 0, off_lse_ = 0, off_head_ = 0, off_fc_ = 0;
-  int64_t off_branch_ = 0, off_ln0_ = 0, off_dres_ = 0, off_dc_ = 0, off_dbranch_ = 0;
-  int64_t off_dqkv_ = 0, off_dfc_ = 0, off_dxg_ = 0;
-  std::vector<float> acts_, bwd_scratch_;
-  // bf16 arena (bf16 precision only): per layer ln1 | atty | ln2 (each Nc x C), then gelu(fch)
-  // and the rounded output gradients (Nc x 4C each), the head rows (Nc x C) and the head's
-  // logit gradients (R x V).
-  std::vector<uint16_t> bacts_, wbf_;
-  int64_t boff_layers_ = 0, blayer_stride_ = 0, boff_fc_ = 0, boff_dout_ = 0, boff_xg_ = 0;
-  int64_t boff_dlogits_ = 0;
+  int64_t off_xg_ = 0, off_losses_ = 0, off_lse_ = 0, off_head_ = 0, off_dres_ = 0, off_dc_ = 0;
+  int64_t off_dbranch_ = 0, off_dqkv_ = 0, off_dfc_ = 0, off_dxg_ = 0;
+  int64_t boff_xg_ = 0, boff_dout_ = 0, boff_dlogits_ = 0;
+  std::vector<float> work_, scratch_;
+  std::vector<kernels::bf16> bwork_;
   std::vector<int32_t> pos_, inputs_, gtargets_;
   std::vector<int64_t> offsets_, rows_;
 
@@ -172,8 +222,6 @@ class Gpt2 {
   bool dropout_on_ = false;
   uint64_t dropout_seed_ = 0, forward_count_ = 0;
   Precision precision_ = Precision::kFp32;
-  bool weights_stale_ = true;
-  int64_t bf16_refreshes_ = 0;
 };
 
 }  // namespace llmft

@@ -1,39 +1,68 @@
-// The parameter table: the one list of GPT-2's tensors. Allocation, checkpoint names, the
-// optimizer and the tests all read it. Names and shapes are Hugging Face's GPT-2 names
-// (without the "transformer." prefix), and linear weights keep GPT-2's Conv1D layout
-// [in_features, out_features], so checkpoints need no translation.
+// The one description of GPT-2's tensors: a typed structure (Gpt2Tensors: per block ln_1, c_attn,
+// attn c_proj, ln_2, c_fc, mlp c_proj; the embeddings, ln_f and the head) and the table that lays
+// it out in one flat buffer and maps it to Hugging Face's tensor names (without "transformer.").
+// Parameters, gradients and AdamW's m and v share the layout. Linear weights keep GPT-2's Conv1D
+// layout [in_features, out_features], so checkpoints need no translation.
 #pragma once
 
 #include <cstdint>
 #include <span>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "llmft/model/config.h"
 
 namespace llmft {
 
+// T: float or const float.
+template <typename T>
+struct LayerNormTensors {
+  std::span<T> w, b;  // (C), (C)
+};
+template <typename T>
+struct LinearTensors {
+  std::span<T> w, b;  // (IC, OC) Conv1D layout, (OC)
+};
+template <typename T>
+struct BlockTensors {
+  LayerNormTensors<T> ln_1;
+  LinearTensors<T> c_attn;     // attn.c_attn: (C, 3C), (3C)
+  LinearTensors<T> attn_proj;  // attn.c_proj: (C, C), (C)
+  LayerNormTensors<T> ln_2;
+  LinearTensors<T> c_fc;       // mlp.c_fc: (C, 4C), (4C)
+  LinearTensors<T> mlp_proj;   // mlp.c_proj: (4C, C), (C)
+};
+template <typename T>
+struct Gpt2Tensors {
+  std::span<T> wte;  // (V, C)
+  std::span<T> wpe;  // (maxT, C)
+  std::vector<BlockTensors<T>> h;  // (L)
+  LayerNormTensors<T> ln_f;
+  std::span<T> lm_head;  // (V, C) Linear layout; the same span as wte when the head is tied
+};
+
 struct ParamSpec {
   std::string name;            // "h.3.attn.c_attn.weight"
   std::vector<int64_t> shape;  // as stored in a Hugging Face checkpoint
-  int64_t offset = 0;          // in floats, into the flat parameter buffer
+  int64_t offset = 0;          // in floats, into the flat buffer
   int64_t numel = 0;
 };
 
 class ParamTable {
  public:
   explicit ParamTable(const Gpt2Config& cfg);
-  const std::vector<ParamSpec>& specs() const { return specs_; }
-  int64_t total() const { return total_; }  // floats in the flat buffer
-  // nullptr when there is no such tensor.
-  const ParamSpec* find(const std::string& name) const;
-  // Layer l's tensor with this name suffix ("attn.c_attn.weight"), found without building a
-  // string: the training step uses it, and allocates nothing.
-  const ParamSpec& layer(int64_t l, std::string_view suffix) const;
   const Gpt2Config& config() const { return cfg_; }
+  // Checkpoint order: wte, wpe, h.0.ln_1.weight ... h.{L-1}.mlp.c_proj.bias, ln_f, lm_head.
+  const std::vector<ParamSpec>& specs() const { return specs_; }
+  int64_t total() const { return total_; }  // floats in the flat buffer (64-byte aligned tensors)
+  int64_t numel() const;                    // parameters (total() without alignment padding)
+  // By file name; nullptr when there is no such tensor (the file formats' lookup).
+  const ParamSpec* find(const std::string& name) const;
 
-  // Views into a flat buffer laid out by this table (params, grads and Adam m/v all share it).
+  // The typed view of a flat buffer laid out by this table (params, grads, m or v).
+  Gpt2Tensors<float> bind(std::span<float> flat) const;
+  Gpt2Tensors<const float> bind(std::span<const float> flat) const;
+
   std::span<float> view(std::span<float> flat, const ParamSpec& s) const {
     return flat.subspan(static_cast<size_t>(s.offset), static_cast<size_t>(s.numel));
   }
@@ -42,7 +71,8 @@ class ParamTable {
   }
 
  private:
-  void add(std::string name, std::vector<int64_t> shape);
+  template <typename T>
+  Gpt2Tensors<T> bind_impl(std::span<T> flat) const;
   Gpt2Config cfg_;
   std::vector<ParamSpec> specs_;
   int64_t total_ = 0;

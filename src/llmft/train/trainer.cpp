@@ -32,6 +32,7 @@
 #include "llmft/io/hf_folder.h"
 #include "llmft/model/adamw.h"
 #include "llmft/model/gpt2.h"
+#include "llmft/model/kernels/matmul.h"
 #include "llmft/tokenizer/bpe.h"
 #include "llmft/train/checkpoint.h"
 #include "llmft/train/metrics.h"
@@ -137,7 +138,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
   const auto t_start = Clock::now();
   const bool resuming = !resume_dir.empty();
   const int threads = opts.threads > 0 ? opts.threads : omp_get_num_procs();
-  Gpt2::set_num_threads(threads);
+  const kernels::ScopedThreads scoped_threads(threads);
   Console con;
 
   // ---- Run folder -------------------------------------------------------------------------------
@@ -300,8 +301,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
     g.precision = model.precision();
     g.batch_size = 1;
     g.stop_at_eos = false;  // generate_text_simple runs the full 50 tokens
-    model.free_bf16_weights();  // the decoder makes its own copy
-    const auto out = generate(ModelRef{src.cfg, model.params()}, {prompt_ids}, g);
+    const auto out = generate(model, {prompt_ids}, g);
     std::vector<int32_t> all = prompt_ids;
     all.insert(all.end(), out[0].begin(), out[0].end());
     std::string text = tok.decode(all);
@@ -461,9 +461,8 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
     a.label = "answers";
     GenerateStats gs;
     const fs::path answers = run / "test-responses.json";
-    model.free_bf16_weights();
     const auto answered = answer_dataset(
-        ModelRef{src.cfg, model.params()}, tok,
+        model, tok,
         std::span(ds.entries).subspan(split.test.begin, split.test.size()), answers, a, &gs);
     const size_t n_answers = answered.size();
     const double ans_s = seconds_since(t_ans);

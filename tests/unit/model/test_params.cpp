@@ -24,11 +24,34 @@ TEST(Params, MediumUntiedIs406M) {
   ASSERT_NE(t.find("lm_head.weight"), nullptr);
   EXPECT_EQ(t.find("h.23.attn.c_attn.weight")->shape, (std::vector<int64_t>{1024, 3072}));
   EXPECT_EQ(t.find("h.0.attn.c_attn.weight")->offset % 16, 0);
-  // The allocation-free per-layer lookup lands on the same tensors as the name lookup.
-  for (const char* suffix : {"ln_1.weight", "attn.c_attn.bias", "mlp.c_proj.weight", "ln_2.bias"}) {
-    EXPECT_EQ(&t.layer(0, suffix), t.find(std::string("h.0.") + suffix)) << suffix;
-    EXPECT_EQ(&t.layer(23, suffix), t.find(std::string("h.23.") + suffix)) << suffix;
-  }
+  // The typed view lands on the tensors the file names name, with their sizes.
+  std::vector<float> flat(static_cast<size_t>(t.total()));
+  const Gpt2Tensors<float> w = t.bind(std::span<float>(flat));
+  auto at = [&](const std::string& name) { return t.view(std::span<float>(flat), *t.find(name)); };
+  auto same = [](std::span<float> a, std::span<float> b) {
+    return a.data() == b.data() && a.size() == b.size();
+  };
+  ASSERT_EQ(w.h.size(), 24u);
+  EXPECT_TRUE(same(w.wte, at("wte.weight")));
+  EXPECT_TRUE(same(w.h[0].ln_1.w, at("h.0.ln_1.weight")));
+  EXPECT_TRUE(same(w.h[0].c_attn.b, at("h.0.attn.c_attn.bias")));
+  EXPECT_TRUE(same(w.h[23].attn_proj.w, at("h.23.attn.c_proj.weight")));
+  EXPECT_TRUE(same(w.h[23].mlp_proj.w, at("h.23.mlp.c_proj.weight")));
+  EXPECT_TRUE(same(w.h[23].ln_2.b, at("h.23.ln_2.bias")));
+  EXPECT_TRUE(same(w.ln_f.b, at("ln_f.bias")));
+  EXPECT_TRUE(same(w.lm_head, at("lm_head.weight")));
+  EXPECT_EQ(t.numel(), 354823168 + 50257 * 1024);
+}
+
+TEST(Params, TiedHeadIsTheEmbedding) {
+  auto cfg = Gpt2Config::from_name("gpt2");
+  cfg.tied = true;
+  const ParamTable t(cfg);
+  std::vector<float> flat(static_cast<size_t>(t.total()));
+  const Gpt2Tensors<float> w = t.bind(std::span<float>(flat));
+  EXPECT_EQ(t.find("lm_head.weight"), nullptr);
+  EXPECT_EQ(w.lm_head.data(), w.wte.data());
+  EXPECT_EQ(w.lm_head.size(), w.wte.size());
 }
 
 TEST(Params, UnknownNameIsUsageError) {

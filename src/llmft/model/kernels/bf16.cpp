@@ -30,17 +30,6 @@ namespace llmft::kernels {
 // ---------------------------------------------------------------------------------------------
 // Conversion
 
-bf16 float_to_bf16(float x) {
-  const uint32_t u = std::bit_cast<uint32_t>(x);
-  // NaN: keep sign and top payload bits, set the quiet bit so truncation cannot make it inf.
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16>((u >> 16) | 0x40u);
-  // Round to nearest even: add 0x7fff plus the lowest kept bit; a carry into the exponent
-  // rounds up correctly, including max finite -> inf.
-  return static_cast<bf16>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-float bf16_to_float(bf16 x) { return std::bit_cast<float>(static_cast<uint32_t>(x) << 16); }
-
 namespace {
 
 // Work below which conversion stays single-threaded (a parallel region costs a few us).

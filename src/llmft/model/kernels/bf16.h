@@ -2,6 +2,7 @@
 // bf16 values are stored as uint16_t: the upper half of the fp32 bit pattern.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <span>
 
@@ -14,8 +15,17 @@ using bf16 = uint16_t;
 void to_bf16(std::span<bf16> out, std::span<const float> in);
 // out[i] = in[i] exactly.
 void from_bf16(std::span<float> out, std::span<const bf16> in);
-float bf16_to_float(bf16 x);
-bf16 float_to_bf16(float x);
+// One value each way (the definitions every kernel uses). Rounding: ties to even; a NaN keeps
+// its sign and top payload bits and gets the quiet bit, so truncation cannot make it inf; a
+// carry into the exponent rounds up correctly, including max finite -> inf. Branch-free, so it
+// vectorises inside `omp simd` loops.
+inline bf16 float_to_bf16(float x) {
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t quiet_nan = (u >> 16) | 0x40u;
+  return static_cast<bf16>((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+}
+inline float bf16_to_float(bf16 x) { return std::bit_cast<float>(static_cast<uint32_t>(x) << 16); }
 
 // Row-major, like cblas_sgemm with alpha = 1:
 //   C (M, N) = beta * C + op(A) @ op(B),  op(A): (M, K), op(B): (K, N)
@@ -24,12 +34,13 @@ bf16 float_to_bf16(float x);
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const bf16* A,
                int64_t lda, const bf16* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
-// True when gemm_bf16 runs on native bf16 instructions (AVX512-BF16); false when it widens the
-// operands to fp32 block by block and calls sgemm (same products, slower). Decided once from the
-// CPU; the environment variable LLMFT_BF16_NATIVE=0 forces the portable path.
+// The one run-time choice of a CPU code path for bf16: true when the bf16 products (gemm_bf16 and
+// packed_bf16.h's) run on native instructions (AVX512-BF16); false when they widen the operands
+// to fp32 (same products, slower). Decided once from the CPU; the environment variable
+// LLMFT_BF16_NATIVE=0 forces the portable path.
 bool bf16_native();
 // Forces the portable path (false) or restores the CPU's choice (true); for tests and benchmarks.
-// Not thread-safe against concurrent gemm_bf16 calls.
+// Not thread-safe against concurrent bf16 products.
 void set_bf16_native(bool enabled);
 
 }  // namespace llmft::kernels

@@ -1,11 +1,13 @@
-// sgemm-based matmul forward/backward; see matmul.h.
+// fp32 and bf16 matmul forward/backward; see matmul.h.
 #include "llmft/model/kernels/matmul.h"
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 
 #include "llmft/model/kernels/common.h"
+#include "llmft/model/kernels/vmath.h"
 
 namespace llmft::kernels {
 
@@ -31,6 +33,79 @@ void bias_backward(std::span<float> dbias, std::span<const float> dout, int64_t 
   }
 }
 
+// Rows at or below which the fp32 forward streams the weights through register tiles instead of
+// calling sgemm: with few rows (a decode step) the product is bound by reading W once, and
+// sgemm's packing of W would read and write it again.
+constexpr int64_t kSmallRows = 16;
+
+// out[r, o0:o0+16Q] = inp[r, :] @ W[:, o0:o0+16Q] for r < R; W (IC, OC) row-major.
+// R x Q <= 16 accumulators, held in vector registers.
+template <int R, int Q>
+inline void rows_block(float* out, const float* inp, const float* w, int64_t IC, int64_t OC,
+                       int64_t o0) {
+  f32x16 acc[R][Q] = {};
+  for (int64_t i = 0; i < IC; ++i) {
+    const float* wi = w + i * OC + o0;
+    f32x16 wv[Q];
+    for (int q = 0; q < Q; ++q) load16(wv[q], wi + 16 * q);
+    for (int r = 0; r < R; ++r) {
+      const float x = inp[r * IC + i];
+      for (int q = 0; q < Q; ++q) acc[r][q] += x * wv[q];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < Q; ++q) store16(out + r * OC + o0 + 16 * q, acc[r][q]);
+}
+
+// out (N, OC) = inp (N, IC) @ W for N <= kSmallRows. kInOut: W (IC, OC), threads split the
+// columns and stream W row by row; kOutIn: W (OC, IC), one dot product per (row, output).
+void small_matmul(float* out, const float* inp, const float* w, int64_t N, int64_t IC, int64_t OC,
+                  WeightLayout layout) {
+  if (layout == WeightLayout::kOutIn) {
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < OC; ++o) {
+      const float* wo = w + o * IC;  // (IC)
+      for (int64_t n = 0; n < N; ++n) {
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = 0; i < IC; ++i) acc += inp[n * IC + i] * wo[i];
+        out[n * OC + o] = acc;
+      }
+    }
+    return;
+  }
+  // kInOut: threads split the columns in blocks of 256; a block runs R rows at a time with
+  // R x Q vector accumulators. One row reads W's block as 1 KB runs (long enough for the
+  // prefetcher); 4 rows take it as 64-column strips, re-read from L2.
+  constexpr int64_t kBlock = 256;
+  const int64_t nblocks = (OC + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < nblocks; ++blk) {
+    const int64_t o0 = blk * kBlock, width = std::min(kBlock, OC - o0);
+    int64_t n = 0;
+    if (width == kBlock) {
+      for (; n + 4 <= N; n += 4)
+        for (int64_t c = 0; c < kBlock; c += 64)
+          rows_block<4, 4>(out + n * OC, inp + n * IC, w, IC, OC, o0 + c);
+      for (; n + 2 <= N; n += 2)
+        for (int64_t c = 0; c < kBlock; c += 128)
+          rows_block<2, 8>(out + n * OC, inp + n * IC, w, IC, OC, o0 + c);
+      for (; n < N; ++n) rows_block<1, 16>(out + n * OC, inp + n * IC, w, IC, OC, o0);
+      continue;
+    }
+    const int64_t w64 = width / 64 * 64;  // ragged last block: 64-column strips, then scalars
+    for (; n < N; ++n) {
+      for (int64_t c = 0; c < w64; c += 64)
+        rows_block<1, 4>(out + n * OC, inp + n * IC, w, IC, OC, o0 + c);
+      for (int64_t j = w64; j < width; ++j) {
+        float acc = 0.0f;
+        for (int64_t i = 0; i < IC; ++i) acc += inp[n * IC + i] * w[i * OC + o0 + j];
+        out[n * OC + o0 + j] = acc;
+      }
+    }
+  }
+}
+
 // out (N, OC) = bias broadcast over rows; returns the beta for the product that follows.
 float init_with_bias(std::span<float> out, std::span<const float> bias, int64_t N, int64_t OC) {
   if (bias.empty()) return 0.0f;
@@ -42,7 +117,17 @@ float init_with_bias(std::span<float> out, std::span<const float> bias, int64_t 
 
 }  // namespace
 
-void set_blas_threads(int n) { openblas_set_num_threads(n); }
+ScopedThreads::ScopedThreads(int n) : omp_(omp_get_max_threads()), blas_(openblas_get_num_threads()) {
+  LLMFT_CHECK(n >= 0, "threads {}", n);
+  if (n == 0) return;
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+ScopedThreads::~ScopedThreads() {
+  omp_set_num_threads(omp_);
+  openblas_set_num_threads(blas_);
+}
 
 void matmul_forward(std::span<float> out, std::span<const float> inp, std::span<const float> w,
                     std::span<const float> bias, int64_t N, int64_t IC, int64_t OC,
@@ -52,6 +137,10 @@ void matmul_forward(std::span<float> out, std::span<const float> inp, std::span<
   check_size(w, IC * OC, "matmul w");
   if (!bias.empty()) check_size(bias, OC, "matmul bias");
   if (N == 0) return;
+  if (N <= kSmallRows && bias.empty()) {
+    small_matmul(out.data(), inp.data(), w.data(), N, IC, OC, layout);
+    return;
+  }
   const float beta = init_with_bias(out, bias, N, OC);
   if (layout == WeightLayout::kInOut) {
     // out (N, OC) += inp (N, IC) @ W (IC, OC)

@@ -1,5 +1,7 @@
-// Matrix products through OpenBLAS sgemm. GPT-2's Conv1D weights are (IC, OC) ("kInOut");
-// the output head (lm_head / wte) is a Linear weight (OC, IC) ("kOutIn").
+// Every matrix product of the model: fp32 through OpenBLAS sgemm (a few rows: register tiles that
+// stream the weights), bf16 through gemm_bf16 (bf16.h) and, for generation, packed_bf16.h.
+// GPT-2's Conv1D weights are (IC, OC) ("kInOut"); the output head is a Linear weight (OC, IC)
+// ("kOutIn").
 #pragma once
 
 #include <cstdint>
@@ -12,7 +14,7 @@ namespace llmft::kernels {
 enum class WeightLayout { kInOut, kOutIn };
 
 // out: (N, OC) = inp (N, IC) @ W + bias;  W: (IC, OC) for kInOut, (OC, IC) for kOutIn;
-// bias: (OC) or empty.
+// bias: (OC) or empty. Up to 16 rows without a bias run register tiles (a decode step).
 void matmul_forward(std::span<float> out, std::span<const float> inp, std::span<const float> w,
                     std::span<const float> bias, int64_t N, int64_t IC, int64_t OC,
                     WeightLayout layout = WeightLayout::kInOut);
@@ -36,7 +38,17 @@ void matmul_backward(std::span<float> dinp, std::span<float> dw, std::span<float
                      std::span<const bf16> inp, std::span<const bf16> w, int64_t N, int64_t IC,
                      int64_t OC, WeightLayout layout = WeightLayout::kInOut);
 
-// Threads used by OpenBLAS (our OpenMP regions use omp_set_num_threads).
-void set_blas_threads(int n);
+// The OpenMP and OpenBLAS thread counts for a scope, restored at its end: library calls take a
+// thread count and leave the process's settings as they found them. n = 0 keeps them.
+class ScopedThreads {
+ public:
+  explicit ScopedThreads(int n);
+  ~ScopedThreads();
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  int omp_, blas_;
+};
 
 }  // namespace llmft::kernels

@@ -4,8 +4,10 @@
 // being negligible next to 1). Also a 16-float vector type for register-blocked tile loops.
 #pragma once
 
-#include <cstdint>
+#include <immintrin.h>
+
 #include <bit>
+#include <cstdint>
 #include <cstring>
 
 namespace llmft::kernels {
@@ -50,5 +52,34 @@ typedef float f32x16 __attribute__((vector_size(64)));
 // is off (GCC warns, -Wpsabi); inlined, both compile to one unaligned load or store.
 inline void load16(f32x16& v, const float* p) { std::memcpy(&v, p, sizeof v); }
 inline void store16(float* p, const f32x16& v) { std::memcpy(p, &v, sizeof v); }
+// 16 bf16 values widened to floats (exact: a bf16 is the upper half of its float's bits).
+inline void load16(f32x16& v, const uint16_t* p) {
+#if defined(__AVX512F__)
+  // One VPMOVZXWD from memory (GCC splits the generic conversion below into halves). The maskz
+  // forms: GCC 12 warns about the plain ones' undefined pass-through operand.
+  const __m512i w = _mm512_maskz_slli_epi32(
+      0xffff,
+      _mm512_maskz_cvtepu16_epi32(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
+      16);
+  v = reinterpret_cast<f32x16>(_mm512_castsi512_ps(w));
+#else
+  typedef uint16_t u16x16 __attribute__((vector_size(32)));
+  typedef uint32_t u32x16 __attribute__((vector_size(64)));
+  u16x16 h;
+  std::memcpy(&h, p, sizeof h);
+  const u32x16 w = __builtin_convertvector(h, u32x16) << 16;
+  std::memcpy(&v, &w, sizeof v);
+#endif
+}
+// The sum of a vector's 16 lanes, in a fixed order (pairwise halves).
+inline float hsum(const f32x16& v) {
+  typedef float f32x8 __attribute__((vector_size(32)));
+  typedef float f32x4 __attribute__((vector_size(16)));
+  const f32x8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const f32x4 b =
+      __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
 
 }  // namespace llmft::kernels

@@ -1,4 +1,4 @@
-// The decoder's bf16 matmul (packed_bf16.h) against a double-precision product of the same
+// The generation bf16 matmul (packed_bf16.h) against a double-precision product of the same
 // bf16-rounded inputs, over ragged shapes (odd K, partial panels, every row-tile remainder), and
 // its row independence: a row's output is bit for bit the same whatever rows surround it.
 #include <gtest/gtest.h>
@@ -7,12 +7,13 @@
 #include <random>
 #include <vector>
 
-#include "llmft/generate/packed_bf16.h"
+#include "llmft/model/kernels/packed_bf16.h"
 #include "llmft/model/kernels/bf16.h"
 #include "test_util.h"
 
 using namespace llmft;
 namespace k = llmft::kernels;
+using namespace llmft::kernels;
 
 namespace {
 
@@ -26,9 +27,20 @@ std::vector<float> randn(size_t n, uint32_t seed) {
 
 float rounded(float x) { return k::bf16_to_float(k::float_to_bf16(x)); }
 
+// Both kernels of the run-time choice (bf16_native()): the native one where the CPU has it.
+std::vector<bool> paths() {
+  return k::bf16_native() ? std::vector<bool>{true, false} : std::vector<bool>{false};
+}
+struct Path {
+  explicit Path(bool native) { k::set_bf16_native(native); }
+  ~Path() { k::set_bf16_native(true); }
+};
+
 }  // namespace
 
 TEST(PackedBf16, LinearEqualsDoubleProductOfRoundedInputs) {
+  for (const bool native : paths()) {
+  const Path path(native);
   for (const auto layout : {k::WeightLayout::kInOut, k::WeightLayout::kOutIn}) {
     for (const int64_t K : {1, 7, 64, 131}) {
       for (const int64_t N : {1, 63, 64, 65, 200}) {
@@ -59,15 +71,19 @@ TEST(PackedBf16, LinearEqualsDoubleProductOfRoundedInputs) {
             // * 131 for N(0,1) inputs, ~1e-3 worst case, ~1e-5 typical); 1e-4 relative + 2e-3
             // absolute still fails on any wrong term (each term is ~1).
             EXPECT_TRUE(test::all_close(got, want, 1e-4, 2e-3))
-                << "K=" << K << " N=" << N << " M=" << M << " bias=" << with_bias;
+                << "K=" << K << " N=" << N << " M=" << M << " bias=" << with_bias
+                << " native=" << native;
           }
         }
       }
     }
   }
+  }
 }
 
 TEST(PackedBf16, RowResultsDoNotDependOnTheOtherRows) {
+  for (const bool native : paths()) {
+  const Path path(native);
   const int64_t K = 96, N = 130, M = 17;  // 17 rows: two full tiles of 6 and a tile of 5
   const auto w = randn(static_cast<size_t>(K * N), 1);
   const auto x = randn(static_cast<size_t>(M * K), 2);
@@ -80,7 +96,8 @@ TEST(PackedBf16, RowResultsDoNotDependOnTheOtherRows) {
     std::vector<float> one(static_cast<size_t>(N));
     bf16_linear(one, std::span<const k::bf16>(a).subspan(static_cast<size_t>(r * K)), pw, {}, 1);
     const std::vector<float> row(all.begin() + r * N, all.begin() + (r + 1) * N);
-    EXPECT_EQ(one, row) << "row " << r;  // bitwise
+    EXPECT_EQ(one, row) << "row " << r << " native " << native;  // bitwise
+  }
   }
 }
 
