@@ -35,6 +35,36 @@ struct Slot {
   explicit Slot(const SamplerOptions& o) : sampler(o) {}
 };
 
+void check_prompts(const std::vector<std::vector<int32_t>>& prompts, int64_t V) {
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (prompts[i].empty())
+      throw Error(fmt::format("prompt {} is empty: nothing to continue from", i),
+                  "give at least one token of prompt");
+    for (int32_t t : prompts[i])
+      if (t < 0 || t >= V)
+        throw Error(fmt::format("prompt {} has token id {}, outside the vocabulary [0, {})", i, t,
+                                V));
+  }
+}
+
+// The tokens slot s feeds the decoder next: what its cache does not hold yet, or, past the
+// context, the last Tcap tokens from position 0 (the textbook loop crops to the last maxT
+// tokens, which moves every position). Counts refilled tokens into st.prompt_tokens.
+std::span<const int32_t> next_feed(const Slot& slot, int64_t s, int64_t Tcap, Decoder& dec,
+                                   GenerateStats& st) {
+  const auto len = static_cast<int64_t>(slot.seq.size());
+  const bool refill = slot.cached == 0 || len > Tcap;
+  std::span<const int32_t> feed;
+  if (len <= Tcap) {
+    feed = std::span<const int32_t>(slot.seq).subspan(static_cast<size_t>(slot.cached));
+  } else {
+    dec.reset(s);
+    feed = std::span<const int32_t>(slot.seq).subspan(static_cast<size_t>(len - Tcap));
+  }
+  if (refill) st.prompt_tokens += static_cast<int64_t>(feed.size());
+  return feed;
+}
+
 }  // namespace
 
 std::vector<std::vector<int32_t>> generate(Gpt2& model,
@@ -45,15 +75,7 @@ std::vector<std::vector<int32_t>> generate(Gpt2& model,
   const Gpt2Config& cfg = model.config();
   const auto n = prompts.size();
   std::vector<std::vector<int32_t>> out(n);
-  for (size_t i = 0; i < n; ++i) {
-    if (prompts[i].empty())
-      throw Error(fmt::format("prompt {} is empty: nothing to continue from", i),
-                  "give at least one token of prompt");
-    for (int32_t t : prompts[i])
-      if (t < 0 || t >= cfg.V)
-        throw Error(fmt::format("prompt {} has token id {}, outside the vocabulary [0, {})", i, t,
-                                cfg.V));
-  }
+  check_prompts(prompts, cfg.V);
   const auto t0 = std::chrono::steady_clock::now();
   GenerateStats st;
   if (n == 0 || opts.max_new_tokens == 0) {
@@ -95,20 +117,7 @@ std::vector<std::vector<int32_t>> generate(Gpt2& model,
     for (int64_t s = 0; s < B; ++s) {
       Slot& slot = slots[static_cast<size_t>(s)];
       if (slot.prompt < 0) continue;
-      const auto len = static_cast<int64_t>(slot.seq.size());
-      std::span<const int32_t> feed;
-      const bool refill = slot.cached == 0 || len > Tcap;
-      if (len <= Tcap) {
-        // Everything fits: feed what the cache does not hold yet.
-        feed = std::span<const int32_t>(slot.seq).subspan(static_cast<size_t>(slot.cached));
-      } else {
-        // Past the context: the textbook loop crops to the last maxT tokens, which moves every
-        // position, so the window is recomputed from position 0.
-        dec.reset(s);
-        feed = std::span<const int32_t>(slot.seq).subspan(static_cast<size_t>(len - Tcap));
-      }
-      if (refill) st.prompt_tokens += static_cast<int64_t>(feed.size());
-      chunks.push_back({s, feed});
+      chunks.push_back({s, next_feed(slot, s, Tcap, dec, st)});
       chunk_slot.push_back(s);
     }
     if (chunks.empty()) break;
