@@ -33,6 +33,25 @@ int64_t aligned(int64_t n) { return (n + 15) / 16 * 16; }
 
 // ---- Activations ----------------------------------------------------------------------------
 
+template <typename Take>
+Activations::Layer Activations::carve(Take take) const {
+  const int64_t Nc = rows_, C = cfg_.C;
+  Layer a;
+  a.ln1 = bf16_ ? std::span<float>{} : take(Nc * C);
+  a.ln1_mean = take(Nc);
+  a.ln1_rstd = take(Nc);
+  a.qkv = take(Nc * 3 * C);
+  a.atty = take(Nc * C);
+  a.att_lse = take(Nc * cfg_.NH);
+  a.res2 = take(Nc * C);
+  a.ln2 = bf16_ ? std::span<float>{} : take(Nc * C);
+  a.ln2_mean = take(Nc);
+  a.ln2_rstd = take(Nc);
+  a.fch = take(Nc * 4 * C);
+  a.res3 = take(Nc * C);
+  return a;
+}
+
 void Activations::reserve(const Gpt2Config& cfg, int64_t rows, bool keep_layers, bool use_bf16) {
   LLMFT_CHECK(rows >= 1, "activations for {} rows", rows);
   if (rows <= rows_ && keep_layers == keep_ && use_bf16 == bf16_ && cfg.C == cfg_.C &&
@@ -43,7 +62,11 @@ void Activations::reserve(const Gpt2Config& cfg, int64_t rows, bool keep_layers,
   keep_ = keep_layers;
   bf16_ = use_bf16;
   const int64_t Nc = rows, C = cfg.C;
-  const int64_t per_layer = Nc * ((use_bf16 ? 10 : 12) * C + 4 + cfg.NH);
+  int64_t per_layer = 0;  // the floats layer() takes, counted by the same walk
+  carve([&](int64_t n) {
+    per_layer += n;
+    return std::span<float>{};
+  });
   layer_stride_ = keep_layers ? per_layer : 0;
   int64_t o = 0;
   auto place = [&](int64_t n) {
@@ -75,24 +98,11 @@ void Activations::reserve(const Gpt2Config& cfg, int64_t rows, bool keep_layers,
 Activations::Layer Activations::layer(int64_t l) {
   const int64_t Nc = rows_, C = cfg_.C;
   int64_t o = off_layers_ + l * layer_stride_;
-  auto take = [&](int64_t n) {
+  Layer a = carve([&](int64_t n) {
     auto s = std::span<float>(f_).subspan(static_cast<size_t>(o), static_cast<size_t>(n));
     o += n;
     return s;
-  };
-  Layer a;
-  a.ln1 = bf16_ ? std::span<float>{} : take(Nc * C);
-  a.ln1_mean = take(Nc);
-  a.ln1_rstd = take(Nc);
-  a.qkv = take(Nc * 3 * C);
-  a.atty = take(Nc * C);
-  a.att_lse = take(Nc * cfg_.NH);
-  a.res2 = take(Nc * C);
-  a.ln2 = bf16_ ? std::span<float>{} : take(Nc * C);
-  a.ln2_mean = take(Nc);
-  a.ln2_rstd = take(Nc);
-  a.fch = take(Nc * 4 * C);
-  a.res3 = take(Nc * C);
+  });
   if (bf16_) {
     const auto b = static_cast<size_t>((keep_ ? l : 0) * 3 * Nc * C), n = static_cast<size_t>(Nc * C);
     a.ln1_bf = std::span<bf16>(b_).subspan(b, n);

@@ -48,6 +48,9 @@ class Activations {
   std::span<kernels::bf16> fc_act_bf;
 
  private:
+  // One layer's float spans, each taken in turn from take(n): layer() and the stride share it.
+  template <typename Take>
+  Layer carve(Take take) const;
   Gpt2Config cfg_;
   int64_t rows_ = 0, layer_stride_ = 0, off_layers_ = 0;
   bool keep_ = false, bf16_ = false;
