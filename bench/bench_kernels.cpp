@@ -24,6 +24,9 @@
 #include <string>
 #include <vector>
 
+#include "kernels/attention_unfused.h"
+#include "kernels/gelu_unfused.h"
+#include "kernels/residual_unfused.h"
 #include "llmft/model/config.h"
 #include "llmft/model/kernels/attention.h"
 #include "llmft/model/kernels/crossentropy.h"
@@ -31,7 +34,6 @@
 #include "llmft/model/kernels/gelu.h"
 #include "llmft/model/kernels/layernorm.h"
 #include "llmft/model/kernels/matmul.h"
-#include "llmft/model/kernels/residual.h"
 
 namespace {
 

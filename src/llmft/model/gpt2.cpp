@@ -19,7 +19,6 @@
 #include "llmft/model/kernels/gelu.h"
 #include "llmft/model/kernels/layernorm.h"
 #include "llmft/model/kernels/matmul.h"
-#include "llmft/model/kernels/residual.h"
 #include "llmft/model/profile.h"
 
 namespace llmft {

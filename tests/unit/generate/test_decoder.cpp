@@ -8,11 +8,11 @@
 #include <random>
 #include <vector>
 
+#include "kernels/reference.h"
 #include "llmft/core/error.h"
 #include "llmft/generate/decoder.h"
 #include "llmft/generate/generate.h"
 #include "llmft/model/gpt2.h"
-#include "llmft/model/kernels/reference.h"
 #include "llmft/model/params.h"
 #include "test_util.h"
 

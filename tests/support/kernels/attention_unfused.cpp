@@ -1,9 +1,9 @@
-// Causal attention forward/backward over packed sequences; see attention.h.
+// The unfused causal attention over packed sequences; see attention_unfused.h.
 // One (sequence, head) pair per task: its rows of q, k, v, dq, dk, dv belong to it alone.
-#include "llmft/model/kernels/attention.h"
+#include "kernels/attention_unfused.h"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 
 #include "llmft/model/kernels/common.h"
 #include "llmft/model/kernels/vmath.h"
