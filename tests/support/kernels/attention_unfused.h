@@ -23,9 +23,9 @@ void attention_forward(std::span<float> out, std::span<float> att, std::span<con
                        std::span<const int64_t> offsets, int64_t N, int64_t C, int64_t NH,
                        float dropout_p = 0.0f, uint64_t seed = 0);
 // Accumulates into dqkv (N, 3C). scratch: (attention_att_size) overwritten.
-void attention_backward(std::span<float> dqkv, std::span<float> scratch, std::span<const float> dout,
-                        std::span<const float> qkv, std::span<const float> att,
-                        std::span<const int64_t> offsets, int64_t N, int64_t C, int64_t NH,
-                        float dropout_p = 0.0f, uint64_t seed = 0);
+void attention_backward(std::span<float> dqkv, std::span<float> scratch,
+                        std::span<const float> dout, std::span<const float> qkv,
+                        std::span<const float> att, std::span<const int64_t> offsets, int64_t N,
+                        int64_t C, int64_t NH, float dropout_p = 0.0f, uint64_t seed = 0);
 
 }  // namespace llmft::kernels
