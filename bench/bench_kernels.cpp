@@ -1,8 +1,9 @@
-// Fused kernels against the unfused ones they replace, in the same process at GPT-2 training
-// shapes: attention (flash vs (NH, T, T) weights), residual + LayerNorm, bias + GELU, head +
-// cross-entropy (one pass over row chunks vs forward then backward on (R, V) logits). Each pair is checked against each other first,
-// warmed up, then timed alternately (old, new, old, new, ...) so load drift hits both; one JSON
-// line per kernel with medians (min-max) and the per-training-step figure (x layers).
+// Fused kernels against the unfused ones they replaced (kept in tests/support/kernels), in the
+// same process at GPT-2 training shapes: attention (flash vs (NH, T, T) weights), residual +
+// LayerNorm, bias + GELU, head + cross-entropy (one pass over row chunks vs forward then backward
+// on (R, V) logits). Each pair is checked against each other first, warmed up, then timed
+// alternately (old, new, old, new, ...) so load drift hits both; one JSON line per kernel with
+// medians (min-max) and the per-training-step figure (x layers).
 // Usage: bench_kernels [--model gpt2-medium|gpt2|all] [--reps 9] [--batch 8] [--first 0]
 //                      [--dropout 0] [--threads N] [--head-rows 256]
 //                      [--lengths FILE]
@@ -24,6 +25,9 @@
 #include <string>
 #include <vector>
 
+#include "kernels/attention_unfused.h"
+#include "kernels/gelu_unfused.h"
+#include "kernels/residual_unfused.h"
 #include "llmft/model/config.h"
 #include "llmft/model/kernels/attention.h"
 #include "llmft/model/kernels/crossentropy.h"
@@ -31,7 +35,6 @@
 #include "llmft/model/kernels/gelu.h"
 #include "llmft/model/kernels/layernorm.h"
 #include "llmft/model/kernels/matmul.h"
-#include "llmft/model/kernels/residual.h"
 
 namespace {
 

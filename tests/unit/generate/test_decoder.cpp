@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/reference.h"
 #include "llmft/core/error.h"
 #include "llmft/generate/decoder.h"
 #include "llmft/generate/generate.h"

@@ -6,9 +6,9 @@
 #include <random>
 #include <vector>
 
+#include "kernels/reference.h"
 #include "llmft/model/kernels/bf16.h"
 #include "llmft/model/kernels/crossentropy.h"
-#include "llmft/model/kernels/reference.h"
 #include "test_util.h"
 
 namespace llmft::kernels {

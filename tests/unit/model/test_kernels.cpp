@@ -7,15 +7,15 @@
 #include <random>
 #include <vector>
 
-#include "llmft/model/kernels/attention.h"
+#include "kernels/attention_unfused.h"
+#include "kernels/gelu_unfused.h"
+#include "kernels/reference.h"
+#include "kernels/residual_unfused.h"
 #include "llmft/model/kernels/crossentropy.h"
 #include "llmft/model/kernels/dropout.h"
 #include "llmft/model/kernels/encoder.h"
-#include "llmft/model/kernels/gelu.h"
 #include "llmft/model/kernels/layernorm.h"
 #include "llmft/model/kernels/matmul.h"
-#include "llmft/model/kernels/reference.h"
-#include "llmft/model/kernels/residual.h"
 #include "test_util.h"
 
 namespace llmft::kernels {

@@ -1,6 +1,6 @@
-// Causal multi-head self-attention over packed sequences: sequence s covers rows
-// [offsets[s], offsets[s+1]) and attends only inside itself. Matches GPT-2's
-// softmax(q k^T / sqrt(HS) + causal mask) v with optional dropout on the attention weights.
+// Causal multi-head self-attention over packed sequences, FlashAttention-2 style
+// (attention_flash.cpp): sequence s covers rows [offsets[s], offsets[s+1]) and attends only
+// inside itself; softmax(q k^T / sqrt(HS) + causal mask) v as GPT-2, dropout on the weights.
 #pragma once
 
 #include <cstdint>
@@ -8,29 +8,15 @@
 
 namespace llmft::kernels {
 
-// Floats of `att` needed for these sequences: NH * sum_s T_s^2.
-int64_t attention_att_size(std::span<const int64_t> offsets, int64_t NH);
-
-// out: (N, C)   qkv: (N, 3C) as [q | k | v], head h at columns h*HS..(h+1)*HS of each part
-// att: (attention_att_size) saved softmax weights (before dropout), per sequence s at
-//      NH * sum_{s'<s} T_s'^2, laid out (NH, T_s, T_s); entries above the diagonal are 0.
-// offsets: (S+1) with offsets[0] = 0, offsets[S] = N. dropout_p > 0 drops attention weights
-// with the counter mask of `seed` (common.h).
-void attention_forward(std::span<float> out, std::span<float> att, std::span<const float> qkv,
-                       std::span<const int64_t> offsets, int64_t N, int64_t C, int64_t NH,
-                       float dropout_p = 0.0f, uint64_t seed = 0);
-// Accumulates into dqkv (N, 3C). scratch: (attention_att_size) overwritten.
-void attention_backward(std::span<float> dqkv, std::span<float> scratch, std::span<const float> dout,
-                        std::span<const float> qkv, std::span<const float> att,
-                        std::span<const int64_t> offsets, int64_t N, int64_t C, int64_t NH,
-                        float dropout_p = 0.0f, uint64_t seed = 0);
-
-// The same attention without the (NH, T, T) weights (attention_flash.cpp, FlashAttention-2
-// style): keys in blocks of 64 with an online softmax; only the output and each row's
-// logsumexp are kept, and the backward recomputes the weights block by block.
+// Keys in blocks of 64 with an online softmax: the (NH, T, T) weights are never stored; only
+// the output and each row's logsumexp are kept, and the backward recomputes the weights block
+// by block.
 // out: (N, C)   lse: (N, NH) logsumexp of row t's scaled scores q.k/sqrt(HS) for head h at
-// t * NH + h   qkv, offsets, dropout: as attention_forward, with the same dropout mask (the
-// counter of weight (h, t, t2) of sequence s is NH * sum_{s'<s} T_s'^2 + h T^2 + t T + t2).
+// t * NH + h   qkv: (N, 3C) as [q | k | v], head h at columns h*HS..(h+1)*HS of each part
+// offsets: (S+1) with offsets[0] = 0, offsets[S] = N. dropout_p > 0 drops attention weights
+// (after the softmax) with the counter mask of `seed` (common.h); the counter of weight
+// (h, t, t2) of sequence s is NH * sum_{s'<s} T_s'^2 + h T^2 + t T + t2 (the layout of the
+// unfused kernel's weights, tests/support/kernels/attention_unfused.h).
 // HS = C / NH must be at most 128.
 void attention_flash_forward(std::span<float> out, std::span<float> lse,
                              std::span<const float> qkv, std::span<const int64_t> offsets,

@@ -21,6 +21,17 @@ struct Task {
   int64_t o, T, h, base;
 };
 
+// Attention weights (h, t, t2) of these sequences, NH * sum_s T_s^2, masked ones included: the
+// range of the dropout counters; times HS, the work that decides whether to go parallel.
+int64_t weight_count(std::span<const int64_t> offsets, int64_t NH) {
+  int64_t n = 0;
+  for (size_t s = 0; s + 1 < offsets.size(); ++s) {
+    const int64_t T = offsets[s + 1] - offsets[s];
+    n += NH * T * T;
+  }
+  return n;
+}
+
 Task make_task(std::span<const int64_t> offsets, int64_t NH, int64_t s, int64_t h) {
   int64_t base = 0;
   for (int64_t j = 0; j < s; ++j) {
@@ -180,8 +191,8 @@ void flash_forward_task(float* out, uint16_t* out_bf, float* lse, const float* q
         }
         l[r] += sum;
         m[r] = mx;
-        // The normaliser counts every weight; dropout zeroes some after it (as softmax then
-        // dropout in the unfused kernel).
+        // The normaliser counts every weight; dropout zeroes some after it (softmax, then
+        // dropout, as the unfused reference in tests/support/kernels/attention_unfused.cpp).
         if (p > 0.0f) {
           const uint64_t id = static_cast<uint64_t>(tk.base + (r0 + r) * T + c0);
           for (int j = 0; j < n; ++j) srow[j] *= dropout_scale(seed, id + j, p);
@@ -200,7 +211,7 @@ void flash_forward_task(float* out, uint16_t* out_bf, float* lse, const float* q
       if (out_bf) {
         uint16_t* yb = out_bf + (tk.o + r0 + r) * C + h * HS;
 #pragma omp simd
-        for (int64_t i = 0; i < HS; ++i) yb[i] = round_bf16(y[i]);
+        for (int64_t i = 0; i < HS; ++i) yb[i] = float_to_bf16(y[i]);
       }
       lse[(tk.o + r0 + r) * NH + h] = m[r] + std::log(l[r]);
     }
@@ -359,7 +370,7 @@ void flash_forward(float* out, uint16_t* out_bf, float* lse, const float* qkv, f
     case 128: task = &flash_forward_task<128>; break;
     default: break;
   }
-  const int64_t work = attention_att_size(offsets, NH) * HS;
+  const int64_t work = weight_count(offsets, NH) * HS;
 #pragma omp parallel for collapse(2) schedule(dynamic) if (work >= kParallelMin)
   for (int64_t s = 0; s < S; ++s)
     for (int64_t h = 0; h < NH; ++h)
@@ -421,7 +432,7 @@ void attention_flash_backward(std::span<float> dqkv, std::span<float> dbias,
     case 128: task = &flash_backward_task<128>; break;
     default: break;
   }
-  const int64_t work = attention_att_size(offsets, NH) * HS;
+  const int64_t work = weight_count(offsets, NH) * HS;
   const int64_t kBlock = 256, nblocks = (3 * C + kBlock - 1) / kBlock;
   float* part = scratch.data();  // (S, 3C) column sums of each sequence's contributions
 #pragma omp parallel if (work >= kParallelMin)

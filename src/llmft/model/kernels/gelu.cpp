@@ -1,56 +1,14 @@
-// GELU (tanh) forward/backward; see gelu.h. Written with the identity
-// 0.5 (1 + tanh(u)) = sigmoid(2u) = 1 / (1 + exp(-2u)), which avoids the cancellation of
-// 1 + tanh(u) for negative u and vectorises through vexp (glibc's tanhf does not).
+// GELU (tanh) fused with the bias add before it; see gelu.h, which defines the scalar formula
+// (gelu(), gelu_grad()). The unfused gelu_forward/backward these replaced are test and benchmark
+// references now (tests/support/kernels/gelu_unfused.h).
 #include "llmft/model/kernels/gelu.h"
 
 #include <algorithm>
-#include <cmath>
 
 #include "llmft/model/kernels/common.h"
 #include "llmft/model/kernels/vmath.h"
 
 namespace llmft::kernels {
-
-namespace {
-constexpr float kS = 0.7978845608028654f;  // sqrt(2/pi)
-constexpr float kA = 0.044715f;
-
-// y = 0.5 x (1 + tanh(u)) = x * sigmoid(2u),  u = kS (x + kA x^3)
-inline float gelu(float v) {
-  const float u = kS * (v + kA * v * v * v);
-  return v / (1.0f + vexp(-2.0f * u));
-}
-inline float gelu_grad(float v) {
-  const float u = kS * (v + kA * v * v * v);
-  // s = sigmoid(2u) = 0.5 (1 + tanh u);  1 - s = e s;  sech^2(u) = 4 s (1 - s)
-  const float e = vexp(-2.0f * u);
-  const float s = 1.0f / (1.0f + e);
-  // d/dv [0.5 v (1 + tanh(u))] = 0.5 (1 + tanh u) + 0.5 v sech^2(u) du/dv
-  return s + 2.0f * v * s * (e * s) * kS * (1.0f + 3.0f * kA * v * v);
-}
-}  // namespace
-
-void gelu_forward(std::span<float> y, std::span<const float> x, int64_t N) {
-  check_size(y, N, "gelu y");
-  check_size(x, N, "gelu x");
-  float* yp = y.data();
-  const float* xp = x.data();
-#pragma omp parallel for simd schedule(static) if (N >= kParallelMin)
-  for (int64_t i = 0; i < N; ++i) yp[i] = gelu(xp[i]);
-}
-
-void gelu_backward(std::span<float> dx, std::span<const float> dy, std::span<const float> x,
-                   int64_t N) {
-  check_size(dx, N, "gelu dx");
-  check_size(dy, N, "gelu dy");
-  check_size(x, N, "gelu x");
-  float* dxp = dx.data();
-  const float* dyp = dy.data();
-  const float* xp = x.data();
-#pragma omp parallel for simd schedule(static) if (N >= kParallelMin)
-  for (int64_t i = 0; i < N; ++i) dxp[i] += gelu_grad(xp[i]) * dyp[i];
-}
-
 
 void bias_gelu_forward(std::span<float> y, std::span<uint16_t> y_bf, std::span<float> x,
                        std::span<const float> bias, int64_t N, int64_t OC) {
@@ -73,7 +31,7 @@ void bias_gelu_forward(std::span<float> y, std::span<uint16_t> y_bf, std::span<f
         xi[c] = v;
         const float g = gelu(v);
         yi[c] = g;
-        yb[c] = round_bf16(g);
+        yb[c] = float_to_bf16(g);
       }
     } else if (fp) {
       float* yi = y.data() + i * OC;
@@ -89,7 +47,7 @@ void bias_gelu_forward(std::span<float> y, std::span<uint16_t> y_bf, std::span<f
       for (int64_t c = 0; c < OC; ++c) {
         const float v = xi[c] + b[c];
         xi[c] = v;
-        yb[c] = round_bf16(gelu(v));
+        yb[c] = float_to_bf16(gelu(v));
       }
     }
   }
@@ -114,16 +72,13 @@ void gelu_bias_backward_rows(float* dx, float* y, uint16_t* ybf, float* pk, cons
 #pragma omp simd
     for (int64_t c = 0; c < OC; ++c) {
       const float v = xi[c];
-      const float u = kS * (v + kA * v * v * v);
-      const float e = vexp(-2.0f * u);
-      // as gelu() and gelu_grad(), with their exp shared
+      const float e = gelu_exp(v);  // shared by gelu() and gelu_grad()
       if constexpr (kY || kYbf) {
-        const float g = v / (1.0f + e);
+        const float g = gelu_from_exp(v, e);
         if constexpr (kY) yi[c] = g;
-        if constexpr (kYbf) ybi[c] = round_bf16(g);
+        if constexpr (kYbf) ybi[c] = float_to_bf16(g);
       }
-      const float s = 1.0f / (1.0f + e);
-      const float d = (s + 2.0f * v * s * (e * s) * kS * (1.0f + 3.0f * kA * v * v)) * gi[c];
+      const float d = gelu_grad_from_exp(v, e) * gi[c];
       dxi[c] = d;
       if constexpr (kSums) pk[c] += d;
     }

@@ -109,8 +109,9 @@ void layernorm_backward(std::span<float> dx, std::span<float> dw, std::span<floa
 
 namespace {
 
-// One row of residual_layernorm_forward; same arithmetic as residual_forward (after the bias
-// add and dropout_forward) followed by layernorm_forward.
+// One row of residual_layernorm_forward; same arithmetic as the bias add, dropout_forward and
+// the unfused residual_forward (tests/support/kernels/residual_unfused.h) followed by
+// layernorm_forward.
 template <bool kBias, bool kDrop>
 inline void residual_layernorm_row(float* r, float* y, uint16_t* ybf, float* mean, float* rstd,
                                    const float* a,
@@ -142,14 +143,14 @@ inline void residual_layernorm_row(float* r, float* y, uint16_t* ybf, float* mea
     for (int64_t c = 0; c < C; ++c) {
       const float v = (r[c] - mf) * rs * w[c] + b[c];
       y[c] = v;
-      ybf[c] = round_bf16(v);
+      ybf[c] = float_to_bf16(v);
     }
   } else if (y) {
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) y[c] = (r[c] - mf) * rs * w[c] + b[c];
   } else {
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) ybf[c] = round_bf16((r[c] - mf) * rs * w[c] + b[c]);
+    for (int64_t c = 0; c < C; ++c) ybf[c] = float_to_bf16((r[c] - mf) * rs * w[c] + b[c]);
   }
   *mean = mf;
   *rstd = rs;

@@ -1,7 +1,8 @@
 // Branch-free float exp that GCC vectorises inside `#pragma omp simd` loops (glibc's expf only
 // vectorises under -ffast-math, which we do not use). Max error ~1 ulp over [-87, 88]; inputs
 // are clamped there, so exp_approx(-inf) is ~1e-38 rather than 0 (callers rely only on it
-// being negligible next to 1). Also a 16-float vector type for register-blocked tile loops.
+// being negligible next to 1). Also a 16-float vector type for register-blocked tile loops, with
+// loads (fp32, and bf16 widened), stores and a horizontal sum.
 #pragma once
 
 #include <immintrin.h>
@@ -9,6 +10,8 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+
+#include "llmft/model/kernels/bf16.h"
 
 namespace llmft::kernels {
 
@@ -32,16 +35,6 @@ inline float vexp(float x) {
   // 2^n built in the exponent bits; n in [-126, 127] after the clamp.
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   return p * std::bit_cast<float>(bits);
-}
-
-// x rounded to bf16 (the upper half of its bits), as bf16.h's float_to_bf16: ties to even, NaN
-// kept and made quiet, denormals kept. Branch-free, so it vectorises inside `omp simd` loops:
-// fused kernels write bf16 copies of their outputs in the same pass (Precision::kBf16).
-inline uint16_t round_bf16(float x) {
-  const uint32_t u = std::bit_cast<uint32_t>(x);
-  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  const uint32_t quiet_nan = (u >> 16) | 0x40u;
-  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
 }
 
 // 16 floats in one vector register (one AVX-512 register under -march=native; GCC splits it

@@ -1,4 +1,6 @@
-// Residual connection out = a + b.
+// The residual connection out = a + b as a kernel of its own, before residual_layernorm_forward
+// (llmft/model/kernels/layernorm.h) fused it into the next LayerNorm. Test and benchmark
+// baseline only.
 #pragma once
 
 #include <cstdint>

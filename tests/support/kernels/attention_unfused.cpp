@@ -1,9 +1,9 @@
-// Causal attention forward/backward over packed sequences; see attention.h.
+// The unfused causal attention over packed sequences; see attention_unfused.h.
 // One (sequence, head) pair per task: its rows of q, k, v, dq, dk, dv belong to it alone.
-#include "llmft/model/kernels/attention.h"
+#include "kernels/attention_unfused.h"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 
 #include "llmft/model/kernels/common.h"
 #include "llmft/model/kernels/vmath.h"
@@ -94,10 +94,10 @@ void attention_forward(std::span<float> out, std::span<float> att, std::span<con
   }
 }
 
-void attention_backward(std::span<float> dqkv, std::span<float> scratch, std::span<const float> dout,
-                        std::span<const float> qkv, std::span<const float> att,
-                        std::span<const int64_t> offsets, int64_t N, int64_t C, int64_t NH,
-                        float dropout_p, uint64_t seed) {
+void attention_backward(std::span<float> dqkv, std::span<float> scratch,
+                        std::span<const float> dout, std::span<const float> qkv,
+                        std::span<const float> att, std::span<const int64_t> offsets, int64_t N,
+                        int64_t C, int64_t NH, float dropout_p, uint64_t seed) {
   check_seq_offsets(offsets, N);
   const int64_t need = attention_att_size(offsets, NH);
   check_size(dqkv, N * 3 * C, "attention dqkv");

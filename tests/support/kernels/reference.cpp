@@ -1,5 +1,5 @@
 // Double-precision reference kernels; see reference.h. Written for clarity, not speed.
-#include "llmft/model/kernels/reference.h"
+#include "kernels/reference.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,5 +1,5 @@
-// Residual forward/backward; see residual.h.
-#include "llmft/model/kernels/residual.h"
+// The unfused residual forward/backward; see residual_unfused.h.
+#include "kernels/residual_unfused.h"
 
 #include "llmft/model/kernels/common.h"
 
