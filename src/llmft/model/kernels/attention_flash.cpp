@@ -218,6 +218,37 @@ void flash_forward_task(float* out, uint16_t* out_bf, float* lse, const float* q
   }
 }
 
+// The softmax backward of one (row block, key block) pair, rows [0, brp): S holds the scores and
+// dP the products dout . v on entry; on return S holds drop(P) and dP holds dS = P (dP - D), with
+// the causally masked and padded entries zero (the reductions after it read them).
+inline void softmax_backward_block(float* S, float* dP, const float* L, const float* D, int br,
+                                   int brp, int bc, int bcp, int64_t r0, int64_t c0,
+                                   int64_t base, int64_t T, float p, uint64_t seed) {
+  for (int r = 0; r < brp; ++r) {
+    const int n = r < br ? static_cast<int>(std::min<int64_t>(bc, r0 + r - c0 + 1)) : 0;
+    float* srow = S + r * kB;
+    float* drow = dP + r * kB;
+    const float lr = r < br ? L[r] : 0.0f, dr = r < br ? D[r] : 0.0f;
+    if (p > 0.0f) {
+      const uint64_t id = static_cast<uint64_t>(base + (r0 + r) * T + c0);
+      for (int j = 0; j < n; ++j) {
+        // y = sum drop(P) v:  dP = mask * (dout . v);  dS = P (dP - D)
+        const float pj = vexp(srow[j] - lr), mk = dropout_scale(seed, id + j, p);
+        srow[j] = pj * mk;
+        drow[j] = pj * (drow[j] * mk - dr);
+      }
+    } else {
+#pragma omp simd
+      for (int j = 0; j < n; ++j) {
+        const float pj = vexp(srow[j] - lr);
+        srow[j] = pj;
+        drow[j] = pj * (drow[j] - dr);
+      }
+    }
+    for (int j = n; j < bcp; ++j) srow[j] = drow[j] = 0.0f;
+  }
+}
+
 // Backward of one (sequence, head), FlashAttention-2 order: key blocks outside, so dK and dV of
 // a block stay in tiles; dq rows are accumulated into dqkv once per key block.
 // psum: (3C) row of this task's sequence in the dbias scratch, or null.
@@ -273,30 +304,7 @@ void flash_backward_task(float* dqkv, float* psum, const float* dout, const floa
         qk_rows4<HSp>(S + g * kB, Q + g * HSp, Kt, group_keys(g));
         qk_rows4<HSp>(dP + g * kB, dO + g * HSp, Vt, group_keys(g));
       }
-      for (int r = 0; r < brp; ++r) {
-        const int n = r < br ? static_cast<int>(std::min<int64_t>(bc, r0 + r - c0 + 1)) : 0;
-        float* srow = S + r * kB;
-        float* drow = dP + r * kB;
-        const float lr = r < br ? L[r] : 0.0f, dr = r < br ? D[r] : 0.0f;
-        if (p > 0.0f) {
-          const uint64_t id = static_cast<uint64_t>(tk.base + (r0 + r) * T + c0);
-          for (int j = 0; j < n; ++j) {
-            // y = sum drop(P) v:  dP = mask * (dout . v);  dS = P (dP - D)
-            const float pj = vexp(srow[j] - lr), mk = dropout_scale(seed, id + j, p);
-            srow[j] = pj * mk;
-            drow[j] = pj * (drow[j] * mk - dr);
-          }
-        } else {
-#pragma omp simd
-          for (int j = 0; j < n; ++j) {
-            const float pj = vexp(srow[j] - lr);
-            srow[j] = pj;
-            drow[j] = pj * (drow[j] - dr);
-          }
-        }
-        // Masked and padded entries are read by the reductions below: make them zero.
-        for (int j = n; j < bcp; ++j) srow[j] = drow[j] = 0.0f;
-      }
+      softmax_backward_block(S, dP, L, D, br, brp, bc, bcp, r0, c0, tk.base, T, p, seed);
       // dV += drop(P)^T dO;  dK += dS^T (scale q): key group kg needs rows from its diagonal on.
       for (int kg = 0; kg < bc; kg += 4) {
         const int rs = static_cast<int>(std::max<int64_t>(0, c0 + kg - r0));
