@@ -10,11 +10,13 @@ namespace llmft {
 namespace k = kernels;
 
 void Linear::refresh_bf16(Pass pass) {
-  free_bf16();
   if (pass == Pass::kTrain) {
+    // Rewritten in place once per optimizer step: no allocation, no page faults.
+    packed_.reset();
     plain_.resize(static_cast<size_t>(IC_ * OC_));
     k::to_bf16(plain_, w_);
   } else {
+    free_bf16();
     // The packed kernel reads inputs in pairs: an odd width would need padded rows.
     if (IC_ % 2 != 0)
       throw Error(fmt::format("bf16 generation needs even layer widths, this layer has {} inputs",
