@@ -472,6 +472,9 @@ LossResult Gpt2::head_loss(bool with_backward, float dloss_scale) {
   LossResult r;
   r.n_targets = M;
   if (M == 0) return r;
+  // The loss kernel computes the head's logits itself, chunk by chunk: an adapter's term would
+  // have to be added there (head_logits() honours one; the loss does not yet).
+  LLMFT_CHECK(head_.adapter() == nullptr, "an adapter on the output head is not supported by the loss");
   const auto losses = work(off_losses_, M);
   const HeadBf16 ops =
       head_operands(lowp(), bwork(boff_xg_, M * C), head_.plain_bf16(),
