@@ -228,6 +228,27 @@ TEST(Finetune, ResumeAfterKill9EqualsUninterruptedRun) {
   EXPECT_TRUE(model_params(dir / "cut") == model_params(dir / "full"));
 }
 
+// A resumed run rebuilds its model from config.json: a hand-edited model record is an error
+// naming the file and the key, not a crash or a model of another shape.
+TEST(Finetune, ResumeRejectsAnEditedModelRecord) {
+  test::TempDir dir;
+  const auto cut = test::run_llmft(
+      tiny_args(dir / "run", {"--no-test-answers", "--interrupt-after-step", "0"}));
+  ASSERT_EQ(cut.exit_code, 130) << describe(cut);
+  const fs::path config = dir / "run" / "config.json";
+  json j = read_json(config);
+  ASSERT_EQ(j["model"]["config"]["NH"], 2);
+  j["model"]["config"].erase("NH");
+  write_file_atomic(config, j.dump(2));
+
+  const auto res = test::run_llmft({"finetune", "--resume", (dir / "run").string()});
+  EXPECT_EQ(res.exit_code, 1) << describe(res);
+  EXPECT_NE(res.err.find(config.string() + ": the model configuration has no \"NH\""),
+            std::string::npos)
+      << describe(res);
+  EXPECT_EQ(read_metrics(dir / "run" / "metrics.jsonl").steps.size(), 1u);  // nothing trained
+}
+
 TEST(Finetune, GradientAccumulationEqualsOneBigBatch) {
   test::TempDir dir;
   const auto one = test::run_llmft(tiny_args(dir / "one", {"--no-test-answers", "--epochs", "1"}));
