@@ -1,3 +1,4 @@
+// load_model: resolve a model spec, read its folder and tokenizer, or set up a random preset.
 #include "llmft/io/model_loader.h"
 
 #include <fmt/format.h>

@@ -1,3 +1,4 @@
+// llmft finetune's model choices on top of io's load_model, and the run record of its model.
 #include "llmft/train/model_source.h"
 
 #include <fmt/format.h>
