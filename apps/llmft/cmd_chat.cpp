@@ -15,6 +15,7 @@
 #include "llmft/data/template.h"
 #include "llmft/generate/answer.h"
 #include "llmft/generate/stream.h"
+#include "llmft/io/model_loader.h"
 
 namespace llmft::app {
 namespace {
@@ -28,9 +29,8 @@ int run(const GenerationCliOptions& o) {
   const PromptTemplate tmpl = parse_template(o.prompt_template);
   GenerateOptions g = to_generate_options(o);
   g.batch_size = 1;
-  const LoadedModel m = load_generation_model(o);
-  Gpt2 model(m.hf->cfg);
-  std::copy(m.hf->params.begin(), m.hf->params.end(), model.params().begin());
+  LoadedModel m = load_model(o.model, ModelLoadOptions{});
+  Gpt2& model = *m.model;
   const bool tty = isatty(STDIN_FILENO) != 0;
   if (tty) std::fprintf(stderr, "llmft chat: %s. Type an instruction; /quit or Ctrl-D ends.\n",
                         m.dir.string().c_str());
@@ -43,8 +43,8 @@ int run(const GenerationCliOptions& o) {
     if (line == "/quit" || line == "/exit") break;
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     const std::string prompt = format_prompt(tmpl, line, "");
-    auto ids = m.tok->encode(prompt, SpecialTokens::kAllow);
-    ResponseStreamer streamer(*m.tok, ids, prompt, response_marker(tmpl));
+    auto ids = m.tokenizer->encode(prompt, SpecialTokens::kAllow);
+    ResponseStreamer streamer(*m.tokenizer, ids, prompt, response_marker(tmpl));
     GenerateOptions gt = g;
     gt.sampler.seed = g.sampler.seed + turn++;  // a new draw each turn, still reproducible
     gt.on_token = [&](size_t, int32_t t) { print(streamer.push(t)); };

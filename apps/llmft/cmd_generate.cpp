@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -14,9 +13,7 @@
 #include "llmft/core/io.h"
 #include "llmft/data/dataset.h"
 #include "llmft/generate/answer.h"
-#include "llmft/io/hf_folder.h"
-#include "llmft/io/hub.h"
-#include "llmft/tokenizer/bpe.h"
+#include "llmft/io/model_loader.h"
 
 namespace llmft::app {
 
@@ -39,22 +36,6 @@ void add_generation_options(CLI::App& app, GenerationCliOptions& o) {
                  "Matrix products: fp32, or bf16 (bf16 products with fp32 accumulation and a bf16 "
                  "KV cache: faster, answers may differ slightly)")
       ->capture_default_str();
-}
-
-LoadedModel load_generation_model(const GenerationCliOptions& o) {
-  LoadedModel m;
-  m.dir = resolve_model(o.model, /*allow_download=*/true);
-  m.hf = std::make_unique<HfModel>(read_hf_folder(m.dir));
-  std::error_code ec;
-  const bool has_vocab = std::filesystem::exists(m.dir / "vocab.json", ec) ||
-                         std::filesystem::exists(m.dir / "encoder.json", ec);
-  m.tok = std::make_unique<BpeTokenizer>(has_vocab ? BpeTokenizer::load_folder(m.dir)
-                                                   : BpeTokenizer::load_bundled());
-  if (m.hf->cfg.V < m.tok->vocab_size())
-    throw Error(fmt::format("{}: the model has {} token embeddings but the tokenizer {} tokens",
-                            m.dir.string(), m.hf->cfg.V, m.tok->vocab_size()),
-                "use the tokenizer files the model was trained with");
-  return m;
 }
 
 GenerateOptions to_generate_options(const GenerationCliOptions& o) {
@@ -98,12 +79,11 @@ int run(const Options& o) {
   // Check the dataset before the (slow) model load.
   InstructionDataset ds;
   if (dataset_mode) ds = load_dataset(o.data);
-  const LoadedModel m = load_generation_model(o.gen);
-  Gpt2 model(m.hf->cfg);
-  std::copy(m.hf->params.begin(), m.hf->params.end(), model.params().begin());
+  LoadedModel m = load_model(o.gen.model, ModelLoadOptions{});
+  Gpt2& model = *m.model;
   if (!dataset_mode) {
     const std::string prompt = format_prompt(tmpl, o.instruction, o.input);
-    const auto res = generate_responses(model, *m.tok, {prompt}, g, response_marker(tmpl));
+    const auto res = generate_responses(model, *m.tokenizer, {prompt}, g, response_marker(tmpl));
     std::fwrite(res[0].data(), 1, res[0].size(), stdout);
     std::fputc('\n', stdout);
     return 0;
@@ -112,7 +92,7 @@ int run(const Options& o) {
   a.prompt_template = tmpl;
   a.gen = g;
   GenerateStats st;
-  const auto arr = answer_dataset(model, *m.tok, ds.entries, o.output, a, &st);
+  const auto arr = answer_dataset(model, *m.tokenizer, ds.entries, o.output, a, &st);
   std::printf("wrote %zu answers to %s (%lld new tokens in %.1f s, %.1f tok/s)\n", arr.size(),
               o.output.c_str(), static_cast<long long>(st.new_tokens), st.seconds,
               st.seconds > 0 ? static_cast<double>(st.new_tokens) / st.seconds : 0.0);

@@ -1,16 +1,13 @@
-// Options and model loading shared by `llmft generate` and `llmft chat` (cmd_generate.cpp).
+// Options shared by `llmft generate` and `llmft chat` (cmd_generate.cpp). Both load their model
+// with io's load_model.
 #pragma once
 
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
-#include <filesystem>
-#include <memory>
 #include <string>
 
 #include "llmft/generate/generate.h"
-#include "llmft/io/hf_folder.h"
-#include "llmft/tokenizer/bpe.h"
 
 namespace llmft::app {
 
@@ -26,13 +23,6 @@ struct GenerationCliOptions {
 
 void add_generation_options(CLI::App& app, GenerationCliOptions& o);
 
-struct LoadedModel {
-  std::filesystem::path dir;
-  std::unique_ptr<HfModel> hf;
-  std::unique_ptr<BpeTokenizer> tok;  // the folder's vocab.json/merges.txt, else the bundled one
-};
-// --model NAME|DIR through io's resolve_model, then config, weights and tokenizer.
-LoadedModel load_generation_model(const GenerationCliOptions& o);
 // Validated (UsageError on a bad flag value).
 GenerateOptions to_generate_options(const GenerationCliOptions& o);
 

@@ -73,7 +73,8 @@ void expect_same_steps(const MetricsHistory& a, const MetricsHistory& b) {
 }
 
 std::vector<float> model_params(const fs::path& run) {
-  return read_hf_folder(run / "model", /*tied=*/false).params;
+  const HfModel m = read_hf_folder(run / "model", /*tied=*/false);
+  return {m.model.params().begin(), m.model.params().end()};
 }
 
 }  // namespace
@@ -141,9 +142,8 @@ TEST(Finetune, WritesEveryOutputWithConsistentContent) {
   // The saved Hugging Face folder reloads and gives the last evaluation's validation loss
   // (taken after the final step): mean over the validation loader's single batch.
   HfModel m = read_hf_folder(run / "model");
-  EXPECT_FALSE(m.cfg.tied);
-  Gpt2 model(m.cfg);
-  std::copy(m.params.begin(), m.params.end(), model.params().begin());
+  Gpt2& model = m.model;
+  EXPECT_FALSE(model.config().tied);
   InstructionDataset ds = load_dataset(tiny_data());
   const auto tok = BpeTokenizer::load_bundled();
   const TokenizedDataset td = tokenize_dataset(ds, PromptTemplate::kAlpaca, tok, 1);
@@ -226,6 +226,27 @@ TEST(Finetune, ResumeAfterKill9EqualsUninterruptedRun) {
   expect_same_steps(read_metrics(dir / "cut" / "metrics.jsonl"),
                     read_metrics(dir / "full" / "metrics.jsonl"));
   EXPECT_TRUE(model_params(dir / "cut") == model_params(dir / "full"));
+}
+
+// A resumed run rebuilds its model from config.json: a hand-edited model record is an error
+// naming the file and the key, not a crash or a model of another shape.
+TEST(Finetune, ResumeRejectsAnEditedModelRecord) {
+  test::TempDir dir;
+  const auto cut = test::run_llmft(
+      tiny_args(dir / "run", {"--no-test-answers", "--interrupt-after-step", "0"}));
+  ASSERT_EQ(cut.exit_code, 130) << describe(cut);
+  const fs::path config = dir / "run" / "config.json";
+  json j = read_json(config);
+  ASSERT_EQ(j["model"]["config"]["NH"], 2);
+  j["model"]["config"].erase("NH");
+  write_file_atomic(config, j.dump(2));
+
+  const auto res = test::run_llmft({"finetune", "--resume", (dir / "run").string()});
+  EXPECT_EQ(res.exit_code, 1) << describe(res);
+  EXPECT_NE(res.err.find(config.string() + ": the model configuration has no \"NH\""),
+            std::string::npos)
+      << describe(res);
+  EXPECT_EQ(read_metrics(dir / "run" / "metrics.jsonl").steps.size(), 1u);  // nothing trained
 }
 
 TEST(Finetune, GradientAccumulationEqualsOneBigBatch) {

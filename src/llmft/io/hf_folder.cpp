@@ -288,10 +288,11 @@ void write_hf_folder(const fs::path& dir, const Gpt2Config& cfg, const ParamTabl
   }
 }
 
-HfModel read_hf_folder(const fs::path& dir, std::optional<bool> tied) {
-  HfModel m;
-  m.cfg = read_hf_config(dir);
-  if (tied) m.cfg.tied = *tied;
+HfModel read_hf_folder(const fs::path& dir, std::optional<bool> tied,
+                       std::optional<float> dropout) {
+  Gpt2Config cfg = read_hf_config(dir);
+  if (tied) cfg.tied = *tied;
+  if (dropout) cfg.dropout = *dropout;
   const fs::path weights = dir / "model.safetensors";
   std::error_code ec;
   if (!fs::exists(weights, ec)) {
@@ -302,9 +303,8 @@ HfModel read_hf_folder(const fs::path& dir, std::optional<bool> tied) {
       hint = "only safetensors is read: convert pytorch_model.bin with transformers' save_pretrained";
     throw Error(fmt::format("{}: no model.safetensors", dir.string()), hint);
   }
-  const ParamTable table(m.cfg);
-  m.params.assign(static_cast<size_t>(table.total()), 0.0f);
-  m.info = load_gpt2_weights(weights, table, m.params);
+  HfModel m{Gpt2(cfg), {}};
+  m.info = load_gpt2_weights(weights, m.model.table(), m.model.params());
   return m;
 }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "llmft/model/config.h"
+#include "llmft/model/gpt2.h"
 #include "llmft/model/params.h"
 
 namespace llmft {
@@ -60,12 +61,13 @@ void write_hf_folder(const std::filesystem::path& dir, const Gpt2Config& cfg,
                      const HfTokenizerFiles& tokenizer = bundled_tokenizer_files());
 
 struct HfModel {
-  Gpt2Config cfg;
-  std::vector<float> params;  // laid out by ParamTable(cfg)
+  Gpt2 model;  // the folder's configuration, its weights read straight into the model
   LoadInfo info;
 };
 // Reads config.json and model.safetensors. `tied` overrides the file's tie_word_embeddings
-// (false = the reference recipe's untied head, copied from wte when the file has none).
-HfModel read_hf_folder(const std::filesystem::path& dir, std::optional<bool> tied = std::nullopt);
+// (false = the reference recipe's untied head, copied from wte when the file has none);
+// `dropout` the configuration's dropout rate (resid_pdrop).
+HfModel read_hf_folder(const std::filesystem::path& dir, std::optional<bool> tied = std::nullopt,
+                       std::optional<float> dropout = std::nullopt);
 
 }  // namespace llmft

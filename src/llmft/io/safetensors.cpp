@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <set>
+#include <tuple>
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
@@ -94,8 +95,12 @@ float f16_to_f32(uint16_t h) {
 
 float bf16_to_f32(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
 
-SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
-  const std::string p = path.string();
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+// The whole file mapped read-only (at least the 8-byte header length).
+std::pair<const unsigned char*, uint64_t> map_file(const std::string& p) {
   const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     throw Error(fmt::format("{}: cannot open: {}", p, std::strerror(errno)), "check the path");
@@ -114,114 +119,153 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
   void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (m == MAP_FAILED) throw Error(fmt::format("{}: cannot map: {}", p, std::strerror(errno)));
-  map_ = static_cast<const unsigned char*>(m);
-  map_size_ = size;
-  try {
-    uint64_t n = 0;
-    std::memcpy(&n, map_, 8);
-    if (n > size - 8) {
-      throw Error(fmt::format("{}: header length {} runs past the end of the file ({} bytes)", p,
-                              n, size), kCorruptHint);
-    }
-    if (n > kMaxHeader) {
-      throw Error(fmt::format("{}: header length {} is absurd (limit {} bytes)", p, n, kMaxHeader),
-                  kCorruptHint);
-    }
-    const std::string_view text(reinterpret_cast<const char*>(map_ + 8), n);
-    data_ = map_ + 8 + n;
-    const uint64_t data_size = size - 8 - n;
+  return {static_cast<const unsigned char*>(m), size};
+}
 
-    // Duplicate top-level names would silently shadow each other in the parsed object.
-    std::set<std::string> seen;
-    std::string duplicate;
-    nlohmann::ordered_json header;  // keeps the file's order for tensors()
-    try {
-      header = nlohmann::ordered_json::parse(text, [&](int depth, json::parse_event_t ev,
-                                                       nlohmann::ordered_json& v) {
-        if (ev == json::parse_event_t::key && depth == 1 && !seen.insert(v.get<std::string>()).second)
-          duplicate = v.get<std::string>();
-        return true;
-      });
-    } catch (const json::exception& e) {
-      throw Error(fmt::format("{}: header is not valid JSON: {}", p, e.what()), kCorruptHint);
+// The header's length (the file's first 8 bytes), checked against the file size.
+uint64_t header_length(const std::string& p, const unsigned char* map, uint64_t size) {
+  uint64_t n = 0;
+  std::memcpy(&n, map, 8);
+  if (n > size - 8) {
+    throw Error(fmt::format("{}: header length {} runs past the end of the file ({} bytes)", p,
+                            n, size), kCorruptHint);
+  }
+  if (n > kMaxHeader) {
+    throw Error(fmt::format("{}: header length {} is absurd (limit {} bytes)", p, n, kMaxHeader),
+                kCorruptHint);
+  }
+  return n;
+}
+
+// The header JSON: an object without duplicate top-level names, in the file's order.
+ojson parse_header(const std::string& p, std::string_view text) {
+  // Duplicate top-level names would silently shadow each other in the parsed object.
+  std::set<std::string> seen;
+  std::string duplicate;
+  ojson header;  // keeps the file's order for tensors()
+  try {
+    header = ojson::parse(text, [&](int depth, json::parse_event_t ev, ojson& v) {
+      if (ev == json::parse_event_t::key && depth == 1 && !seen.insert(v.get<std::string>()).second)
+        duplicate = v.get<std::string>();
+      return true;
+    });
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: header is not valid JSON: {}", p, e.what()), kCorruptHint);
+  }
+  if (!header.is_object()) {
+    throw Error(fmt::format("{}: header is JSON {} but must be an object", p, header.type_name()),
+                kCorruptHint);
+  }
+  if (!duplicate.empty()) {
+    throw Error(fmt::format("{}: header names tensor '{}' twice", p, duplicate), kCorruptHint);
+  }
+  return header;
+}
+
+std::map<std::string, std::string> parse_metadata(const std::string& p, const ojson& v) {
+  if (!v.is_object()) {
+    throw Error(fmt::format("{}: __metadata__ must be an object", p), kCorruptHint);
+  }
+  std::map<std::string, std::string> metadata;
+  for (const auto& [mk, mv] : v.items()) {
+    if (!mv.is_string()) {
+      throw Error(fmt::format("{}: __metadata__ entry '{}' must be a string", p, mk), kCorruptHint);
     }
-    if (!header.is_object()) {
-      throw Error(fmt::format("{}: header is JSON {} but must be an object", p, header.type_name()),
-                  kCorruptHint);
+    metadata[mk] = mv.get<std::string>();
+  }
+  return metadata;
+}
+
+// One header entry: dtype, shape and data_offsets, whose byte range must fit the data region
+// (`data_size` bytes) and hold exactly the shape's elements.
+TensorInfo parse_tensor(const std::string& p, const std::string& key, const ojson& v,
+                        uint64_t data_size) {
+  const auto bad = [&](const std::string& why) {
+    return Error(fmt::format("{}: tensor '{}': {}", p, key, why), kCorruptHint);
+  };
+  if (!v.is_object()) throw bad("entry must be an object");
+  for (const char* field : {"dtype", "shape", "data_offsets"})
+    if (!v.contains(field)) throw bad(fmt::format("missing field '{}'", field));
+  TensorInfo t;
+  t.name = key;
+  if (!v["dtype"].is_string()) throw bad("dtype must be a string");
+  const auto* dt = find_dtype(v["dtype"].get<std::string>());
+  if (!dt) throw bad(fmt::format("unknown dtype '{}'", v["dtype"].get<std::string>()));
+  t.dtype = dt->dtype;
+  if (!v["shape"].is_array()) throw bad("shape must be an array");
+  // numel * dtype size must fit the data region; reject anything larger before multiplying on.
+  uint64_t numel = 1;
+  bool too_big = false;
+  for (const auto& d : v["shape"]) {
+    const auto dim = as_index(d);
+    if (!dim) {
+      throw bad(fmt::format("shape {} has a dimension that is not a non-negative integer",
+                            v["shape"].dump()));
     }
-    if (!duplicate.empty()) {
-      throw Error(fmt::format("{}: header names tensor '{}' twice", p, duplicate), kCorruptHint);
+    t.shape.push_back(static_cast<int64_t>(*dim));
+    if (*dim == 0) {
+      numel = 0;
+    } else if (numel != 0) {
+      if (*dim > data_size || numel > data_size / *dim) too_big = true;
+      else numel *= *dim;
     }
+  }
+  if (numel == 0) too_big = false;
+  const auto& off = v["data_offsets"];
+  if (!off.is_array() || off.size() != 2 || !as_index(off[0]) || !as_index(off[1])) {
+    throw bad("data_offsets must be [begin, end] with non-negative integers");
+  }
+  t.begin = *as_index(off[0]);
+  t.end = *as_index(off[1]);
+  if (t.begin > t.end || t.end > data_size) {
+    throw bad(fmt::format("data_offsets [{}, {}] out of range (data region is {} bytes)",
+                          t.begin, t.end, data_size));
+  }
+  if (too_big || numel * dt->size != t.end - t.begin) {
+    const std::string needs =
+        too_big ? std::string("more than the file") : std::to_string(numel * dt->size);
+    throw bad(fmt::format("data_offsets [{}, {}] hold {} bytes but shape {} of {} needs {}",
+                          t.begin, t.end, t.end - t.begin, v["shape"].dump(), dt->name, needs));
+  }
+  t.numel = static_cast<int64_t>(numel);
+  return t;
+}
+
+// No two tensors may share bytes (gaps are allowed).
+void check_no_overlap(const std::string& p, const std::vector<TensorInfo>& tensors) {
+  std::vector<const TensorInfo*> order;
+  for (const auto& t : tensors)
+    if (t.end > t.begin) order.push_back(&t);
+  std::sort(order.begin(), order.end(),
+            [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
+  for (size_t i = 1; i < order.size(); ++i) {
+    if (order[i]->begin < order[i - 1]->end) {
+      throw Error(fmt::format("{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", p,
+                              order[i - 1]->name, order[i - 1]->begin, order[i - 1]->end,
+                              order[i]->name, order[i]->begin, order[i]->end), kCorruptHint);
+    }
+  }
+}
+
+}  // namespace
+
+SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
+  const std::string p = path.string();
+  std::tie(map_, map_size_) = map_file(p);
+  try {
+    const uint64_t n = header_length(p, map_, map_size_);
+    data_ = map_ + 8 + n;
+    const uint64_t data_size = map_size_ - 8 - n;
+    const ojson header =
+        parse_header(p, std::string_view(reinterpret_cast<const char*>(map_ + 8), n));
     for (const auto& [key, v] : header.items()) {
       if (key == "__metadata__") {
-        if (!v.is_object()) throw Error(fmt::format("{}: __metadata__ must be an object", p), kCorruptHint);
-        for (const auto& [mk, mv] : v.items()) {
-          if (!mv.is_string()) {
-            throw Error(fmt::format("{}: __metadata__ entry '{}' must be a string", p, mk), kCorruptHint);
-          }
-          metadata_[mk] = mv.get<std::string>();
-        }
-        continue;
-      }
-      const auto bad = [&](const std::string& why) {
-        return Error(fmt::format("{}: tensor '{}': {}", p, key, why), kCorruptHint);
-      };
-      if (!v.is_object()) throw bad("entry must be an object");
-      for (const char* field : {"dtype", "shape", "data_offsets"})
-        if (!v.contains(field)) throw bad(fmt::format("missing field '{}'", field));
-      TensorInfo t;
-      t.name = key;
-      if (!v["dtype"].is_string()) throw bad("dtype must be a string");
-      const auto* dt = find_dtype(v["dtype"].get<std::string>());
-      if (!dt) throw bad(fmt::format("unknown dtype '{}'", v["dtype"].get<std::string>()));
-      t.dtype = dt->dtype;
-      if (!v["shape"].is_array()) throw bad("shape must be an array");
-      // numel * dtype size must fit the data region; reject anything larger before multiplying on.
-      uint64_t numel = 1;
-      bool too_big = false;
-      for (const auto& d : v["shape"]) {
-        const auto dim = as_index(d);
-        if (!dim) throw bad(fmt::format("shape {} has a dimension that is not a non-negative integer", v["shape"].dump()));
-        t.shape.push_back(static_cast<int64_t>(*dim));
-        if (*dim == 0) {
-          numel = 0;
-        } else if (numel != 0) {
-          if (*dim > data_size || numel > data_size / *dim) too_big = true;
-          else numel *= *dim;
-        }
-      }
-      if (numel == 0) too_big = false;
-      const auto& off = v["data_offsets"];
-      if (!off.is_array() || off.size() != 2 || !as_index(off[0]) || !as_index(off[1])) {
-        throw bad("data_offsets must be [begin, end] with non-negative integers");
-      }
-      t.begin = *as_index(off[0]);
-      t.end = *as_index(off[1]);
-      if (t.begin > t.end || t.end > data_size) {
-        throw bad(fmt::format("data_offsets [{}, {}] out of range (data region is {} bytes)",
-                              t.begin, t.end, data_size));
-      }
-      if (too_big || numel * dt->size != t.end - t.begin) {
-        throw bad(fmt::format("data_offsets [{}, {}] hold {} bytes but shape {} of {} needs {}",
-                              t.begin, t.end, t.end - t.begin, v["shape"].dump(), dt->name,
-                              too_big ? std::string("more than the file") : std::to_string(numel * dt->size)));
-      }
-      t.numel = static_cast<int64_t>(numel);
-      tensors_.push_back(std::move(t));
-    }
-    // No two tensors may share bytes (gaps are allowed).
-    std::vector<const TensorInfo*> order;
-    for (const auto& t : tensors_)
-      if (t.end > t.begin) order.push_back(&t);
-    std::sort(order.begin(), order.end(),
-              [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
-    for (size_t i = 1; i < order.size(); ++i) {
-      if (order[i]->begin < order[i - 1]->end) {
-        throw Error(fmt::format("{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", p,
-                                order[i - 1]->name, order[i - 1]->begin, order[i - 1]->end,
-                                order[i]->name, order[i]->begin, order[i]->end), kCorruptHint);
+        metadata_ = parse_metadata(p, v);
+      } else {
+        tensors_.push_back(parse_tensor(p, key, v, data_size));
       }
     }
+    check_no_overlap(p, tensors_);
     ::madvise(const_cast<unsigned char*>(map_), map_size_, MADV_SEQUENTIAL);
   } catch (...) {
     ::munmap(const_cast<unsigned char*>(map_), map_size_);

@@ -203,151 +203,210 @@ bool judge_available(const JudgeOptions& opts) {
   }
 }
 
-JudgeSummary judge_file(const JudgeOptions& opts) {
-  check_options(opts);
-  JudgeSummary sum;
-  sum.input = opts.input;
-  sum.output = opts.output.empty() ? default_scored_path(opts.input) : opts.output;
-  const ojson in = load_entries(opts.input, opts.response_field);
-  const size_t n = in.size();
-  sum.total = static_cast<int64_t>(n);
-  std::vector<Entry> entries(n);
-  if (opts.resume) resume_from(sum.output, in, opts.response_field, entries, opts.input);
+namespace {
 
-  std::vector<size_t> todo;
-  for (size_t i = 0; i < n; ++i) {
-    if (entries[i].status != kPending) {
-      ++sum.resumed;
+// One scoring run of judge_file: the input entries, their results, and what the worker threads
+// share (guarded by mu_ unless atomic).
+class JudgeRun {
+ public:
+  // Loads the input and, with opts.resume, what an earlier run of it finished.
+  explicit JudgeRun(const JudgeOptions& opts);
+  void find_work();  // counts resumed entries, scores empty answers 0, lists the entries to ask
+  void connect();    // checks the server (when there is work) and marks every entry in the output
+  void judge_all();  // asks from opts.concurrency threads, saving as results arrive
+  JudgeSummary summarise();  // throws Error after saving when the server was lost
+
+ private:
+  void worker();
+  Entry ask(size_t i);  // throws ServerLostError; EntryError becomes a failed entry
+  bool record(size_t i, Entry r);  // false when saving failed (the run stops)
+  void report(const std::string& line);  // caller holds mu_
+  void maybe_save(bool force);           // caller holds mu_
+
+  using Clock = std::chrono::steady_clock;
+  const JudgeOptions& opts_;
+  JudgeSummary sum_;
+  const ojson in_;
+  std::vector<Entry> entries_;
+  std::vector<size_t> todo_;
+  std::optional<judge::JudgeClient> client_;
+  std::mutex mu_;  // guards entries_, the progress bar, saving and reporting
+  std::unique_ptr<ProgressBar> bar_;
+  Clock::time_point last_save_ = Clock::now();
+  double last_save_s_ = 0;
+  std::atomic<size_t> next_{0};
+  std::atomic<int64_t> requests_{0};
+  std::atomic<bool> stop_{false};
+  std::optional<std::string> lost_;  // why the run stopped
+  std::exception_ptr internal_;
+  int64_t done_ = 0;
+};
+
+JudgeRun::JudgeRun(const JudgeOptions& opts)
+    : opts_(opts), in_(load_entries(opts.input, opts.response_field)), entries_(in_.size()) {
+  sum_.input = opts.input;
+  sum_.output = opts.output.empty() ? default_scored_path(opts.input) : opts.output;
+  sum_.total = static_cast<int64_t>(in_.size());
+  if (opts.resume) resume_from(sum_.output, in_, opts.response_field, entries_, opts.input);
+}
+
+void JudgeRun::find_work() {
+  for (size_t i = 0; i < in_.size(); ++i) {
+    if (entries_[i].status != kPending) {
+      ++sum_.resumed;
       continue;
     }
-    if (judge::trim(in[i][opts.response_field].get_ref<const std::string&>()).empty()) {
-      entries[i] = Entry{kEmpty, 0, std::nullopt, {}};
+    if (judge::trim(in_[i][opts_.response_field].get_ref<const std::string&>()).empty()) {
+      entries_[i] = Entry{kEmpty, 0, std::nullopt, {}};
     } else {
-      todo.push_back(i);
+      todo_.push_back(i);
     }
   }
+}
 
-  std::mutex mu;  // guards entries, the progress bar, saving and reporting
-  std::unique_ptr<ProgressBar> bar;
-  auto report = [&](const std::string& line) {  // caller holds mu
-    if (bar) bar->clear();
-    if (opts.on_report) {
-      opts.on_report(line);
-    } else {
-      std::fprintf(stderr, "%s\n", line.c_str());
-    }
-  };
-
-  std::optional<judge::JudgeClient> client;
-  if (!todo.empty()) {
-    client.emplace(opts);
-    client->check(opts.connect_timeout_s, opts.read_timeout_s);
+void JudgeRun::connect() {
+  if (!todo_.empty()) {
+    client_.emplace(opts_);
+    client_->check(opts_.connect_timeout_s, opts_.read_timeout_s);
   }
-  save(sum.output, in, entries);  // marks every entry, so a kill from here on can resume
-  if (opts.progress && !todo.empty()) {
-    bar = std::make_unique<ProgressBar>("judging", static_cast<int64_t>(todo.size()), "entry");
+  save(sum_.output, in_, entries_);  // marks every entry, so a kill from here on can resume
+  if (opts_.progress && !todo_.empty()) {
+    bar_ = std::make_unique<ProgressBar>("judging", static_cast<int64_t>(todo_.size()), "entry");
   }
+  last_save_ = Clock::now();
+}
 
-  // Saving rewrites the whole file: after every entry, unless saves take over ~5% of the time.
-  using clock = std::chrono::steady_clock;
-  auto last_save = clock::now();
-  double last_save_s = 0;
-  auto maybe_save = [&](bool force) {  // caller holds mu
-    const auto now = clock::now();
-    if (!force && std::chrono::duration<double>(now - last_save).count() < 20 * last_save_s) return;
-    save(sum.output, in, entries);
-    last_save = clock::now();
-    last_save_s = std::chrono::duration<double>(last_save - now).count();
-  };
+void JudgeRun::report(const std::string& line) {
+  if (bar_) bar_->clear();
+  if (opts_.on_report) {
+    opts_.on_report(line);
+  } else {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+}
 
-  std::atomic<size_t> next{0};
-  std::atomic<int64_t> requests{0};
-  std::atomic<bool> stop{false};
-  std::optional<std::string> lost;  // why the run stopped
-  std::exception_ptr internal;
-  int64_t done = 0;
-  auto worker = [&] {
-    for (;;) {
-      const size_t k = next++;
-      if (k >= todo.size() || stop) return;
-      const size_t i = todo[k];
-      const ojson& e = in[i];
-      const std::string prompt = judge::judge_prompt(
-          e["instruction"].get_ref<const std::string&>(), e.value("input", std::string()),
-          e["output"].get_ref<const std::string&>(),
-          e[opts.response_field].get_ref<const std::string&>());
-      Entry r;
-      try {
-        const std::string reply = client->ask(
-            prompt,
-            [&](const std::string& line) {
-              std::lock_guard lk(mu);
-              report(fmt::format("entry {}: {}", i, line));
-            },
-            requests, &stop);
-        r.reply = reply;
-        r.score = judge::parse_score(reply);
-        r.status = r.score ? kScored : kInvalid;
-      } catch (const judge::ServerLostError& ex) {
-        std::lock_guard lk(mu);
-        if (!lost) lost = fmt::format("entry {}: {}", i, ex.what());
-        stop = true;
-        return;
-      } catch (const judge::EntryError& ex) {
-        r.status = kFailed;
-        r.error = client->redact(ex.what());
-      } catch (...) {
-        std::lock_guard lk(mu);
-        if (!internal) internal = std::current_exception();
-        stop = true;
-        return;
-      }
-      std::lock_guard lk(mu);
-      if (r.status == kInvalid) {
-        report(fmt::format("entry {}: judge reply is not an integer 0-100, left out: {}", i,
-                           quote_truncated(*r.reply)));
-      } else if (r.status == kFailed) {
-        report(fmt::format("entry {}: failed, left out: {}", i, r.error));
-      }
-      entries[i] = std::move(r);
-      ++done;
-      if (bar) bar->update(done);
-      try {
-        maybe_save(false);
-      } catch (...) {
-        if (!internal) internal = std::current_exception();
-        stop = true;
-        return;
-      }
-    }
-  };
+// Saving rewrites the whole file: after every entry, unless saves take over ~5% of the time.
+void JudgeRun::maybe_save(bool force) {
+  const auto now = Clock::now();
+  if (!force && std::chrono::duration<double>(now - last_save_).count() < 20 * last_save_s_) {
+    return;
+  }
+  save(sum_.output, in_, entries_);
+  last_save_ = Clock::now();
+  last_save_s_ = std::chrono::duration<double>(last_save_ - now).count();
+}
+
+void JudgeRun::judge_all() {
   std::vector<std::thread> threads;
-  const size_t nthreads = std::min<size_t>(static_cast<size_t>(opts.concurrency), todo.size());
-  for (size_t t = 0; t < nthreads; ++t) threads.emplace_back(worker);
+  const size_t nthreads = std::min<size_t>(static_cast<size_t>(opts_.concurrency), todo_.size());
+  for (size_t t = 0; t < nthreads; ++t) threads.emplace_back([this] { worker(); });
   for (auto& t : threads) t.join();
-  if (bar) bar->finish();
-  save(sum.output, in, entries);
-  if (internal) std::rethrow_exception(internal);
-  sum.requests = requests;
+  if (bar_) bar_->finish();
+  save(sum_.output, in_, entries_);
+  if (internal_) std::rethrow_exception(internal_);
+  sum_.requests = requests_;
+}
 
+void JudgeRun::worker() {
+  for (;;) {
+    const size_t k = next_++;
+    if (k >= todo_.size() || stop_) return;
+    const size_t i = todo_[k];
+    Entry r;
+    try {
+      r = ask(i);
+    } catch (const judge::ServerLostError& ex) {
+      std::lock_guard lk(mu_);
+      if (!lost_) lost_ = fmt::format("entry {}: {}", i, ex.what());
+      stop_ = true;
+      return;
+    } catch (...) {
+      std::lock_guard lk(mu_);
+      if (!internal_) internal_ = std::current_exception();
+      stop_ = true;
+      return;
+    }
+    if (!record(i, std::move(r))) return;
+  }
+}
+
+Entry JudgeRun::ask(size_t i) {
+  const ojson& e = in_[i];
+  const std::string prompt = judge::judge_prompt(
+      e["instruction"].get_ref<const std::string&>(), e.value("input", std::string()),
+      e["output"].get_ref<const std::string&>(),
+      e[opts_.response_field].get_ref<const std::string&>());
+  Entry r;
+  try {
+    const std::string reply = client_->ask(
+        prompt,
+        [&](const std::string& line) {
+          std::lock_guard lk(mu_);
+          report(fmt::format("entry {}: {}", i, line));
+        },
+        requests_, &stop_);
+    r.reply = reply;
+    r.score = judge::parse_score(reply);
+    r.status = r.score ? kScored : kInvalid;
+  } catch (const judge::EntryError& ex) {
+    r.status = kFailed;
+    r.error = client_->redact(ex.what());
+  }
+  return r;
+}
+
+bool JudgeRun::record(size_t i, Entry r) {
+  std::lock_guard lk(mu_);
+  if (r.status == kInvalid) {
+    report(fmt::format("entry {}: judge reply is not an integer 0-100, left out: {}", i,
+                       quote_truncated(*r.reply)));
+  } else if (r.status == kFailed) {
+    report(fmt::format("entry {}: failed, left out: {}", i, r.error));
+  }
+  entries_[i] = std::move(r);
+  ++done_;
+  if (bar_) bar_->update(done_);
+  try {
+    maybe_save(false);
+  } catch (...) {
+    if (!internal_) internal_ = std::current_exception();
+    stop_ = true;
+    return false;
+  }
+  return true;
+}
+
+JudgeSummary JudgeRun::summarise() {
   std::vector<int> scores;
   int64_t scored_now = 0;
-  for (const Entry& e : entries) {
-    sum.scores.push_back(e.score);
+  for (const Entry& e : entries_) {
+    sum_.scores.push_back(e.score);
     if (e.score) scores.push_back(*e.score);
-    if (e.status == kEmpty) ++sum.empty;
-    if (e.status == kInvalid) ++sum.invalid;
-    if (e.status == kFailed) ++sum.failed;
+    if (e.status == kEmpty) ++sum_.empty;
+    if (e.status == kInvalid) ++sum_.invalid;
+    if (e.status == kFailed) ++sum_.failed;
     if (e.status == kScored || e.status == kEmpty) ++scored_now;
   }
-  sum.stats = score_stats(scores);
-  if (lost) {
+  sum_.stats = score_stats(scores);
+  if (lost_) {
     throw Error(fmt::format("lost the judge server at {}: {}; {} of {} entries are scored in {}",
-                            client->base_url(), *lost, scored_now, n, sum.output.string()),
+                            client_->base_url(), *lost_, scored_now, in_.size(),
+                            sum_.output.string()),
                 "start the server again (e.g. `ollama serve`) and rerun the same command: it "
                 "resumes where it stopped");
   }
-  return sum;
+  return sum_;
+}
+
+}  // namespace
+
+JudgeSummary judge_file(const JudgeOptions& opts) {
+  check_options(opts);
+  JudgeRun run(opts);
+  run.find_work();
+  run.connect();
+  run.judge_all();
+  return run.summarise();
 }
 
 CompareSummary judge_compare(const JudgeOptions& opts, const fs::path& a, const fs::path& b) {

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace llmft {
 
 struct Gpt2Config {
@@ -26,5 +28,12 @@ struct Gpt2Config {
 };
 
 bool is_known_model_name(const std::string& name);
+
+// llmft's own record of a configuration (a run's config.json "model.config"):
+// {"V", "maxT", "C", "L", "NH", "tied", "dropout"}. Hugging Face's config.json is another format
+// (io/hf_folder.h). Reading throws Error naming `origin` and the key for a missing or mistyped
+// field, and for a shape validate() rejects: such files can be hand-edited or truncated.
+nlohmann::json to_json(const Gpt2Config& c);
+Gpt2Config gpt2_config_from_json(const nlohmann::json& j, const std::string& origin);
 
 }  // namespace llmft

@@ -81,6 +81,13 @@ struct BpeTokenizer::Impl {
     return r == 0xFFFF ? kNone : r;
   }
 
+  // Loading (load_files): byte_id from `tokens`; the merge list checked against `tokens`;
+  // `pairs` and `byte_pair` from every split of an indexed token into two tokens.
+  void find_byte_tokens(const fs::path& encoder_json);
+  void check_merges(const fs::path& merges, const fs::path& encoder_json,
+                    const std::vector<int>& alphabet) const;
+  void build_pair_tables(const std::vector<bool>& indexed);
+
   void encode_ordinary(std::string_view text, std::vector<int32_t>& out) const;
   void encode_piece(const char* p, size_t n, std::vector<int32_t>& out) const;
   void merge_small(const char* p, size_t n, std::vector<int32_t>& out) const;
@@ -118,8 +125,16 @@ BpeTokenizer BpeTokenizer::load_folder(const fs::path& dir) {
               "point to a GPT-2 model folder");
 }
 
-BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::path& merges) {
-  const std::vector<int> alphabet = unicode_to_byte();
+namespace {
+
+// encoder.json / vocab.json: token strings as raw bytes, by id.
+struct Vocabulary {
+  std::vector<std::string> tokens;  // (n) raw bytes; the special token as its text
+  std::vector<bool> indexed;        // (n) false for <|endoftext|>: only the special path makes it
+  int32_t eot = -1;                 // id of <|endoftext|>
+};
+
+Vocabulary read_vocabulary(const fs::path& encoder_json, const std::vector<int>& alphabet) {
   const std::string json_text = read_file(encoder_json);
   nlohmann::json j;
   try {
@@ -137,9 +152,10 @@ BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::pa
     throw Error(fmt::format("{}: {} tokens; llmft's byte-level BPE supports at most {}",
                             encoder_json.string(), n, bpe::PairTable::kMaxTokens));
   }
-  std::vector<std::string> tokens(n);
-  std::vector<bool> have(n, false), indexed(n, true);
-  int64_t eot = -1;
+  Vocabulary v;
+  v.tokens.resize(n);
+  v.indexed.assign(n, true);
+  std::vector<bool> have(n, false);
   for (const auto& [key, value] : j.items()) {
     if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
         value.get<int64_t>() >= static_cast<int64_t>(n)) {
@@ -150,33 +166,39 @@ BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::pa
     if (have[id]) throw Error(fmt::format("{}: id {} is used twice", encoder_json.string(), id));
     have[id] = true;
     if (key == kEndOfTextText) {
-      eot = static_cast<int64_t>(id);
-      tokens[id] = key;
-      indexed[id] = false;  // only the special-token path may produce it
+      v.eot = static_cast<int32_t>(id);
+      v.tokens[id] = key;
+      v.indexed[id] = false;  // only the special-token path may produce it
     } else {
-      tokens[id] = alphabet_to_bytes(key, alphabet, encoder_json, fmt::format("token \"{}\"", key));
+      v.tokens[id] =
+          alphabet_to_bytes(key, alphabet, encoder_json, fmt::format("token \"{}\"", key));
     }
   }
-  if (eot < 0) {
+  if (v.eot < 0) {
     throw Error(fmt::format("{}: has no \"<|endoftext|>\" entry", encoder_json.string()),
                 "GPT-2's vocabulary has it as id 50256");
   }
+  return v;
+}
 
-  auto impl = std::make_unique<Impl>();
-  impl->eot_id = static_cast<int32_t>(eot);
-  impl->tokens.build(tokens, indexed);
+}  // namespace
+
+void BpeTokenizer::Impl::find_byte_tokens(const fs::path& encoder_json) {
   for (int b = 0; b < 256; ++b) {
-    const uint32_t id = impl->tokens.find(std::string(1, static_cast<char>(b)));
+    const uint32_t id = tokens.find(std::string(1, static_cast<char>(b)));
     if (id == kNone) {
       throw Error(
           fmt::format("{}: no token for the single byte 0x{:02x}", encoder_json.string(), b),
           "a byte-level BPE vocabulary has all 256 bytes");
     }
-    impl->byte_id[b] = id;
+    byte_id[b] = id;
   }
+}
 
-  // The merge list is checked for consistency; the merge order itself is the token ids (tiktoken's
-  // ranks), which for GPT-2 are 256 + the line of the merge.
+// The merge list is checked for consistency; the merge order itself is the token ids (tiktoken's
+// ranks), which for GPT-2 are 256 + the line of the merge.
+void BpeTokenizer::Impl::check_merges(const fs::path& merges, const fs::path& encoder_json,
+                                      const std::vector<int>& alphabet) const {
   const std::string merges_text = read_file(merges);
   size_t line_no = 0;
   for (size_t pos = 0; pos < merges_text.size();) {
@@ -197,37 +219,49 @@ BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::pa
     const std::string where = fmt::format("line {}", line_no);
     const std::string a = alphabet_to_bytes(line.substr(0, sp), alphabet, merges, where);
     const std::string b = alphabet_to_bytes(line.substr(sp + 1), alphabet, merges, where);
-    const auto& t = impl->tokens;
-    if (t.find(a) == kNone || t.find(b) == kNone || t.find(a + b) == kNone) {
+    if (tokens.find(a) == kNone || tokens.find(b) == kNone || tokens.find(a + b) == kNone) {
       throw Error(fmt::format("{}:{}: merge \"{}\" uses or makes a token that {} does not have",
                               merges.string(), line_no, line, encoder_json.string()),
                   "the merges and the vocabulary must come from the same tokenizer");
     }
   }
+}
 
-  // Every way to split a token into two tokens is a pair that may join into it.
+// Every way to split a token into two tokens is a pair that may join into it.
+void BpeTokenizer::Impl::build_pair_tables(const std::vector<bool>& indexed) {
   std::vector<uint32_t> keys;
   std::vector<uint32_t> values;
-  for (uint32_t id = 0; id < n; ++id) {
+  for (uint32_t id = 0; id < indexed.size(); ++id) {
     if (!indexed[id]) continue;
-    const std::string_view t = impl->tokens.token(id);
+    const std::string_view t = tokens.token(id);
     for (size_t k = 1; k < t.size(); ++k) {
-      const uint32_t a = impl->tokens.find(t.substr(0, k));
+      const uint32_t a = tokens.find(t.substr(0, k));
       if (a == kNone) continue;
-      const uint32_t b = impl->tokens.find(t.substr(k));
+      const uint32_t b = tokens.find(t.substr(k));
       if (b == kNone) continue;
       keys.push_back(bpe::PairTable::key(a, b));
       values.push_back(id);
     }
   }
-  impl->pairs.build(keys, values);
-  impl->byte_pair.assign(65536, 0xFFFF);
+  pairs.build(keys, values);
+  byte_pair.assign(65536, 0xFFFF);
   for (int a = 0; a < 256; ++a) {
     for (int b = 0; b < 256; ++b) {
-      const uint32_t r = impl->pairs.find(impl->byte_id[a], impl->byte_id[b]);
-      if (r != kNone) impl->byte_pair[static_cast<size_t>(a << 8 | b)] = static_cast<uint16_t>(r);
+      const uint32_t r = pairs.find(byte_id[a], byte_id[b]);
+      if (r != kNone) byte_pair[static_cast<size_t>(a << 8 | b)] = static_cast<uint16_t>(r);
     }
   }
+}
+
+BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::path& merges) {
+  const std::vector<int> alphabet = unicode_to_byte();
+  const Vocabulary vocab = read_vocabulary(encoder_json, alphabet);
+  auto impl = std::make_unique<Impl>();
+  impl->eot_id = vocab.eot;
+  impl->tokens.build(vocab.tokens, vocab.indexed);
+  impl->find_byte_tokens(encoder_json);
+  impl->check_merges(merges, encoder_json, alphabet);
+  impl->build_pair_tables(vocab.indexed);
   static std::atomic<uint64_t> instances{0};
   impl->cache_key = ++instances;
   return BpeTokenizer(std::move(impl));

@@ -1,76 +1,60 @@
+// llmft finetune's model choices on top of io's load_model, and the run record of its model.
 #include "llmft/train/model_source.h"
 
 #include <fmt/format.h>
 
-#include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "llmft/core/error.h"
-#include "llmft/io/hf_folder.h"
-#include "llmft/io/hub.h"
-#include "llmft/model/config.h"
 
 namespace llmft {
 
-Gpt2Config random_preset(const std::string& name) {
-  Gpt2Config c;
-  if (name == "tiny") {
-    c.L = 2, c.C = 64, c.NH = 2;
-  } else if (name == "small") {
-    c.L = 4, c.C = 128, c.NH = 4;
-  } else if (is_known_model_name(name)) {
-    c = Gpt2Config::from_name(name);
-  } else {
-    throw UsageError(fmt::format("unknown random model preset '{}'", name),
-                     "expected random:tiny, random:small, or random:<gpt2 name>");
-  }
-  return c;
+using nlohmann::json;
+
+LoadedModel load_finetune_model(const FinetuneOptions& opts,
+                                const std::function<void(const std::string&)>& log) {
+  ModelLoadOptions o;
+  o.allow_download = opts.allow_download;
+  o.allow_random = true;
+  o.fallback_to_random = opts.offline_fallback;
+  o.tied = opts.tied;
+  o.dropout = static_cast<float>(opts.dropout);
+  o.tokenizer = TokenizerSource::kBundled;
+  o.log = log;
+  return load_model(opts.model, o);
 }
 
-namespace {
-ModelSource random_model(const std::string& preset, const FinetuneOptions& opts) {
-  ModelSource m;
-  m.cfg = random_preset(preset);
-  m.cfg.tied = opts.tied;
-  m.cfg.dropout = static_cast<float>(opts.dropout);
-  m.pretrained = false;
-  m.spec = "random:" + preset;
-  m.description = fmt::format("random:{} (randomly initialised, NOT pretrained; {})", preset,
-                              m.cfg.describe());
-  return m;
+json model_record(const LoadedModel& m, int64_t parameters) {
+  return {{"source", m.spec},
+          {"pretrained", m.pretrained},
+          {"fallback", m.fallback},
+          {"description", m.description},
+          {"parameters", parameters},
+          {"config", to_json(m.cfg())}};
 }
-}  // namespace
 
-ModelSource load_model_source(const FinetuneOptions& opts,
-                              const std::function<void(const std::string&)>& log) {
-  if (opts.model.starts_with("random:")) return random_model(opts.model.substr(7), opts);
-  std::filesystem::path dir;
-  try {
-    dir = resolve_model(opts.model, opts.allow_download);
-  } catch (const Error& e) {
-    // Only a known model name that cannot be had falls back; a typo in a name or a path is the
-    // user's error and must not silently train a random model.
-    if (!opts.offline_fallback || !is_known_model_name(opts.model)) throw;
-    log(fmt::format("Model '{}' is not available: {}", opts.model, e.what()));
-    log(fmt::format(
-        "Falling back to a RANDOMLY INITIALISED small GPT-2 (random:{}) so that every step of the "
-        "recipe still runs. Its answers will be nonsense: this is NOT a pretrained model.",
-        kFallbackPreset));
-    log("(Use --no-fallback to fail instead; put the model in the Hugging Face cache or allow the "
-        "download to train the real thing.)");
-    ModelSource m = random_model(kFallbackPreset, opts);
-    m.fallback = true;
-    return m;
+LoadedModel model_from_record(const json& record, const std::string& origin) {
+  if (!record.is_object() || !record.contains("model") || !record["model"].is_object()) {
+    throw Error(fmt::format("{}: no \"model\" record", origin),
+                "--resume takes the run folder of an earlier llmft finetune");
   }
-  HfModel hf = read_hf_folder(dir, opts.tied);
-  ModelSource m;
-  m.cfg = hf.cfg;
-  m.cfg.dropout = static_cast<float>(opts.dropout);
-  m.params = std::move(hf.params);
-  m.pretrained = true;
-  m.spec = dir.string();
-  m.description = fmt::format("{} (pretrained weights from {}; {}{})", opts.model, dir.string(),
-                              m.cfg.describe(),
-                              hf.info.lm_head_from_wte ? ", lm_head copied from wte" : "");
+  const json& r = record["model"];
+  auto field = [&](const char* key, bool (json::*is_kind)() const, const char* kind) {
+    if (!r.contains(key) || !(r[key].*is_kind)()) {
+      throw Error(fmt::format("{}: model.{} is {}, expected {}", origin, key,
+                              r.contains(key) ? r[key].dump() : "missing", kind),
+                  "the run's config.json was changed; restore it from the run's start");
+    }
+    return r[key];
+  };
+  LoadedModel m;
+  m.model = std::make_unique<Gpt2>(
+      gpt2_config_from_json(field("config", &json::is_object, "an object"), origin));
+  m.pretrained = field("pretrained", &json::is_boolean, "true or false").get<bool>();
+  m.fallback = field("fallback", &json::is_boolean, "true or false").get<bool>();
+  m.spec = field("source", &json::is_string, "a string").get<std::string>();
+  m.description = field("description", &json::is_string, "a string").get<std::string>();
+  m.tokenizer = std::make_unique<BpeTokenizer>(BpeTokenizer::load_bundled());
   return m;
 }
 

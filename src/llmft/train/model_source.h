@@ -1,36 +1,32 @@
 // Where `llmft finetune` gets its starting weights: a named GPT-2 (hub cache or download), a
-// Hugging Face folder, or "random:<preset>" (GPT-2's initialisation, real 50,257-token vocabulary).
-// When a named model can be neither found nor downloaded, the recipe falls back to random:small so
-// that every step still runs (and says plainly that the result is not a pretrained model).
+// Hugging Face folder, or "random:<preset>" (GPT-2's initialisation, real 50,257-token vocabulary),
+// through io's load_model; or, resuming, the run's own record of its model (weights: checkpoint).
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <string>
-#include <vector>
 
-#include "llmft/model/config.h"
-#include "llmft/model/params.h"
+#include <nlohmann/json_fwd.hpp>
+
+#include "llmft/io/model_loader.h"
 #include "llmft/train/options.h"
 
 namespace llmft {
 
-struct ModelSource {
-  Gpt2Config cfg;
-  std::vector<float> params;  // laid out by ParamTable(cfg); empty: initialise randomly
-  bool pretrained = false;    // false: random initialisation
-  bool fallback = false;      // the named model was unavailable; this is random:small instead
-  std::string spec;           // what to record: a folder path or "random:<preset>"
-  std::string description;    // one line for the log and the summary
-};
+// opts.model with the recipe's choices: random presets allowed; when a named model can be neither
+// found nor downloaded, random:small (opts.offline_fallback) so that every step still runs, saying
+// plainly through `log` that the result is not a pretrained model; opts.tied and opts.dropout;
+// the bundled tokenizer (the run writes it beside the finetuned model).
+LoadedModel load_finetune_model(const FinetuneOptions& opts,
+                                const std::function<void(const std::string&)>& log);
 
-// "tiny" (L=2 C=64 NH=2), "small" (L=4 C=128 NH=4; the offline fallback) or a GPT-2 name.
-// All use V=50257 and maxT=1024. Throws UsageError for other names.
-Gpt2Config random_preset(const std::string& name);
-constexpr const char* kFallbackPreset = "small";
-
-// Resolves opts.model (see above). `log` receives human-readable lines (the fallback notice).
-ModelSource load_model_source(const FinetuneOptions& opts,
-                              const std::function<void(const std::string&)>& log);
+// The "model" record of a run's config.json: source, pretrained, fallback, description,
+// parameters (the count) and config (model/config.h's mapping).
+nlohmann::json model_record(const LoadedModel& m, int64_t parameters);
+// A resumed run's model, from that record: the shape as recorded (the named model might resolve
+// differently now), no weights (the checkpoint has them), the bundled tokenizer. Throws Error
+// naming `origin` and the field when the record is missing or mistyped.
+LoadedModel model_from_record(const nlohmann::json& record, const std::string& origin);
 
 }  // namespace llmft

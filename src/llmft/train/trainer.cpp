@@ -10,14 +10,13 @@
 #include <omp.h>
 
 #include <algorithm>
-
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
-#include <optional>
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
@@ -61,23 +60,6 @@ std::string timestamp_name() {
   return buf;
 }
 
-json config_to_json(const Gpt2Config& c) {
-  return {{"V", c.V},   {"maxT", c.maxT}, {"C", c.C},           {"L", c.L},
-          {"NH", c.NH}, {"tied", c.tied}, {"dropout", c.dropout}};
-}
-
-Gpt2Config config_from_json(const json& j) {
-  Gpt2Config c;
-  c.V = j.at("V").get<int64_t>();
-  c.maxT = j.at("maxT").get<int64_t>();
-  c.C = j.at("C").get<int64_t>();
-  c.L = j.at("L").get<int64_t>();
-  c.NH = j.at("NH").get<int64_t>();
-  c.tied = j.at("tied").get<bool>();
-  c.dropout = j.at("dropout").get<float>();
-  return c;
-}
-
 // Log lines go to stdout; the progress bar (stderr) is cleared first so they print above it.
 struct Console {
   ProgressBar* bar = nullptr;
@@ -93,7 +75,8 @@ struct Console {
 std::vector<CollateItem> items_for(const TokenizedDataset& data, std::span<const int64_t> idx) {
   std::vector<CollateItem> items;
   for (int64_t i : idx) {
-    items.push_back({data.ids(static_cast<size_t>(i)), data.prompt_lens[static_cast<size_t>(i)], i});
+    const auto k = static_cast<size_t>(i);
+    items.push_back({data.ids(k), data.prompt_lens[k], i});
   }
   return items;
 }
@@ -109,6 +92,547 @@ LossResult run_batch(Gpt2& model, const Batch& b, std::optional<float> dloss) {
   }
   return dloss ? model.forward_backward(b.packed_inputs, b.packed_targets, off, *dloss)
                : model.forward(b.packed_inputs, b.packed_targets, off, /*training=*/false);
+}
+
+// ---- Steps before the model -------------------------------------------------------------------
+
+// The run folder and, resuming, what the run recorded there.
+struct RunFolder {
+  fs::path dir, config_file, metrics_file;
+  bool resuming = false;
+  json saved_config;                   // resuming: the run's config.json
+  std::optional<fs::path> checkpoint;  // resuming: the checkpoint to continue from
+};
+
+RunFolder resolve_run_folder(const FinetuneOptions& opts, const fs::path& resume_dir) {
+  RunFolder f;
+  f.resuming = !resume_dir.empty();
+  f.dir = f.resuming ? resume_dir
+                     : (opts.output.empty() ? fs::path("runs") / timestamp_name() : opts.output);
+  f.config_file = f.dir / "config.json";
+  f.metrics_file = f.dir / "metrics.jsonl";
+  std::error_code ec;
+  if (!f.resuming && fs::exists(f.config_file, ec)) {
+    throw UsageError(
+        fmt::format("{} already holds a finetuning run", f.dir.string()),
+        "continue it with --resume " + f.dir.string() + ", or choose another --output");
+  }
+  if (f.resuming) {
+    f.saved_config = json::parse(read_file(f.config_file), nullptr, false);
+    f.checkpoint = latest_checkpoint(f.dir);
+    if (!f.checkpoint) {
+      throw Error(fmt::format("{}: no checkpoint to resume from", f.dir.string()),
+                  "the run stopped before its first checkpoint; start it again");
+    }
+  }
+  return f;
+}
+
+// The dataset, its 85/10/5 split, and (once the model's tokenizer is known) its tokens.
+struct RunData {
+  PromptTemplate tmpl = PromptTemplate::kAlpaca;
+  InstructionDataset ds;
+  DatasetSplits split;
+  TokenizedDataset tokens;
+};
+
+// Loads and splits the dataset; the splits must hold a training batch and a validation entry.
+RunData load_data(const FinetuneOptions& opts) {
+  RunData d;
+  d.tmpl = parse_template(opts.prompt_template);
+  d.ds = load_dataset(opts.data_path());
+  d.split = split_dataset(d.ds.size());
+  if (d.split.train.size() < static_cast<size_t>(opts.batch_size)) {
+    throw UsageError(fmt::format("{}: the train split has {} entries, fewer than --batch-size {}",
+                                 opts.data_path().string(), d.split.train.size(), opts.batch_size),
+                     "use a smaller --batch-size or a bigger dataset");
+  }
+  if (d.split.val.size() == 0) {
+    throw UsageError(fmt::format("{}: {} entries leave an empty validation split",
+                                 opts.data_path().string(), d.ds.size()),
+                     "the 85/10/5 split needs at least 2 entries for validation; use more data");
+  }
+  return d;
+}
+
+// A new run's model from opts.model; a resumed run's from its record (weights: the checkpoint).
+LoadedModel load_starting_model(const FinetuneOptions& opts, const RunFolder& folder,
+                                Console& con) {
+  if (folder.resuming) return model_from_record(folder.saved_config, folder.config_file.string());
+  return load_finetune_model(opts, [&](const std::string& s) { con.line(s); });
+}
+
+// GPT-2's initialisation for a random model (a folder's weights are in it already, a resumed
+// run's come from its checkpoint); then the run's precision.
+void init_model(Gpt2& model, const LoadedModel& source, const FinetuneOptions& opts) {
+  if (source.random_init) model.init_random(opts.seed);
+  model.set_precision(parse_precision(opts.precision));
+}
+
+AdamWConfig adamw_config(const FinetuneOptions& opts) {
+  return {static_cast<float>(opts.lr), static_cast<float>(opts.beta1),
+          static_cast<float>(opts.beta2), static_cast<float>(opts.eps),
+          static_cast<float>(opts.weight_decay)};
+}
+
+CollateOptions collate_options(const FinetuneOptions& opts, const Gpt2Config& cfg) {
+  CollateOptions c;
+  c.allowed_max_length = std::min(opts.max_length, cfg.maxT);
+  c.mask_prompt = opts.mask_prompt;
+  return c;
+}
+
+// ---- The run ----------------------------------------------------------------------------------
+
+// One run from its initialised model to its summary: the optimizer, the loaders, the loop's state
+// and what the outputs report, with a member function per step of run_finetune.
+class Finetune {
+ public:
+  Finetune(const FinetuneOptions& opts, int threads, Clock::time_point t_start, RunFolder folder,
+           RunData data, LoadedModel source, Gpt2& model, Console& con)
+      : opts_(opts),
+        threads_(threads),
+        t_start_(t_start),
+        folder_(std::move(folder)),
+        data_(std::move(data)),
+        source_(std::move(source)),
+        model_(model),
+        con_(con),
+        collate_(collate_options(opts, model.config())),
+        adamw_(model.table().total(), adamw_config(opts)),
+        train_loader_(data_.tokens, data_.split.train,
+                      train_loader_options(opts.batch_size, opts.seed, collate_)),
+        val_loader_(data_.tokens, data_.split.val, eval_loader_options(opts.batch_size, collate_)),
+        steps_per_epoch_(train_loader_.num_batches()),
+        total_steps_(opts.max_steps > 0 ? opts.max_steps : steps_per_epoch_ * opts.epochs),
+        epochs_((total_steps_ + steps_per_epoch_ - 1) / steps_per_epoch_),
+        schedule_{parse_lr_schedule(opts.schedule), opts.lr, opts.warmup_steps, total_steps_} {
+    for (const auto& s : model.table().specs()) n_params_ += s.numel;
+  }
+  Finetune(const Finetune&) = delete;  // the loaders keep references into data_
+  Finetune& operator=(const Finetune&) = delete;
+
+  void start_or_resume();
+  void print_header();
+  bool train_loop(const std::atomic<bool>* stop);  // false: interrupted (checkpoint written)
+  FinetuneResult interrupted();
+  void save_model();
+  void answer_test_set();
+  void write_loss_plot();
+  FinetuneResult summarise();
+
+ private:
+  StepRecord train_step();
+  double loss_and_gradient(const std::vector<int64_t>& idx, const Batch& full);
+  bool checkpoint_or_stop(int64_t global_step, bool epoch_end, const std::atomic<bool>* stop);
+  void evaluate(int64_t epoch, const StepRecord& step);
+  double calc_loss_loader(const DataLoader& loader, int64_t epoch, int64_t n);
+  void print_sample();
+  void checkpoint();
+  json run_config() const;
+  json summary_json() const;
+  void print_summary(const json& summary);
+  fs::path model_dir() const { return folder_.dir / "model"; }
+  fs::path plot_file() const { return folder_.dir / "loss-plot.svg"; }
+  bool wrote_model() const { return !opts_.skip_model_writes; }
+
+  const FinetuneOptions& opts_;
+  const int threads_;
+  const Clock::time_point t_start_;
+  const RunFolder folder_;
+  const RunData data_;
+  LoadedModel source_;  // configuration, tokenizer, description (its weights are in model_)
+  Gpt2& model_;
+  Console& con_;
+  const CollateOptions collate_;
+  AdamW adamw_;
+  const DataLoader train_loader_, val_loader_;
+  const int64_t steps_per_epoch_, total_steps_, epochs_;
+  const LrSchedule schedule_;
+  int64_t n_params_ = 0;
+  TrainState st_;
+  std::optional<MetricsLog> metrics_;  // opened once a resumed run's log is restored
+  std::vector<EvalRecord> evals_;
+  FinetunePhases ph_;
+  double last_loss_ = NAN;
+  json answers_info_ = nullptr;  // what the test answers wrote, null when none
+};
+
+// A new run records its options, model and data in config.json; a resumed one restores the model,
+// AdamW and the loop's position from its checkpoint (and its metrics log from the checkpoint's).
+void Finetune::start_or_resume() {
+  if (folder_.resuming) {
+    st_ = load_checkpoint(*folder_.checkpoint, model_.table(), model_.params(), adamw_.m(),
+                          adamw_.v(), folder_.metrics_file);
+    adamw_.set_step_count(st_.adam_step);
+  } else {
+    std::error_code ec;
+    fs::create_directories(folder_.dir, ec);
+    write_file_atomic(folder_.config_file, run_config().dump(2) + "\n");
+  }
+  metrics_.emplace(folder_.metrics_file, /*truncate=*/!folder_.resuming);
+  if (folder_.resuming) evals_ = read_metrics(folder_.metrics_file).evals;
+}
+
+json Finetune::run_config() const {
+  return {{"llmft_version", LLMFT_VERSION},
+          {"options", to_json(opts_)},
+          {"model", model_record(source_, model_.table().total())},
+          {"data",
+           {{"path", opts_.data_path().string()},
+            {"entries", data_.ds.size()},
+            {"train", data_.split.train.size()},
+            {"val", data_.split.val.size()},
+            {"test", data_.split.test.size()}}},
+          {"steps_per_epoch", steps_per_epoch_},
+          {"total_steps", total_steps_}};
+}
+
+void Finetune::print_header() {
+  const DatasetSplits& split = data_.split;
+  con_.line(fmt::format("Model: {}", source_.description));
+  con_.line(fmt::format("Parameters: {} ({} output head)", human_count(double(n_params_), ""),
+                        model_.config().tied ? "tied" : "untied"));
+  con_.line(fmt::format("Data: {}: {} entries -> train {}, validation {}, test {} (template {}{})",
+                        opts_.data_path().string(), data_.ds.size(), split.train.size(),
+                        split.val.size(), split.test.size(), opts_.prompt_template,
+                        opts_.mask_prompt ? ", prompt masked" : ""));
+  con_.line(fmt::format(
+      "Training: {} steps ({} per epoch, {} epoch{}), batch {}{}, AdamW lr {:g} ({}{}), weight "
+      "decay {:g}{}, {} matrix products, {} thread{}",
+      total_steps_, steps_per_epoch_, epochs_, epochs_ == 1 ? "" : "s", opts_.batch_size,
+      opts_.grad_accum > 1 ? fmt::format(" in {} micro-batches", opts_.grad_accum) : "",
+      opts_.lr, opts_.schedule,
+      opts_.warmup_steps ? fmt::format(", {} warmup", opts_.warmup_steps) : "",
+      opts_.weight_decay,
+      opts_.grad_clip > 0 ? fmt::format(", grad clip {:g}", opts_.grad_clip) : "",
+      opts_.precision, threads_, threads_ == 1 ? "" : "s"));
+  con_.line(fmt::format("Output: {}", folder_.dir.string()));
+  if (folder_.resuming) {
+    con_.line(fmt::format("Resuming from {} (after step {}, epoch {}, batch {})",
+                          folder_.checkpoint->string(), st_.step, st_.epoch + 1,
+                          st_.batch_in_epoch));
+  }
+}
+
+// ---- Training ---------------------------------------------------------------------------------
+
+bool Finetune::train_loop(const std::atomic<bool>* stop) {
+  ProgressBar bar("train", total_steps_, "step");
+  con_.bar = &bar;
+  bar.update(st_.step);
+  ph_.setup_seconds = seconds_since(t_start_);
+  const auto t_train = Clock::now();
+  const double train_seconds_before = st_.train_seconds;
+  bool interrupted = false;
+  while (st_.step < total_steps_ && !interrupted) {
+    const int64_t epoch = st_.epoch;
+    const StepRecord rec = train_step();
+    if (rec.step % opts_.eval_freq == 0) evaluate(epoch, rec);
+    const bool epoch_end = st_.batch_in_epoch == steps_per_epoch_;
+    if (epoch_end || (opts_.sample_at_end && st_.step == total_steps_)) print_sample();
+    if (epoch_end) {
+      ++st_.epoch;
+      st_.batch_in_epoch = 0;
+    }
+    st_.train_seconds = train_seconds_before + seconds_since(t_train);
+    bar.update(st_.step, fmt::format("loss {:.3f} | {} tok/s", rec.loss,
+                                     human_count(rec.tokens_per_s, "")));
+    interrupted = checkpoint_or_stop(rec.step, epoch_end, stop);
+  }
+  bar.finish();
+  con_.bar = nullptr;
+  if (!interrupted) {
+    con_.line(fmt::format("Training completed in {:.2f} minutes.", st_.train_seconds / 60.0));
+  }
+  return !interrupted;
+}
+
+// One optimizer step on the next batch: its record goes to the metrics log and is returned.
+StepRecord Finetune::train_step() {
+  const int64_t epoch = st_.epoch;
+  const auto t_step = Clock::now();
+  const std::vector<int64_t> idx = train_loader_.batch_indices(epoch, st_.batch_in_epoch);
+  const Batch full = collate(items_for(data_.tokens, idx), collate_);
+  const double loss = loss_and_gradient(idx, full);
+  const double grad_norm =
+      opts_.grad_clip > 0 ? model_.clip_grad_norm(opts_.grad_clip) : model_.grad_norm();
+  const double lr = schedule_.lr(st_.step);
+  adamw_.step(model_.params(), model_.grads(), static_cast<float>(lr));
+
+  st_.tokens_seen += full.padded_tokens;
+  const int64_t global_step = st_.step;  // the reference's global_step after its += 1
+  ++st_.step;
+  ++st_.batch_in_epoch;
+  const double step_s = seconds_since(t_step);
+  last_loss_ = loss;
+  ++ph_.steps;
+  ph_.train_seconds += step_s;
+  ph_.step_seconds.push_back(step_s);
+  ph_.train_tokens += full.packed_tokens();
+  ph_.train_target_tokens += full.target_tokens;
+
+  StepRecord rec;
+  rec.step = global_step;
+  rec.epoch = static_cast<double>(epoch) +
+              static_cast<double>(st_.batch_in_epoch) / static_cast<double>(steps_per_epoch_);
+  rec.loss = loss;
+  rec.lr = lr;
+  rec.grad_norm = grad_norm;
+  rec.tokens_seen = st_.tokens_seen;
+  rec.tokens_per_s = step_s > 0 ? static_cast<double>(full.padded_tokens) / step_s : 0.0;
+  rec.batch = idx;
+  metrics_->write(rec);
+  return rec;
+}
+
+// zero_grad; loss; backward: the gradient of (sum of token losses) / (unmasked tokens in the
+// whole batch), accumulated micro-batch by micro-batch. Returns that mean loss.
+double Finetune::loss_and_gradient(const std::vector<int64_t>& idx, const Batch& full) {
+  const int64_t micro = opts_.batch_size / opts_.grad_accum;
+  model_.zero_grad();
+  double loss_sum = 0;
+  const int64_t count = full.target_tokens;
+  for (int64_t k = 0; k < opts_.grad_accum; ++k) {
+    const Batch mb =
+        opts_.grad_accum == 1
+            ? Batch{}
+            : collate(items_for(data_.tokens, std::span(idx).subspan(k * micro, micro)), collate_);
+    const Batch& use = opts_.grad_accum == 1 ? full : mb;
+    if (use.target_tokens == 0) continue;  // every target masked: no loss, no gradient
+    model_.set_dropout_seed(opts_.seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(
+                                                                      st_.step * 1024 + k + 1)));
+    loss_sum +=
+        run_batch(model_, use, static_cast<float>(1.0 / static_cast<double>(count))).loss_sum;
+  }
+  return count > 0 ? loss_sum / static_cast<double>(count) : 0.0;
+}
+
+// Checkpoints at each epoch end, at the last step, every --checkpoint-every steps and before
+// stopping. True when the run stops here (Ctrl-C or the test hook) short of its last step.
+bool Finetune::checkpoint_or_stop(int64_t global_step, bool epoch_end,
+                                  const std::atomic<bool>* stop) {
+  const bool want_stop = (stop && stop->load()) || opts_.interrupt_after_step == global_step;
+  if (epoch_end || want_stop || st_.step == total_steps_ ||
+      (opts_.checkpoint_every > 0 && st_.step % opts_.checkpoint_every == 0)) {
+    checkpoint();
+  }
+  if (opts_.kill_after_step == global_step) std::raise(SIGKILL);
+  return want_stop && st_.step < total_steps_;
+}
+
+void Finetune::evaluate(int64_t epoch, const StepRecord& step) {
+  const auto t_eval = Clock::now();
+  EvalRecord e;
+  e.step = step.step;
+  e.epoch = step.epoch;
+  e.tokens_seen = st_.tokens_seen;
+  e.train_loss = calc_loss_loader(train_loader_, epoch, opts_.eval_batches);
+  e.val_loss = calc_loss_loader(val_loader_, 0, opts_.eval_batches);
+  metrics_->write(e);
+  evals_.push_back(e);
+  const double eval_s = seconds_since(t_eval);
+  ++ph_.evaluations;
+  ph_.eval_seconds += eval_s;
+  ph_.eval_each_seconds.push_back(eval_s);
+  con_.line(fmt::format("Ep {} (Step {:06d}): Train loss {:.3f}, Val loss {:.3f}", epoch + 1,
+                        step.step, e.train_loss, e.val_loss));
+}
+
+// Mean of the per-batch mean losses over the first `n` batches (eval mode: no dropout).
+double Finetune::calc_loss_loader(const DataLoader& loader, int64_t epoch, int64_t n) {
+  n = std::min(n, loader.num_batches());
+  double sum = 0;
+  for (int64_t b = 0; b < n; ++b) {
+    const Batch batch = loader.batch(epoch, b);
+    sum += run_batch(model_, batch, std::nullopt).mean();
+    ++ph_.eval_batches;
+    ph_.eval_tokens += batch.packed_tokens();
+    ph_.eval_target_tokens += batch.target_tokens;
+  }
+  return n > 0 ? sum / static_cast<double>(n) : NAN;
+}
+
+// --sample-tokens greedy tokens after the first validation prompt, printed on one line.
+void Finetune::print_sample() {
+  if (opts_.sample_tokens == 0) return;
+  const auto t_sample = Clock::now();
+  const BpeTokenizer& tok = *source_.tokenizer;
+  const std::string prompt = format_prompt(data_.tmpl, data_.ds.entries[data_.split.val.begin]);
+  const auto prompt_ids = tok.encode(prompt, SpecialTokens::kAllow);
+  GenerateOptions g;
+  g.max_new_tokens = opts_.sample_tokens;
+  g.precision = model_.precision();
+  g.batch_size = 1;
+  g.stop_at_eos = false;  // generate_text_simple runs the full 50 tokens
+  const auto out = generate(model_, {prompt_ids}, g);
+  std::vector<int32_t> all = prompt_ids;
+  all.insert(all.end(), out[0].begin(), out[0].end());
+  std::string text = tok.decode(all);
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  con_.line(text);
+  ph_.sample_seconds += seconds_since(t_sample);
+  ++ph_.samples;
+}
+
+void Finetune::checkpoint() {
+  if (opts_.skip_model_writes) return;
+  const auto t_write = Clock::now();
+  st_.adam_step = adamw_.step_count();
+  save_checkpoint(folder_.dir, model_.table(), model_.params(), adamw_.m(), adamw_.v(), st_,
+                  folder_.metrics_file);
+  write_file_atomic(plot_file(),
+                    loss_plot_svg(evals_, fmt::format("{}: finetuning loss", opts_.model)));
+  ph_.write_seconds += seconds_since(t_write);
+}
+
+FinetuneResult Finetune::interrupted() {
+  ph_.total_seconds = seconds_since(t_start_);
+  if (opts_.skip_model_writes) {
+    con_.line(fmt::format("Interrupted after step {} of {} (no checkpoint: writes are off).",
+                          st_.step, total_steps_));
+  } else {
+    con_.line(fmt::format(
+        "Interrupted after step {} of {}: checkpoint saved. Continue with:\n  llmft finetune "
+        "--resume {}",
+        st_.step, total_steps_, folder_.dir.string()));
+  }
+  FinetuneResult r;
+  r.run_dir = folder_.dir;
+  r.interrupted = true;
+  r.phases = ph_;
+  return r;
+}
+
+// ---- Outputs ----------------------------------------------------------------------------------
+
+void Finetune::save_model() {
+  if (!wrote_model()) return;
+  const auto t_write = Clock::now();
+  write_hf_folder(model_dir(), model_.config(), model_.table(), model_.params());
+  ph_.write_seconds += seconds_since(t_write);
+  con_.line(fmt::format("Model saved to {}", model_dir().string()));
+}
+
+// The finetuned model's answers to the test split, as test-responses.json.
+void Finetune::answer_test_set() {
+  const IndexRange test = data_.split.test;
+  if (!opts_.test_answers || test.size() == 0) return;
+  const auto t_ans = Clock::now();
+  AnswerOptions a;
+  a.prompt_template = data_.tmpl;
+  a.gen.max_new_tokens = opts_.max_new_tokens;
+  a.gen.precision = model_.precision();
+  a.gen.batch_size = 8;
+  a.label = "answers";
+  GenerateStats gs;
+  const fs::path answers = folder_.dir / "test-responses.json";
+  const auto answered = answer_dataset(model_, *source_.tokenizer,
+                                       std::span(data_.ds.entries).subspan(test.begin, test.size()),
+                                       answers, a, &gs);
+  const size_t n_answers = answered.size();
+  const double ans_s = seconds_since(t_ans);
+  ph_.answers_seconds = ans_s;
+  answers_info_ = {{"file", answers.string()},
+                   {"count", n_answers},
+                   {"seconds", ans_s},
+                   {"new_tokens", gs.new_tokens}};
+  con_.line(fmt::format("Answered {} test prompts in {:.1f} s ({} new tokens) -> {}", n_answers,
+                        ans_s, gs.new_tokens, answers.string()));
+}
+
+void Finetune::write_loss_plot() {
+  const auto t_write = Clock::now();
+  write_file_atomic(plot_file(),
+                    loss_plot_svg(evals_, fmt::format("{}: finetuning loss", opts_.model)));
+  ph_.write_seconds += seconds_since(t_write);
+}
+
+// summary.json, and the same told on stdout.
+FinetuneResult Finetune::summarise() {
+  ph_.total_seconds = seconds_since(t_start_);
+  FinetuneResult r;
+  r.run_dir = folder_.dir;
+  r.summary = summary_json();
+  r.phases = ph_;
+  write_file_atomic(folder_.dir / "summary.json", r.summary.dump(2) + "\n");
+  print_summary(r.summary);
+  return r;
+}
+
+json Finetune::summary_json() const {
+  const double train_s = st_.train_seconds;
+  return {
+      {"run_dir", folder_.dir.string()},
+      {"model",
+       {{"name", opts_.model},
+        {"source", source_.spec},
+        {"pretrained", source_.pretrained},
+        {"fallback_random", source_.fallback},
+        {"description", source_.description},
+        {"tied", model_.config().tied},
+        {"parameters", n_params_}}},
+      {"steps", st_.step},
+      {"epochs", epochs_},
+      {"tokens_seen", st_.tokens_seen},
+      {"train_seconds", train_s},
+      {"tokens_per_s", train_s > 0 ? static_cast<double>(st_.tokens_seen) / train_s : 0.0},
+      {"final_batch_loss", last_loss_},
+      {"final_train_loss", evals_.empty() ? json(nullptr) : json(evals_.back().train_loss)},
+      {"final_val_loss", evals_.empty() ? json(nullptr) : json(evals_.back().val_loss)},
+      {"first_train_loss", evals_.empty() ? json(nullptr) : json(evals_.front().train_loss)},
+      {"first_val_loss", evals_.empty() ? json(nullptr) : json(evals_.front().val_loss)},
+      {"threads", threads_},
+      {"precision", opts_.precision},
+      {"total_seconds", ph_.total_seconds},
+      {"phases", to_json(ph_)},
+      {"outputs",
+       {{"model", wrote_model() ? json(model_dir().string()) : json(nullptr)},
+        {"test_responses", answers_info_},
+        {"metrics", folder_.metrics_file.string()},
+        {"loss_plot", plot_file().string()},
+        {"config", folder_.config_file.string()},
+        {"checkpoint",
+         wrote_model() ? json((folder_.dir / "checkpoints").string()) : json(nullptr)}}}};
+}
+
+void Finetune::print_summary(const json& summary) {
+  con_.line("");
+  con_.line(fmt::format("Summary ({}):", folder_.dir.string()));
+  if (!source_.pretrained) {
+    con_.line("  NOTE: the model was randomly initialised, NOT pretrained: its answers are not "
+              "meaningful.");
+  }
+  con_.line(fmt::format("  model         {}", source_.description));
+  con_.line(fmt::format("  training      {} steps, {} in {} ({}/s)", st_.step,
+                        human_count(double(st_.tokens_seen), "tok"),
+                        human_duration(st_.train_seconds),
+                        human_count(summary["tokens_per_s"].get<double>(), "tok")));
+  con_.line(fmt::format("  time          steps {}, evaluations {}, samples {}, writes {}{}",
+                        human_duration(ph_.train_seconds), human_duration(ph_.eval_seconds),
+                        human_duration(ph_.sample_seconds), human_duration(ph_.write_seconds),
+                        answers_info_.is_null()
+                            ? std::string()
+                            : ", test answers " + human_duration(ph_.answers_seconds)));
+  if (!evals_.empty()) {
+    // Name the evaluation steps: with few evaluations the last one can be far from the end.
+    con_.line(fmt::format("  losses        train {:.3f} -> {:.3f}, val {:.3f} -> {:.3f} "
+                          "(evaluations at steps {} and {})",
+                          evals_.front().train_loss, evals_.back().train_loss,
+                          evals_.front().val_loss, evals_.back().val_loss, evals_.front().step,
+                          evals_.back().step));
+  }
+  if (std::isfinite(last_loss_)) {
+    con_.line(fmt::format(
+        "  last batch    loss {:.3f} (the final training batch, before its update)", last_loss_));
+  }
+  if (wrote_model()) con_.line(fmt::format("  model folder  {}", model_dir().string()));
+  if (!answers_info_.is_null()) {
+    con_.line(fmt::format("  test answers  {}", answers_info_["file"].get<std::string>()));
+  }
+  con_.line(fmt::format("  metrics       {}", folder_.metrics_file.string()));
+  con_.line(fmt::format("  loss plot     {}", plot_file().string()));
+  con_.line(fmt::format("  summary       {}", (folder_.dir / "summary.json").string()));
 }
 
 }  // namespace
@@ -133,427 +657,29 @@ json to_json(const FinetunePhases& p) {
 
 FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resume_dir,
                             const std::atomic<bool>* stop) {
+  const auto t_start = Clock::now();
   FinetuneOptions opts = opts_in;
   opts.validate();
-  const auto t_start = Clock::now();
-  const bool resuming = !resume_dir.empty();
   const int threads = opts.threads > 0 ? opts.threads : omp_get_num_procs();
   const kernels::ScopedThreads scoped_threads(threads);
   Console con;
 
-  // ---- Run folder -------------------------------------------------------------------------------
-  FinetuneResult result;
-  FinetunePhases& ph = result.phases;
-  fs::path run = resuming ? resume_dir
-                          : (opts.output.empty() ? fs::path("runs") / timestamp_name() : opts.output);
-  result.run_dir = run;
-  std::error_code ec;
-  const fs::path config_file = run / "config.json", metrics_file = run / "metrics.jsonl";
-  if (!resuming && fs::exists(config_file, ec)) {
-    throw UsageError(fmt::format("{} already holds a finetuning run", run.string()),
-                     "continue it with --resume " + run.string() + ", or choose another --output");
-  }
-  json saved_config;
-  std::optional<fs::path> ckpt;
-  if (resuming) {
-    saved_config = json::parse(read_file(config_file), nullptr, false);
-    ckpt = latest_checkpoint(run);
-    if (!ckpt) {
-      throw Error(fmt::format("{}: no checkpoint to resume from", run.string()),
-                  "the run stopped before its first checkpoint; start it again");
-    }
-  }
+  RunFolder folder = resolve_run_folder(opts, resume_dir);
+  RunData data = load_data(opts);
+  LoadedModel source = load_starting_model(opts, folder, con);
+  data.tokens = tokenize_dataset(data.ds, data.tmpl, *source.tokenizer, threads);
+  Gpt2& model = *source.model;  // owned by source, which the run keeps
+  init_model(model, source, opts);
 
-  // ---- Data -------------------------------------------------------------------------------------
-  const PromptTemplate tmpl = parse_template(opts.prompt_template);
-  const BpeTokenizer tok = BpeTokenizer::load_bundled();
-  const InstructionDataset ds = load_dataset(opts.data_path());
-  const DatasetSplits split = split_dataset(ds.size());
-  if (split.train.size() < static_cast<size_t>(opts.batch_size)) {
-    throw UsageError(fmt::format("{}: the train split has {} entries, fewer than --batch-size {}",
-                                 opts.data_path().string(), split.train.size(), opts.batch_size),
-                     "use a smaller --batch-size or a bigger dataset");
-  }
-  if (split.val.size() == 0) {
-    throw UsageError(fmt::format("{}: {} entries leave an empty validation split",
-                                 opts.data_path().string(), ds.size()),
-                     "the 85/10/5 split needs at least 2 entries for validation; use more data");
-  }
-  const TokenizedDataset data = tokenize_dataset(ds, tmpl, tok, threads);
-
-  // ---- Model ------------------------------------------------------------------------------------
-  ModelSource src;
-  if (resuming) {
-    // The shape comes from the run's record (the named model might resolve differently now).
-    const json& m = saved_config.at("model");
-    src.cfg = config_from_json(m.at("config"));
-    src.pretrained = m.at("pretrained").get<bool>();
-    src.fallback = m.at("fallback").get<bool>();
-    src.spec = m.at("source").get<std::string>();
-    src.description = m.at("description").get<std::string>();
-  } else {
-    src = load_model_source(opts, [&](const std::string& s) { con.line(s); });
-  }
-  CollateOptions collate_opts;
-  collate_opts.allowed_max_length = std::min(opts.max_length, src.cfg.maxT);
-  collate_opts.mask_prompt = opts.mask_prompt;
-
-  Gpt2 model(src.cfg);
-  const ParamTable& table = model.table();
-  if (src.params.empty()) {
-    model.init_random(opts.seed);
-  } else {
-    std::copy(src.params.begin(), src.params.end(), model.params().begin());
-    src.params = {};
-  }
-  model.set_precision(parse_precision(opts.precision));
-  AdamW adamw(table.total(),
-              {static_cast<float>(opts.lr), static_cast<float>(opts.beta1),
-               static_cast<float>(opts.beta2), static_cast<float>(opts.eps),
-               static_cast<float>(opts.weight_decay)});
-
-  DataLoader train_loader(data, split.train,
-                          train_loader_options(opts.batch_size, opts.seed, collate_opts));
-  DataLoader val_loader(data, split.val, eval_loader_options(opts.batch_size, collate_opts));
-  const int64_t steps_per_epoch = train_loader.num_batches();
-  const int64_t total_steps =
-      opts.max_steps > 0 ? opts.max_steps : steps_per_epoch * opts.epochs;
-  const int64_t epochs = (total_steps + steps_per_epoch - 1) / steps_per_epoch;
-  const LrSchedule schedule{parse_lr_schedule(opts.schedule), opts.lr, opts.warmup_steps,
-                            total_steps};
-
-  // ---- State ------------------------------------------------------------------------------------
-  TrainState st;
-  if (resuming) {
-    st = load_checkpoint(*ckpt, table, model.params(), adamw.m(), adamw.v(), metrics_file);
-    adamw.set_step_count(st.adam_step);
-  } else {
-    fs::create_directories(run, ec);
-    json cfg = {{"llmft_version", LLMFT_VERSION},
-                {"options", to_json(opts)},
-                {"model",
-                 {{"source", src.spec},
-                  {"pretrained", src.pretrained},
-                  {"fallback", src.fallback},
-                  {"description", src.description},
-                  {"parameters", table.total()},
-                  {"config", config_to_json(src.cfg)}}},
-                {"data",
-                 {{"path", opts.data_path().string()},
-                  {"entries", ds.size()},
-                  {"train", split.train.size()},
-                  {"val", split.val.size()},
-                  {"test", split.test.size()}}},
-                {"steps_per_epoch", steps_per_epoch},
-                {"total_steps", total_steps}};
-    write_file_atomic(config_file, cfg.dump(2) + "\n");
-    saved_config = cfg;
-  }
-  MetricsLog metrics(metrics_file, /*truncate=*/!resuming);
-  std::vector<EvalRecord> evals = resuming ? read_metrics(metrics_file).evals
-                                           : std::vector<EvalRecord>{};
-
-  int64_t n_params = 0;
-  for (const auto& s : table.specs()) n_params += s.numel;
-  con.line(fmt::format("Model: {}", src.description));
-  con.line(fmt::format("Parameters: {} ({} output head)", human_count(double(n_params), ""),
-                       src.cfg.tied ? "tied" : "untied"));
-  con.line(fmt::format("Data: {}: {} entries -> train {}, validation {}, test {} (template {}{})",
-                       opts.data_path().string(), ds.size(), split.train.size(), split.val.size(),
-                       split.test.size(), opts.prompt_template,
-                       opts.mask_prompt ? ", prompt masked" : ""));
-  con.line(fmt::format(
-      "Training: {} steps ({} per epoch, {} epoch{}), batch {}{}, AdamW lr {:g} ({}{}), weight "
-      "decay {:g}{}, {} matrix products, {} thread{}",
-      total_steps, steps_per_epoch, epochs, epochs == 1 ? "" : "s", opts.batch_size,
-      opts.grad_accum > 1 ? fmt::format(" in {} micro-batches", opts.grad_accum) : "", opts.lr,
-      opts.schedule, opts.warmup_steps ? fmt::format(", {} warmup", opts.warmup_steps) : "",
-      opts.weight_decay, opts.grad_clip > 0 ? fmt::format(", grad clip {:g}", opts.grad_clip) : "",
-      opts.precision, threads, threads == 1 ? "" : "s"));
-  con.line(fmt::format("Output: {}", run.string()));
-  if (resuming) {
-    con.line(fmt::format("Resuming from {} (after step {}, epoch {}, batch {})", ckpt->string(),
-                         st.step, st.epoch + 1, st.batch_in_epoch));
-  }
-
-  // ---- Helpers ----------------------------------------------------------------------------------
-  // Mean of the per-batch mean losses over the first `n` batches (eval mode: no dropout).
-  auto calc_loss_loader = [&](const DataLoader& loader, int64_t epoch, int64_t n) {
-    n = std::min(n, loader.num_batches());
-    double sum = 0;
-    for (int64_t b = 0; b < n; ++b) {
-      const Batch batch = loader.batch(epoch, b);
-      sum += run_batch(model, batch, std::nullopt).mean();
-      ++ph.eval_batches;
-      ph.eval_tokens += batch.packed_tokens();
-      ph.eval_target_tokens += batch.target_tokens;
-    }
-    return n > 0 ? sum / static_cast<double>(n) : NAN;
-  };
-  const std::string first_val_prompt =
-      format_prompt(tmpl, ds.entries[split.val.begin]);
-  auto print_sample = [&]() {
-    if (opts.sample_tokens == 0) return;
-    const auto t_sample = Clock::now();
-    const auto prompt_ids = tok.encode(first_val_prompt, SpecialTokens::kAllow);
-    GenerateOptions g;
-    g.max_new_tokens = opts.sample_tokens;
-    g.precision = model.precision();
-    g.batch_size = 1;
-    g.stop_at_eos = false;  // generate_text_simple runs the full 50 tokens
-    const auto out = generate(model, {prompt_ids}, g);
-    std::vector<int32_t> all = prompt_ids;
-    all.insert(all.end(), out[0].begin(), out[0].end());
-    std::string text = tok.decode(all);
-    std::replace(text.begin(), text.end(), '\n', ' ');
-    con.line(text);
-    ph.sample_seconds += seconds_since(t_sample);
-    ++ph.samples;
-  };
-  auto checkpoint = [&]() {
-    if (opts.skip_model_writes) return;
-    const auto t_write = Clock::now();
-    st.adam_step = adamw.step_count();
-    save_checkpoint(run, table, model.params(), adamw.m(), adamw.v(), st, metrics_file);
-    write_file_atomic(run / "loss-plot.svg",
-                      loss_plot_svg(evals, fmt::format("{}: finetuning loss", opts.model)));
-    ph.write_seconds += seconds_since(t_write);
-  };
-
-  // ---- Loop -------------------------------------------------------------------------------------
-  ProgressBar bar("train", total_steps, "step");
-  con.bar = &bar;
-  bar.update(st.step);
-  ph.setup_seconds = seconds_since(t_start);
-  const auto t_train = Clock::now();
-  const double train_seconds_before = st.train_seconds;
-  bool interrupted = false;
-  double last_loss = NAN;
-  const int64_t micro = opts.batch_size / opts.grad_accum;
-  while (st.step < total_steps) {
-    const int64_t epoch = st.epoch, b = st.batch_in_epoch;
-    const auto t_step = Clock::now();
-    const std::vector<int64_t> idx = train_loader.batch_indices(epoch, b);
-    const Batch full = collate(items_for(data, idx), collate_opts);
-
-    // zero_grad; loss; backward: the gradient of (sum of token losses) / (unmasked tokens in the
-    // whole batch), accumulated micro-batch by micro-batch.
-    model.zero_grad();
-    double loss_sum = 0;
-    const int64_t count = full.target_tokens;
-    for (int64_t k = 0; k < opts.grad_accum; ++k) {
-      const Batch mb = opts.grad_accum == 1
-                           ? Batch{}
-                           : collate(items_for(data, std::span(idx).subspan(k * micro, micro)),
-                                     collate_opts);
-      const Batch& use = opts.grad_accum == 1 ? full : mb;
-      if (use.target_tokens == 0) continue;  // every target masked: no loss, no gradient
-      model.set_dropout_seed(opts.seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(
-                                                                     st.step * 1024 + k + 1)));
-      loss_sum +=
-          run_batch(model, use, static_cast<float>(1.0 / static_cast<double>(count))).loss_sum;
-    }
-    const double loss = count > 0 ? loss_sum / static_cast<double>(count) : 0.0;
-    const double grad_norm =
-        opts.grad_clip > 0 ? model.clip_grad_norm(opts.grad_clip) : model.grad_norm();
-    const double lr = schedule.lr(st.step);
-    adamw.step(model.params(), model.grads(), static_cast<float>(lr));
-
-    st.tokens_seen += full.padded_tokens;
-    const int64_t global_step = st.step;  // the reference's global_step after its += 1
-    ++st.step;
-    ++st.batch_in_epoch;
-    const double step_s = seconds_since(t_step);
-    last_loss = loss;
-    ++ph.steps;
-    ph.train_seconds += step_s;
-    ph.step_seconds.push_back(step_s);
-    ph.train_tokens += full.packed_tokens();
-    ph.train_target_tokens += full.target_tokens;
-
-    StepRecord rec;
-    rec.step = global_step;
-    rec.epoch = static_cast<double>(epoch) +
-                static_cast<double>(st.batch_in_epoch) / static_cast<double>(steps_per_epoch);
-    rec.loss = loss;
-    rec.lr = lr;
-    rec.grad_norm = grad_norm;
-    rec.tokens_seen = st.tokens_seen;
-    rec.tokens_per_s = step_s > 0 ? static_cast<double>(full.padded_tokens) / step_s : 0.0;
-    rec.batch = idx;
-    metrics.write(rec);
-
-    if (global_step % opts.eval_freq == 0) {
-      const auto t_eval = Clock::now();
-      EvalRecord e;
-      e.step = global_step;
-      e.epoch = rec.epoch;
-      e.tokens_seen = st.tokens_seen;
-      e.train_loss = calc_loss_loader(train_loader, epoch, opts.eval_batches);
-      e.val_loss = calc_loss_loader(val_loader, 0, opts.eval_batches);
-      metrics.write(e);
-      evals.push_back(e);
-      const double eval_s = seconds_since(t_eval);
-      ++ph.evaluations;
-      ph.eval_seconds += eval_s;
-      ph.eval_each_seconds.push_back(eval_s);
-      con.line(fmt::format("Ep {} (Step {:06d}): Train loss {:.3f}, Val loss {:.3f}", epoch + 1,
-                           global_step, e.train_loss, e.val_loss));
-    }
-    const bool epoch_end = st.batch_in_epoch == steps_per_epoch;
-    if (epoch_end || (opts.sample_at_end && st.step == total_steps)) print_sample();
-    if (epoch_end) {
-      ++st.epoch;
-      st.batch_in_epoch = 0;
-    }
-    st.train_seconds = train_seconds_before + seconds_since(t_train);
-    bar.update(st.step, fmt::format("loss {:.3f} | {} tok/s", loss,
-                                    human_count(rec.tokens_per_s, "")));
-
-    const bool want_stop =
-        (stop && stop->load()) || opts.interrupt_after_step == global_step;
-    if (epoch_end || want_stop || st.step == total_steps ||
-        (opts.checkpoint_every > 0 && st.step % opts.checkpoint_every == 0)) {
-      checkpoint();
-    }
-    if (opts.kill_after_step == global_step) std::raise(SIGKILL);
-    if (want_stop && st.step < total_steps) {
-      interrupted = true;
-      break;
-    }
-  }
-  bar.finish();
-  con.bar = nullptr;
-  if (interrupted) {
-    ph.total_seconds = seconds_since(t_start);
-    if (opts.skip_model_writes) {
-      con.line(fmt::format("Interrupted after step {} of {} (no checkpoint: writes are off).",
-                           st.step, total_steps));
-    } else {
-      con.line(fmt::format(
-          "Interrupted after step {} of {}: checkpoint saved. Continue with:\n  llmft finetune "
-          "--resume {}",
-          st.step, total_steps, run.string()));
-    }
-    result.interrupted = true;
-    return result;
-  }
-  const double train_s = st.train_seconds;
-  con.line(fmt::format("Training completed in {:.2f} minutes.", train_s / 60.0));
-
-  // ---- Outputs ----------------------------------------------------------------------------------
-  const fs::path model_dir = run / "model";
-  if (!opts.skip_model_writes) {
-    const auto t_write = Clock::now();
-    write_hf_folder(model_dir, src.cfg, table, model.params());
-    ph.write_seconds += seconds_since(t_write);
-    con.line(fmt::format("Model saved to {}", model_dir.string()));
-  }
-
-  json answers_info = nullptr;
-  if (opts.test_answers && split.test.size() > 0) {
-    const auto t_ans = Clock::now();
-    AnswerOptions a;
-    a.prompt_template = tmpl;
-    a.gen.max_new_tokens = opts.max_new_tokens;
-    a.gen.precision = model.precision();
-    a.gen.batch_size = 8;
-    a.label = "answers";
-    GenerateStats gs;
-    const fs::path answers = run / "test-responses.json";
-    const auto answered = answer_dataset(
-        model, tok,
-        std::span(ds.entries).subspan(split.test.begin, split.test.size()), answers, a, &gs);
-    const size_t n_answers = answered.size();
-    const double ans_s = seconds_since(t_ans);
-    ph.answers_seconds = ans_s;
-    answers_info = {{"file", answers.string()},
-                    {"count", n_answers},
-                    {"seconds", ans_s},
-                    {"new_tokens", gs.new_tokens}};
-    con.line(fmt::format("Answered {} test prompts in {:.1f} s ({} new tokens) -> {}",
-                         n_answers, ans_s, gs.new_tokens, answers.string()));
-  }
-
-  const fs::path plot = run / "loss-plot.svg";
-  {
-    const auto t_write = Clock::now();
-    write_file_atomic(plot, loss_plot_svg(evals, fmt::format("{}: finetuning loss", opts.model)));
-    ph.write_seconds += seconds_since(t_write);
-  }
-  ph.total_seconds = seconds_since(t_start);
-  const bool wrote_model = !opts.skip_model_writes;
-
-  json summary = {
-      {"run_dir", run.string()},
-      {"model",
-       {{"name", opts.model},
-        {"source", src.spec},
-        {"pretrained", src.pretrained},
-        {"fallback_random", src.fallback},
-        {"description", src.description},
-        {"tied", src.cfg.tied},
-        {"parameters", n_params}}},
-      {"steps", st.step},
-      {"epochs", epochs},
-      {"tokens_seen", st.tokens_seen},
-      {"train_seconds", train_s},
-      {"tokens_per_s", train_s > 0 ? static_cast<double>(st.tokens_seen) / train_s : 0.0},
-      {"final_batch_loss", last_loss},
-      {"final_train_loss", evals.empty() ? json(nullptr) : json(evals.back().train_loss)},
-      {"final_val_loss", evals.empty() ? json(nullptr) : json(evals.back().val_loss)},
-      {"first_train_loss", evals.empty() ? json(nullptr) : json(evals.front().train_loss)},
-      {"first_val_loss", evals.empty() ? json(nullptr) : json(evals.front().val_loss)},
-      {"threads", threads},
-      {"precision", opts.precision},
-      {"total_seconds", ph.total_seconds},
-      {"phases", to_json(ph)},
-      {"outputs",
-       {{"model", wrote_model ? json(model_dir.string()) : json(nullptr)},
-        {"test_responses", answers_info},
-        {"metrics", metrics_file.string()},
-        {"loss_plot", plot.string()},
-        {"config", config_file.string()},
-        {"checkpoint", wrote_model ? json((run / "checkpoints").string()) : json(nullptr)}}}};
-  write_file_atomic(run / "summary.json", summary.dump(2) + "\n");
-  result.summary = summary;
-
-  con.line("");
-  con.line(fmt::format("Summary ({}):", run.string()));
-  if (!src.pretrained) {
-    con.line("  NOTE: the model was randomly initialised, NOT pretrained: its answers are not "
-             "meaningful.");
-  }
-  con.line(fmt::format("  model         {}", src.description));
-  con.line(fmt::format("  training      {} steps, {} in {} ({}/s)", st.step,
-                       human_count(double(st.tokens_seen), "tok"), human_duration(train_s),
-                       human_count(summary["tokens_per_s"].get<double>(), "tok")));
-  con.line(fmt::format("  time          steps {}, evaluations {}, samples {}, writes {}{}",
-                       human_duration(ph.train_seconds), human_duration(ph.eval_seconds),
-                       human_duration(ph.sample_seconds), human_duration(ph.write_seconds),
-                       answers_info.is_null()
-                           ? std::string()
-                           : ", test answers " + human_duration(ph.answers_seconds)));
-  if (!evals.empty()) {
-    // Name the evaluation steps: with few evaluations the last one can be far from the end.
-    con.line(fmt::format("  losses        train {:.3f} -> {:.3f}, val {:.3f} -> {:.3f} "
-                         "(evaluations at steps {} and {})",
-                         evals.front().train_loss, evals.back().train_loss,
-                         evals.front().val_loss, evals.back().val_loss, evals.front().step,
-                         evals.back().step));
-  }
-  if (std::isfinite(last_loss)) {
-    con.line(fmt::format("  last batch    loss {:.3f} (the final training batch, before its update)",
-                         last_loss));
-  }
-  if (wrote_model) con.line(fmt::format("  model folder  {}", model_dir.string()));
-  if (!answers_info.is_null()) {
-    con.line(fmt::format("  test answers  {}", answers_info["file"].get<std::string>()));
-  }
-  con.line(fmt::format("  metrics       {}", metrics_file.string()));
-  con.line(fmt::format("  loss plot     {}", plot.string()));
-  con.line(fmt::format("  summary       {}", (run / "summary.json").string()));
-  return result;
+  Finetune run(opts, threads, t_start, std::move(folder), std::move(data), std::move(source),
+               model, con);
+  run.start_or_resume();
+  run.print_header();
+  if (!run.train_loop(stop)) return run.interrupted();
+  run.save_model();
+  run.answer_test_set();
+  run.write_loss_plot();
+  return run.summarise();
 }
 
 }  // namespace llmft

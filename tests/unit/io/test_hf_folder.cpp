@@ -84,13 +84,13 @@ TEST(HfFolder, UntiedRoundTripIsBitIdentical) {
   EXPECT_EQ(entries, 1);
 
   const HfModel m = read_hf_folder(dir / "ckpt");
-  EXPECT_EQ(m.cfg.describe(), cfg.describe());
-  EXPECT_EQ(m.cfg.ln_eps, cfg.ln_eps);
-  EXPECT_EQ(m.cfg.dropout, cfg.dropout);
+  EXPECT_EQ(m.model.config().describe(), cfg.describe());
+  EXPECT_EQ(m.model.config().ln_eps, cfg.ln_eps);
+  EXPECT_EQ(m.model.config().dropout, cfg.dropout);
   EXPECT_FALSE(m.info.lm_head_from_wte);
   EXPECT_TRUE(m.info.prefixed);
-  ASSERT_EQ(m.params.size(), params.size());
-  EXPECT_EQ(std::memcmp(m.params.data(), params.data(), params.size() * 4), 0);
+  ASSERT_EQ(m.model.params().size(), params.size());
+  EXPECT_EQ(std::memcmp(m.model.params().data(), params.data(), params.size() * 4), 0);
   // Tokenizer files are GPT-2's encoder.json / vocab.bpe under Hugging Face's names.
   EXPECT_EQ(read_file(dir / "ckpt" / "vocab.json"), read_file(data_dir() / "gpt2" / "encoder.json"));
   EXPECT_EQ(read_file(dir / "ckpt" / "merges.txt"), read_file(data_dir() / "gpt2" / "vocab.bpe"));
@@ -105,9 +105,9 @@ TEST(HfFolder, TiedRoundTripAndOverwrite) {
   const auto params = fill(table, 2.0f);
   write_hf_folder(dir / "ckpt", cfg, table, params);  // existing folder: files replaced
   const HfModel m = read_hf_folder(dir / "ckpt");
-  EXPECT_TRUE(m.cfg.tied);
-  EXPECT_EQ(m.cfg.dropout, 0.1f);
-  EXPECT_EQ(std::memcmp(m.params.data(), params.data(), params.size() * 4), 0);
+  EXPECT_TRUE(m.model.config().tied);
+  EXPECT_EQ(m.model.config().dropout, 0.1f);
+  EXPECT_EQ(std::memcmp(m.model.params().data(), params.data(), params.size() * 4), 0);
   SafetensorsFile st(dir / "ckpt" / "model.safetensors");
   EXPECT_EQ(st.find("lm_head.weight"), nullptr);  // tied: the head is wte, as in HF's gpt2
 }
@@ -180,7 +180,7 @@ TEST(HfWeights, TiedCheckpointIntoUntiedModelCopiesWte) {
   write_file_atomic(dir / "f" / "config.json", hf_config_json(tiny(true)));
   fs::copy_file(dir / "m.safetensors", dir / "f" / "model.safetensors");
   const HfModel m = read_hf_folder(dir / "f", /*tied=*/false);
-  EXPECT_FALSE(m.cfg.tied);
+  EXPECT_FALSE(m.model.config().tied);
   EXPECT_TRUE(m.info.lm_head_from_wte);
 }
 

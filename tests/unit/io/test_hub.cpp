@@ -209,7 +209,7 @@ TEST_F(Hub, FreshDownloadFillsTheCacheLayout) {
     EXPECT_EQ(e.path().extension(), "") << "left behind: " << e.path();
   // The snapshot is a model folder.
   const HfModel m = read_hf_folder(snap);
-  EXPECT_EQ(m.cfg.describe(), tiny().describe());
+  EXPECT_EQ(m.model.config().describe(), tiny().describe());
   // Downloading again asks for metadata only.
   const size_t requests = server.requests().size();
   EXPECT_EQ(count_gets(server.requests(), "/cdn/"), 1);
@@ -314,7 +314,7 @@ TEST_F(Hub, ResolveModelUsesACacheLeftByPythonWithoutNetwork) {
   }
   write_file_atomic(repo() / "refs" / "main", rev);
   EXPECT_EQ(resolve_model("gpt2", true), repo() / "snapshots" / rev);
-  EXPECT_EQ(read_hf_folder(resolve_model("gpt2", false)).cfg.describe(), tiny().describe());
+  EXPECT_EQ(read_hf_folder(resolve_model("gpt2", false)).model.config().describe(), tiny().describe());
   // refs/main pointing at an incomplete snapshot, then no refs at all: any complete snapshot.
   fs::create_directories(repo() / "snapshots" / "1111111111111111111111111111111111111111");
   write_file_atomic(repo() / "refs" / "main", std::string("1111111111111111111111111111111111111111"));

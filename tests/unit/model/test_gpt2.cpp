@@ -118,8 +118,9 @@ TEST(Gpt2, HeadChunksGiveTheSameResult) {
     EXPECT_NEAR(ra.loss_sum, rb.loss_sum, 1e-5 * ra.loss_sum);  // same rows, fp32 sum order
     a.backward(0.5f);
     b.backward(0.5f);
-    // Chunked sgemm sums the head's dW over rows in another order.
-    EXPECT_TRUE(all_close(b.grads(), a.grads(), 1e-5, 1e-7));
+    // Chunked sgemm sums the head's dW over rows in another order: fp32 rounding of sums of a
+    // few dozen terms of up to ~0.1 (up to ~4e-7 absolute seen on near-zero entries).
+    EXPECT_TRUE(all_close(b.grads(), a.grads(), 1e-5, 1e-6));
   }
 }
 
