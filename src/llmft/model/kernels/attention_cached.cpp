@@ -41,18 +41,6 @@ namespace {
 inline float widen(float x) { return x; }
 inline float widen(bf16 x) { return bf16_to_float(x); }
 
-// exp(sc[t] - max) in place over n scores; returns 1 / their sum.
-inline float softmax_weights(float* sc, int64_t n, float maxv) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t t = 0; t < n; ++t) {
-    const float e = vexp(sc[t] - maxv);
-    sc[t] = e;
-    sum += e;
-  }
-  return 1.0f / sum;
-}
-
 // Heads [h0, h1) of one row at position n - 1: for each head h,
 //   y_h (HS) = softmax(q_h . k_{t,h} / sqrt(HS), t < n) @ v_{t,h}
 // q, y: the row's (C); kc, vc: the stream's cached (n, C) keys and values (position-major, so
@@ -94,7 +82,7 @@ void attend_heads(float* y, const float* q, const T* kc, const T* vc, int64_t n,
     float* s = sc + h * n;
     float maxv = -INFINITY;
     for (int64_t t = 0; t < n; ++t) maxv = std::max(maxv, s[t]);
-    const float inv = softmax_weights(s, n, maxv);
+    const float inv = 1.0f / exp_shifted(s, n, maxv);
 #pragma omp simd
     for (int64_t t = 0; t < n; ++t) s[t] *= inv;
   }

@@ -173,13 +173,7 @@ void flash_forward_task(float* out, uint16_t* out_bf, float* lse, const float* q
         float mx = m[r];
 #pragma omp simd reduction(max : mx)
         for (int j = 0; j < n; ++j) mx = std::max(mx, srow[j]);
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < n; ++j) {
-          const float e = vexp(srow[j] - mx);
-          srow[j] = e;
-          sum += e;
-        }
+        const float sum = exp_shifted(srow, n, mx);
         for (int j = n, ng = group_keys(r & ~3); j < ng; ++j) srow[j] = 0.0f;
         if (c0 > 0) {
           // Earlier blocks were summed against the old max: rescale them.

@@ -37,6 +37,18 @@ inline float vexp(float x) {
   return p * std::bit_cast<float>(bits);
 }
 
+// x[i] = exp(x[i] - shift) in place over n values (a softmax's numerators); returns their sum.
+inline float exp_shifted(float* x, int64_t n, float shift) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) {
+    const float e = vexp(x[i] - shift);
+    x[i] = e;
+    sum += e;
+  }
+  return sum;
+}
+
 // 16 floats in one vector register (one AVX-512 register under -march=native; GCC splits it
 // into narrower registers elsewhere, so the code stays portable). `a * v` broadcasts a float.
 typedef float f32x16 __attribute__((vector_size(64)));
