@@ -4,6 +4,8 @@
 // give the same logits through its own attention and its own products.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <cmath>
 #include <random>
 #include <vector>
@@ -385,4 +387,19 @@ TEST(GenerateBf16, GreedyIndependentOfBatchSizeAndEqualsRecomputeLoop) {
     o.precision = Precision::kBf16;
     EXPECT_EQ(generate(model, prompts, o), want) << "batch size " << bs;
   }
+}
+
+// A thread count given to generate() applies to the call only: the process's setting is restored.
+TEST(Generate, ThreadCountIsRestoredAfterTheCall) {
+  const auto cfg = tiny_config();
+  Gpt2 model = random_model(cfg, 3);
+  const int before = omp_get_max_threads();
+  GenerateOptions o;
+  o.max_new_tokens = 3;
+  o.threads = before + 1;
+  int during = 0;
+  o.on_token = [&](size_t, int32_t) { during = omp_get_max_threads(); };
+  generate(model, random_prompts({4}, static_cast<int32_t>(cfg.V), 1), o);
+  EXPECT_EQ(during, before + 1);
+  EXPECT_EQ(omp_get_max_threads(), before);
 }
