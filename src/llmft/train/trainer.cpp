@@ -37,6 +37,7 @@
 #include "llmft/train/metrics.h"
 #include "llmft/train/model_source.h"
 #include "llmft/train/plot.h"
+#include "llmft/train/run_setup.h"
 #include "llmft/train/schedule.h"
 
 namespace llmft {
@@ -49,15 +50,6 @@ namespace {
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-std::string timestamp_name() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  localtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return buf;
 }
 
 // Log lines go to stdout; the progress bar (stderr) is cleared first so they print above it.
@@ -92,67 +84,6 @@ LossResult run_batch(Gpt2& model, const Batch& b, std::optional<float> dloss) {
   }
   return dloss ? model.forward_backward(b.packed_inputs, b.packed_targets, off, *dloss)
                : model.forward(b.packed_inputs, b.packed_targets, off, /*training=*/false);
-}
-
-// ---- Steps before the model -------------------------------------------------------------------
-
-// The run folder and, resuming, what the run recorded there.
-struct RunFolder {
-  fs::path dir, config_file, metrics_file;
-  bool resuming = false;
-  json saved_config;                   // resuming: the run's config.json
-  std::optional<fs::path> checkpoint;  // resuming: the checkpoint to continue from
-};
-
-RunFolder resolve_run_folder(const FinetuneOptions& opts, const fs::path& resume_dir) {
-  RunFolder f;
-  f.resuming = !resume_dir.empty();
-  f.dir = f.resuming ? resume_dir
-                     : (opts.output.empty() ? fs::path("runs") / timestamp_name() : opts.output);
-  f.config_file = f.dir / "config.json";
-  f.metrics_file = f.dir / "metrics.jsonl";
-  std::error_code ec;
-  if (!f.resuming && fs::exists(f.config_file, ec)) {
-    throw UsageError(
-        fmt::format("{} already holds a finetuning run", f.dir.string()),
-        "continue it with --resume " + f.dir.string() + ", or choose another --output");
-  }
-  if (f.resuming) {
-    f.saved_config = json::parse(read_file(f.config_file), nullptr, false);
-    f.checkpoint = latest_checkpoint(f.dir);
-    if (!f.checkpoint) {
-      throw Error(fmt::format("{}: no checkpoint to resume from", f.dir.string()),
-                  "the run stopped before its first checkpoint; start it again");
-    }
-  }
-  return f;
-}
-
-// The dataset, its 85/10/5 split, and (once the model's tokenizer is known) its tokens.
-struct RunData {
-  PromptTemplate tmpl = PromptTemplate::kAlpaca;
-  InstructionDataset ds;
-  DatasetSplits split;
-  TokenizedDataset tokens;
-};
-
-// Loads and splits the dataset; the splits must hold a training batch and a validation entry.
-RunData load_data(const FinetuneOptions& opts) {
-  RunData d;
-  d.tmpl = parse_template(opts.prompt_template);
-  d.ds = load_dataset(opts.data_path());
-  d.split = split_dataset(d.ds.size());
-  if (d.split.train.size() < static_cast<size_t>(opts.batch_size)) {
-    throw UsageError(fmt::format("{}: the train split has {} entries, fewer than --batch-size {}",
-                                 opts.data_path().string(), d.split.train.size(), opts.batch_size),
-                     "use a smaller --batch-size or a bigger dataset");
-  }
-  if (d.split.val.size() == 0) {
-    throw UsageError(fmt::format("{}: {} entries leave an empty validation split",
-                                 opts.data_path().string(), d.ds.size()),
-                     "the 85/10/5 split needs at least 2 entries for validation; use more data");
-  }
-  return d;
 }
 
 // A new run's model from opts.model; a resumed run's from its record (weights: the checkpoint).
