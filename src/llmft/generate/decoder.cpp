@@ -32,7 +32,6 @@ Decoder::Decoder(Gpt2& model, int64_t B, int64_t Tcap, Precision precision)
       kernels::attention_cached_scratch_size(omp_get_max_threads(), cfg.NH, Tcap)));
   ids_.resize(n);
   pos_.resize(n);
-  pos64_.resize(n);
   row_stream_.resize(n);
   last_.resize(b * static_cast<size_t>(C_));
   last_bf_.resize(precision == Precision::kBf16 ? b * static_cast<size_t>(C_) : 0);
@@ -108,14 +107,13 @@ void Decoder::pass(std::span<const DecodeChunk> chunks, std::span<const int64_t>
     for (size_t i = 0; i < ch.tokens.size(); ++i, ++N) {
       const auto r = static_cast<size_t>(N);
       ids_[r] = ch.tokens[i];
-      pos64_[r] = p0 + static_cast<int64_t>(i);
-      pos_[r] = static_cast<int32_t>(pos64_[r]);
+      pos_[r] = static_cast<int32_t>(p0 + static_cast<int64_t>(i));
       row_stream_[r] = ch.stream;
     }
   }
   const auto n = static_cast<size_t>(N);
   model_.forward_cached(acts_, cache_, std::span(ids_).first(n), std::span(pos_).first(n),
-                        std::span(pos64_).first(n), std::span(row_stream_).first(n), scores_,
+                        std::span(row_stream_).first(n), scores_,
                         precision_);
   for (const auto& ch : chunks) len_[static_cast<size_t>(ch.stream)] += static_cast<int64_t>(ch.tokens.size());
   // The output head only for the rows whose logits are wanted: each chunk's last row.

@@ -56,10 +56,10 @@ class Decoder {
   Activations acts_;           // one layer's worth for Nmax_ rows
   std::vector<int64_t> len_;   // (B) tokens held per stream
   std::vector<float> scores_;  // the cached attention's scratch
-  // Per pass: token, position (both widths) and stream of each row; the final hidden rows
+  // Per pass: token, position and stream of each row; the final hidden rows
   // (B, C), their bf16 rounding, and their logits (B, V).
   std::vector<int32_t> ids_, pos_;
-  std::vector<int64_t> pos64_, row_stream_;
+  std::vector<int64_t> row_stream_;
   std::vector<float> last_, head_out_;
   std::vector<kernels::bf16> last_bf_;
   std::vector<char> seen_;

@@ -109,26 +109,29 @@ void Gpt2::init_random(uint64_t seed) {
   if (!cfg_.tied) normal(w_.lm_head, 0.02);
 }
 
-void Gpt2::prepare_bf16(Pass pass) {
-  if (bf16_version_ == version_ && bf16_pass_ == pass && head_.has_bf16(pass)) return;
-  profile::Scope ps("bf16_weights");
-  for (BlockLinears& k : lin_) {
-    k.c_attn.refresh_bf16(pass);
-    k.attn_proj.refresh_bf16(pass);
-    k.c_fc.refresh_bf16(pass);
-    k.mlp_proj.refresh_bf16(pass);
+template <typename Self, typename F>
+void Gpt2::each_linear(Self& self, F&& f) {
+  for (auto& k : self.lin_) {
+    f(k.c_attn);
+    f(k.attn_proj);
+    f(k.c_fc);
+    f(k.mlp_proj);
   }
-  head_.refresh_bf16(pass);
+  f(self.head_);
+}
+
+void Gpt2::prepare_bf16(Pass pass) {
+  if (bf16_version_ == version_ && bf16_pass_ == pass) return;
+  profile::Scope ps("bf16_weights");
+  each_linear(*this, [&](Linear& k) { k.refresh_bf16(pass); });
   bf16_version_ = version_;
   bf16_pass_ = pass;
   ++bf16_refreshes_;
 }
 
 int64_t Gpt2::bf16_bytes() const {
-  int64_t n = head_.bf16_bytes();
-  for (const BlockLinears& k : lin_)
-    n += k.c_attn.bf16_bytes() + k.attn_proj.bf16_bytes() + k.c_fc.bf16_bytes() +
-         k.mlp_proj.bf16_bytes();
+  int64_t n = 0;
+  each_linear(*this, [&](const Linear& k) { n += k.bf16_bytes(); });
   return n;
 }
 
@@ -136,14 +139,8 @@ void Gpt2::set_precision(Precision p) {
   if (p == precision_) return;
   precision_ = p;
   if (!lowp()) {
-    for (BlockLinears& k : lin_) {
-      k.c_attn.free_bf16();
-      k.attn_proj.free_bf16();
-      k.c_fc.free_bf16();
-      k.mlp_proj.free_bf16();
-    }
-    head_.free_bf16();
-    bf16_version_ = 0;
+    each_linear(*this, [](Linear& k) { k.free_bf16(); });
+    bf16_version_ = 0;  // stale: the next bf16 forward rebuilds the copies
   }
   cap_tokens_ = 0;  // the next reserve/forward re-lays the arena
 }
@@ -474,8 +471,7 @@ void Gpt2::forward_logits(std::span<float> logits, std::span<const int32_t> inpu
 }
 
 void Gpt2::forward_cached(Activations& A, const KvCache& cache, std::span<const int32_t> ids,
-                          std::span<const int32_t> pos, std::span<const int64_t> pos64,
-                          std::span<const int64_t> stream, std::span<float> scratch,
+                          std::span<const int32_t> pos, std::span<const int64_t> stream, std::span<float> scratch,
                           Precision prec) {
   const int64_t N = static_cast<int64_t>(ids.size()), C = cfg_.C, NH = cfg_.NH;
   LLMFT_CHECK(A.rows() >= N, "activations for {} rows, need {}", A.rows(), N);
@@ -484,7 +480,7 @@ void Gpt2::forward_cached(Activations& A, const KvCache& cache, std::span<const 
     bias_attention_cached_forward(a.atty.first(n * C),
                                   a.atty_bf.empty() ? a.atty_bf : a.atty_bf.first(n * C),
                                   a.qkv.first(n * 3 * C), w_.h[static_cast<size_t>(l)].c_attn.b,
-                                  cache, l, stream, pos64, scratch, n, C, NH);
+                                  cache, l, stream, pos, scratch, n, C, NH);
   });
 }
 

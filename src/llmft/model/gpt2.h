@@ -89,7 +89,7 @@ class Gpt2 {
   // caller's arena (reserve(..., keep_layers = false, ...)); scratch: the cached attention's.
   void forward_cached(Activations& acts, const kernels::KvCache& cache,
                       std::span<const int32_t> ids, std::span<const int32_t> pos,
-                      std::span<const int64_t> pos64, std::span<const int64_t> stream,
+                      std::span<const int64_t> stream,
                       std::span<float> scratch, Precision p);
   // logits (R, V) = x (R, C) @ head^T: hidden rows after ln_f through the output head.
   void head_logits(std::span<float> logits, Act x, int64_t R, Precision p, Pass pass);
@@ -149,6 +149,10 @@ class Gpt2 {
   uint64_t site_seed(int64_t layer, int site) const;
   bool lowp() const { return precision_ == Precision::kBf16; }
   void bind_linears();
+  // f(linear) for every linear layer of `self` (a Gpt2, const or not): the four of each block,
+  // then the head.
+  template <typename Self, typename F>
+  static void each_linear(Self& self, F&& f);
   // x as an Act: in bf16 also its rounding, written into buf.
   Act round(std::span<const float> x, std::span<kernels::bf16> buf) const;
   std::span<float> work(int64_t offset, int64_t n) {

@@ -107,6 +107,15 @@ void Gpt2::backward_block(int64_t l, float p) {
   auto rounded = [&](std::span<const float> x) {
     return round(x, bf ? bwork(boff_dout_, static_cast<int64_t>(x.size())) : std::span<bf16>{});
   };
+  // y = x @ W for a product whose input gradient starts here: dc = d(x), dW += x^T d(y).
+  auto linear_backward = [&](const char* scope, const Linear& lin, std::span<const float> dy,
+                             Act x) {
+    zero(dc);
+    profile::Scope ps(scope);
+    const Act d = rounded(dy);
+    lin.backward_input(dc, d, N, prec);
+    lin.backward_weights(d, x, N, prec);
+  };
 
   // branch = fc_act @ mlp.c_proj.W: first d(fc_act), then (once gelu is recomputed) dW
   const Act dbr_act = rounded(dbr);
@@ -126,13 +135,7 @@ void Gpt2::backward_block(int64_t l, float p) {
     profile::Scope ps("bwd.matmul_fcproj");
     k.mlp_proj.backward_weights(dbr_act, {fc_act, fc_act_bf}, N, prec);
   }
-  zero(dc);
-  {
-    profile::Scope ps("bwd.matmul_fc");
-    const Act dfch = rounded(dfc);
-    k.c_fc.backward_input(dc, dfch, N, prec);
-    k.c_fc.backward_weights(dfch, {a.ln2, a.ln2_bf}, N, prec);
-  }
+  linear_backward("bwd.matmul_fc", k.c_fc, dfc, {a.ln2, a.ln2_bf});
   // ln2 = LN(res2), res2 = res + drop(attproj branch + attn.c_proj.b); dres holds d(res2)
   // through the residual path and becomes d(res)
   {
@@ -143,13 +146,7 @@ void Gpt2::backward_block(int64_t l, float p) {
                                 a.ln2_rstd.first(N), N, C, p, site_seed(l, kDropAttProj));
   }
   // branch = atty @ attn.c_proj.W
-  zero(dc);
-  {
-    profile::Scope ps("bwd.matmul_attproj");
-    const Act d = rounded(dbr);
-    k.attn_proj.backward_input(dc, d, N, prec);
-    k.attn_proj.backward_weights(d, {a.atty, a.atty_bf}, N, prec);
-  }
+  linear_backward("bwd.matmul_attproj", k.attn_proj, dbr, {a.atty, a.atty_bf});
   // atty = attention(qkv + c_attn.b)
   zero(dqkv);
   {
@@ -160,13 +157,7 @@ void Gpt2::backward_block(int64_t l, float p) {
                              off, N, C, NH, p, site_seed(l, kDropAtt));
   }
   // qkv = ln1 @ c_attn.W
-  zero(dc);
-  {
-    profile::Scope ps("bwd.matmul_qkv");
-    const Act d = rounded(dqkv);
-    k.c_attn.backward_input(dc, d, N, prec);
-    k.c_attn.backward_weights(d, {a.ln1, a.ln1_bf}, N, prec);
-  }
+  linear_backward("bwd.matmul_qkv", k.c_attn, dqkv, {a.ln1, a.ln1_bf});
   // ln1 = LN(res); dres becomes d(res)
   profile::Scope ps("bwd.layernorm_residual");
   if (l > 0) {

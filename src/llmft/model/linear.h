@@ -62,7 +62,6 @@ class Linear {
   // Kept one at a time (the other is freed): `refresh` rebuilds the one `pass` needs from W.
   void refresh_bf16(Pass pass);
   void free_bf16();
-  bool has_bf16(Pass pass) const { return pass == Pass::kTrain ? !plain_.empty() : packed_ != nullptr; }
   int64_t bf16_bytes() const;
   std::span<const kernels::bf16> plain_bf16() const { return plain_; }
 

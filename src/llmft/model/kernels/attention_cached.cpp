@@ -127,7 +127,7 @@ inline void store(bf16* dst, const float* src, int64_t n) {
 template <typename T>
 void cached_forward(std::span<float> out, std::span<bf16> out_bf, std::span<float> qkv,
                     std::span<const float> bias, const KvCache& cache, int64_t l,
-                    std::span<const int64_t> stream, std::span<const int64_t> pos,
+                    std::span<const int64_t> stream, std::span<const int32_t> pos,
                     std::span<float> scratch, int64_t N, int64_t C, int64_t NH) {
   const int64_t HS = C / NH, Tcap = cache.capacity();
   // qkv += bias; the new keys and values at their positions.
@@ -170,7 +170,7 @@ void cached_forward(std::span<float> out, std::span<bf16> out_bf, std::span<floa
 void bias_attention_cached_forward(std::span<float> out, std::span<bf16> out_bf,
                                    std::span<float> qkv, std::span<const float> bias,
                                    const KvCache& cache, int64_t l,
-                                   std::span<const int64_t> stream, std::span<const int64_t> pos,
+                                   std::span<const int64_t> stream, std::span<const int32_t> pos,
                                    std::span<float> scratch, int64_t N, int64_t C, int64_t NH) {
   check_size(out, N * C, "cached attention out");
   if (!out_bf.empty()) check_size(out_bf, N * C, "cached attention out_bf");

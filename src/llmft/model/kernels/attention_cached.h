@@ -43,7 +43,7 @@ int64_t attention_cached_scratch_size(int64_t threads, int64_t NH, int64_t Tcap)
 void bias_attention_cached_forward(std::span<float> out, std::span<bf16> out_bf,
                                    std::span<float> qkv, std::span<const float> bias,
                                    const KvCache& cache, int64_t l,
-                                   std::span<const int64_t> stream, std::span<const int64_t> pos,
+                                   std::span<const int64_t> stream, std::span<const int32_t> pos,
                                    std::span<float> scratch, int64_t N, int64_t C, int64_t NH);
 
 }  // namespace llmft::kernels
