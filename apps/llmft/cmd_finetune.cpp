@@ -118,6 +118,22 @@ Runner setup(CLI::App& app) {
   add(app.add_option("--checkpoint-every", o->checkpoint_every,
                      "Also checkpoint every N optimizer steps (0 = at the end of each epoch and "
                      "on Ctrl-C only)"));
+  add(app.add_flag("--lora", o->lora,
+                   "Train LoRA adapters beside the frozen model instead of the model itself "
+                   "(far less memory and time; the run writes adapter/ in PEFT's layout)"));
+  add(app.add_option("--lora-rank", o->lora_rank, "LoRA rank r of each adapter"));
+  add(app.add_option("--lora-alpha", o->lora_alpha,
+                     "LoRA alpha: adapters are scaled by alpha / rank, as PEFT does"));
+  add(app.add_option("--lora-dropout", o->lora_dropout,
+                     "Dropout on each adapter's input while training (PEFT's lora_dropout)"));
+  add(app.add_option("--lora-targets", o->lora_targets,
+                     "Layers that get adapters: c_attn, attn.c_proj, c_fc, mlp.c_proj, head "
+                     "(c_proj: both projections; all: every one)"));
+  add(app.add_option("--adapter", o->adapter,
+                     "With --lora: continue training this adapter folder (PEFT layout; its rank, "
+                     "alpha and targets replace the --lora-* options)"));
+  add(app.add_flag("--merge", o->merge,
+                   "With --lora: also write the merged full model (model/) beside adapter/"));
   add(app.add_option("--max-new-tokens", o->max_new_tokens,
                      "Token limit for each test-set answer"));
   add(app.add_flag("--no-test-answers", *no_test_answers,
@@ -171,6 +187,12 @@ Runner setup(CLI::App& app) {
       opts.test_answers = !*no_test_answers;
       opts.allow_download = !*offline;
       opts.offline_fallback = !*no_fallback;
+      if (!opts.adapter.empty()) {
+        for (const char* flag : {"--lora-rank", "--lora-alpha", "--lora-dropout", "--lora-targets"})
+          if (app.count(flag))
+            throw UsageError(fmt::format("{} cannot be combined with --adapter", flag),
+                             "the adapter's own settings are used; leave the option out");
+      }
     }
     opts.validate();
     g_stop.store(false);

@@ -74,6 +74,34 @@ void write_file_atomic(const fs::path& path, std::string_view bytes) {
   });
 }
 
+void write_folder_atomic(const fs::path& dir, const std::function<void(const fs::path&)>& fill) {
+  std::error_code ec;
+  const bool fresh = !fs::exists(dir, ec);
+  fs::path out = dir;
+  if (fresh) {
+    const fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
+    std::random_device rd;
+    out = parent / fmt::format(".{}.tmp{:08x}", dir.filename().string(), rd());
+    fs::create_directories(out, ec);
+    if (ec) throw Error(fmt::format("{}: cannot create folder: {}", out.string(), ec.message()));
+  } else if (!fs::is_directory(dir, ec)) {
+    throw Error(fmt::format("{}: exists and is not a folder", dir.string()));
+  }
+  try {
+    fill(out);
+    if (fresh) {
+      fs::rename(out, dir, ec);
+      if (ec) {
+        throw Error(fmt::format("{}: cannot move the finished folder into place: {}", dir.string(),
+                                ec.message()));
+      }
+    }
+  } catch (...) {
+    if (fresh) fs::remove_all(out, ec);
+    throw;
+  }
+}
+
 void check_output_path(const fs::path& path, std::initializer_list<fs::path> inputs) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {

@@ -22,6 +22,12 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view bytes
 void write_file_atomic(const std::filesystem::path& path,
                        const std::function<void(std::ostream&)>& writer);
 
+// Writes a folder of files: `fill(out)` writes them into `out`. A new folder is built beside
+// `dir` and renamed into place (removed again on failure); an existing one is filled in place,
+// each file replaced atomically (fill should write its key file last). Throws Error naming it.
+void write_folder_atomic(const std::filesystem::path& dir,
+                         const std::function<void(const std::filesystem::path& out)>& fill);
+
 // Fails early (before hours of work) unless `path` can be written atomically: not a folder, not
 // the same file as any of `inputs`, and its folder exists (or can be created) and takes a new file.
 void check_output_path(const std::filesystem::path& path,

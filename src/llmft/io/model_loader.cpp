@@ -5,6 +5,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/io/hub.h"
+#include "llmft/io/peft.h"
 
 namespace llmft {
 
@@ -98,7 +99,8 @@ LoadedModel folder_model(const std::string& spec, const fs::path& dir,
 
 }  // namespace
 
-LoadedModel load_model(const std::string& spec, const ModelLoadOptions& opts) {
+// The model as `spec` names it, without an adapter.
+LoadedModel load_base(const std::string& spec, const ModelLoadOptions& opts) {
   if (opts.allow_random && spec.starts_with("random:")) return random_model(spec.substr(7), opts);
   const std::optional<fs::path> dir = resolve_or_fall_back(spec, opts);
   if (!dir) {
@@ -107,6 +109,20 @@ LoadedModel load_model(const std::string& spec, const ModelLoadOptions& opts) {
     return m;
   }
   return folder_model(spec, *dir, opts);
+}
+
+LoadedModel load_model(const std::string& spec, const ModelLoadOptions& opts) {
+  LoadedModel m = load_base(spec, opts);
+  if (!opts.adapter.empty()) {
+    PeftAdapter a = read_peft_adapter(opts.adapter, m.cfg());
+    m.lora = std::move(a.lora);
+    m.model->set_lora(m.lora.get());
+    m.adapter_dir = opts.adapter;
+    const LoraConfig& lc = m.lora->config();
+    m.description += fmt::format(" + LoRA adapter {} (rank {}, alpha {:g})", opts.adapter.string(),
+                                 lc.rank, lc.alpha);
+  }
+  return m;
 }
 
 }  // namespace llmft

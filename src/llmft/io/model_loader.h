@@ -39,6 +39,8 @@ struct ModelLoadOptions {
   // Overrides the configuration's dropout (a folder's resid_pdrop; 0 for a random model).
   std::optional<float> dropout;
   TokenizerSource tokenizer = TokenizerSource::kFolderOrBundled;
+  // A LoRA adapter folder (PEFT's layout, io/peft.h) attached to the model; empty: none.
+  std::filesystem::path adapter;
   std::function<void(const std::string&)> log;  // human-readable notices; empty: none
 };
 
@@ -56,6 +58,8 @@ struct LoadedModel {
   bool pretrained = false;    // false: random initialisation
   bool fallback = false;      // the named model was unavailable; this is random:small instead
   LoadInfo info;              // what reading the weights found (default for a random model)
+  std::unique_ptr<Lora> lora;           // the attached adapter (ModelLoadOptions::adapter), or null
+  std::filesystem::path adapter_dir;    // where it was read from
 };
 
 // Resolves `spec` (see above; folders and names through io's resolve_model) and loads the

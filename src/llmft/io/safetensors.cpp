@@ -347,4 +347,30 @@ void write_safetensors(const fs::path& path, const std::vector<TensorToWrite>& t
   });
 }
 
+std::vector<TensorToWrite> table_tensors(const TensorTable& table, std::span<const float> flat,
+                                         const std::string& prefix) {
+  LLMFT_CHECK(static_cast<int64_t>(flat.size()) >= table.total(), "buffer of {} floats, need {}",
+              flat.size(), table.total());
+  std::vector<TensorToWrite> out;
+  for (const auto& s : table.specs())
+    out.push_back({prefix + table.file_name(s), s.shape, table.view(flat, s)});
+  return out;
+}
+
+void read_table(const SafetensorsFile& st, const TensorTable& table, std::span<float> flat,
+                const std::string& prefix) {
+  LLMFT_CHECK(static_cast<int64_t>(flat.size()) >= table.total(), "buffer of {} floats, need {}",
+              flat.size(), table.total());
+  for (const auto& spec : table.specs()) {
+    const std::string name = prefix + table.file_name(spec);
+    const TensorInfo* t = st.find(name);
+    if (!t || t->shape != spec.shape) {
+      throw Error(fmt::format("{}: tensor '{}' is {}", st.path().string(), name,
+                              t ? "of another shape than expected" : "missing"),
+                  "the file does not belong to this model");
+    }
+    st.read_f32(*t, table.view(flat, spec));
+  }
+}
+
 }  // namespace llmft

@@ -39,42 +39,51 @@ void visit(Gpt2Tensors<T>& t, const Gpt2Config& cfg, F&& f) {
 
 }  // namespace
 
-ParamTable::ParamTable(const Gpt2Config& cfg) : cfg_(cfg) {
-  cfg.validate();
-  Gpt2Tensors<float> unbound;
-  visit(unbound, cfg, [&](std::string name, std::vector<int64_t> shape, std::span<float>&) {
-    ParamSpec s;
-    s.name = std::move(name);
-    s.numel = 1;
-    for (int64_t d : shape) s.numel *= d;
-    s.shape = std::move(shape);
-    // Every tensor 64-byte aligned inside the flat buffer (16 floats) for vector loads.
-    s.offset = (total_ + 15) / 16 * 16;
-    total_ = s.offset + s.numel;
-    specs_.push_back(std::move(s));
-  });
+const ParamSpec& TensorTable::add(std::string name, std::vector<int64_t> shape) {
+  ParamSpec s;
+  s.name = std::move(name);
+  s.numel = 1;
+  for (int64_t d : shape) s.numel *= d;
+  s.shape = std::move(shape);
+  // Every tensor 64-byte aligned inside the flat buffer (16 floats) for vector loads.
+  s.offset = (total_ + 15) / 16 * 16;
+  total_ = s.offset + s.numel;
+  specs_.push_back(std::move(s));
+  return specs_.back();
 }
 
-int64_t ParamTable::numel() const {
+int64_t TensorTable::numel() const {
   int64_t n = 0;
   for (const auto& s : specs_) n += s.numel;
   return n;
 }
 
-const ParamSpec* ParamTable::find(const std::string& name) const {
+const ParamSpec* TensorTable::find(const std::string& name) const {
   for (const auto& s : specs_)
     if (s.name == name) return &s;
   return nullptr;
 }
 
+ParamTable::ParamTable(const Gpt2Config& cfg) : cfg_(cfg) {
+  cfg.validate();
+  Gpt2Tensors<float> unbound;
+  visit(unbound, cfg, [&](std::string name, std::vector<int64_t> shape, std::span<float>&) {
+    add(std::move(name), std::move(shape));
+  });
+}
+
+std::string ParamTable::file_name(const ParamSpec& s) const {
+  return s.name == "lm_head.weight" ? s.name : "transformer." + s.name;
+}
+
 template <typename T>
 Gpt2Tensors<T> ParamTable::bind_impl(std::span<T> flat) const {
-  LLMFT_CHECK(static_cast<int64_t>(flat.size()) >= total_, "flat buffer has {} floats, need {}",
-              flat.size(), total_);
+  LLMFT_CHECK(static_cast<int64_t>(flat.size()) >= total(), "flat buffer has {} floats, need {}",
+              flat.size(), total());
   Gpt2Tensors<T> t;
   size_t i = 0;
   visit(t, cfg_, [&](const std::string&, const std::vector<int64_t>&, std::span<T>& field) {
-    const ParamSpec& s = specs_[i++];
+    const ParamSpec& s = specs()[i++];
     field = flat.subspan(static_cast<size_t>(s.offset), static_cast<size_t>(s.numel));
   });
   if (cfg_.tied) t.lm_head = t.wte;

@@ -48,20 +48,19 @@ struct ParamSpec {
   int64_t numel = 0;
 };
 
-class ParamTable {
+// Named tensors laid out in one flat float buffer, each 64-byte aligned: the parameters a
+// trainer updates (the whole model, or LoRA's adapters), their gradients and AdamW's m and v
+// share it, and checkpoints write it tensor by tensor.
+class TensorTable {
  public:
-  explicit ParamTable(const Gpt2Config& cfg);
-  const Gpt2Config& config() const { return cfg_; }
-  // Checkpoint order: wte, wpe, h.0.ln_1.weight ... h.{L-1}.mlp.c_proj.bias, ln_f, lm_head.
+  virtual ~TensorTable() = default;
   const std::vector<ParamSpec>& specs() const { return specs_; }
-  int64_t total() const { return total_; }  // floats in the flat buffer (64-byte aligned tensors)
-  int64_t numel() const;                    // parameters (total() without alignment padding)
-  // By file name; nullptr when there is no such tensor (the file formats' lookup).
+  int64_t total() const { return total_; }  // floats in the flat buffer (with alignment padding)
+  int64_t numel() const;                    // elements (total() without the padding)
+  // By name; nullptr when there is no such tensor (the file formats' lookup).
   const ParamSpec* find(const std::string& name) const;
-
-  // The typed view of a flat buffer laid out by this table (params, grads, m or v).
-  Gpt2Tensors<float> bind(std::span<float> flat) const;
-  Gpt2Tensors<const float> bind(std::span<const float> flat) const;
+  // The name a tensor has in a safetensors file (checkpoints); the table name by default.
+  virtual std::string file_name(const ParamSpec& s) const { return s.name; }
 
   std::span<float> view(std::span<float> flat, const ParamSpec& s) const {
     return flat.subspan(static_cast<size_t>(s.offset), static_cast<size_t>(s.numel));
@@ -70,12 +69,31 @@ class ParamTable {
     return flat.subspan(static_cast<size_t>(s.offset), static_cast<size_t>(s.numel));
   }
 
+ protected:
+  const ParamSpec& add(std::string name, std::vector<int64_t> shape);
+
+ private:
+  std::vector<ParamSpec> specs_;
+  int64_t total_ = 0;
+};
+
+// GPT-2's tensors with Hugging Face's names (without "transformer.").
+class ParamTable : public TensorTable {
+ public:
+  explicit ParamTable(const Gpt2Config& cfg);
+  const Gpt2Config& config() const { return cfg_; }
+  // Checkpoint order: wte, wpe, h.0.ln_1.weight ... h.{L-1}.mlp.c_proj.bias, ln_f, lm_head.
+  // In files the body carries "transformer." (as GPT2LMHeadModel saves it), lm_head does not.
+  std::string file_name(const ParamSpec& s) const override;
+
+  // The typed view of a flat buffer laid out by this table (params, grads, m or v).
+  Gpt2Tensors<float> bind(std::span<float> flat) const;
+  Gpt2Tensors<const float> bind(std::span<const float> flat) const;
+
  private:
   template <typename T>
   Gpt2Tensors<T> bind_impl(std::span<T> flat) const;
   Gpt2Config cfg_;
-  std::vector<ParamSpec> specs_;
-  int64_t total_ = 0;
 };
 
 }  // namespace llmft
