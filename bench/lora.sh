@@ -15,7 +15,7 @@ while (($#)); do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-bin=build/release/bench/bench_train_step
+bin=${BENCH_BIN:-build/release/bench/bench_train_step}  # BENCH_BIN: another build of it
 [ -x "$bin" ] || { cmake --preset release >/dev/null && cmake --build --preset release --target bench_train_step; }
 out=$(mktemp)
 for ((i = 0; i < repeats; i++)); do

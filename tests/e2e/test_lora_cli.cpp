@@ -50,7 +50,7 @@ std::vector<float> adapter_params(const fs::path& dir) {
 // The tiny base model as a folder (a 0-step full run writes it with the run's seed).
 fs::path base_folder(const fs::path& root) {
   const auto r = test::run_llmft({"finetune", "--model", "random:tiny", "--data",
-                                  tiny_data().string(), "--max-steps", "1", "--lr", "0",
+                                  tiny_data().string(), "--max-steps", "1", "--lr", "1e-9",
                                   "--weight-decay", "0", "--untied", "--no-test-answers",
                                   "--sample-tokens", "0", "--no-judge", "--threads", "2",
                                   "--output", (root / "base").string()});
