@@ -144,7 +144,8 @@ int run(const Options& o) {
   const serve::EngineStats s = engine.stats();
   std::printf("served %lld requests (%lld cancelled by their clients, %lld refused as busy): "
               "%lld prompt tokens, %lld new tokens\n",
-              static_cast<long long>(s.completed), static_cast<long long>(s.cancelled),
+              static_cast<long long>(s.completed + s.cancelled),
+              static_cast<long long>(s.cancelled),
               static_cast<long long>(s.rejected), static_cast<long long>(s.prompt_tokens),
               static_cast<long long>(s.new_tokens));
   return 0;

@@ -242,7 +242,7 @@ GenRequest parse_request(Route route, std::string_view body, const ServedModel& 
   json j;
   try {
     j = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e400
     bad(fmt::format("invalid JSON body: {}", e.what()));
   }
   if (!j.is_object()) bad(fmt::format("the body must be a JSON object, got {}", type_name(j)));
