@@ -10,23 +10,23 @@ import {chromium} from "playwright-core";
 import {startServer, waitForStats} from "./server.mjs";
 
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-let srv, browser, page, profile;
+let srv, context, page, profile;
 
 before(async () => {
   srv = await startServer(["--max-tokens", "100000"]);
   profile = fs.mkdtempSync(path.join(os.tmpdir(), "llmft-chromium-"));
-  browser = await chromium.launch({
+  // A fresh profile folder (playwright passes it as --user-data-dir).
+  context = await chromium.launchPersistentContext(profile, {
     executablePath,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           `--user-data-dir=${profile}`],
+           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
-  page = await browser.newPage();
+  page = context.pages()[0] ?? await context.newPage();
   await page.goto(srv.url + "/");
 });
 
 after(async () => {
-  await browser?.close();
+  await context?.close();
   fs.rmSync(profile, {recursive: true, force: true});
   assert.equal(await srv.stop(), 0, srv.errors());
 });
