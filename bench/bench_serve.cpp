@@ -2,7 +2,7 @@
 // from /api/generate of an in-process server (the library's Engine + Server, real HTTP over
 // 127.0.0.1 through libcurl). One JSON line per N: total new tokens per second of wall time,
 // time to the first streamed piece (median and max over the clients), and the throughput ratio
-// against one client measured in the same run.
+// against one client measured in the same run (repeats alternate between the client counts).
 //   bench_serve [--model random:gpt2-medium] [--clients 1,4,16] [--new-tokens 64]
 //               [--precision fp32|bf16] [--threads 0] [--repeats 3]
 // --model takes a folder, a name in the Hugging Face cache (gpt2-medium) or random:<preset>
@@ -78,12 +78,18 @@ int main(int argc, char** argv) {
   int threads = 0, repeats = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--model") model_spec = v;
-    else if (k == "--clients") clients_arg = v;
-    else if (k == "--new-tokens") new_tokens = std::stoll(v);
-    else if (k == "--precision") precision = v;
-    else if (k == "--threads") threads = std::stoi(v);
-    else if (k == "--repeats") repeats = std::stoi(v);
+    if (k == "--model")
+      model_spec = v;
+    else if (k == "--clients")
+      clients_arg = v;
+    else if (k == "--new-tokens")
+      new_tokens = std::stoll(v);
+    else if (k == "--precision")
+      precision = v;
+    else if (k == "--threads")
+      threads = std::stoi(v);
+    else if (k == "--repeats")
+      repeats = std::stoi(v);
     else {
       fmt::print(stderr, "unknown option {}\n", k);
       return 2;
@@ -130,47 +136,58 @@ int main(int argc, char** argv) {
         c + 1));
   utsname u{};
   uname(&u);
-  fmt::print("{{\"context\": \"bench_serve\", \"model\": \"{}\", \"precision\": \"{}\", "
-             "\"new_tokens\": {}, \"threads\": {}, \"repeats\": {}, \"host\": \"{} {}\", "
-             "\"cores\": {}}}\n",
-             m.description, precision, new_tokens, threads, repeats, u.sysname, u.machine,
-             std::thread::hardware_concurrency());
+  fmt::print(
+      "{{\"context\": \"bench_serve\", \"model\": \"{}\", \"precision\": \"{}\", "
+      "\"new_tokens\": {}, \"threads\": {}, \"repeats\": {}, \"host\": \"{} {}\", "
+      "\"cores\": {}}}\n",
+      m.description, precision, new_tokens, threads, repeats, u.sysname, u.machine,
+      std::thread::hardware_concurrency());
   one_client(url, prompts[0], 4);  // warm-up (in bf16 it packs the weights)
 
-  double base_tps = 0;
-  for (int n : counts) {
+  // Repeats alternate between the client counts, so a change in the machine's load hits all.
+  struct Series {
     std::vector<double> tps, ttft_med, ttft_max;
     int64_t tokens = 0;
-    for (int rep = 0; rep < repeats; ++rep) {
+  };
+  std::vector<Series> series(counts.size());
+  for (int rep = 0; rep < repeats; ++rep) {
+    for (size_t k = 0; k < counts.size(); ++k) {
+      const int n = counts[k];
       std::vector<ClientResult> res(static_cast<size_t>(n));
       const auto t0 = Clock::now();
       std::vector<std::thread> ts;
       for (int c = 0; c < n; ++c)
         ts.emplace_back([&, c] {
-          res[static_cast<size_t>(c)] = one_client(url, prompts[static_cast<size_t>(c)], new_tokens);
+          res[static_cast<size_t>(c)] =
+              one_client(url, prompts[static_cast<size_t>(c)], new_tokens);
         });
       for (auto& t : ts) t.join();
       const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
-      tokens = 0;
+      Series& s = series[k];
+      s.tokens = 0;
       std::vector<double> ttft;
       for (const auto& r : res) {
-        tokens += r.tokens;
+        s.tokens += r.tokens;
         ttft.push_back(r.ttft_s);
       }
-      tps.push_back(static_cast<double>(tokens) / wall);
-      ttft_med.push_back(median(ttft));
-      ttft_max.push_back(*std::max_element(ttft.begin(), ttft.end()));
+      s.tps.push_back(static_cast<double>(s.tokens) / wall);
+      s.ttft_med.push_back(median(ttft));
+      s.ttft_max.push_back(*std::max_element(ttft.begin(), ttft.end()));
     }
-    const double t = median(tps);
-    if (n == counts.front()) base_tps = t;
-    fmt::print("{{\"bench\": \"serve\", \"clients\": {}, \"new_tokens\": {}, \"tokens_per_s\": "
-               "{:.2f}, \"tokens_per_s_min\": {:.2f}, \"tokens_per_s_max\": {:.2f}, "
-               "\"ttft_ms_median\": {:.1f}, \"ttft_ms_max\": {:.1f}, \"vs_{}_client\": {:.2f}}}\n",
-               n, tokens, t, *std::min_element(tps.begin(), tps.end()),
-               *std::max_element(tps.begin(), tps.end()), 1e3 * median(ttft_med),
-               1e3 * median(ttft_max), counts.front(), t / base_tps);
-    std::fflush(stdout);
   }
+  const double base_tps = median(series[0].tps);
+  for (size_t k = 0; k < counts.size(); ++k) {
+    const Series& s = series[k];
+    const double t = median(s.tps);
+    fmt::print(
+        "{{\"bench\": \"serve\", \"clients\": {}, \"new_tokens\": {}, \"tokens_per_s\": "
+        "{:.2f}, \"tokens_per_s_min\": {:.2f}, \"tokens_per_s_max\": {:.2f}, "
+        "\"ttft_ms_median\": {:.1f}, \"ttft_ms_max\": {:.1f}, \"vs_{}_client\": {:.2f}}}\n",
+        counts[k], s.tokens, t, *std::min_element(s.tps.begin(), s.tps.end()),
+        *std::max_element(s.tps.begin(), s.tps.end()), 1e3 * median(s.ttft_med),
+        1e3 * median(s.ttft_max), counts.front(), t / base_tps);
+  }
+  std::fflush(stdout);
   server.shutdown();
   listener.join();
   return 0;

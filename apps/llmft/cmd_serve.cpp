@@ -51,12 +51,14 @@ void check(const Options& o) {
   positive(o.max_body_bytes, "--max-body-bytes");
   if (o.queue < 0) throw UsageError(fmt::format("--queue {} is invalid: expected >= 0", o.queue));
   if (o.max_prompt_tokens < 0)
-    throw UsageError(fmt::format("--max-prompt-tokens {} is invalid: expected >= 0",
-                                 o.max_prompt_tokens));
+    throw UsageError(
+        fmt::format("--max-prompt-tokens {} is invalid: expected >= 0", o.max_prompt_tokens));
   if (o.port < 0 || o.port > 65535)
     throw UsageError(fmt::format("--port {} is invalid: expected 0..65535", o.port));
-  if (!(o.timeout > 0)) throw UsageError(fmt::format("--timeout {} is invalid: expected > 0", o.timeout));
-  if (o.threads < 0) throw UsageError(fmt::format("--threads {} is invalid: expected >= 0", o.threads));
+  if (!(o.timeout > 0))
+    throw UsageError(fmt::format("--timeout {} is invalid: expected > 0", o.timeout));
+  if (o.threads < 0)
+    throw UsageError(fmt::format("--threads {} is invalid: expected >= 0", o.threads));
 }
 
 int run(const Options& o) {
@@ -74,9 +76,9 @@ int run(const Options& o) {
   if (!o.api_key_env.empty()) {
     const char* k = std::getenv(o.api_key_env.c_str());
     if (!k || !*k)
-      throw UsageError(fmt::format("--api-key-env {}: the variable is unset or empty",
-                                   o.api_key_env),
-                       fmt::format("export {}=<a secret> first", o.api_key_env));
+      throw UsageError(
+          fmt::format("--api-key-env {}: the variable is unset or empty", o.api_key_env),
+          fmt::format("export {}=<a secret> first", o.api_key_env));
     api_key = k;
   }
   const Precision precision = parse_precision(o.precision);
@@ -142,22 +144,22 @@ int run(const Options& o) {
   server.run();
   waiter.join();
   const serve::EngineStats s = engine.stats();
-  std::printf("served %lld requests (%lld cancelled by their clients, %lld refused as busy): "
-              "%lld prompt tokens, %lld new tokens\n",
-              static_cast<long long>(s.completed + s.cancelled),
-              static_cast<long long>(s.cancelled),
-              static_cast<long long>(s.rejected), static_cast<long long>(s.prompt_tokens),
-              static_cast<long long>(s.new_tokens));
+  std::printf(
+      "served %lld requests (%lld cancelled by their clients, %lld refused as busy): "
+      "%lld prompt tokens, %lld new tokens\n",
+      static_cast<long long>(s.completed + s.cancelled), static_cast<long long>(s.cancelled),
+      static_cast<long long>(s.rejected), static_cast<long long>(s.prompt_tokens),
+      static_cast<long long>(s.new_tokens));
   return 0;
 }
 
 Runner setup(CLI::App& app) {
   auto o = std::make_shared<Options>();
-  app.add_option("--model", o->model,
-                 "Model folder (Hugging Face layout), name (gpt2-medium) or random:<preset> (tests)")
+  app.add_option(
+         "--model", o->model,
+         "Model folder (Hugging Face layout), name (gpt2-medium) or random:<preset> (tests)")
       ->required();
-  app.add_option("--name", o->name,
-                 "Model name clients use (default: the folder or model name)");
+  app.add_option("--name", o->name, "Model name clients use (default: the folder or model name)");
   app.add_option("--template", o->prompt_template,
                  "Prompt template the model was finetuned with: alpaca or phi3")
       ->capture_default_str();
@@ -174,8 +176,7 @@ Runner setup(CLI::App& app) {
                  "Sequences decoded together (each holds a KV cache of 2 x layers x context x "
                  "width values: gpt2-medium, fp32: 192 MiB at the full 1024 tokens)")
       ->capture_default_str();
-  app.add_option("--queue", o->queue,
-                 "Requests that may wait for a free slot; more get HTTP 503")
+  app.add_option("--queue", o->queue, "Requests that may wait for a free slot; more get HTTP 503")
       ->capture_default_str();
   app.add_option("--max-tokens", o->max_tokens,
                  "New tokens a request may ask for at most (also the default)")
@@ -195,8 +196,8 @@ Runner setup(CLI::App& app) {
   return [o] { return run(*o); };
 }
 
-const Registration reg{"serve", "Serve a model over Ollama's and OpenAI's HTTP APIs, with a chat page",
-                       setup};
+const Registration reg{
+    "serve", "Serve a model over Ollama's and OpenAI's HTTP APIs, with a chat page", setup};
 
 }  // namespace
 }  // namespace llmft::app

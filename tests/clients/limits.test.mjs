@@ -126,6 +126,49 @@ test("after all that the server still answers", async () => {
   assert.equal(r.json.eval_count, 3);
 });
 
+test("--timeout: an answer generating too long ends with length, and its slot is free", async () => {
+  const own = await startServer(["--parallel", "1", "--timeout", "1", "--max-tokens", "100000"]);
+  const url = srv.url;
+  srv.url = own.url;
+  try {
+    const long = await openStream(100000);  // far more than a second of work
+    const ended = new Promise((resolve) => long.res.on("end", resolve));
+    await ended;
+    const last = long.lines[long.lines.length - 1];
+    assert.equal(last.done, true);
+    assert.equal(last.done_reason, "length");
+    assert.ok(last.eval_count < 100000);
+    const r = await post("/api/generate", JSON.stringify({model: "tiny", prompt: "x", stream: false,
+                                                          options: {num_predict: 2}}));
+    assert.equal(r.status, 200);
+    assert.equal(r.json.eval_count, 2);
+  } finally {
+    srv.url = url;
+    assert.equal(await own.stop(), 0);
+  }
+});
+
+test("--api-key-env: requests without the Bearer key get 401", async () => {
+  const own = await startServer(["--api-key-env", "LLMFT_TEST_KEY"], {env: {LLMFT_TEST_KEY: "s3cret"}});
+  try {
+    const body = JSON.stringify({model: "tiny", prompt: "x", stream: false, options: {num_predict: 2}});
+    const no = await fetch(own.url + "/api/generate", {method: "POST", body});
+    assert.equal(no.status, 401);
+    assert.match((await no.json()).error, /API key/);
+    const wrong = await fetch(own.url + "/v1/models", {headers: {Authorization: "Bearer nope"}});
+    assert.equal(wrong.status, 401);
+    assert.match((await wrong.json()).error.message, /API key/);
+    const ok = await fetch(own.url + "/api/generate", {method: "POST", body,
+                                                       headers: {Authorization: "Bearer s3cret"}});
+    assert.equal(ok.status, 200);
+    assert.equal((await ok.json()).eval_count, 2);
+    // The page itself needs no key (it asks for one).
+    assert.equal((await fetch(own.url + "/", {headers: {Accept: "text/html"}})).status, 200);
+  } finally {
+    assert.equal(await own.stop(), 0);
+  }
+});
+
 test("SIGTERM: answers in progress complete, new requests are refused, exit code 0", async () => {
   const own = await startServer(["--parallel", "2", "--max-tokens", "100000"]);
   const url = srv.url;

@@ -3,12 +3,12 @@
 import {spawn} from "node:child_process";
 import {once} from "node:events";
 
-export async function startServer(extraArgs = [], {model = "random:tiny", name = "tiny"} = {}) {
+export async function startServer(extraArgs = [], {model = "random:tiny", name = "tiny", env = {}} = {}) {
   const bin = process.env.LLMFT_BINARY;
   if (!bin) throw new Error("LLMFT_BINARY is not set (ctest sets it to the built llmft)");
   const args = ["serve", "--model", model, "--name", name, "--port", "0", "--threads", "1",
                 ...extraArgs];
-  const proc = spawn(bin, args, {stdio: ["ignore", "pipe", "pipe"]});
+  const proc = spawn(bin, args, {stdio: ["ignore", "pipe", "pipe"], env: {...process.env, ...env}});
   let out = "", err = "";
   proc.stderr.on("data", (d) => { err += d; });
   const url = await new Promise((resolve, reject) => {

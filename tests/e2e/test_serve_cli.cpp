@@ -132,7 +132,8 @@ TEST(ServeCli, RefusesBadFlagsBeforeLoading) {
   const auto r = test::run_llmft({"serve", "--model", "random:tiny", "--parallel", "0"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--parallel 0 is invalid"), std::string::npos) << r.err;
-  const auto k = test::run_llmft({"serve", "--model", "random:tiny", "--api-key-env", "LLMFT_NO_SUCH_VAR"});
+  const auto k =
+      test::run_llmft({"serve", "--model", "random:tiny", "--api-key-env", "LLMFT_NO_SUCH_VAR"});
   EXPECT_EQ(k.exit_code, 2);
   EXPECT_NE(k.err.find("LLMFT_NO_SUCH_VAR"), std::string::npos) << k.err;
 }

@@ -33,7 +33,8 @@ const json* field(const json& o, const char* key) {
 std::string get_string(const json& o, const char* key, const std::string& where) {
   const json* v = field(o, key);
   if (!v) return {};
-  if (!v->is_string()) bad(fmt::format("{}{}: expected a string, got {}", where, key, type_name(*v)));
+  if (!v->is_string())
+    bad(fmt::format("{}{}: expected a string, got {}", where, key, type_name(*v)));
   return v->get<std::string>();
 }
 
@@ -58,8 +59,8 @@ int64_t get_int(const json& v, const std::string& name, int64_t lo, int64_t hi) 
   if (v.is_number_integer() || v.is_number_unsigned()) {
     if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(hi))
       bad(fmt::format("{}: {} is out of range [{}, {}]", name, v.dump(), lo, hi));
-    const int64_t x = v.is_number_unsigned() ? static_cast<int64_t>(v.get<uint64_t>())
-                                             : v.get<int64_t>();
+    const int64_t x =
+        v.is_number_unsigned() ? static_cast<int64_t>(v.get<uint64_t>()) : v.get<int64_t>();
     if (x < lo || x > hi) bad(fmt::format("{}: {} is out of range [{}, {}]", name, x, lo, hi));
     return x;
   }
@@ -140,9 +141,8 @@ void parse_openai_options(const json& body, GenRequest& r, const Limits& lim) {
     s.seed = static_cast<uint64_t>(get_int(*v, "seed", std::numeric_limits<int64_t>::min(),
                                            std::numeric_limits<int64_t>::max()));
   const json* mt = field(body, "max_completion_tokens");
-  r.seq.max_new_tokens =
-      get_max_new(mt ? mt : field(body, "max_tokens"),
-                  mt ? "max_completion_tokens" : "max_tokens", lim, false);
+  r.seq.max_new_tokens = get_max_new(mt ? mt : field(body, "max_tokens"),
+                                     mt ? "max_completion_tokens" : "max_tokens", lim, false);
   if (const json* v = field(body, "stop")) r.stop = get_stop(*v, "stop", true);
   if (const json* v = field(body, "n"); v && get_int(*v, "n", 1, 128) != 1)
     bad("n: only 1 choice per request is supported");
@@ -166,7 +166,8 @@ std::vector<ChatMessage> parse_messages(const json& body, bool openai) {
   for (size_t i = 0; i < m->size(); ++i) {
     const json& e = (*m)[i];
     const std::string w = fmt::format("messages[{}].", i);
-    if (!e.is_object()) bad(fmt::format("messages[{}]: expected an object, got {}", i, type_name(e)));
+    if (!e.is_object())
+      bad(fmt::format("messages[{}]: expected an object, got {}", i, type_name(e)));
     ChatMessage c;
     c.role = get_string(e, "role", w);
     const json* content = field(e, "content");
@@ -213,7 +214,8 @@ std::string chat_prompt(const ServedModel& model, const std::vector<ChatMessage>
       turns.back().assistant = m.content;
       open = false;
     } else {
-      bad(fmt::format("messages[{}].role: \"{}\" is not supported; expected system, user or "
+      bad(
+          fmt::format("messages[{}].role: \"{}\" is not supported; expected system, user or "
                       "assistant",
                       i, m.role));
     }
@@ -252,8 +254,8 @@ GenRequest parse_request(Route route, std::string_view body, const ServedModel& 
   r.model = get_string(j, "model", "");
   if (r.model.empty()) bad("model: missing; name the served model, e.g. \"" + model.name + "\"");
   if (!model.matches(r.model))
-    throw HttpError(404, fmt::format("model \"{}\" not found; this server has \"{}\"", r.model,
-                                     model.name));
+    throw HttpError(
+        404, fmt::format("model \"{}\" not found; this server has \"{}\"", r.model, model.name));
   const bool openai = route == Route::kOpenAiChat || route == Route::kOpenAiCompletion;
   r.stream = get_bool(j, "stream", !openai);
   if (openai) {

@@ -37,7 +37,7 @@ struct ServedModel {
   std::string name;  // what requests must name (also accepted with ":latest")
   PromptTemplate prompt_template = PromptTemplate::kAlpaca;
   const BpeTokenizer* tokenizer = nullptr;
-  Gpt2Config config;       // its shape (context = config.maxT)
+  Gpt2Config config;  // its shape (context = config.maxT)
   int64_t parameters = 0;
   std::string precision = "fp32";
   // True when `requested` names this model ("name", "name:latest").

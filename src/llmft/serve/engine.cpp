@@ -10,8 +10,7 @@ namespace llmft::serve {
 
 namespace {
 int64_t ns_between(Clock::time_point a, Clock::time_point b) {
-  return std::max<int64_t>(
-      0, std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
+  return std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
 }
 }  // namespace
 
@@ -97,8 +96,7 @@ void Engine::admit_locked() {
     const GenRequest& r = job->req;
     const int64_t s = batcher_.add(r.ids, r.seq);
     Running& run = running_[static_cast<size_t>(s)];
-    run.streamer = std::make_unique<ResponseStreamer>(
-        tok_, r.ids, r.prompt, r.marker, r.raw);
+    run.streamer = std::make_unique<ResponseStreamer>(tok_, r.ids, r.prompt, r.marker, r.raw);
     run.stop = std::make_unique<StopStrings>(r.stop);
     job->admitted = true;
     job->slot = s;

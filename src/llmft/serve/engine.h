@@ -43,7 +43,7 @@ struct EngineOptions {
   int64_t slots = 4;       // sequences decoded together
   int64_t max_queue = 16;  // jobs waiting for a slot at most; more are refused (503)
   Precision precision = Precision::kFp32;
-  int threads = 0;         // OpenMP/BLAS threads for the engine (0 = as set)
+  int threads = 0;  // OpenMP/BLAS threads for the engine (0 = as set)
 };
 
 struct EngineStats {

@@ -67,12 +67,12 @@ std::string ReplyWriter::ollama_object(const std::string& text, const GenSummary
 std::string ReplyWriter::openai_object(const std::string* text, const GenSummary* s,
                                        bool chunk) const {
   const bool chat = route_ == Route::kOpenAiChat;
-  ordered_json j{{"id", id_},
-                 {"object", chat ? (chunk ? "chat.completion.chunk" : "chat.completion")
-                                 : "text_completion"},
-                 {"created", created_},
-                 {"model", model_},
-                 {"system_fingerprint", "fp_llmft"}};
+  ordered_json j{
+      {"id", id_},
+      {"object", chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion"},
+      {"created", created_},
+      {"model", model_},
+      {"system_fingerprint", "fp_llmft"}};
   ordered_json c{{"index", 0}};
   if (chat) {
     ordered_json m = ordered_json::object();

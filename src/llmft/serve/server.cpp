@@ -110,30 +110,35 @@ void Server::Impl::routes() {
   });
   svr.set_error_handler(httplib::Server::HandlerWithResponse(
       [this](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    std::string msg;
-    switch (res.status) {
-      case 404: msg = fmt::format("no route for {} {}", req.method, req.path); break;
-      case 413:
-        msg = fmt::format("request body over {} bytes (--max-body-bytes)", opts.max_body_bytes);
-        break;
-      case 400: msg = "malformed HTTP request"; break;
-      default: msg = fmt::format("HTTP {}", res.status);
-    }
-    res.set_content(error_body(msg, res.status, openai_path(req.path)), "application/json");
-    return httplib::Server::HandlerResponse::Handled;
-  }));
-  svr.set_exception_handler([](const httplib::Request& req, httplib::Response& res,
-                               std::exception_ptr ep) {
-    std::string msg = "internal error";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      msg = std::string("internal error: ") + e.what();
-    } catch (...) {
-    }
-    send_error(res, 500, msg, openai_path(req.path));
-  });
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        std::string msg;
+        switch (res.status) {
+          case 404:
+            msg = fmt::format("no route for {} {}", req.method, req.path);
+            break;
+          case 413:
+            msg = fmt::format("request body over {} bytes (--max-body-bytes)", opts.max_body_bytes);
+            break;
+          case 400:
+            msg = "malformed HTTP request";
+            break;
+          default:
+            msg = fmt::format("HTTP {}", res.status);
+        }
+        res.set_content(error_body(msg, res.status, openai_path(req.path)), "application/json");
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+  svr.set_exception_handler(
+      [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+        std::string msg = "internal error";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          msg = std::string("internal error: ") + e.what();
+        } catch (...) {
+        }
+        send_error(res, 500, msg, openai_path(req.path));
+      });
 
   svr.Get("/", [](const httplib::Request& req, httplib::Response& res) {
     if (req.get_header_value("Accept").find("text/html") != std::string::npos)
@@ -172,25 +177,24 @@ void Server::Impl::routes() {
                         false);
     const Gpt2Config& c = model.config;
     ordered_json m = model_entry();
-    ordered_json j{
-        {"license", ""},
-        {"modelfile", ""},
-        {"parameters", ""},
-        {"template", format_prompt(model.prompt_template, "{{ .Prompt }}", "")},
-        {"system", ""},
-        {"details", m["details"]},
-        {"model_info",
-         {{"general.architecture", "gpt2"},
-          {"general.parameter_count", model.parameters},
-          {"gpt2.context_length", c.maxT},
-          {"gpt2.embedding_length", c.C},
-          {"gpt2.block_count", c.L},
-          {"gpt2.attention.head_count", c.NH},
-          {"gpt2.attention.layer_norm_epsilon", c.ln_eps},
-          {"gpt2.vocab_size", c.V},
-          {"tokenizer.ggml.model", "gpt2"}}},
-        {"capabilities", {"completion"}},
-        {"modified_at", m["modified_at"]}};
+    ordered_json j{{"license", ""},
+                   {"modelfile", ""},
+                   {"parameters", ""},
+                   {"template", format_prompt(model.prompt_template, "{{ .Prompt }}", "")},
+                   {"system", ""},
+                   {"details", m["details"]},
+                   {"model_info",
+                    {{"general.architecture", "gpt2"},
+                     {"general.parameter_count", model.parameters},
+                     {"gpt2.context_length", c.maxT},
+                     {"gpt2.embedding_length", c.C},
+                     {"gpt2.block_count", c.L},
+                     {"gpt2.attention.head_count", c.NH},
+                     {"gpt2.attention.layer_norm_epsilon", c.ln_eps},
+                     {"gpt2.vocab_size", c.V},
+                     {"tokenizer.ggml.model", "gpt2"}}},
+                   {"capabilities", {"completion"}},
+                   {"modified_at", m["modified_at"]}};
     res.set_content(j.dump(), "application/json");
   });
   svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
@@ -243,7 +247,8 @@ void Server::Impl::generate(Route route, const httplib::Request& req, httplib::R
   job->deadline = job->arrived + std::chrono::duration_cast<Clock::duration>(
                                      std::chrono::duration<double>(opts.timeout_s));
   switch (engine.submit(job)) {
-    case Engine::Admission::kAdmitted: break;
+    case Engine::Admission::kAdmitted:
+      break;
     case Engine::Admission::kQueueFull:
       res.set_header("Retry-After", "1");
       return send_error(res, 503, "too many requests: every slot is busy and the queue is full",
@@ -252,9 +257,8 @@ void Server::Impl::generate(Route route, const httplib::Request& req, httplib::R
       return send_error(res, 503, "the server is shutting down", openai);
     case Engine::Admission::kTimedOut:
       res.set_header("Retry-After", "1");
-      return send_error(res, 503,
-                        fmt::format("no free slot within {} s (--timeout)", opts.timeout_s),
-                        openai);
+      return send_error(
+          res, 503, fmt::format("no free slot within {} s (--timeout)", opts.timeout_s), openai);
   }
   auto writer = std::make_shared<ReplyWriter>(job->req, model.name, next_id.fetch_add(1));
   const bool stream = job->req.stream;

@@ -14,12 +14,12 @@ namespace llmft::serve {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;                    // 0: any free port (bind() says which)
-  std::string api_key;                // non-empty: /api, /v1 and /llmft need "Bearer <key>"
-  int64_t max_body_bytes = 1 << 20;   // larger request bodies get 413
-  double timeout_s = 600;             // a request's whole life (queue + generation)
-  int io_timeout_s = 30;              // reading a request, or writing to a client that stalls
-  int64_t http_threads = 0;           // 0: slots + queue + 8 (each open reply holds one)
+  int port = 8080;                   // 0: any free port (bind() says which)
+  std::string api_key;               // non-empty: /api, /v1 and /llmft need "Bearer <key>"
+  int64_t max_body_bytes = 1 << 20;  // larger request bodies get 413
+  double timeout_s = 600;            // a request's whole life (queue + generation)
+  int io_timeout_s = 30;             // reading a request, or writing to a client that stalls
+  int64_t http_threads = 0;          // 0: slots + queue + 8 (each open reply holds one)
   Limits limits;
 };
 

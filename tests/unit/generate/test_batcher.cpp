@@ -135,9 +135,8 @@ TEST(Batcher, EndOfTextEndsWithoutAToken) {
   const auto free_run = alone(m, prompt(4, 2), o);
   // Pretend the first token not seen before index >= 1 is <|endoftext|>.
   size_t k = 1;
-  while (k < free_run.size() &&
-         std::find(free_run.begin(), free_run.begin() + static_cast<long>(k), free_run[k]) !=
-             free_run.begin() + static_cast<long>(k))
+  while (k < free_run.size() && std::find(free_run.begin(), free_run.begin() + static_cast<long>(k),
+                                          free_run[k]) != free_run.begin() + static_cast<long>(k))
     ++k;
   ASSERT_LT(k, free_run.size());
   o.eos_id = free_run[k];
@@ -179,7 +178,7 @@ TEST(StopStrings, HoldsBackOnlyAPossibleStartAndReleasesItAtTheEnd) {
   StopStrings s({"END"});
   EXPECT_EQ(s.push("abcE"), "abc");  // "E" may begin END
   EXPECT_EQ(s.push("N"), "");
-  EXPECT_EQ(s.push("x"), "ENx");     // it did not
+  EXPECT_EQ(s.push("x"), "ENx");  // it did not
   EXPECT_EQ(s.push("EN"), "");
   EXPECT_EQ(s.finish(), "EN");
   EXPECT_FALSE(s.stopped());

@@ -53,7 +53,8 @@ int status_of(Route r, const std::string& body, std::string* msg = nullptr) {
 }  // namespace
 
 TEST(ServeApi, OllamaGenerateMapsPromptAndOptions) {
-  const auto r = parse(Route::kOllamaGenerate, R"({"model": "mine:latest", "prompt": "Name a color.",
+  const auto r =
+      parse(Route::kOllamaGenerate, R"({"model": "mine:latest", "prompt": "Name a color.",
       "options": {"temperature": 0.5, "top_k": 7, "top_p": 0.9, "seed": 3, "num_predict": 20,
                   "stop": ["\n\n"], "num_ctx": 2048, "repeat_penalty": 1.1}})");
   EXPECT_TRUE(r.stream);  // Ollama streams unless told otherwise
@@ -93,8 +94,8 @@ TEST(ServeApi, ChatMessagesBecomeTheTemplatesPrompt) {
   EXPECT_EQ(p, "Be brief.\n\n" + format_training_text(t, "Hi", "", "Hello.") + "\n\n" +
                    format_prompt(t, "2+2?", ""));
   // Over the budget, the oldest turns go first; the last message always stays.
-  const std::string cropped = chat_prompt(
-      m, {{"user", std::string(300, 'a')}, {"assistant", "ok"}, {"user", "last"}}, 60);
+  const std::string cropped =
+      chat_prompt(m, {{"user", std::string(300, 'a')}, {"assistant", "ok"}, {"user", "last"}}, 60);
   EXPECT_EQ(cropped, format_prompt(t, "last", ""));
   EXPECT_THROW(chat_prompt(m, {{"user", "a"}, {"assistant", "b"}}, 100), HttpError);
   EXPECT_THROW(chat_prompt(m, {{"tool", "a"}}, 100), HttpError);
@@ -124,15 +125,15 @@ TEST(ServeApi, RefusesBadRequestsWithTheirStatus) {
   EXPECT_EQ(status_of(G, R"({"model": "mine", "prompt": ["x"]})"), 400);
   EXPECT_EQ(status_of(G, R"({"model": "mine", "prompt": "x", "stream": "yes"})"), 400);
   EXPECT_EQ(status_of(G, R"({"model": "mine", "prompt": "x", "options": 3})"), 400);
-  EXPECT_EQ(status_of(G, R"({"model": "mine", "prompt": "x", "options": {"temperature": 1e400}})",
-                      &msg),
-            400);
+  EXPECT_EQ(
+      status_of(G, R"({"model": "mine", "prompt": "x", "options": {"temperature": 1e400}})", &msg),
+      400);
   EXPECT_NE(msg.find("1e400"), std::string::npos) << msg;
-  for (const char* bad : {R"("temperature": -0.1)", R"("temperature": 1e300)",
-                          R"("temperature": "0")", R"("top_k": 1.5)", R"("top_k": -1)",
-                          R"("top_p": 0)", R"("top_p": 1.01)", R"("num_predict": 101)",
-                          R"("num_predict": 1e19)", R"("num_predict": 18446744073709551615)",
-                          R"("seed": 1e30)", R"("stop": "x")", R"("stop": [""])", R"("stop": [1])"}) {
+  for (const char* bad :
+       {R"("temperature": -0.1)", R"("temperature": 1e300)", R"("temperature": "0")",
+        R"("top_k": 1.5)", R"("top_k": -1)", R"("top_p": 0)", R"("top_p": 1.01)",
+        R"("num_predict": 101)", R"("num_predict": 1e19)", R"("num_predict": 18446744073709551615)",
+        R"("seed": 1e30)", R"("stop": "x")", R"("stop": [""])", R"("stop": [1])"}) {
     const std::string body =
         std::string(R"({"model": "mine", "prompt": "x", "options": {)") + bad + "}}";
     EXPECT_EQ(status_of(G, body, &msg), 400) << bad;
@@ -143,22 +144,32 @@ TEST(ServeApi, RefusesBadRequestsWithTheirStatus) {
   EXPECT_NE(msg.find("UTF-8"), std::string::npos) << msg;
   EXPECT_EQ(status_of(G, R"({"model": "mine", "prompt": "x", "images": ["aGk="]})"), 400);
   // A prompt over the token limit (200).
-  EXPECT_EQ(status_of(G, R"({"model": "mine", "raw": true, "prompt": ")" +
-                             std::string(300, 'a') + std::string(300, ' ') + "\"}", &msg),
+  EXPECT_EQ(status_of(G,
+                      R"({"model": "mine", "raw": true, "prompt": ")" + std::string(300, 'a') +
+                          std::string(300, ' ') + "\"}",
+                      &msg),
             400);
   EXPECT_NE(msg.find("at most 200"), std::string::npos) << msg;
   const auto C = Route::kOpenAiChat;
-  EXPECT_EQ(status_of(C, R"({"model": "mine", "messages": [{"role": "user", "content": "x"}], "n": 2})"),
-            400);
-  EXPECT_EQ(status_of(C, R"({"model": "mine", "messages": [{"role": "user", "content": "x"}], "temperature": 2.5})"),
-            400);
-  EXPECT_EQ(status_of(C, R"({"model": "mine", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"),
-            400);
+  EXPECT_EQ(
+      status_of(C, R"({"model": "mine", "messages": [{"role": "user", "content": "x"}], "n": 2})"),
+      400);
+  EXPECT_EQ(
+      status_of(
+          C,
+          R"({"model": "mine", "messages": [{"role": "user", "content": "x"}], "temperature": 2.5})"),
+      400);
+  EXPECT_EQ(
+      status_of(
+          C,
+          R"({"model": "mine", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"),
+      400);
   EXPECT_EQ(status_of(C, R"({"model": "mine", "messages": {}})"), 400);
 }
 
 TEST(ServeReply, OllamaStreamsLinesEndingWithDoneAndMetrics) {
-  auto r = parse(Route::kOllamaChat, R"({"model": "mine", "messages": [{"role": "user", "content": "x"}]})");
+  auto r = parse(Route::kOllamaChat,
+                 R"({"model": "mine", "messages": [{"role": "user", "content": "x"}]})");
   ReplyWriter w(r, "mine", 1);
   EXPECT_STREQ(w.content_type(), "application/x-ndjson");
   EXPECT_EQ(w.begin(), "");
