@@ -173,6 +173,9 @@ int main(int argc, char** argv) {
       s.tps.push_back(static_cast<double>(s.tokens) / wall);
       s.ttft_med.push_back(median(ttft));
       s.ttft_max.push_back(*std::max_element(ttft.begin(), ttft.end()));
+      fmt::print(stderr,
+                 "repeat {}: {} clients, {} tokens in {:.1f} s, {:.2f} tok/s, ttft {:.0f} ms\n",
+                 rep + 1, n, s.tokens, wall, s.tps.back(), 1e3 * s.ttft_med.back());
     }
   }
   const double base_tps = median(series[0].tps);
