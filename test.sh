@@ -5,4 +5,6 @@ cd "$(dirname "$0")"
 ./scripts/install-deps.sh
 cmake --preset ci >/dev/null
 cmake --build --preset ci
+# The npm clients the serve tests drive (tests/clients/package-lock.json).
+(cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 ctest --preset ci
