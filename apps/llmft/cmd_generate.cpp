@@ -18,7 +18,9 @@
 namespace llmft::app {
 
 void add_generation_options(CLI::App& app, GenerationCliOptions& o) {
-  app.add_option("--model", o.model, "Model folder (Hugging Face layout) or name (gpt2-medium)")
+  app.add_option("--model", o.model,
+                 "Model folder (Hugging Face layout), name (gpt2-medium) or a .gguf file "
+                 "(llmft export: f32, f16 or q8_0, dequantized to fp32)")
       ->required();
   app.add_option("--template", o.prompt_template, "Prompt template: alpaca or phi3")
       ->capture_default_str();
