@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -73,14 +74,15 @@ int run(const Options& o) {
   GgufExportOptions eo;
   eo.type = type;
   eo.name = o.name.empty() ? (m.dir.empty() ? m.spec : m.dir.filename().string()) : o.name;
-  ProgressBar bar("export", 0, "B");
+  std::optional<ProgressBar> bar;
   eo.progress = [&](uint64_t done, uint64_t total) {
-    if (done == 0 || done == total) return;
-    bar.update(static_cast<int64_t>(done), fmt::format("of {}", human_count(double(total), "B")));
+    if (!bar) bar.emplace(fmt::format("export {}", ggml_type_name(type)),
+                          static_cast<int64_t>(total), "B");
+    bar->update(static_cast<int64_t>(done));
   };
   const Gpt2& model = *m.model;
   const GgufExportSummary sum = write_gpt2_gguf(out, model.table(), model.params(), vocab, eo);
-  bar.finish();
+  if (bar) bar->finish();
 
   std::string types;
   for (const auto& [t, n] : sum.tensors)

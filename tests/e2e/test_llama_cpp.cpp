@@ -10,6 +10,7 @@
 //   llama.cpp's log-probabilities of its 5 best tokens are compared with llmft's too;
 // - q8_0 (llama.cpp also quantizes the activations to 8 bits): the first 8 tokens identical to
 //   llmft's decoder on the dequantized weights, and the log-probabilities close.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
