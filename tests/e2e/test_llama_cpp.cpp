@@ -7,7 +7,7 @@
 //   models (and f16 products round activations to fp16), so where the two best logits of an fp64
 //   reference forward differ by less than 1e-3 of the largest, either choice counts. llmft
 //   follows llama.cpp's tokens (teacher forcing), so every one of the 40 steps is compared;
-//   llama.cpp's log-probabilities of its 5 best tokens are compared with llmft's too;
+//   llama.cpp's log-probabilities of its 5 best tokens (first 8 steps) are compared with llmft's;
 // - q8_0 (llama.cpp also quantizes the activations to 8 bits): the first 8 tokens identical to
 //   llmft's decoder on the dequantized weights, and the log-probabilities close.
 #include <fmt/format.h>
@@ -34,6 +34,7 @@ namespace {
 
 constexpr int kNewTokens = 40;  // the issue asks for at least 32
 constexpr int kTop = 5;         // log-probs compared per step
+constexpr int kProbSteps = 8;   // steps whose log-probs are compared (llama.cpp's are slow to get)
 // Near-tie: the fp64 reference's two best logits closer than this fraction of the largest.
 constexpr double kTieRel = 1e-3;
 
@@ -140,7 +141,8 @@ StepCheck compare_steps(Gpt2& model, const std::vector<int32_t>& prompt, const j
       ++sc.ties;
     }
     const std::vector<double> lp = log_softmax(logits);
-    for (const auto& e : gen.at("top")[static_cast<size_t>(k)]) {
+    const json& top = gen.at("top");
+    for (const auto& e : k < static_cast<int>(top.size()) ? top[static_cast<size_t>(k)] : json::array()) {
       const auto id = e[0].get<int32_t>();
       const double diff = std::fabs(e[1].get<double>() - lp[static_cast<size_t>(id)]);
       sc.max_dlogp = std::max(sc.max_dlogp, diff);
@@ -186,7 +188,8 @@ class LlamaCpp : public ::testing::Test {
   }
   static json generate_request(const std::string& type, int n) {
     json req = {{"model", gguf(type).string()}, {"top", kTop}, {"context", 128}};
-    for (const auto& p : prompts()) req["generate"].push_back({{"ids", p}, {"n", n}});
+    for (const auto& p : prompts())
+      req["generate"].push_back({{"ids", p}, {"n", n}, {"probs", kProbSteps}});
     return req;
   }
 
@@ -236,7 +239,13 @@ TEST_F(LlamaCpp, F32AndF16GreedyDecodingMatchesLlmft) {
     const test::TempDir tmp;
     const json res = run_llama(generate_request(type, kNewTokens), tmp.path());
     ASSERT_TRUE(res.contains("generate"));
-    LoadedModel m = load_model(gguf(type).string(), ModelLoadOptions{});
+    // f32: the model llmft exported, built here again (random:tiny, seed 5), so the check covers
+    // the export itself; f16: the file's rounded weights, as llmft generate reads them.
+    ModelLoadOptions lo;
+    lo.allow_random = true;
+    const bool f32 = std::string(type) == "f32";
+    LoadedModel m = load_model(f32 ? "random:tiny" : gguf(type).string(), lo);
+    if (f32) m.model->init_random(5);
     const auto ps = prompts();
     int ties = 0;
     double max_dlogp = 0;
@@ -247,8 +256,8 @@ TEST_F(LlamaCpp, F32AndF16GreedyDecodingMatchesLlmft) {
       std::sort(toks.begin(), toks.end());
       EXPECT_GE(std::unique(toks.begin(), toks.end()) - toks.begin(), 10) << gen.dump();
       // Log-probs: llmft fp32 vs llama.cpp (fp16 GELU table; in f16 also fp16 activations in the
-      // products). Measured max: see docs/export.md; the bound leaves ~10x headroom.
-      const double atol = std::string(type) == "f32" ? 2e-3 : 5e-3;
+      // products). Measured max 1.1e-4 (f32) and 2.2e-4 (f16): ~10x headroom.
+      const double atol = f32 ? 1e-3 : 2e-3;
       const StepCheck sc = compare_steps(*m.model, ps[i], gen, kNewTokens, atol, true,
                                          fmt::format("{} prompt {}", type, i));
       ties += sc.ties;
@@ -265,12 +274,12 @@ TEST_F(LlamaCpp, Q8_0FirstTokensMatchAndLogitsClose) {
   const json res = run_llama(generate_request("q8_0", 8), tmp.path());
   ASSERT_TRUE(res.contains("generate"));
   // llmft on the dequantized weights; llama.cpp's q8_0 products also round the activations to
-  // 8-bit blocks, which moves the log-probs by up to ~1e-2 (measured: docs/export.md).
+  // 8-bit blocks: measured max difference 4.8e-3, bound 2e-2.
   LoadedModel m = load_model(gguf("q8_0").string(), ModelLoadOptions{});
   const auto ps = prompts();
   double max_dlogp = 0;
   for (size_t i = 0; i < ps.size(); ++i) {
-    const StepCheck sc = compare_steps(*m.model, ps[i], res["generate"][i], 8, 3e-2,
+    const StepCheck sc = compare_steps(*m.model, ps[i], res["generate"][i], 8, 2e-2,
                                        /*allow_ties=*/false, fmt::format("q8_0 prompt {}", i));
     max_dlogp = std::max(max_dlogp, sc.max_dlogp);
   }
