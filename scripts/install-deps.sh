@@ -8,6 +8,9 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm installs tests/llama (llama.cpp for the GGUF test); any Node.js with npm will do, the test
+# runs the Node.js 20 pinned there.
+command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   echo "Installing missing packages: ${missing[*]}" >&2
   sudo=""

