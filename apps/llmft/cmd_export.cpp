@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "command.h"
@@ -76,8 +76,8 @@ int run(const Options& o) {
   eo.name = o.name.empty() ? (m.dir.empty() ? m.spec : m.dir.filename().string()) : o.name;
   std::optional<ProgressBar> bar;
   eo.progress = [&](uint64_t done, uint64_t total) {
-    if (!bar) bar.emplace(fmt::format("export {}", ggml_type_name(type)),
-                          static_cast<int64_t>(total), "B");
+    if (!bar)
+      bar.emplace(fmt::format("export {}", ggml_type_name(type)), static_cast<int64_t>(total), "B");
     bar->update(static_cast<int64_t>(done));
   };
   const Gpt2& model = *m.model;
@@ -87,26 +87,29 @@ int run(const Options& o) {
   std::string types;
   for (const auto& [t, n] : sum.tensors)
     types += fmt::format("{}{} {}", types.empty() ? "" : ", ", n, ggml_type_name(t));
-  std::printf("wrote %s: %s, %s (%lld tensors: %s)\n", out.string().c_str(),
-              ggml_type_name(type), human_count(double(sum.file_bytes), "B").c_str(),
+  std::printf("wrote %s: %s, %s (%lld tensors: %s)\n", out.string().c_str(), ggml_type_name(type),
+              human_count(double(sum.file_bytes), "B").c_str(),
               static_cast<long long>(model.table().specs().size()), types.c_str());
   if (sum.f16_fallbacks > 0) {
-    std::printf("  %lld tensors stayed f16: their rows are not a multiple of 32 values (q8_0 "
-                "blocks)\n", static_cast<long long>(sum.f16_fallbacks));
+    std::printf(
+        "  %lld tensors stayed f16: their rows are not a multiple of 32 values (q8_0 "
+        "blocks)\n",
+        static_cast<long long>(sum.f16_fallbacks));
   }
   if (o.modelfile) {
-    const std::string prompt = format_prompt(tmpl, "{{ .Prompt }}", "") +
-                               std::string(response_prefix(tmpl));
-    write_file_atomic(modelfile, ollama_modelfile(out.filename().string(), prompt,
-                                                  model.config().maxT));
+    const std::string prompt =
+        format_prompt(tmpl, "{{ .Prompt }}", "") + std::string(response_prefix(tmpl));
+    write_file_atomic(modelfile,
+                      ollama_modelfile(out.filename().string(), prompt, model.config().maxT));
     std::printf("wrote %s (template %s, from %s)\n", modelfile.string().c_str(),
                 std::string(template_name(tmpl)).c_str(), tmpl_from);
   }
   std::printf("Run it:  llama-cli -m %s%s\n", out.string().c_str(),
-              o.modelfile ? fmt::format("   |   cd {} && ollama create NAME -f Modelfile",
-                                        out.parent_path().empty() ? "." : out.parent_path().string())
-                                .c_str()
-                          : "");
+              o.modelfile
+                  ? fmt::format("   |   cd {} && ollama create NAME -f Modelfile",
+                                out.parent_path().empty() ? "." : out.parent_path().string())
+                        .c_str()
+                  : "");
   return 0;
 }
 
@@ -122,8 +125,7 @@ Runner setup(CLI::App& app) {
                  "of f16's size); 1-D tensors and position_embd stay f32, as llama.cpp's "
                  "converter keeps them")
       ->capture_default_str();
-  app.add_option("-o,--output", o->output, "GGUF file to write (written atomically)")
-      ->required();
+  app.add_option("-o,--output", o->output, "GGUF file to write (written atomically)")->required();
   app.add_option("--template", o->prompt_template,
                  "Prompt template for the Modelfile: alpaca or phi3 (default: the finetuning "
                  "run's, when --model is a run's model/ folder; else alpaca)");
@@ -132,9 +134,10 @@ Runner setup(CLI::App& app) {
       ->capture_default_str();
   app.add_flag("!--no-modelfile", o->modelfile,
                "Do not write the Ollama Modelfile (default: write Modelfile beside the GGUF file)");
-  app.footer("Writes a GGUF v3 file for llama.cpp's gpt2 architecture with the full tokenizer, and "
-             "a Modelfile beside it (FROM ./FILE, the prompt template, stop at <|endoftext|>, "
-             "the context length). See docs/export.md.");
+  app.footer(
+      "Writes a GGUF v3 file for llama.cpp's gpt2 architecture with the full tokenizer, and "
+      "a Modelfile beside it (FROM ./FILE, the prompt template, stop at <|endoftext|>, "
+      "the context length). See docs/export.md.");
   return [o] { return run(*o); };
 }
 

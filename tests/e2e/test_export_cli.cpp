@@ -18,15 +18,17 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+int count_lines(const std::string& s) {
+  return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
+}
 
 }  // namespace
 
 TEST(ExportCli, WritesGgufAndModelfileThatGenerateReads) {
   test::TempDir dir;
   const fs::path out = dir / "out" / "tiny.gguf";
-  const auto r = test::run_llmft({"export", "--model", "random:tiny", "--seed", "9", "--type",
-                                  "f32", "-o", out.string()});
+  const auto r = test::run_llmft(
+      {"export", "--model", "random:tiny", "--seed", "9", "--type", "f32", "-o", out.string()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("wrote " + out.string() + ": f32"), std::string::npos) << r.out;
   // The file holds exactly the model random:tiny with seed 9.
@@ -49,14 +51,14 @@ TEST(ExportCli, WritesGgufAndModelfileThatGenerateReads) {
   EXPECT_NE(mf.find("PARAMETER num_ctx 1024"), std::string::npos) << mf;
 
   // generate reads the GGUF file and answers as the library does with the same weights.
-  const auto g = test::run_llmft({"generate", "--model", out.string(), "--max-new-tokens", "12",
-                                  "Name a color."});
+  const auto g = test::run_llmft(
+      {"generate", "--model", out.string(), "--max-new-tokens", "12", "Name a color."});
   ASSERT_EQ(g.exit_code, 0) << g.err;
   GenerateOptions go;
   go.max_new_tokens = 12;
-  const auto want = generate_responses(
-      *expected.model, *expected.tokenizer,
-      {format_prompt(PromptTemplate::kAlpaca, "Name a color.", "")}, go);
+  const auto want =
+      generate_responses(*expected.model, *expected.tokenizer,
+                         {format_prompt(PromptTemplate::kAlpaca, "Name a color.", "")}, go);
   EXPECT_EQ(g.out, want[0] + "\n");
 }
 
@@ -70,8 +72,8 @@ TEST(ExportCli, TakesTheRunsTemplateAndQuantizes) {
   write_file_atomic(dir / "run" / "config.json",
                     nlohmann::json{{"options", {{"template", "phi3"}}}}.dump());
   const fs::path out = dir / "q.gguf";
-  const auto r = test::run_llmft(
-      {"export", "--model", (dir / "run" / "model").string(), "--type", "q8_0", "-o", out.string()});
+  const auto r = test::run_llmft({"export", "--model", (dir / "run" / "model").string(), "--type",
+                                  "q8_0", "-o", out.string()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("template phi3, from the finetuning run's config.json"), std::string::npos)
       << r.out;
@@ -83,8 +85,8 @@ TEST(ExportCli, TakesTheRunsTemplateAndQuantizes) {
   EXPECT_EQ(f.find("blk.0.ffn_up.bias")->type, GgmlType::kF32);
   EXPECT_EQ(f.get_string("general.name"), "model");
   // q8_0 loads too (dequantized), so generate runs it.
-  const auto g = test::run_llmft({"generate", "--model", out.string(), "--template", "phi3",
-                                  "--max-new-tokens", "4", "Hi"});
+  const auto g = test::run_llmft(
+      {"generate", "--model", out.string(), "--template", "phi3", "--max-new-tokens", "4", "Hi"});
   EXPECT_EQ(g.exit_code, 0) << g.err;
 }
 
@@ -97,14 +99,16 @@ TEST(ExportCli, BadInputFailsWithOneLineAndNoFile) {
   EXPECT_FALSE(fs::exists(dir / "a.gguf"));
 
   fs::create_directories(dir / "folder.gguf");
-  const auto d = test::run_llmft(
-      {"export", "--model", "random:tiny", "-o", (dir / "folder.gguf").string()});
+  const auto d =
+      test::run_llmft({"export", "--model", "random:tiny", "-o", (dir / "folder.gguf").string()});
   EXPECT_NE(d.exit_code, 0);
   EXPECT_NE(d.err.find("folder.gguf"), std::string::npos) << d.err;
 
   // A corrupt GGUF: generate refuses it with one line naming the file.
   ASSERT_EQ(test::run_llmft({"export", "--model", "random:tiny", "--type", "f16", "-o",
-                             (dir / "m.gguf").string()}).exit_code, 0);
+                             (dir / "m.gguf").string()})
+                .exit_code,
+            0);
   const std::string bytes = read_file(dir / "m.gguf");
   write_file_atomic(dir / "cut.gguf", std::string_view(bytes).substr(0, bytes.size() / 2));
   const auto g = test::run_llmft({"generate", "--model", (dir / "cut.gguf").string(), "Hi"});

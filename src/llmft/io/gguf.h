@@ -36,8 +36,19 @@ void quantize_q8_0(std::span<const float> x, std::span<unsigned char> out);
 
 // GGUF metadata value types (gguf.h's numbers).
 enum class GgufValueType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7, kString = 8,
-  kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 const char* gguf_value_type_name(GgufValueType t);  // "u32", "string", "array", ...
 
@@ -132,7 +143,7 @@ GgufExportSummary write_gpt2_gguf(const std::filesystem::path& path, const Param
 
 struct Gpt2Gguf {
   Gpt2 model;
-  BpeVocabStrings vocab;  // tokenizer.ggml.tokens and .merges
+  BpeVocabStrings vocab;           // tokenizer.ggml.tokens and .merges
   GgmlType type = GgmlType::kF32;  // general.file_type, as the type of its 2-D weights
 };
 

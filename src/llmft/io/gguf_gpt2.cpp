@@ -22,9 +22,12 @@ constexpr int32_t kTokenNormal = 1, kTokenControl = 3;
 
 uint32_t file_type(GgmlType t) {  // general.file_type: ALL_F32, MOSTLY_F16, MOSTLY_Q8_0
   switch (t) {
-    case GgmlType::kF32: return 0;
-    case GgmlType::kF16: return 1;
-    case GgmlType::kQ8_0: return 7;
+    case GgmlType::kF32:
+      return 0;
+    case GgmlType::kF16:
+      return 1;
+    case GgmlType::kQ8_0:
+      return 7;
   }
   return 0;
 }
@@ -92,10 +95,13 @@ GgmlType tensor_type(const ParamSpec& s, GgmlType want, bool* fallback) {
 // (R, C) row-major -> (C, R) row-major.
 void transpose(std::span<const float> in, std::span<float> out, int64_t R, int64_t C) {
   for (int64_t r = 0; r < R; ++r)
-    for (int64_t c = 0; c < C; ++c) out[static_cast<size_t>(c * R + r)] = in[static_cast<size_t>(r * C + c)];
+    for (int64_t c = 0; c < C; ++c)
+      out[static_cast<size_t>(c * R + r)] = in[static_cast<size_t>(r * C + c)];
 }
 
-std::string ne_str(const std::vector<int64_t>& ne) { return fmt::format("{{{}}}", fmt::join(ne, ", ")); }
+std::string ne_str(const std::vector<int64_t>& ne) {
+  return fmt::format("{{{}}}", fmt::join(ne, ", "));
+}
 
 }  // namespace
 
@@ -107,7 +113,8 @@ GgufExportSummary write_gpt2_gguf(const fs::path& path, const ParamTable& table,
               params.size(), table.total());
   if (static_cast<int64_t>(vocab.tokens.size()) != cfg.V) {
     throw Error(fmt::format("the tokenizer has {} tokens but the model {} token embeddings; "
-                            "llama.cpp needs them equal", vocab.tokens.size(), cfg.V),
+                            "llama.cpp needs them equal",
+                            vocab.tokens.size(), cfg.V),
                 "export a model with GPT-2's own vocabulary");
   }
   const auto eot = std::find(vocab.tokens.begin(), vocab.tokens.end(), kEndOfText);
@@ -178,7 +185,8 @@ GgufExportSummary write_gpt2_gguf(const fs::path& path, const ParamTable& table,
     os.write(infos.bytes().data(), static_cast<std::streamsize>(infos.bytes().size()));
     const uint64_t head = header.bytes().size() + kv.bytes().size() + infos.bytes().size();
     const std::string zeros(kAlignment, '\0');
-    os.write(zeros.data(), static_cast<std::streamsize>((kAlignment - head % kAlignment) % kAlignment));
+    os.write(zeros.data(),
+             static_cast<std::streamsize>((kAlignment - head % kAlignment) % kAlignment));
     std::vector<float> tmp;
     std::vector<unsigned char> bytes;
     uint64_t done = 0;
@@ -204,8 +212,8 @@ GgufExportSummary write_gpt2_gguf(const fs::path& path, const ParamTable& table,
       }
       os.write(reinterpret_cast<const char*>(bytes.data()),
                static_cast<std::streamsize>(bytes.size()));
-      os.write(zeros.data(), static_cast<std::streamsize>((kAlignment - bytes.size() % kAlignment) %
-                                                          kAlignment));
+      os.write(zeros.data(),
+               static_cast<std::streamsize>((kAlignment - bytes.size() % kAlignment) % kAlignment));
       done += bytes.size();
       if (opts.progress) opts.progress(done, data_bytes);
     }
@@ -245,8 +253,10 @@ Gpt2Config gpt2_config_from_gguf(const GgufFile& f) {
     throw Error(fmt::format("{}: no 2-D tensor 'token_embd.weight'", p), "not a GPT-2 GGUF file");
   }
   if (wte->ne[0] != cfg.C) {
-    throw Error(fmt::format("{}: token_embd.weight has ne {}, expected ne[0] = "
-                            "gpt2.embedding_length {}", p, ne_str(wte->ne), cfg.C));
+    throw Error(
+        fmt::format("{}: token_embd.weight has ne {}, expected ne[0] = "
+                    "gpt2.embedding_length {}",
+                    p, ne_str(wte->ne), cfg.C));
   }
   cfg.V = wte->ne[1];
   cfg.tied = f.find("output.weight") == nullptr;
@@ -291,8 +301,10 @@ Gpt2Gguf read_gpt2_gguf(const fs::path& path) {
   }
   const std::string& tok_model = f.get_string("tokenizer.ggml.model");
   if (tok_model != "gpt2") {
-    throw Error(fmt::format("{}: tokenizer.ggml.model is '{}', llmft reads GPT-2's byte-level BPE "
-                            "(gpt2)", p, tok_model));
+    throw Error(
+        fmt::format("{}: tokenizer.ggml.model is '{}', llmft reads GPT-2's byte-level BPE "
+                    "(gpt2)",
+                    p, tok_model));
   }
   Gpt2Gguf out{Gpt2(cfg), {}, GgmlType::kF32};
   out.vocab.tokens = f.get_string_array("tokenizer.ggml.tokens");

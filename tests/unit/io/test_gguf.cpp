@@ -88,7 +88,9 @@ struct Builder {
   uint64_t n_kv = 0, n_tensors = 0;
   uint32_t version = 3;
   template <typename T>
-  static void put(std::string& s, T v) { s.append(reinterpret_cast<const char*>(&v), sizeof v); }
+  static void put(std::string& s, T v) {
+    s.append(reinterpret_cast<const char*>(&v), sizeof v);
+  }
   static void str(std::string& s, std::string_view v) {
     put(s, static_cast<uint64_t>(v.size()));
     s.append(v);
@@ -97,7 +99,10 @@ struct Builder {
     str(kv, k), put(kv, static_cast<uint32_t>(t)), ++n_kv;
     return *this;
   }
-  Builder& u32(const std::string& k, uint32_t v) { key(k, GgufValueType::kU32), put(kv, v); return *this; }
+  Builder& u32(const std::string& k, uint32_t v) {
+    key(k, GgufValueType::kU32), put(kv, v);
+    return *this;
+  }
   Builder& tensor(const std::string& name, std::vector<uint64_t> ne, uint32_t type, uint64_t off) {
     str(infos, name), put(infos, static_cast<uint32_t>(ne.size()));
     for (uint64_t d : ne) put(infos, d);
@@ -330,7 +335,8 @@ TEST(GgufHostile, TruncatedAnywhere) {
       const std::string what = e.what();
       ASSERT_TRUE(what.find("truncated") != std::string::npos ||
                   what.find("not a GGUF file") != std::string::npos ||
-                  what.find("cannot fit") != std::string::npos) << n << ": " << what;
+                  what.find("cannot fit") != std::string::npos)
+          << n << ": " << what;
     }
   }
 }
@@ -413,7 +419,8 @@ TEST(GgufHostile, BadMetadata) {
 TEST(GgufHostile, BadTensorInfos) {
   TempDir dir;
   const std::string data(64, '\0');
-  auto one = [&](std::vector<uint64_t> ne, uint32_t type, uint64_t off, const std::string& name = "w") {
+  auto one = [&](std::vector<uint64_t> ne, uint32_t type, uint64_t off,
+                 const std::string& name = "w") {
     Builder b;
     b.tensor(name, std::move(ne), type, off);
     b.data = data;
