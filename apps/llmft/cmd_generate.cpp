@@ -24,7 +24,9 @@ ModelLoadOptions model_load_options(const GenerationCliOptions& o) {
 }
 
 void add_generation_options(CLI::App& app, GenerationCliOptions& o) {
-  app.add_option("--model", o.model, "Model folder (Hugging Face layout) or name (gpt2-medium)")
+  app.add_option("--model", o.model,
+                 "Model folder (Hugging Face layout), name (gpt2-medium) or a .gguf file "
+                 "(llmft export: f32, f16 or q8_0, dequantized to fp32)")
       ->required();
   app.add_option("--adapter", o.adapter,
                  "LoRA adapter folder (PEFT layout, e.g. a finetune --lora run's adapter/) run "

@@ -1,6 +1,7 @@
 // Model + tokenizer loading for every command that needs a model: a spec (a folder, a GPT-2 name
 // from the hub cache or downloaded, or "random:<preset>" where the caller allows it) becomes a
 // configuration, weights laid out by ParamTable, a tokenizer and a line saying where they are from.
+// A ".gguf" file (llmft export's) loads too: generate and chat run exported models.
 #pragma once
 
 #include <cstdint>
@@ -51,7 +52,7 @@ struct LoadedModel {
   std::unique_ptr<Gpt2> model;
   bool random_init = false;
   std::unique_ptr<BpeTokenizer> tokenizer;  // never null
-  std::filesystem::path dir;  // the model folder; empty for a random model
+  std::filesystem::path dir;  // the model folder; empty for a random model or a GGUF file
   std::string spec;           // what to record: the folder path or "random:<preset>"
   std::string description;    // one line for logs and summaries
   const Gpt2Config& cfg() const { return model->config(); }
@@ -62,8 +63,11 @@ struct LoadedModel {
   std::filesystem::path adapter_dir;    // where it was read from
 };
 
-// Resolves `spec` (see above; folders and names through io's resolve_model) and loads the
-// configuration, weights and tokenizer. Throws Error when the model's vocabulary is smaller than
+// True when `spec` names an existing file ending in ".gguf".
+bool is_gguf_path(const std::string& spec);
+
+// Resolves `spec` (see above; folders and names through io's resolve_model, or a GPT-2 GGUF file
+// read with io/gguf.h, its tokenizer included) and loads the configuration, weights and tokenizer. Throws Error when the model's vocabulary is smaller than
 // the tokenizer's, UsageError for an unknown name or preset, Error for unreadable files.
 LoadedModel load_model(const std::string& spec, const ModelLoadOptions& opts);
 

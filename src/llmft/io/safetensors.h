@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "llmft/model/params.h"
+#include "llmft/core/io.h"
 
 namespace llmft {
 
@@ -45,8 +46,7 @@ class SafetensorsFile {
 
  private:
   std::filesystem::path path_;
-  const unsigned char* map_ = nullptr;
-  size_t map_size_ = 0;
+  MappedFile file_;
   const unsigned char* data_ = nullptr;  // start of the data region (inside map_)
   std::vector<TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;
@@ -76,6 +76,9 @@ void read_table(const SafetensorsFile& st, const TensorTable& table, std::span<f
 
 // Exact IEEE conversions (F16 subnormals, infinities and NaNs included).
 float f16_to_f32(uint16_t h);
+// Rounds to the nearest F16, ties to even (as F16C's vcvtps2ph and numpy's astype(float16)):
+// overflow gives infinity, NaN stays NaN.
+uint16_t f32_to_f16(float f);
 float bf16_to_f32(uint16_t b);
 
 }  // namespace llmft

@@ -205,8 +205,13 @@ Lora::Lora(const Gpt2Config& cfg, const LoraConfig& lc) : cfg_(cfg), lc_(lc) {
     const std::string base =
         l < 0 ? fmt::format("base_model.model.{}.", lora_module(t))
               : fmt::format("base_model.model.transformer.h.{}.{}.", l, lora_module(t));
-    table->add(base + "lora_A.weight", {r, IC});
-    table->add(base + "lora_B.weight", {OC, r});
+    ParamSpec a, b;
+    a.name = base + "lora_A.weight";
+    a.shape = {r, IC};
+    b.name = base + "lora_B.weight";
+    b.shape = {OC, r};
+    table->add(std::move(a));
+    table->add(std::move(b));
     slots_.push_back({l, t, nullptr, nullptr, nullptr});
   };
   for (int64_t l = 0; l < cfg.L; ++l) {

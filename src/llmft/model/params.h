@@ -1,6 +1,7 @@
 // The one description of GPT-2's tensors: a typed structure (Gpt2Tensors: per block ln_1, c_attn,
 // attn c_proj, ln_2, c_fc, mlp c_proj; the embeddings, ln_f and the head) and the table that lays
-// it out in one flat buffer and maps it to Hugging Face's tensor names (without "transformer.").
+// it out in one flat buffer and maps it to Hugging Face's tensor names (without "transformer.")
+// and to llama.cpp's GGUF names for the gpt2 architecture.
 // Parameters, gradients and AdamW's m and v share the layout. Linear weights keep GPT-2's Conv1D
 // layout [in_features, out_features], so checkpoints need no translation.
 #pragma once
@@ -43,7 +44,11 @@ struct Gpt2Tensors {
 
 struct ParamSpec {
   std::string name;            // "h.3.attn.c_attn.weight"
+  std::string gguf_name;       // llama.cpp's name for it: "blk.3.attn_qkv.weight"
   std::vector<int64_t> shape;  // as stored in a Hugging Face checkpoint
+  // A linear weight in Conv1D layout [in, out]; formats in nn.Linear layout [out, in] (GGUF)
+  // store it transposed.
+  bool conv1d = false;
   int64_t offset = 0;          // in floats, into the flat buffer
   int64_t numel = 0;
 };
@@ -70,7 +75,8 @@ class TensorTable {
   }
 
  protected:
-  const ParamSpec& add(std::string name, std::vector<int64_t> shape);
+  // Appends s (name, shape and the format fields set) with its numel and offset filled in.
+  const ParamSpec& add(ParamSpec s);
 
  private:
   std::vector<ParamSpec> specs_;
@@ -85,6 +91,7 @@ class ParamTable : public TensorTable {
   // Checkpoint order: wte, wpe, h.0.ln_1.weight ... h.{L-1}.mlp.c_proj.bias, ln_f, lm_head.
   // In files the body carries "transformer." (as GPT2LMHeadModel saves it), lm_head does not.
   std::string file_name(const ParamSpec& s) const override;
+  const ParamSpec* find_gguf(const std::string& gguf_name) const;  // find(), by GGUF name
 
   // The typed view of a flat buffer laid out by this table (params, grads, m or v).
   Gpt2Tensors<float> bind(std::span<float> flat) const;
