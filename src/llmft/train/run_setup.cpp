@@ -3,10 +3,15 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <ctime>
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/progress.h"
+#include "llmft/generate/generate.h"
+#include "llmft/model/gpt2.h"
 #include "llmft/train/checkpoint.h"
 
 namespace llmft {
@@ -68,6 +73,50 @@ RunData load_data(const FinetuneOptions& opts) {
                      "the 85/10/5 split needs at least 2 entries for validation; use more data");
   }
   return d;
+}
+
+void Console::line(const std::string& s) {
+  if (bar) bar->clear();
+  std::fputs(s.c_str(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+LoadedModel load_starting_model(const FinetuneOptions& opts, const RunFolder& folder,
+                                Console& con) {
+  if (folder.resuming) return model_from_record(folder.saved_config, folder.config_file.string());
+  return load_finetune_model(opts, [&](const std::string& s) { con.line(s); });
+}
+
+void init_model(Gpt2& model, const LoadedModel& source, const FinetuneOptions& opts) {
+  if (source.random_init) model.init_random(opts.seed);
+  model.set_precision(parse_precision(opts.precision));
+}
+
+AdamWConfig adamw_config(const FinetuneOptions& opts) {
+  return {static_cast<float>(opts.lr), static_cast<float>(opts.beta1),
+          static_cast<float>(opts.beta2), static_cast<float>(opts.eps),
+          static_cast<float>(opts.weight_decay)};
+}
+
+std::string greedy_sample(Gpt2& model, const BpeTokenizer& tok, const std::string& prompt,
+                          int64_t tokens) {
+  const auto prompt_ids = tok.encode(prompt, SpecialTokens::kAllow);
+  GenerateOptions g;
+  g.max_new_tokens = tokens;
+  g.precision = model.precision();
+  g.batch_size = 1;
+  g.stop_at_eos = false;  // generate_text_simple runs the full 50 tokens
+  const auto out = generate(model, {prompt_ids}, g);
+  std::vector<int32_t> all = prompt_ids;
+  all.insert(all.end(), out[0].begin(), out[0].end());
+  std::string text = tok.decode(all);
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  return text;
 }
 
 }  // namespace llmft

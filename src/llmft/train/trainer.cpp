@@ -48,21 +48,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// Log lines go to stdout; the progress bar (stderr) is cleared first so they print above it.
-struct Console {
-  ProgressBar* bar = nullptr;
-  void line(const std::string& s) {
-    if (bar) bar->clear();
-    std::fputs(s.c_str(), stdout);
-    std::fputc('\n', stdout);
-    std::fflush(stdout);
-  }
-};
-
 // The items of dataset indices [first, last) of `idx` for collate().
 std::vector<CollateItem> items_for(const TokenizedDataset& data, std::span<const int64_t> idx) {
   std::vector<CollateItem> items;
@@ -84,26 +69,6 @@ LossResult run_batch(Gpt2& model, const Batch& b, std::optional<float> dloss) {
   }
   return dloss ? model.forward_backward(b.packed_inputs, b.packed_targets, off, *dloss)
                : model.forward(b.packed_inputs, b.packed_targets, off, /*training=*/false);
-}
-
-// A new run's model from opts.model; a resumed run's from its record (weights: the checkpoint).
-LoadedModel load_starting_model(const FinetuneOptions& opts, const RunFolder& folder,
-                                Console& con) {
-  if (folder.resuming) return model_from_record(folder.saved_config, folder.config_file.string());
-  return load_finetune_model(opts, [&](const std::string& s) { con.line(s); });
-}
-
-// GPT-2's initialisation for a random model (a folder's weights are in it already, a resumed
-// run's come from its checkpoint); then the run's precision.
-void init_model(Gpt2& model, const LoadedModel& source, const FinetuneOptions& opts) {
-  if (source.random_init) model.init_random(opts.seed);
-  model.set_precision(parse_precision(opts.precision));
-}
-
-AdamWConfig adamw_config(const FinetuneOptions& opts) {
-  return {static_cast<float>(opts.lr), static_cast<float>(opts.beta1),
-          static_cast<float>(opts.beta2), static_cast<float>(opts.eps),
-          static_cast<float>(opts.weight_decay)};
 }
 
 CollateOptions collate_options(const FinetuneOptions& opts, const Gpt2Config& cfg) {
@@ -388,20 +353,9 @@ double Finetune::calc_loss_loader(const DataLoader& loader, int64_t epoch, int64
 void Finetune::print_sample() {
   if (opts_.sample_tokens == 0) return;
   const auto t_sample = Clock::now();
-  const BpeTokenizer& tok = *source_.tokenizer;
-  const std::string prompt = format_prompt(data_.tmpl, data_.ds.entries[data_.split.val.begin]);
-  const auto prompt_ids = tok.encode(prompt, SpecialTokens::kAllow);
-  GenerateOptions g;
-  g.max_new_tokens = opts_.sample_tokens;
-  g.precision = model_.precision();
-  g.batch_size = 1;
-  g.stop_at_eos = false;  // generate_text_simple runs the full 50 tokens
-  const auto out = generate(model_, {prompt_ids}, g);
-  std::vector<int32_t> all = prompt_ids;
-  all.insert(all.end(), out[0].begin(), out[0].end());
-  std::string text = tok.decode(all);
-  std::replace(text.begin(), text.end(), '\n', ' ');
-  con_.line(text);
+  con_.line(greedy_sample(model_, *source_.tokenizer,
+                          format_prompt(data_.tmpl, data_.ds.entries[data_.split.val.begin]),
+                          opts_.sample_tokens));
   ph_.sample_seconds += seconds_since(t_sample);
   ++ph_.samples;
 }
