@@ -26,10 +26,10 @@ Runner setup(CLI::App& app) {
     run_opts.push_back(opt->capture_default_str());
     return opt;
   };
-  add(app.add_option("--model", o->model,
+  run_opts.push_back(app.add_option("--model", o->model,
                      "The finetuned (SFT) model to tune: a Hugging Face folder such as a finetune "
                      "run's model/, a name (gpt2-medium...), or random:<preset> for tests. It is "
-                     "also the frozen reference"));
+                     "also the frozen reference (required)"));
   add(app.add_option("--data", *data,
                      "Preference data: entries with instruction, input, output, chosen and "
                      "rejected (llmft prefs writes it); default: the bundled "

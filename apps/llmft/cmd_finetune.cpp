@@ -138,7 +138,8 @@ Runner setup(CLI::App& app) {
       resume_dir = *resume;
       const auto cfg_file = resume_dir / "config.json";
       auto j = nlohmann::json::parse(read_file(cfg_file), nullptr, false);
-      if (j.is_discarded() || !j.contains("options")) {
+      if (j.is_discarded() || !j.contains("options") ||
+          j.value("command", std::string("finetune")) != "finetune") {
         throw Error(fmt::format("{}: not a llmft finetune config", cfg_file.string()),
                     "--resume takes the run folder of an earlier llmft finetune");
       }

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <fmt/format.h>
+
 #include "golden_reader.h"
 #include "llmft/data/preference.h"
 #include "llmft/model/adamw.h"
@@ -35,7 +37,7 @@ const Golden& golden() {
   return g;
 }
 
-struct Setup {
+struct DpoCase {
   Gpt2Config cfg;
   int64_t K = 0, S = 0, B = 0, max_length = 0;
   double beta = 0, lr = 0, wd = 0;
@@ -51,9 +53,9 @@ TokenizedDataset side(const char* key, const std::vector<int64_t>& prompt_lens) 
   return make_tokenized_dataset(ids, prompt_lens);
 }
 
-Setup setup() {
+DpoCase setup() {
   const auto c = golden().i32("config");
-  Setup s;
+  DpoCase s;
   s.cfg.V = c[0];
   s.cfg.maxT = c[1];
   s.cfg.C = c[2];
@@ -87,7 +89,7 @@ void load_params(Gpt2& model) {
 std::vector<double> as_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
 // The reference scores of all K pairs, one packed forward.
-void reference_scores(Gpt2& model, const Setup& s, std::vector<double>& chosen,
+void reference_scores(Gpt2& model, const DpoCase& s, std::vector<double>& chosen,
                       std::vector<double>& rejected) {
   std::vector<int64_t> all(static_cast<size_t>(s.K));
   for (int64_t k = 0; k < s.K; ++k) all[k] = k;
@@ -98,14 +100,14 @@ void reference_scores(Gpt2& model, const Setup& s, std::vector<double>& chosen,
   rejected.assign(lp.begin() + s.K, lp.end());
 }
 
-struct Run {
+struct DpoRun {
   std::vector<double> ref_c, ref_r, loss, chosen, rejected;
   std::vector<std::vector<double>> policy;
 };
 
 // S DPO steps as llmft's loop runs them; grads_ok checks the gradients after steps 0 and S-1.
-Run run_steps(Gpt2& model, const Setup& s, bool check_grads) {
-  Run r;
+DpoRun run_steps(Gpt2& model, const DpoCase& s, bool check_grads) {
+  DpoRun r;
   reference_scores(model, s, r.ref_c, r.ref_r);
   AdamWConfig ac;
   ac.lr = static_cast<float>(s.lr);
@@ -141,10 +143,10 @@ Run run_steps(Gpt2& model, const Setup& s, bool check_grads) {
 }
 
 TEST(DpoParity, Fp32StepsMatchThePyTorchReference) {
-  const Setup s = setup();
+  const DpoCase s = setup();
   Gpt2 model(s.cfg);
   load_params(model);
-  const Run r = run_steps(model, s, /*check_grads=*/true);
+  const DpoRun r = run_steps(model, s, /*check_grads=*/true);
   EXPECT_TRUE(all_close(r.ref_c, as_double(golden().f32("reference.chosen")), kRtol, kAtol));
   EXPECT_TRUE(all_close(r.ref_r, as_double(golden().f32("reference.rejected")), kRtol, kAtol));
   const auto want_policy = golden().f32("steps.policy");
@@ -176,17 +178,24 @@ TEST(DpoParity, Fp32StepsMatchThePyTorchReference) {
 }
 
 TEST(DpoParity, Bf16StepsStayWithinOnePercent) {
-  const Setup s = setup();
+  const DpoCase s = setup();
   Gpt2 model(s.cfg);
   load_params(model);
   model.set_precision(Precision::kBf16);
-  const Run r = run_steps(model, s, /*check_grads=*/false);
+  const DpoRun r = run_steps(model, s, /*check_grads=*/false);
   // bf16 products with fp32 accumulation, as PyTorch's bf16 autocast: 1e-2 relative on the
-  // log-probs and the loss; rewards (differences of log-probs ~4.6) within 1e-2 absolute.
+  // log-probs and the loss. The rewards after lr 3e-2 AdamW steps carry the steps' bf16
+  // differences (a rounding difference in a gradient moves a parameter by up to ~lr): within 1e-2
+  // of the largest reward margin (6.5 at step 3).
   EXPECT_TRUE(all_close(r.ref_c, as_double(golden().f32("reference.chosen")), 1e-2, 0));
   EXPECT_TRUE(all_close(r.loss, as_double(golden().f32("steps.loss")), 1e-2, 0));
-  EXPECT_TRUE(all_close(r.chosen, as_double(golden().f32("steps.chosen_reward")), 0, 5e-2));
-  EXPECT_TRUE(all_close(r.rejected, as_double(golden().f32("steps.rejected_reward")), 0, 5e-2));
+  const auto want_c = as_double(golden().f32("steps.chosen_reward"));
+  const auto want_r = as_double(golden().f32("steps.rejected_reward"));
+  double margin = 0;
+  for (size_t i = 0; i < want_c.size(); ++i) margin = std::max(margin, std::abs(want_c[i] - want_r[i]));
+  EXPECT_GT(margin, 1.0);
+  EXPECT_TRUE(all_close(r.chosen, want_c, 0, 1e-2 * margin));
+  EXPECT_TRUE(all_close(r.rejected, want_r, 0, 1e-2 * margin));
 }
 
 }  // namespace

@@ -169,6 +169,7 @@ class Dpo {
   json summary_json() const;
   fs::path model_dir() const { return folder_.dir / "model"; }
   fs::path plot_file() const { return folder_.dir / "loss-plot.svg"; }
+  fs::path margin_plot_file() const { return folder_.dir / "reward-margin-plot.svg"; }
   fs::path reference_file() const { return folder_.dir / "reference-logprobs.json"; }
   fs::path start_answers_file() const { return folder_.dir / "sft-test-responses.json"; }
   fs::path answers_file() const { return folder_.dir / "test-responses.json"; }
@@ -506,6 +507,8 @@ void Dpo::answer_test_set() {
 
 void Dpo::write_plot() {
   write_file_atomic(plot_file(), loss_plot_svg(evals_, fmt::format("{}: DPO loss", o_.model)));
+  write_file_atomic(margin_plot_file(),
+                    reward_margin_plot_svg(evals_, fmt::format("{}: DPO reward margin", o_.model)));
 }
 
 json Dpo::summary_json() const {
@@ -544,6 +547,7 @@ json Dpo::summary_json() const {
             {"reference_logprobs", reference_file().string()},
             {"metrics", folder_.metrics_file.string()},
             {"loss_plot", plot_file().string()},
+            {"reward_margin_plot", margin_plot_file().string()},
             {"config", folder_.config_file.string()}}}};
 }
 
@@ -575,7 +579,8 @@ FinetuneResult Dpo::summarise() {
   if (writes()) con_.line(fmt::format("  model folder  {}", model_dir().string()));
   if (!answers_info_.is_null()) con_.line(fmt::format("  test answers  {}", answers_file().string()));
   con_.line(fmt::format("  metrics       {}", folder_.metrics_file.string()));
-  con_.line(fmt::format("  loss plot     {}", plot_file().string()));
+  con_.line(fmt::format("  plots         {}, {}", plot_file().string(),
+                        margin_plot_file().string()));
   con_.line(fmt::format("  summary       {}", (folder_.dir / "summary.json").string()));
   return r;
 }
