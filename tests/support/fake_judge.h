@@ -22,7 +22,8 @@ class FakeJudge {
   struct Chat {
     int n = 0;                 // 1-based number of this chat request
     nlohmann::json body;       // parsed request body
-    std::string response;      // the model response quoted in the prompt
+    std::string response;      // the model response quoted in a judge prompt (else empty)
+    std::string content() const { return body["messages"][0]["content"]; }
   };
   // Returns true when it answered itself (set res); false falls back to the normal reply.
   using ChatHook = std::function<bool(const Chat&, const httplib::Request&, httplib::Response&)>;
@@ -50,8 +51,10 @@ class FakeJudge {
       c.body = nlohmann::json::parse(req.body);
       const std::string content = c.body["messages"][0]["content"];
       const std::string marker = "score the model response `";
-      const size_t p = content.find(marker) + marker.size();
-      c.response = content.substr(p, content.find('`', p) - p);
+      if (const size_t m = content.find(marker); m != std::string::npos) {
+        const size_t p = m + marker.size();
+        c.response = content.substr(p, content.find('`', p) - p);
+      }
       if (chat && chat(c, req, res)) return;
       reply(req, res, c.body.value("stream", true), c.response);
     };

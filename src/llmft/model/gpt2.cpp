@@ -529,6 +529,11 @@ LossResult Gpt2::forward(std::span<const int32_t> inputs, std::span<const int32_
   return r;
 }
 
+std::span<const float> Gpt2::token_losses() const {
+  return std::span<const float>(work_).subspan(static_cast<size_t>(off_losses_),
+                                               static_cast<size_t>(M_));
+}
+
 LossResult Gpt2::forward_backward(std::span<const int32_t> inputs,
                                   std::span<const int32_t> targets,
                                   std::span<const int64_t> seq_offsets, float dloss_scale) {
@@ -557,6 +562,7 @@ void Gpt2::forward_logits(std::span<float> logits, std::span<const int32_t> inpu
       throw Error(fmt::format("logit position {} outside [0, {})", positions[i], N));
   ready_for_backward_ = false;
   head_has_logits_ = false;
+  M_ = 0;  // no token losses
   forward_packed(inputs, seq_offsets, /*dropout=*/false);
   // The gather buffer holds cap_tokens_ rows; more positions than tokens go in rounds.
   const auto lnf = acts_.lnf.first(N * C);

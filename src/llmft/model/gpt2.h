@@ -107,6 +107,13 @@ class Gpt2 {
   // each counted token's loss gets gradient dloss_scale (1 / total targets over the micro-batches
   // gives the mean). Call once per forward().
   void backward(float dloss_scale);
+  // The per-token losses -log p(target) of the last forward(): (M = n_targets), one per target
+  // that is not -100, in packed row order. Their negatives are the per-token log-probabilities a
+  // sequence score (DPO's mean response log-prob) is made of. Valid until the next call.
+  std::span<const float> token_losses() const;
+  // As backward(float), with a weight per token: accumulates the gradient of
+  // sum_i dlosses[i] * token_losses()[i] (dlosses: (M)). DPO drives the model through this.
+  void backward(std::span<const float> dlosses);
   // forward(training) and backward(dloss_scale) in one call, with the output head's gradient
   // computed chunk by chunk right after its logits (nothing recomputed, (R, V) scratch only):
   // what a training step runs when it knows the loss scale up front.
@@ -181,7 +188,7 @@ class Gpt2 {
   kernels::HeadLowRank head_low_rank(bool with_backward);
   void finish_head_adapter();
   std::span<float> trainable_grads();
-  void backward_head(float dloss_scale);
+  void backward_head(float dloss_scale, std::span<const float> row_dloss);
   void backward_trunk();
   void backward_block(int64_t l, float p);
   uint64_t site_seed(int64_t layer, int site) const;

@@ -49,21 +49,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// Log lines go to stdout; the progress bar (stderr) is cleared first so they print above it.
-struct Console {
-  ProgressBar* bar = nullptr;
-  void line(const std::string& s) {
-    if (bar) bar->clear();
-    std::fputs(s.c_str(), stdout);
-    std::fputc('\n', stdout);
-    std::fflush(stdout);
-  }
-};
-
 // The items of dataset indices [first, last) of `idx` for collate().
 std::vector<CollateItem> items_for(const TokenizedDataset& data, std::span<const int64_t> idx) {
   std::vector<CollateItem> items;
@@ -85,73 +70,6 @@ LossResult run_batch(Gpt2& model, const Batch& b, std::optional<float> dloss) {
   }
   return dloss ? model.forward_backward(b.packed_inputs, b.packed_targets, off, *dloss)
                : model.forward(b.packed_inputs, b.packed_targets, off, /*training=*/false);
-}
-
-// A new run's model from opts.model; a resumed run's from its record (weights: the checkpoint),
-// or with LoRA from opts.model again (the checkpoint holds only the adapter), which must still be
-// the model the run recorded.
-LoadedModel load_starting_model(const FinetuneOptions& opts, const RunFolder& folder,
-                                Console& con) {
-  if (folder.resuming && !opts.lora)
-    return model_from_record(folder.saved_config, folder.config_file.string());
-  LoadedModel m = load_finetune_model(opts, [&](const std::string& s) { con.line(s); });
-  if (folder.resuming) {
-    const LoadedModel rec = model_from_record(folder.saved_config, folder.config_file.string());
-    if (rec.cfg().describe() != m.cfg().describe())
-      throw Error(fmt::format("{} is now {}, but the run trained an adapter for {}", opts.model,
-                              m.cfg().describe(), rec.cfg().describe()),
-                  "the base model of a LoRA run must stay the same to resume it");
-  }
-  return m;
-}
-
-LoraConfig lora_config(const FinetuneOptions& opts) {
-  LoraConfig lc;
-  lc.rank = opts.lora_rank;
-  lc.alpha = opts.lora_alpha;
-  lc.dropout = opts.lora_dropout;
-  lc.rslora = opts.lora_rslora;
-  lc.targets = parse_lora_targets(opts.lora_targets);
-  lc.layers = opts.lora_layers;
-  return lc;
-}
-
-// --lora: the adapters the run trains, attached to the model (frozen from here on): read from
-// --adapter, or new with PEFT's initialisation (a resumed run's come from its checkpoint). An
-// adapter's own settings replace the options, so config.json records what is trained.
-void attach_lora(LoadedModel& source, FinetuneOptions& opts, bool resuming) {
-  if (!opts.lora) return;
-  if (!resuming && !opts.adapter.empty()) {
-    source.lora = read_peft_adapter(opts.adapter, source.cfg()).lora;
-    const LoraConfig& lc = source.lora->config();
-    opts.lora_rank = lc.rank;
-    opts.lora_alpha = lc.alpha;
-    opts.lora_dropout = lc.dropout;
-    opts.lora_rslora = lc.rslora;
-    opts.lora_layers = lc.layers;
-    opts.lora_targets.clear();
-    for (LoraTarget t : lc.targets)
-      opts.lora_targets += (opts.lora_targets.empty() ? "" : ",") + std::string(lora_module(t));
-  } else {
-    source.lora = std::make_unique<Lora>(source.cfg(), lora_config(opts));
-    if (!resuming) source.lora->init(opts.seed);
-  }
-  source.model->set_lora(source.lora.get());
-  // Frozen in bf16: the products read only the bf16 copy, so the fp32 matrices can go.
-  if (source.model->precision() == Precision::kBf16) source.model->keep_base_in_bf16();
-}
-
-// GPT-2's initialisation for a random model (a folder's weights are in it already, a resumed
-// run's come from its checkpoint); then the run's precision.
-void init_model(Gpt2& model, const LoadedModel& source, const FinetuneOptions& opts) {
-  if (source.random_init) model.init_random(opts.seed);
-  model.set_precision(parse_precision(opts.precision));
-}
-
-AdamWConfig adamw_config(const FinetuneOptions& opts) {
-  return {static_cast<float>(opts.lr), static_cast<float>(opts.beta1),
-          static_cast<float>(opts.beta2), static_cast<float>(opts.eps),
-          static_cast<float>(opts.weight_decay)};
 }
 
 CollateOptions collate_options(const FinetuneOptions& opts, const Gpt2Config& cfg) {
@@ -454,20 +372,9 @@ double Finetune::calc_loss_loader(const DataLoader& loader, int64_t epoch, int64
 void Finetune::print_sample() {
   if (opts_.sample_tokens == 0) return;
   const auto t_sample = Clock::now();
-  const BpeTokenizer& tok = *source_.tokenizer;
-  const std::string prompt = format_prompt(data_.tmpl, data_.ds.entries[data_.split.val.begin]);
-  const auto prompt_ids = tok.encode(prompt, SpecialTokens::kAllow);
-  GenerateOptions g;
-  g.max_new_tokens = opts_.sample_tokens;
-  g.precision = model_.precision();
-  g.batch_size = 1;
-  g.stop_at_eos = false;  // generate_text_simple runs the full 50 tokens
-  const auto out = generate(model_, {prompt_ids}, g);
-  std::vector<int32_t> all = prompt_ids;
-  all.insert(all.end(), out[0].begin(), out[0].end());
-  std::string text = tok.decode(all);
-  std::replace(text.begin(), text.end(), '\n', ' ');
-  con_.line(text);
+  con_.line(greedy_sample(model_, *source_.tokenizer,
+                          format_prompt(data_.tmpl, data_.ds.entries[data_.split.val.begin]),
+                          opts_.sample_tokens));
   ph_.sample_seconds += seconds_since(t_sample);
   ++ph_.samples;
 }

@@ -108,8 +108,9 @@ void head_crossentropy_backward(std::span<float> dx, std::span<float> dw, std::s
                                 std::span<const int32_t> targets, std::span<const float> lse,
                                 float dloss, int64_t M, int64_t C, int64_t V, int64_t R,
                                 bool scratch_has_logits, const HeadBf16& lowp,
-                                const HeadLowRank& lr) {
+                                const HeadLowRank& lr, std::span<const float> row_dloss) {
   LLMFT_CHECK(R >= 1, "chunk rows R={}", R);
+  if (!row_dloss.empty()) check_size(row_dloss, M, "crossentropy row_dloss");
   check_size(dx, M * C, "crossentropy dx");
   if (!dw.empty()) check_size(dw, V * C, "crossentropy dw");
   check_size(scratch, std::min(M, R) * V, "crossentropy scratch");
@@ -129,9 +130,10 @@ void head_crossentropy_backward(std::span<float> dx, std::span<float> dw, std::s
     for (int64_t r = 0; r < rows; ++r) {
       float* l = scratch.data() + r * V;
       const float s = lse[r0 + r];
+      const float d = row_dloss.empty() ? dloss : dloss * row_dloss[r0 + r];
 #pragma omp simd
-      for (int64_t j = 0; j < V; ++j) l[j] = vexp(l[j] - s) * dloss;
-      l[targets[r0 + r]] -= dloss;
+      for (int64_t j = 0; j < V; ++j) l[j] = vexp(l[j] - s) * d;
+      l[targets[r0 + r]] -= d;
     }
     // logits = x @ W^T
     head_grads(dx, dw, scratch, x, w, lowp, lr, r0, rows, C, V);

@@ -38,15 +38,16 @@ void head_crossentropy_forward(std::span<float> losses, std::span<float> lse,
                                std::span<const float> w, std::span<const int32_t> targets,
                                int64_t M, int64_t C, int64_t V, int64_t R,
                                const HeadBf16& lowp = {}, const HeadLowRank& lr = {});
-// dloss: d(total)/d(losses[i]), the same for every row. Accumulates into dx (M, C) and dw (V, C)
-// (dw may be empty: frozen head). scratch: (R, V); when `scratch_has_logits` (M <= R and the
-// forward just ran) the logits are reused instead of recomputed.
+// dloss: d(total)/d(losses[i]), the same for every row, or, with `row_dloss` (M) non-empty,
+// dloss * row_dloss[i] for row i (DPO weights each token by its sequence's share of the loss).
+// Accumulates into dx (M, C) and dw (V, C) (dw may be empty: frozen head). scratch: (R, V); when
+// `scratch_has_logits` (M <= R and the forward just ran) the logits are reused, not recomputed.
 void head_crossentropy_backward(std::span<float> dx, std::span<float> dw, std::span<float> scratch,
                                 std::span<const float> x, std::span<const float> w,
                                 std::span<const int32_t> targets, std::span<const float> lse,
                                 float dloss, int64_t M, int64_t C, int64_t V, int64_t R,
                                 bool scratch_has_logits, const HeadBf16& lowp = {},
-                                const HeadLowRank& lr = {});
+                                const HeadLowRank& lr = {}, std::span<const float> row_dloss = {});
 
 // Training forward and backward in one pass, for when dloss is known before the forward (the
 // trainer's 1 / target count is): each chunk of R rows gets its (R, V) logits, its losses, and
