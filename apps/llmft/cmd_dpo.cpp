@@ -4,6 +4,7 @@
 
 #include "command.h"
 #include "stop_signal.h"
+#include "train_cli.h"
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
 #include "llmft/train/dpo.h"
@@ -60,6 +61,7 @@ Runner setup(CLI::App& app) {
   add(app.add_option("--checkpoint-every", o->checkpoint_every,
                      "Also checkpoint every N optimizer steps (0 = at the end of each epoch and "
                      "on Ctrl-C only)"));
+  add_lora_options(app, *o, add);
   add(app.add_option("--max-new-tokens", o->max_new_tokens,
                      "Token limit for each test-set answer"));
   add(app.add_flag("--no-test-answers", *no_test_answers,
@@ -86,12 +88,7 @@ Runner setup(CLI::App& app) {
         }
       }
       resume_dir = *resume;
-      const auto cfg_file = resume_dir / "config.json";
-      auto j = nlohmann::json::parse(read_file(cfg_file), nullptr, false);
-      if (j.is_discarded() || j.value("command", std::string()) != "dpo" || !j.contains("options")) {
-        throw Error(fmt::format("{}: not a llmft dpo run", cfg_file.string()),
-                    "--resume takes the run folder of an earlier llmft dpo");
-      }
+      const nlohmann::json j = read_run_config(resume_dir, "dpo");
       opts = dpo_options_from_json(j.at("options"));
       opts.train.output = resume_dir;
       if (app.count("--threads")) opts.train.threads = d->train.threads;
@@ -106,6 +103,7 @@ Runner setup(CLI::App& app) {
       if (!output->empty()) opts.train.output = *output;
       opts.train.test_answers = !*no_test_answers;
       opts.train.allow_download = !*offline;
+      check_lora_options(app, opts.train);
     }
     opts.validate();
     const FinetuneResult r = run_dpo(opts, resume_dir, install_stop_handler());

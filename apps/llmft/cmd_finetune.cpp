@@ -4,6 +4,7 @@
 
 #include "command.h"
 #include "stop_signal.h"
+#include "train_cli.h"
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
 #include "llmft/judge/judge.h"
@@ -101,22 +102,7 @@ Runner setup(CLI::App& app) {
   add(app.add_option("--checkpoint-every", o->checkpoint_every,
                      "Also checkpoint every N optimizer steps (0 = at the end of each epoch and "
                      "on Ctrl-C only)"));
-  add(app.add_flag("--lora", o->lora,
-                   "Train LoRA adapters beside the frozen model instead of the model itself "
-                   "(far less memory and time; the run writes adapter/ in PEFT's layout)"));
-  add(app.add_option("--lora-rank", o->lora_rank, "LoRA rank r of each adapter"));
-  add(app.add_option("--lora-alpha", o->lora_alpha,
-                     "LoRA alpha: adapters are scaled by alpha / rank, as PEFT does"));
-  add(app.add_option("--lora-dropout", o->lora_dropout,
-                     "Dropout on each adapter's input while training (PEFT's lora_dropout)"));
-  add(app.add_option("--lora-targets", o->lora_targets,
-                     "Layers that get adapters: c_attn, attn.c_proj, c_fc, mlp.c_proj, head "
-                     "(c_proj: both projections; all: every one)"));
-  add(app.add_option("--adapter", o->adapter,
-                     "With --lora: continue training this adapter folder (PEFT layout; its rank, "
-                     "alpha and targets replace the --lora-* options)"));
-  add(app.add_flag("--merge", o->merge,
-                   "With --lora: also write the merged full model (model/) beside adapter/"));
+  add_lora_options(app, *o, add);
   add(app.add_option("--max-new-tokens", o->max_new_tokens,
                      "Token limit for each test-set answer"));
   add(app.add_flag("--no-test-answers", *no_test_answers,
@@ -152,13 +138,7 @@ Runner setup(CLI::App& app) {
         }
       }
       resume_dir = *resume;
-      const auto cfg_file = resume_dir / "config.json";
-      auto j = nlohmann::json::parse(read_file(cfg_file), nullptr, false);
-      if (j.is_discarded() || !j.contains("options") ||
-          j.value("command", std::string("finetune")) != "finetune") {
-        throw Error(fmt::format("{}: not a llmft finetune config", cfg_file.string()),
-                    "--resume takes the run folder of an earlier llmft finetune");
-      }
+      const nlohmann::json j = read_run_config(resume_dir, "finetune");
       opts = options_from_json(j.at("options"));
       opts.output = resume_dir;
       if (app.count("--threads")) opts.threads = o->threads;
@@ -171,12 +151,7 @@ Runner setup(CLI::App& app) {
       opts.test_answers = !*no_test_answers;
       opts.allow_download = !*offline;
       opts.offline_fallback = !*no_fallback;
-      if (!opts.adapter.empty()) {
-        for (const char* flag : {"--lora-rank", "--lora-alpha", "--lora-dropout", "--lora-targets"})
-          if (app.count(flag))
-            throw UsageError(fmt::format("{} cannot be combined with --adapter", flag),
-                             "the adapter's own settings are used; leave the option out");
-      }
+      check_lora_options(app, opts);
     }
     opts.validate();
     const FinetuneResult r = run_finetune(opts, resume_dir, install_stop_handler());

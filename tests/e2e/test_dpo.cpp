@@ -150,6 +150,50 @@ TEST(Dpo, ResumeAfterInterruptAndAfterKill9EqualsUninterruptedRun) {
   expect_same_run(read_metrics(dir / "killed" / "metrics.jsonl"), want);
 }
 
+// --lora: the adapter trains, the base stays frozen and is the reference. A second run continuing
+// the first one's adapter scores its reference without that adapter (the same scores as the first
+// run), so its policy starts away from the reference; resume works as without LoRA.
+TEST(Dpo, LoraTrainsAnAdapterWithTheBaseAsReferenceAndResumes) {
+  test::TempDir dir;
+  const std::vector<std::string> lora = {"--lora", "--lora-rank", "4", "--lora-alpha", "8"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), lora.begin(), lora.end());
+    return extra;
+  };
+  const auto r = test::run_llmft(args(dir / "a", with({"--lr", "1e-2"})));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("LoRA: "), std::string::npos) << r.out;
+  const auto a = read_metrics(dir / "a" / "metrics.jsonl");
+  ASSERT_EQ(a.steps.size(), 10u);
+  EXPECT_NEAR(a.steps[0].loss, std::log(2.0), 1e-5);  // B = 0: the policy is the base
+  EXPECT_GT(a.evals.back().train_rewards->margin(), 0.02);
+  const json cfg = read_json(dir / "a" / "adapter" / "adapter_config.json");
+  EXPECT_EQ(cfg["r"], 4);
+  EXPECT_EQ(cfg["peft_type"], "LORA");
+  EXPECT_TRUE(fs::exists(dir / "a" / "adapter" / "adapter_model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir / "a" / "model"));  // no --merge
+  EXPECT_EQ(read_json(dir / "a" / "summary.json")["outputs"]["adapter"],
+            (dir / "a" / "adapter").string());
+
+  const auto b = test::run_llmft(
+      args(dir / "b", {"--lora", "--adapter", (dir / "a" / "adapter").string(), "--merge",
+                       "--no-test-answers", "--max-steps", "2"}));
+  ASSERT_EQ(b.exit_code, 0) << describe(b);
+  EXPECT_EQ(read_json(dir / "b" / "reference-logprobs.json"),
+            read_json(dir / "a" / "reference-logprobs.json"));
+  const auto bm = read_metrics(dir / "b" / "metrics.jsonl");
+  ASSERT_FALSE(bm.steps.empty());
+  EXPECT_GT(bm.steps[0].rewards->margin(), 0.0);  // the adapter's preference, from step 0
+  EXPECT_TRUE(fs::exists(dir / "b" / "model" / "model.safetensors"));  // --merge
+
+  const auto cut = test::run_llmft(
+      args(dir / "cut", with({"--lr", "1e-2", "--no-test-answers", "--interrupt-after-step", "3"})));
+  ASSERT_EQ(cut.exit_code, 130) << describe(cut);
+  const auto resumed = test::run_llmft({"dpo", "--resume", (dir / "cut").string()});
+  ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
+  expect_same_run(read_metrics(dir / "cut" / "metrics.jsonl"), a);
+}
+
 TEST(Dpo, BadInputIsOneLineAndNonZero) {
   test::TempDir dir;
   // An entry without "rejected": exit 1 naming the file and the entry, nothing trained.

@@ -93,7 +93,7 @@ class Dpo {
         model_(model),
         con_(con),
         max_length_(std::min(o_.max_length, model.config().maxT)),
-        adamw_(model.table().total(), adamw_config(o_)),
+        adamw_(model.trainable().table.total(), adamw_config(o_)),
         train_loader_(pref_.chosen, data_.split.train,
                       train_loader_options(o_.batch_size, o_.seed)),
         val_loader_(pref_.chosen, data_.split.val, eval_loader_options(o_.batch_size)),
@@ -126,7 +126,6 @@ class Dpo {
   void evaluate(int64_t epoch, const StepRecord& step);
   void checkpoint();
   json summary_json() const;
-  fs::path model_dir() const { return folder_.dir / "model"; }
   fs::path plot_file() const { return folder_.dir / "loss-plot.svg"; }
   fs::path margin_plot_file() const { return folder_.dir / "reward-margin-plot.svg"; }
   fs::path reference_file() const { return folder_.dir / "reference-logprobs.json"; }
@@ -156,13 +155,15 @@ class Dpo {
   FinetunePhases ph_;
   std::optional<StepRecord> last_step_;
   double reference_seconds_ = 0;
+  SavedModel saved_;  // where save_model() wrote the weights
   json answers_info_ = nullptr;
 };
 
 void Dpo::start_or_resume() {
   if (folder_.resuming) {
-    st_ = load_checkpoint(*folder_.checkpoint, model_.table(), model_.params(), adamw_.m(),
-                          adamw_.v(), folder_.metrics_file);
+    const Gpt2::Trainable t = model_.trainable();
+    st_ = load_checkpoint(*folder_.checkpoint, t.table, t.params, adamw_.m(), adamw_.v(),
+                          folder_.metrics_file);
     adamw_.set_step_count(st_.adam_step);
   } else {
     std::error_code ec;
@@ -197,6 +198,7 @@ void Dpo::print_header() {
       opts_.beta, total_steps_, steps_per_epoch_, epochs_, epochs_ == 1 ? "" : "s",
       o_.batch_size, o_.lr, o_.schedule, o_.weight_decay, o_.precision, threads_,
       threads_ == 1 ? "" : "s"));
+  if (o_.lora) con_.line(describe_lora(model_, o_));
   con_.line(fmt::format("Output: {}", folder_.dir.string()));
   if (folder_.resuming) {
     con_.line(fmt::format("Resuming from {} (after step {}, epoch {}, batch {})",
@@ -205,7 +207,8 @@ void Dpo::print_header() {
   }
 }
 
-// The reference model is the starting model: score every train and validation pair with it once.
+// The reference model is the starting model (with LoRA: the base without the adapter): score every
+// train and validation pair with it once.
 void Dpo::reference_scores() {
   const size_t n = data_.ds.size();
   if (folder_.resuming) {
@@ -218,6 +221,8 @@ void Dpo::reference_scores() {
   std::vector<int64_t> todo;
   for (const IndexRange r : {data_.split.train, data_.split.val})
     for (size_t i = r.begin; i < r.end; ++i) todo.push_back(static_cast<int64_t>(i));
+  Lora* const adapter = model_.lora();
+  model_.set_lora(nullptr);
   ProgressBar bar("reference", static_cast<int64_t>(todo.size()), "pair");
   con_.bar = &bar;
   const auto B = static_cast<size_t>(o_.batch_size);
@@ -234,6 +239,7 @@ void Dpo::reference_scores() {
   }
   bar.finish();
   con_.bar = nullptr;
+  model_.set_lora(adapter);
   write_file_atomic(reference_file(), to_json(ref_).dump() + "\n");
   reference_seconds_ = seconds_since(t0);
   con_.line(fmt::format("Reference log-probabilities of {} pairs in {:.1f} s -> {}", todo.size(),
@@ -324,7 +330,8 @@ StepRecord Dpo::train_step() {
   const double grad_norm =
       o_.grad_clip > 0 ? model_.clip_grad_norm(o_.grad_clip) : model_.grad_norm();
   const double lr = schedule_.lr(st_.step);
-  adamw_.step(model_.params(), model_.grads(), static_cast<float>(lr));
+  const Gpt2::Trainable t = model_.trainable();
+  adamw_.step(t.params, t.grads, static_cast<float>(lr));
 
   st_.tokens_seen += b.padded_tokens;
   const int64_t global_step = st_.step;
@@ -405,7 +412,8 @@ void Dpo::checkpoint() {
   if (!writes()) return;
   const auto t0 = Clock::now();
   st_.adam_step = adamw_.step_count();
-  save_checkpoint(folder_.dir, model_.table(), model_.params(), adamw_.m(), adamw_.v(), st_,
+  const Gpt2::Trainable t = model_.trainable();
+  save_checkpoint(folder_.dir, t.table, t.params, adamw_.m(), adamw_.v(), st_,
                   folder_.metrics_file);
   write_plot();
   ph_.write_seconds += seconds_since(t0);
@@ -424,11 +432,9 @@ FinetuneResult Dpo::interrupted() {
 }
 
 void Dpo::save_model() {
-  if (!writes()) return;
   const auto t0 = Clock::now();
-  write_hf_folder(model_dir(), model_.config(), model_.table(), model_.params());
+  saved_ = save_trained_model(model_, o_, source_, folder_.dir, con_);
   ph_.write_seconds += seconds_since(t0);
-  con_.line(fmt::format("Model saved to {}", model_dir().string()));
 }
 
 // The tuned model's test answers (model_response) beside the starting model's (sft_response).
@@ -501,7 +507,8 @@ json Dpo::summary_json() const {
           {"total_seconds", ph_.total_seconds},
           {"phases", to_json(ph_)},
           {"outputs",
-           {{"model", writes() ? json(model_dir().string()) : json(nullptr)},
+           {{"model", saved_.model_dir ? json(saved_.model_dir->string()) : json(nullptr)},
+            {"adapter", saved_.adapter_dir ? json(saved_.adapter_dir->string()) : json(nullptr)},
             {"test_responses", answers_info_},
             {"reference_logprobs", reference_file().string()},
             {"metrics", folder_.metrics_file.string()},
@@ -535,7 +542,10 @@ FinetuneResult Dpo::summarise() {
                           a.train_rewards->margin(), z.train_rewards->margin(),
                           a.val_rewards->margin(), z.val_rewards->margin()));
   }
-  if (writes()) con_.line(fmt::format("  model folder  {}", model_dir().string()));
+  if (saved_.adapter_dir)
+    con_.line(fmt::format("  adapter       {}", saved_.adapter_dir->string()));
+  if (saved_.model_dir)
+    con_.line(fmt::format("  model folder  {}", saved_.model_dir->string()));
   if (!answers_info_.is_null()) con_.line(fmt::format("  test answers  {}", answers_file().string()));
   con_.line(fmt::format("  metrics       {}", folder_.metrics_file.string()));
   con_.line(fmt::format("  plots         {}, {}", plot_file().string(),
@@ -563,6 +573,7 @@ FinetuneResult run_dpo(const DpoOptions& opts_in, const fs::path& resume_dir,
   PreferenceTokens pref = tokenize_preferences(
       data.ds, *source.tokenizer, std::min(o.max_length, model.config().maxT), threads);
   init_model(model, source, o);
+  attach_lora(source, opts.train, folder.resuming);
 
   Dpo run(opts, threads, t_start, std::move(folder), std::move(data), std::move(pref),
           std::move(source), model, con);

@@ -11,6 +11,7 @@
 #include "llmft/core/io.h"
 #include "llmft/core/progress.h"
 #include "llmft/generate/generate.h"
+#include "llmft/io/hf_folder.h"
 #include "llmft/io/peft.h"
 #include "llmft/model/gpt2.h"
 #include "llmft/train/checkpoint.h"
@@ -135,6 +136,17 @@ void attach_lora(LoadedModel& source, FinetuneOptions& opts, bool resuming) {
   if (source.model->precision() == Precision::kBf16) source.model->keep_base_in_bf16();
 }
 
+std::string describe_lora(Gpt2& model, const FinetuneOptions& opts) {
+  const LoraConfig& lc = model.lora()->config();
+  const double trainable = static_cast<double>(model.trainable().table.numel());
+  return fmt::format("LoRA: {} trainable parameters ({:.2f}% of the model): rank {}, alpha {:g} "
+                     "(scale {:g}), dropout {:g}, on {}{}",
+                     human_count(trainable, ""),
+                     100.0 * trainable / static_cast<double>(model.table().numel()), lc.rank,
+                     lc.alpha, lc.scale(), lc.dropout, opts.lora_targets,
+                     opts.adapter.empty() ? "" : ", continuing " + opts.adapter.string());
+}
+
 void init_model(Gpt2& model, const LoadedModel& source, const FinetuneOptions& opts) {
   if (source.random_init) model.init_random(opts.seed);
   model.set_precision(parse_precision(opts.precision));
@@ -144,6 +156,38 @@ AdamWConfig adamw_config(const FinetuneOptions& opts) {
   return {static_cast<float>(opts.lr), static_cast<float>(opts.beta1),
           static_cast<float>(opts.beta2), static_cast<float>(opts.eps),
           static_cast<float>(opts.weight_decay)};
+}
+
+std::string base_model_name(const FinetuneOptions& opts, const LoadedModel& source) {
+  return source.dir.empty() || !std::filesystem::exists(opts.model) ? opts.model
+                                                                      : source.dir.string();
+}
+
+SavedModel save_trained_model(Gpt2& model, const FinetuneOptions& opts, const LoadedModel& source,
+                              const std::filesystem::path& run_dir, Console& con) {
+  SavedModel saved;
+  if (opts.skip_model_writes) return saved;
+  if (opts.lora) {
+    saved.adapter_dir = run_dir / "adapter";
+    write_peft_adapter(*saved.adapter_dir, *model.lora(), base_model_name(opts, source));
+    con.line(fmt::format("Adapter saved to {} (PEFT layout)", saved.adapter_dir->string()));
+    if (!opts.merge) return saved;
+  }
+  saved.model_dir = run_dir / "model";
+  if (opts.lora) {
+    LoadedModel base;
+    if (model.base_in_bf16()) {
+      base = load_finetune_model(opts, [&](const std::string& s) { con.line(s); });
+      if (base.random_init) base.model->init_random(opts.seed);
+    }
+    const auto merged = merged_model(model.base_in_bf16() ? *base.model : model, *model.lora());
+    write_hf_folder(*saved.model_dir, merged->config(), merged->table(), merged->params());
+  } else {
+    write_hf_folder(*saved.model_dir, model.config(), model.table(), model.params());
+  }
+  con.line(fmt::format("{} saved to {}", opts.lora ? "Merged model" : "Model",
+                       saved.model_dir->string()));
+  return saved;
 }
 
 std::string greedy_sample(Gpt2& model, const BpeTokenizer& tok, const std::string& prompt,

@@ -63,7 +63,21 @@ void init_model(Gpt2& model, const LoadedModel& source, const FinetuneOptions& o
 // adapter's own settings replace the options, so config.json records what is trained. In bf16 the
 // frozen base is then kept in bf16 only.
 void attach_lora(LoadedModel& source, FinetuneOptions& opts, bool resuming);
+// The header line of a LoRA run: trainable parameters, rank, alpha, dropout, targets.
+std::string describe_lora(Gpt2& model, const FinetuneOptions& opts);
 AdamWConfig adamw_config(const FinetuneOptions& opts);
+
+// What an adapter's base_model_name_or_path records: a Hugging Face name as such, a folder as its
+// path.
+std::string base_model_name(const FinetuneOptions& opts, const LoadedModel& source);
+// The trained weights in the run folder: model/ (Hugging Face layout); with LoRA adapter/ (PEFT
+// layout) instead, and model/ as well with --merge (the base merged with the adapter; a base kept
+// in bf16 only is read again in fp32 to merge into). Says where each went on the console.
+struct SavedModel {
+  std::optional<std::filesystem::path> model_dir, adapter_dir;
+};
+SavedModel save_trained_model(Gpt2& model, const FinetuneOptions& opts, const LoadedModel& source,
+                              const std::filesystem::path& run_dir, Console& con);
 
 // `tokens` greedy tokens after `prompt` (no stop at <|endoftext|>, as generate_text_simple), the
 // prompt and the tokens decoded on one line (newlines as spaces): the sample after each epoch.

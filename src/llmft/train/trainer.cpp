@@ -115,7 +115,6 @@ class Finetune {
   bool train_loop(const std::atomic<bool>* stop);  // false: interrupted (checkpoint written)
   FinetuneResult interrupted();
   void save_model();
-  std::string base_model_name() const;
   void answer_test_set();
   void write_loss_plot();
   FinetuneResult summarise();
@@ -131,11 +130,7 @@ class Finetune {
   json run_config() const;
   json summary_json() const;
   void print_summary(const json& summary);
-  fs::path model_dir() const { return folder_.dir / "model"; }
-  fs::path adapter_dir() const { return folder_.dir / "adapter"; }
   bool lora() const { return opts_.lora; }
-  // The full model folder: always without LoRA, with --merge with it.
-  bool writes_model_folder() const { return wrote_model() && (!lora() || opts_.merge); }
   fs::path plot_file() const { return folder_.dir / "loss-plot.svg"; }
   bool wrote_model() const { return !opts_.skip_model_writes; }
 
@@ -158,6 +153,7 @@ class Finetune {
   std::vector<EvalRecord> evals_;
   FinetunePhases ph_;
   double last_loss_ = NAN;
+  SavedModel saved_;             // where save_model() wrote the weights
   json answers_info_ = nullptr;  // what the test answers wrote, null when none
 };
 
@@ -197,16 +193,7 @@ void Finetune::print_header() {
   con_.line(fmt::format("Model: {}", source_.description));
   con_.line(fmt::format("Parameters: {} ({} output head)", human_count(double(n_params_), ""),
                         model_.config().tied ? "tied" : "untied"));
-  if (lora()) {
-    const LoraConfig& lc = model_.lora()->config();
-    con_.line(fmt::format("LoRA: {} trainable parameters ({:.2f}% of the model): rank {}, alpha "
-                          "{:g} (scale {:g}), dropout {:g}, on {}{}",
-                          human_count(double(n_trainable_), ""),
-                          100.0 * double(n_trainable_) / double(n_params_), lc.rank, lc.alpha,
-                          lc.scale(), lc.dropout, opts_.lora_targets,
-                          opts_.adapter.empty() ? ""
-                                                : ", continuing " + opts_.adapter.string()));
-  }
+  if (lora()) con_.line(describe_lora(model_, opts_));
   con_.line(fmt::format("Data: {}: {} entries -> train {}, validation {}, test {} (template {}{})",
                         opts_.data_path().string(), data_.ds.size(), split.train.size(),
                         split.val.size(), split.test.size(), opts_.prompt_template,
@@ -413,37 +400,9 @@ FinetuneResult Finetune::interrupted() {
 
 // The finetuned model folder; with LoRA the adapter folder, and with --merge the merged model.
 void Finetune::save_model() {
-  if (!wrote_model()) return;
   const auto t_write = Clock::now();
-  if (lora()) {
-    write_peft_adapter(adapter_dir(), *model_.lora(), base_model_name());
-    con_.line(fmt::format("Adapter saved to {} (PEFT layout)", adapter_dir().string()));
-  }
-  if (writes_model_folder()) {
-    if (lora()) {
-      // A base kept in bf16 only is read again in fp32 to merge into.
-      LoadedModel base;
-      if (model_.base_in_bf16()) {
-        base = load_finetune_model(opts_, [&](const std::string& s) { con_.line(s); });
-        if (base.random_init) base.model->init_random(opts_.seed);
-      }
-      const auto merged =
-          merged_model(model_.base_in_bf16() ? *base.model : model_, *model_.lora());
-      write_hf_folder(model_dir(), merged->config(), merged->table(), merged->params());
-    } else {
-      write_hf_folder(model_dir(), model_.config(), model_.table(), model_.params());
-    }
-    con_.line(fmt::format("{} saved to {}", lora() ? "Merged model" : "Model",
-                          model_dir().string()));
-  }
+  saved_ = save_trained_model(model_, opts_, source_, folder_.dir, con_);
   ph_.write_seconds += seconds_since(t_write);
-}
-
-// What the adapter's base_model_name_or_path records: a Hugging Face name as such, a folder as
-// its path.
-std::string Finetune::base_model_name() const {
-  return source_.dir.empty() || !std::filesystem::exists(opts_.model) ? opts_.model
-                                                                        : source_.dir.string();
 }
 
 // The finetuned model's answers to the test split, as test-responses.json.
@@ -521,8 +480,8 @@ json Finetune::summary_json() const {
       {"total_seconds", ph_.total_seconds},
       {"phases", to_json(ph_)},
       {"outputs",
-       {{"model", writes_model_folder() ? json(model_dir().string()) : json(nullptr)},
-        {"adapter", wrote_model() && lora() ? json(adapter_dir().string()) : json(nullptr)},
+       {{"model", saved_.model_dir ? json(saved_.model_dir->string()) : json(nullptr)},
+        {"adapter", saved_.adapter_dir ? json(saved_.adapter_dir->string()) : json(nullptr)},
         {"test_responses", answers_info_},
         {"metrics", folder_.metrics_file.string()},
         {"loss_plot", plot_file().string()},
@@ -561,10 +520,10 @@ void Finetune::print_summary(const json& summary) {
     con_.line(fmt::format(
         "  last batch    loss {:.3f} (the final training batch, before its update)", last_loss_));
   }
-  if (wrote_model() && lora())
-    con_.line(fmt::format("  adapter       {}", adapter_dir().string()));
-  if (writes_model_folder())
-    con_.line(fmt::format("  model folder  {}", model_dir().string()));
+  if (saved_.adapter_dir)
+    con_.line(fmt::format("  adapter       {}", saved_.adapter_dir->string()));
+  if (saved_.model_dir)
+    con_.line(fmt::format("  model folder  {}", saved_.model_dir->string()));
   if (!answers_info_.is_null()) {
     con_.line(fmt::format("  test answers  {}", answers_info_["file"].get<std::string>()));
   }
