@@ -24,6 +24,9 @@
 //           + 2 * V * C * Nt                    output head on target rows
 //           + 2 * L * C * sum_seq n(n+1)        q.k^T and att.v over every head
 //   training step = 3 * forward (backward = 2 * forward); evaluation batch = 1 * forward.
+//   With --lora (rank 16 on the four block layers, finetune's defaults) a training step is
+//   credited 2 * forward: the frozen base has no weight-gradient products, and the adapters'
+//   own products (about 2% of the work) are not counted.
 // The same count is used for PyTorch (bench/pytorch/recipe_bench.py), which computes more (padded
 // rows, the head on every row) but is credited only with this useful work.
 //
@@ -37,7 +40,7 @@
 //
 // Usage: bench_recipe [--model gpt2-medium] [--precision fp32|bf16] [--max-steps K (0 = all)]
 //                     [--threads N (0 = all cores)] [--dump-batches FILE] [--plan-only]
-//                     [--data FILE] [--quiet]
+//                     [--data FILE] [--quiet] [--lora]
 #include <cblas.h>
 #include <fmt/format.h>
 #include <omp.h>
@@ -217,7 +220,7 @@ class StdoutRedirect {
 
 std::string usage() {
   return "usage: bench_recipe [--model gpt2-medium] [--precision fp32|bf16] [--max-steps K] "
-         "[--threads N] [--dump-batches FILE] [--plan-only] [--data FILE] [--quiet]";
+         "[--threads N] [--dump-batches FILE] [--plan-only] [--data FILE] [--quiet] [--lora]";
 }
 
 int run(int argc, char** argv) {
@@ -238,6 +241,7 @@ int run(int argc, char** argv) {
     else if (a == "--plan-only") plan_only = true;
     else if (a == "--data") o.data = next();
     else if (a == "--quiet") quiet = true;
+    else if (a == "--lora") o.lora = true;
     else throw llmft::UsageError("unknown argument " + a, usage());
   }
   o.model = "random:" + model;
@@ -266,7 +270,7 @@ int run(int argc, char** argv) {
   int64_t step0_tokens = 0;
   for (const auto& it : plan.items) {
     const bool train = it.kind == "train";
-    const double f = shapes.forward_flops(it.work) * (train ? 3 : 1);
+    const double f = shapes.forward_flops(it.work) * (train ? (o.lora ? 2 : 3) : 1);
     Sum& full = train ? full_train : full_eval;
     full.tokens += it.work.tokens;
     full.flops += f;
@@ -398,6 +402,7 @@ int run(int argc, char** argv) {
       {"impl", "llmft"},
       {"model", model},
       {"precision", o.precision},
+      {"lora_rank", o.lora ? o.lora_rank : 0},
       {"bf16_native", bf16 ? json(llmft::kernels::bf16_native()) : json(nullptr)},
       {"threads", r.summary.value("threads", 0)},
       {"steps_run", K},
