@@ -29,8 +29,13 @@ std::string chat_request_body(const JudgeOptions& opts, const std::string& promp
 
 // Assemble the reply text from a response body. Throw EntryError on invalid JSON, an "error"
 // object, or a stream that ends before its end marker ("done": true / data: [DONE]).
+// Chat: Ollama's /api/chat (message.content), OpenAI's /v1/chat/completions (choices[0].message
+// or .delta content). Completion of a raw prompt: Ollama's /api/generate ("response"), OpenAI's
+// /v1/completions (choices[0].text).
 std::string parse_ollama_reply(std::string_view body, bool streamed);
 std::string parse_openai_reply(std::string_view body, bool streamed);
+std::string parse_ollama_generate_reply(std::string_view body, bool streamed);
+std::string parse_openai_completion_reply(std::string_view body, bool streamed);
 
 // Seconds from a Retry-After header (delta-seconds or an HTTP date); negative when absent/bad.
 double parse_retry_after(const std::string& value);
@@ -45,6 +50,13 @@ class JudgeClient {
   // counts attempts; `stop` (may be null) ends the waiting between retries early.
   std::string ask(const std::string& prompt, const std::function<void(const std::string&)>& note,
                   std::atomic<int64_t>& requests, const std::atomic<bool>* stop) const;
+  // POSTs a JSON body to the server root + `path` ("/api/generate"), with the retries, backoff and
+  // Retry-After handling of `ask`, and returns the body of the HTTP 200 reply. Throws EntryError
+  // (HTTP 4xx, or 5xx / 429 after the last retry) or ServerLostError (unreachable).
+  std::string post(const char* path, const std::string& body,
+                   const std::function<void(const std::string&)>& note,
+                   std::atomic<int64_t>& requests, const std::atomic<bool>* stop) const;
+  const JudgeOptions& options() const { return opts_; }
   // Replaces the API key by "***" in text meant for the user.
   std::string redact(std::string text) const;
   const std::string& base_url() const { return base_; }

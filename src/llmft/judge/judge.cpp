@@ -16,6 +16,7 @@
 #include "llmft/core/io.h"
 #include "llmft/core/progress.h"
 #include "llmft/judge/client.h"
+#include "llmft/judge/pool.h"
 #include "llmft/judge/prompt.h"
 
 namespace llmft {
@@ -205,8 +206,8 @@ bool judge_available(const JudgeOptions& opts) {
 
 namespace {
 
-// One scoring run of judge_file: the input entries, their results, and what the worker threads
-// share (guarded by mu_ unless atomic).
+// One scoring run of judge_file: the input entries and their results. Results are recorded
+// under the request pool's lock.
 class JudgeRun {
  public:
   // Loads the input and, with opts.resume, what an earlier run of it finished.
@@ -217,29 +218,16 @@ class JudgeRun {
   JudgeSummary summarise();  // throws Error after saving when the server was lost
 
  private:
-  void worker();
-  Entry ask(size_t i);  // throws ServerLostError; EntryError becomes a failed entry
-  bool record(size_t i, Entry r);  // false when saving failed (the run stops)
-  void report(const std::string& line);  // caller holds mu_
-  void maybe_save(bool force);           // caller holds mu_
+  Entry ask(size_t i, judge::RequestPool& pool);  // EntryError becomes a failed entry
 
-  using Clock = std::chrono::steady_clock;
   const JudgeOptions& opts_;
   JudgeSummary sum_;
   const ojson in_;
   std::vector<Entry> entries_;
   std::vector<size_t> todo_;
   std::optional<judge::JudgeClient> client_;
-  std::mutex mu_;  // guards entries_, the progress bar, saving and reporting
-  std::unique_ptr<ProgressBar> bar_;
-  Clock::time_point last_save_ = Clock::now();
-  double last_save_s_ = 0;
-  std::atomic<size_t> next_{0};
   std::atomic<int64_t> requests_{0};
-  std::atomic<bool> stop_{false};
   std::optional<std::string> lost_;  // why the run stopped
-  std::exception_ptr internal_;
-  int64_t done_ = 0;
 };
 
 JudgeRun::JudgeRun(const JudgeOptions& opts)
@@ -270,67 +258,38 @@ void JudgeRun::connect() {
     client_->check(opts_.connect_timeout_s, opts_.read_timeout_s);
   }
   save(sum_.output, in_, entries_);  // marks every entry, so a kill from here on can resume
-  if (opts_.progress && !todo_.empty()) {
-    bar_ = std::make_unique<ProgressBar>("judging", static_cast<int64_t>(todo_.size()), "entry");
-  }
-  last_save_ = Clock::now();
-}
-
-void JudgeRun::report(const std::string& line) {
-  if (bar_) bar_->clear();
-  if (opts_.on_report) {
-    opts_.on_report(line);
-  } else {
-    std::fprintf(stderr, "%s\n", line.c_str());
-  }
-}
-
-// Saving rewrites the whole file: after every entry, unless saves take over ~5% of the time.
-void JudgeRun::maybe_save(bool force) {
-  const auto now = Clock::now();
-  if (!force && std::chrono::duration<double>(now - last_save_).count() < 20 * last_save_s_) {
-    return;
-  }
-  save(sum_.output, in_, entries_);
-  last_save_ = Clock::now();
-  last_save_s_ = std::chrono::duration<double>(last_save_ - now).count();
 }
 
 void JudgeRun::judge_all() {
-  std::vector<std::thread> threads;
-  const size_t nthreads = std::min<size_t>(static_cast<size_t>(opts_.concurrency), todo_.size());
-  for (size_t t = 0; t < nthreads; ++t) threads.emplace_back([this] { worker(); });
-  for (auto& t : threads) t.join();
-  if (bar_) bar_->finish();
+  const auto nthreads = static_cast<int>(std::min<size_t>(static_cast<size_t>(opts_.concurrency), todo_.size()));
+  judge::RequestPool pool(nthreads, opts_.progress, "judging", static_cast<int64_t>(todo_.size()),
+                          "entry", opts_.on_report);
+  judge::ThrottledSave save_now([&] { save(sum_.output, in_, entries_); });
+  size_t next = 0;
+  pool.run<Entry>(
+      [&](int64_t) { return next < todo_.size() ? static_cast<int64_t>(next++) : pool.kDone; },
+      [&](int64_t k) { return ask(todo_[static_cast<size_t>(k)], pool); },
+      [&](int64_t k, Entry&& r) -> int64_t {
+        const size_t i = todo_[static_cast<size_t>(k)];
+        if (r.status == kInvalid) {
+          pool.report(fmt::format("entry {}: judge reply is not an integer 0-100, left out: {}", i,
+                                  quote_truncated(*r.reply)));
+        } else if (r.status == kFailed) {
+          pool.report(fmt::format("entry {}: failed, left out: {}", i, r.error));
+        }
+        entries_[i] = std::move(r);
+        save_now(/*force=*/false);
+        return 1;
+      });
   save(sum_.output, in_, entries_);
-  if (internal_) std::rethrow_exception(internal_);
+  if (pool.lost()) {
+    lost_ = fmt::format("entry {}: {}", todo_[static_cast<size_t>(pool.lost()->first)],
+                        pool.lost()->second);
+  }
   sum_.requests = requests_;
 }
 
-void JudgeRun::worker() {
-  for (;;) {
-    const size_t k = next_++;
-    if (k >= todo_.size() || stop_) return;
-    const size_t i = todo_[k];
-    Entry r;
-    try {
-      r = ask(i);
-    } catch (const judge::ServerLostError& ex) {
-      std::lock_guard lk(mu_);
-      if (!lost_) lost_ = fmt::format("entry {}: {}", i, ex.what());
-      stop_ = true;
-      return;
-    } catch (...) {
-      std::lock_guard lk(mu_);
-      if (!internal_) internal_ = std::current_exception();
-      stop_ = true;
-      return;
-    }
-    if (!record(i, std::move(r))) return;
-  }
-}
-
-Entry JudgeRun::ask(size_t i) {
+Entry JudgeRun::ask(size_t i, judge::RequestPool& pool) {
   const ojson& e = in_[i];
   const std::string prompt = judge::judge_prompt(
       e["instruction"].get_ref<const std::string&>(), e.value("input", std::string()),
@@ -339,12 +298,8 @@ Entry JudgeRun::ask(size_t i) {
   Entry r;
   try {
     const std::string reply = client_->ask(
-        prompt,
-        [&](const std::string& line) {
-          std::lock_guard lk(mu_);
-          report(fmt::format("entry {}: {}", i, line));
-        },
-        requests_, &stop_);
+        prompt, [&](const std::string& line) { pool.report(fmt::format("entry {}: {}", i, line)); },
+        requests_, pool.stop_flag());
     r.reply = reply;
     r.score = judge::parse_score(reply);
     r.status = r.score ? kScored : kInvalid;
@@ -353,27 +308,6 @@ Entry JudgeRun::ask(size_t i) {
     r.error = client_->redact(ex.what());
   }
   return r;
-}
-
-bool JudgeRun::record(size_t i, Entry r) {
-  std::lock_guard lk(mu_);
-  if (r.status == kInvalid) {
-    report(fmt::format("entry {}: judge reply is not an integer 0-100, left out: {}", i,
-                       quote_truncated(*r.reply)));
-  } else if (r.status == kFailed) {
-    report(fmt::format("entry {}: failed, left out: {}", i, r.error));
-  }
-  entries_[i] = std::move(r);
-  ++done_;
-  if (bar_) bar_->update(done_);
-  try {
-    maybe_save(false);
-  } catch (...) {
-    if (!internal_) internal_ = std::current_exception();
-    stop_ = true;
-    return false;
-  }
-  return true;
 }
 
 JudgeSummary JudgeRun::summarise() {
