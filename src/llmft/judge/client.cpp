@@ -50,7 +50,7 @@ void throw_if_error_object(const ojson& j) {
                       : (e.is_object() && e.contains("message") && e["message"].is_string())
                           ? e["message"].get<std::string>()
                           : e.dump();
-    throw EntryError(fmt::format("the judge server reported an error: {}", quote_truncated(msg, 200)));
+    throw EntryError(fmt::format("the server reported an error: {}", quote_truncated(msg, 200)));
   }
 }
 
@@ -209,7 +209,8 @@ double parse_retry_after(const std::string& value) {
   return d > 0 ? d : 0;
 }
 
-JudgeClient::JudgeClient(const JudgeOptions& opts) : opts_(opts), base_(opts.url) {
+JudgeClient::JudgeClient(const JudgeOptions& opts, std::string role)
+    : opts_(opts), base_(opts.url), role_(std::move(role)) {
   while (!base_.empty() && base_.back() == '/') base_.pop_back();
   if (base_.empty()) throw UsageError("--url is empty", "e.g. --url http://localhost:11434");
   if (opts_.api == JudgeApi::kOpenAi && base_.size() >= 3 &&
@@ -256,13 +257,13 @@ void JudgeClient::check(long connect_timeout_s, double read_timeout_s) const {
   try {
     resp = http_request(req);
   } catch (const Error& e) {
-    throw Error(redact(fmt::format("cannot reach the {} judge server at {} ({}); {}, or pass --url",
-                                   api_name(opts_.api), base_, e.what(), start)));
+    throw Error(redact(fmt::format("cannot reach the {} {} at {} ({}); {}, or pass --url",
+                                   api_name(opts_.api), role_, base_, e.what(), start)));
   }
   if (resp.status == 401 || resp.status == 403) {
-    throw Error(fmt::format("the judge server at {} refused GET {} with HTTP {}; set the API key in "
+    throw Error(fmt::format("the {} at {} refused GET {} with HTTP {}; set the API key in "
                             "${} (or name another variable with --api-key-env)",
-                            base_, req.url, resp.status, opts_.api_key_env));
+                            role_, base_, req.url, resp.status, opts_.api_key_env));
   }
   if (resp.status != 200) {
     throw Error(redact(fmt::format(

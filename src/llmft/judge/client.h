@@ -1,5 +1,6 @@
-// HTTP client for one judge server: Ollama's /api/chat or an OpenAI-compatible
-// /v1/chat/completions, streamed or not, with retries, backoff and Retry-After.
+// HTTP client for one LLM server (the judge's, synth's): Ollama's /api/chat and /api/generate or
+// an OpenAI-compatible /v1/chat/completions and /v1/completions, streamed or not, with retries,
+// backoff and Retry-After.
 #pragma once
 
 #include <atomic>
@@ -42,8 +43,9 @@ double parse_retry_after(const std::string& value);
 
 class JudgeClient {
  public:
-  // Reads the API key from the environment (UsageError when required and unset).
-  explicit JudgeClient(const JudgeOptions& opts);
+  // Reads the API key from the environment (UsageError when required and unset). `role` names the
+  // server in messages ("judge server": "cannot reach the Ollama judge server at ...").
+  explicit JudgeClient(const JudgeOptions& opts, std::string role = "judge server");
   // See check_judge.
   void check(long connect_timeout_s, double read_timeout_s) const;
   // Sends one prompt and returns the judge's reply text. `note` gets retry lines; `requests`
@@ -64,7 +66,7 @@ class JudgeClient {
  private:
   std::vector<std::string> headers(bool json_body) const;
   JudgeOptions opts_;
-  std::string base_, key_;
+  std::string base_, key_, role_;
 };
 
 }  // namespace llmft::judge

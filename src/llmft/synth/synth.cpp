@@ -213,7 +213,7 @@ SynthSummary synth_dataset(const SynthOptions& opts) {
   }
   std::optional<judge::JudgeClient> client;
   if (static_cast<int64_t>(gen.size()) < opts.count) {
-    client.emplace(opts.server);
+    client.emplace(opts.server, "server");
     client->check(opts.server.connect_timeout_s, opts.server.read_timeout_s);
   }
   std::atomic<int64_t> requests{0};
