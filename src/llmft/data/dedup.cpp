@@ -28,13 +28,13 @@ constexpr double kSlack = 1e-9;  // rounding slack of the threshold test
 
 // Why it is exact. Columns are ordered most frequent first. Row y is split at k_y: its head
 // (entries before k_y, the frequent columns) has norm |y_head| < t, its tail (the rare columns)
-// is indexed. If x and y share no tail column of y, x.y = x.y_head <= |y_head| < t. Sharper:
-// processing x's columns from the rarest, the first shared column f* must be in y's tail, and
-// x.y <= |x restricted to columns <= f*|, so a partner is only admitted while that norm of x is
-// still >= t; after that, columns only add to partners already admitted. An admitted partner's
-// score is the accumulated tail products plus x.y_head, bounded first by
-// |x restricted to y's head columns| * |y_head| and computed in full only when that bound can
-// reach t.
+// is indexed. If x and y share no tail column of y, x.y = x.y_head <= |y_head| < t. So, walking
+// x's columns from the rarest, the first shared column f* is in y's tail, and by Cauchy-Schwarz
+// x.y <= x_f* y_f* + |x_<f*| |y_<f*| (norms of the columns before f*): a partner is admitted
+// only when that bound reaches t (L2AP's positional bound; it needs |x_<=f*| >= t, so the walk
+// stops where x's remaining norm drops below t). Each later shared column adds its product, and
+// a partner whose products so far plus |x_<f| |y_<f| fall below t is dropped. The partners left
+// are scored exactly.
 std::vector<SimilarRows> similar_rows(const SparseRows& x, double threshold, int threads,
                                       const std::function<void(int64_t)>& on_rows) {
   if (!(threshold > 0 && threshold <= 1)) {
@@ -42,10 +42,13 @@ std::vector<SimilarRows> similar_rows(const SparseRows& x, double threshold, int
   }
   const int64_t n = x.rows();
   const double t = threshold - kSlack;
-  const double admit2 = (t - kSlack) * (t - kSlack);  // admission keeps extra slack for rounding
+  // The walk filters in float32 (half the memory traffic); every bound keeps 1e-5 of slack for
+  // its rounding, and a reported score is recomputed exactly in float64.
+  const float t_walk = static_cast<float>(t - 1e-5);
+  const double admit2 = (t - 1e-5) * (t - 1e-5);
+  constexpr float kDropped = -1e30f;  // a partner whose bound fell below t (stays negative)
   // Split point, head norm and first tail column of each row.
   std::vector<int64_t> split(static_cast<size_t>(n));
-  std::vector<double> head_norm(static_cast<size_t>(n));
   std::vector<int32_t> tail_col(static_cast<size_t>(n));
   std::vector<int64_t> post_ptr(static_cast<size_t>(x.cols) + 1, 0);
   for (int64_t r = 0; r < n; ++r) {
@@ -57,21 +60,28 @@ std::vector<SimilarRows> similar_rows(const SparseRows& x, double threshold, int
       ++p;
     }
     split[r] = p;
-    head_norm[r] = std::sqrt(s);
     tail_col[r] = p < pe ? x.col[p] : std::numeric_limits<int32_t>::max();
     for (; p < pe; ++p) ++post_ptr[static_cast<size_t>(x.col[p]) + 1];
   }
-  // Postings: for every column, the rows whose tail holds it, ascending.
+  // Postings: for every column, the rows whose tail holds it, ascending, with the value and
+  // |y_<f| (the norm of the row's earlier columns).
+  struct Posting {
+    int32_t row;
+    float val, pre;
+  };
   for (size_t c = 0; c < static_cast<size_t>(x.cols); ++c) post_ptr[c + 1] += post_ptr[c];
-  std::vector<int32_t> post_row(static_cast<size_t>(post_ptr.back()));
-  std::vector<double> post_val(post_row.size());
+  std::vector<Posting> post(static_cast<size_t>(post_ptr.back()));
   {
     std::vector<int64_t> fill(post_ptr.begin(), post_ptr.end() - 1);
     for (int64_t r = 0; r < n; ++r) {
-      for (int64_t p = split[r]; p < x.row_ptr[r + 1]; ++p) {
-        const int64_t at = fill[static_cast<size_t>(x.col[p])]++;
-        post_row[at] = static_cast<int32_t>(r);
-        post_val[at] = x.val[p];
+      double pre = 0;
+      for (int64_t p = x.row_ptr[r]; p < x.row_ptr[r + 1]; ++p) {
+        if (p >= split[r]) {
+          post[fill[static_cast<size_t>(x.col[p])]++] = {
+              static_cast<int32_t>(r), static_cast<float>(x.val[p]),
+              static_cast<float>(std::sqrt(pre) * (1 + 1e-6))};  // rounded up: a bound
+        }
+        pre += x.val[p] * x.val[p];
       }
     }
   }
@@ -82,7 +92,7 @@ std::vector<SimilarRows> similar_rows(const SparseRows& x, double threshold, int
 #pragma omp parallel num_threads(nt)
   {
     std::vector<SimilarRows>& out = found[static_cast<size_t>(omp_get_thread_num())];
-    std::vector<double> acc(static_cast<size_t>(n), 0.0);       // (n) tail products per partner
+    std::vector<float> acc(static_cast<size_t>(n), 0.0f);         // (n) walked products per partner
     std::vector<double> dense(static_cast<size_t>(x.cols), 0.0);  // (cols) row x scattered
     std::vector<double> cum;                                      // (nnz_x + 1) prefix sums of x^2
     std::vector<int32_t> partners;
@@ -95,35 +105,37 @@ std::vector<SimilarRows> similar_rows(const SparseRows& x, double threshold, int
         cum.push_back(cum.back() + x.val[p] * x.val[p]);
       }
       partners.clear();
-      for (int64_t p = p1 - 1; p >= p0; --p) {
-        const bool admit = cum[p - p0 + 1] >= admit2;
-        if (!admit && partners.empty()) break;
-        const double xv = x.val[p];
-        const int64_t q1 = post_ptr[static_cast<size_t>(x.col[p]) + 1];
-        for (int64_t q = post_ptr[static_cast<size_t>(x.col[p])]; q < q1; ++q) {
-          const int32_t y = post_row[q];
-          if (y >= r) break;  // postings ascend: the rest come after x
-          double& a = acc[static_cast<size_t>(y)];
-          if (a != 0) {
-            a += xv * post_val[q];
-          } else if (admit) {
-            a = xv * post_val[q];
-            partners.push_back(y);
+      // Walk x's columns from the rarest while a new partner can still be admitted.
+      int64_t p = p1 - 1;
+      for (; p >= p0 && cum[p - p0 + 1] >= admit2; --p) {
+        const auto xv = static_cast<float>(x.val[p]);
+        const auto x_pre = static_cast<float>(std::sqrt(cum[p - p0]) * (1 + 1e-6));  // |x_<f|
+        const Posting* q = post.data() + post_ptr[static_cast<size_t>(x.col[p])];
+        const Posting* const q1 = post.data() + post_ptr[static_cast<size_t>(x.col[p]) + 1];
+        for (; q < q1 && q->row < r; ++q) {  // postings ascend: stop at x itself
+          float& a = acc[static_cast<size_t>(q->row)];
+          if (a > 0) {
+            a += xv * q->val;
+            if (a + x_pre * q->pre < t_walk) a = kDropped;
+          } else if (a == 0) {
+            // The first shared column of y's tail: admit, or drop for good (a later column's
+            // bound would leave this column's product out).
+            const float prod = xv * q->val;
+            a = prod + x_pre * q->pre >= t_walk ? prod : kDropped;
+            partners.push_back(q->row);
           }
         }
       }
+      // Partners still standing: the exact score, in float64 over y's whole row.
       for (const int32_t y : partners) {
-        const double a = acc[static_cast<size_t>(y)];
+        const float a = acc[static_cast<size_t>(y)];
         acc[static_cast<size_t>(y)] = 0;
-        // |x restricted to y's head columns| * |y_head| bounds what the head can add.
-        const int64_t k = std::lower_bound(x.col.begin() + p0, x.col.begin() + p1, tail_col[y]) -
-                          (x.col.begin() + p0);
-        if (a + std::sqrt(cum[static_cast<size_t>(k)]) * head_norm[y] < t) continue;
-        double s = a;
-        for (int64_t p = x.row_ptr[y]; p < split[y]; ++p) s += dense[x.col[p]] * x.val[p];
+        if (a < 0) continue;  // dropped
+        double s = 0;
+        for (int64_t e = x.row_ptr[y]; e < x.row_ptr[y + 1]; ++e) s += dense[x.col[e]] * x.val[e];
         if (s >= t) out.push_back({y, r, s});
       }
-      for (int64_t p = p0; p < p1; ++p) dense[x.col[p]] = 0;
+      for (int64_t e = p0; e < p1; ++e) dense[x.col[e]] = 0;
       const int64_t d = ++done;
       if (on_rows && omp_get_thread_num() == 0) on_rows(d);
     }

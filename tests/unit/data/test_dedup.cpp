@@ -243,19 +243,23 @@ TEST(DedupClean, SaveDatasetKeepsExtraFieldsAndReadsBack) {
     EXPECT_EQ(back.entries[1].input, "i");
   }
   // The array form is indented as Python's json.dump(indent=4).
-  EXPECT_EQ(read_file(d / "out.json").substr(0, 32), "[\n    {\n        \"instruction\": ");
+  EXPECT_EQ(read_file(d / "out.json").rfind("[\n    {\n        \"instruction\": ", 0), 0u);
   const std::string lines = read_file(d / "out.jsonl");
   EXPECT_EQ(std::count(lines.begin(), lines.end(), '\n'), 2);
 }
 
 TEST(DedupReport, SplitsOfEachMember) {
   // 20 entries: train 0-16, test 17-18, validation 19.
+  const char* texts[20] = {
+      "Name a fruit.", "Explain gravity to a child.", "Convert 5 km to miles.",
+      "Write a haiku about rain.", "List three prime numbers.", "Translate hello into Spanish.",
+      "Summarize the plot of Hamlet.", "Give an antonym of brave.", "Sort these words: b, a.",
+      "Describe the color blue.", "What is photosynthesis?", "Rewrite in passive voice.",
+      "Suggest a name for a cat.", "Calculate 12 times 7.", "Define the word ephemeral.",
+      "Classify whales as fish or mammals.", "Correct the spelling: recieve.",
+      "Who wrote Pride and Prejudice?", "Find the capital of Peru.", "Create a slogan for tea."};
   std::vector<std::array<std::string, 3>> rows;
-  for (int i = 0; i < 20; ++i) {
-    rows.push_back({"Unique instruction number " + std::string(1, static_cast<char>('a' + i)) +
-                        std::string(static_cast<size_t>(i) * 3, static_cast<char>('k' + i % 10)),
-                    "", "out"});
-  }
+  for (int i = 0; i < 20; ++i) rows.push_back({texts[i], "", "out"});
   rows[17][0] = rows[2][0];  // a test entry copies a training entry
   rows[19][0] = rows[18][0];  // validation copies test
   const InstructionDataset ds = small(rows);
