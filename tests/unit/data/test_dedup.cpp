@@ -231,8 +231,9 @@ TEST(DedupClean, LaterMembersOfPairsInTheCleanFieldsOnly) {
 
 TEST(DedupClean, SaveDatasetKeepsExtraFieldsAndReadsBack) {
   test::TempDir d;
-  json a = json::array({{{"instruction", "é \"q\"\nx"}, {"input", ""}, {"output", "o"}, {"extra", {1, 2}}},
-                        {{"instruction", "b"}, {"input", "i"}, {"output", "p"}}});
+  nlohmann::ordered_json a = nlohmann::ordered_json::array(
+      {{{"instruction", "é \"q\"\nx"}, {"input", ""}, {"output", "o"}, {"extra", {1, 2}}},
+       {{"instruction", "b"}, {"input", "i"}, {"output", "p"}}});
   const InstructionDataset ds = parse_dataset(a.dump(), "d.json");
   for (const char* name : {"out.json", "out.jsonl"}) {
     save_dataset(d / name, ds.entries);
