@@ -89,7 +89,8 @@ TEST(SynthServer, OllamaRawHeaderThenChatExactBodies) {
                                         "        \"input\": \"\",\n        \"output\": ",
                                         0),
             0u);
-  std::set<std::string> bodies(srv.bodies().begin(), srv.bodies().end());
+  const std::vector<std::string> sent = srv.bodies();
+  const std::set<std::string> bodies(sent.begin(), sent.end());
   EXPECT_TRUE(bodies.count(
       R"({"model":"llama3","prompt":"<|begin_of_text|><|start_header_id|>user<|end_header_id|>","raw":true,)"
       R"("options":{"seed":123,"temperature":1.0,"top_p":1.0,"num_predict":256},"stream":true})"))
@@ -113,7 +114,8 @@ TEST_P(SynthOpenAi, CompletionsThenChatCompletions) {
   EXPECT_EQ(s.written, 2);
   EXPECT_EQ(instructions(j.output()), (std::vector<std::string>{"Instruction 7.", "Instruction 8."}));
   EXPECT_EQ(j.output()[1]["output"], "Answer to Instruction 8.");
-  std::set<std::string> bodies(srv.bodies().begin(), srv.bodies().end());
+  const std::vector<std::string> sent = srv.bodies();
+  const std::set<std::string> bodies(sent.begin(), sent.end());
   const std::string stream = GetParam() ? "true" : "false";
   EXPECT_TRUE(bodies.count(R"({"model":"llama3","prompt":"<|user|>\n","max_tokens":256,"temperature":1.0,)"
                            R"("top_p":1.0,"seed":7,"stream":)" + stream + "}"));
