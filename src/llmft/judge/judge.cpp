@@ -1,20 +1,15 @@
 // Scoring a file of answers: load and check the entries, resume from an existing output file,
-// ask the judge from worker threads, save atomically as results arrive.
+// ask the judge from worker threads (judge/pool.h), save atomically as results arrive.
 #include "llmft/judge/judge.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <cstdio>
-#include <mutex>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
-#include "llmft/core/progress.h"
 #include "llmft/judge/client.h"
 #include "llmft/judge/pool.h"
 #include "llmft/judge/prompt.h"
