@@ -5,4 +5,9 @@ cd "$(dirname "$0")"
 ./scripts/install-deps.sh
 cmake --preset ci >/dev/null
 cmake --build --preset ci
+# The npm clients the serve tests drive (tests/clients/package-lock.json).
+(cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+# llama.cpp for the GGUF export test (tests/e2e/test_llama_cpp.cpp): node-llama-cpp's prebuilt CPU
+# binary and Node.js 20, pinned in the lockfile; no install scripts, so nothing is built or fetched.
+(cd tests/llama && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error)
 ctest --preset ci

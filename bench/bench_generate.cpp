@@ -1,8 +1,9 @@
 // Generation throughput with the KV-cached Decoder, random weights (sd 0.02; timing only).
 // Two modes, one JSON line per result:
-//   bench_generate [models] [new_tokens] [repeats]
-//       ~40-token random prompts, prefill and decode timed apart, 1/8/16 streams, fp32 and bf16
-//       (median of repeats after a warm-up), e.g. bench_generate gpt2,gpt2-medium 128 3
+//   bench_generate [models] [new_tokens] [repeats] [streams]
+//       ~40-token random prompts, prefill and decode timed apart, 1/8/16 streams (or the given
+//       comma-separated list), fp32 and bf16 (median of repeats after a warm-up),
+//       e.g. bench_generate gpt2,gpt2-medium 128 3 1,8
 //   bench_generate testset [--precision fp32|bf16] [--batch-size N] [--new-tokens 256]
 //                          [--model gpt2-medium] [--single-tokens 64]
 //       The issue-6 workload: the bundled dataset's test split (SPEC §1, 110 prompts), alpaca
@@ -72,6 +73,9 @@ int streams_mode(int argc, char** argv) {
   std::string models = argc > 1 ? argv[1] : "gpt2,gpt2-medium";
   const int64_t new_tokens = argc > 2 ? std::stoll(argv[2]) : 128;
   const int repeats = argc > 3 ? std::stoi(argv[3]) : 3;
+  std::vector<int64_t> streams;
+  std::stringstream streams_list(argc > 4 ? argv[4] : "1,8,16");
+  for (std::string b; std::getline(streams_list, b, ',');) streams.push_back(std::stoll(b));
   const int64_t prompt_len = 40;
   fmt::print("{{\"context\": \"bench_generate\", \"threads\": {}, \"compiler\": \"{}\", "
              "\"prompt_tokens\": {}, \"new_tokens\": {}, \"repeats\": {}, \"load1\": {:.2f}}}\n",
@@ -83,7 +87,7 @@ int streams_mode(int argc, char** argv) {
     Gpt2 model = random_model(cfg);
     std::mt19937 gen(2);
     for (const Precision precision : {Precision::kFp32, Precision::kBf16}) {
-      for (int64_t B : {1, 8, 16}) {
+      for (int64_t B : streams) {
         Decoder dec(model, B, prompt_len + new_tokens, precision);
         std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(B));
         for (auto& p : prompts)

@@ -3,8 +3,10 @@
 // packed end to end, no padding). Checks the loss first, warms up, repeats, reports the median.
 // Also times a plain sgemm of the model's MLP shape as the same-run baseline for GFLOP/s.
 // Usage: bench_train_step [--model gpt2|gpt2-medium|...] [--precision fp32|bf16] [--steps 5]
-//        [--warmup 1] [--batch 8]
+//        [--warmup 1] [--batch 8] [--lora RANK]
 //        [--threads N] [--tied] [--lengths FILE] [--profile]
+// --lora RANK: train LoRA adapters of that rank on the four block layers instead (frozen base,
+// kept in bf16 only with --precision bf16); the FLOP rate then counts the full model's work.
 // --profile: also one JSON line per kernel (seconds per step, share of the step; timers add a
 // little overhead, so the step time of a profiled run is not the headline figure).
 #include <cblas.h>
@@ -19,12 +21,14 @@
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "llmft/model/adamw.h"
 #include "llmft/model/gpt2.h"
+#include "llmft/model/lora.h"
 #include "llmft/model/kernels/matmul.h"
 #include "llmft/model/profile.h"
 
@@ -60,7 +64,7 @@ double sgemm_gflops(int64_t M, int64_t K, int64_t N, int reps) {
 
 int main(int argc, char** argv) {
   std::string model_name = "gpt2", lengths_file, precision = "fp32";
-  int steps = 5, warmup = 1, batch = 8, threads = 0;
+  int steps = 5, warmup = 1, batch = 8, threads = 0, lora_rank = 0;
   bool tied = false, prof = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -79,6 +83,7 @@ int main(int argc, char** argv) {
     else if (a == "--tied") tied = true;
     else if (a == "--profile") prof = true;
     else if (a == "--precision") precision = next();
+    else if (a == "--lora") lora_rank = std::stoi(next());
     else if (a == "--lengths") lengths_file = next();
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
@@ -105,7 +110,17 @@ int main(int argc, char** argv) {
   llmft::Gpt2 model(cfg);
   model.init_random(123);
   model.set_precision(llmft::parse_precision(precision));
-  llmft::AdamW opt(model.table().total(), llmft::AdamWConfig{});
+  std::unique_ptr<llmft::Lora> lora;
+  if (lora_rank > 0) {
+    llmft::LoraConfig lc;
+    lc.rank = lora_rank;
+    lc.alpha = lora_rank;
+    lora = std::make_unique<llmft::Lora>(cfg, lc);
+    lora->init(1);
+    model.set_lora(lora.get());
+    if (model.precision() == llmft::Precision::kBf16) model.keep_base_in_bf16();
+  }
+  llmft::AdamW opt(model.trainable().table.total(), llmft::AdamWConfig{});
 
   // Batches of `batch` consecutive entries; each entry is one packed sequence of its own tokens.
   std::mt19937 rng(123);
@@ -166,7 +181,8 @@ int main(int argc, char** argv) {
     model.forward_backward(B.in, B.tg, B.off, 1.0f / static_cast<float>(B.in.size()));
     {
       llmft::profile::Scope ps("adamw");
-      opt.step(model.params(), model.grads());
+      const llmft::Gpt2::Trainable t = model.trainable();
+      opt.step(t.params, t.grads);
     }
     const double dt = now_s() - t0;
     if (b < warmup) continue;
@@ -187,7 +203,9 @@ int main(int argc, char** argv) {
                              {"model", model_name},
                              {"head", tied ? "tied" : "untied"},
                              {"precision", precision},
-                             {"params", model.table().total()},
+                             {"params", model.table().numel()},
+                             {"lora_rank", lora_rank},
+                             {"trainable_params", model.trainable().table.numel()},
                              {"threads", nthreads},
                              {"batch", batch},
                              {"steps", steps},

@@ -29,11 +29,11 @@ int run(const GenerationCliOptions& o) {
   const PromptTemplate tmpl = parse_template(o.prompt_template);
   GenerateOptions g = to_generate_options(o);
   g.batch_size = 1;
-  LoadedModel m = load_model(o.model, ModelLoadOptions{});
+  LoadedModel m = load_model(o.model, model_load_options(o));
   Gpt2& model = *m.model;
   const bool tty = isatty(STDIN_FILENO) != 0;
   if (tty) std::fprintf(stderr, "llmft chat: %s. Type an instruction; /quit or Ctrl-D ends.\n",
-                        m.dir.string().c_str());
+                        m.description.c_str());
   std::string line;
   uint64_t turn = 0;
   for (;;) {

@@ -1,13 +1,9 @@
 // `llmft finetune`: the reference instruction-finetuning recipe end to end (SPEC §3, §6, §7).
 // Parses options, installs the Ctrl-C handler, runs the trainer, prints where everything went.
-#include <unistd.h>
-
-#include <csignal>
-
-#include <atomic>
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "stop_signal.h"
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
 #include "llmft/judge/judge.h"
@@ -16,19 +12,6 @@
 
 namespace llmft::app {
 namespace {
-
-std::atomic<bool> g_stop{false};
-
-extern "C" void on_sigint(int) {
-  g_stop.store(true);
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C stops at once
-  // write(2) is async-signal-safe; stdio is not. During training the loop stops at the next
-  // step with a checkpoint; after training (model already saved) only the answers would be lost.
-  static const char msg[] =
-      "\nllmft: Ctrl-C: training stops at the next step with a checkpoint; after training, press "
-      "Ctrl-C again to abort the remaining work now\n";
-  [[maybe_unused]] const auto n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
-}
 
 // The recipe's last step (SPEC §8): score the test answers when a judge answers at the URL.
 void judge_answers(JudgeOptions judge, const std::filesystem::path& answers) {
@@ -118,6 +101,22 @@ Runner setup(CLI::App& app) {
   add(app.add_option("--checkpoint-every", o->checkpoint_every,
                      "Also checkpoint every N optimizer steps (0 = at the end of each epoch and "
                      "on Ctrl-C only)"));
+  add(app.add_flag("--lora", o->lora,
+                   "Train LoRA adapters beside the frozen model instead of the model itself "
+                   "(far less memory and time; the run writes adapter/ in PEFT's layout)"));
+  add(app.add_option("--lora-rank", o->lora_rank, "LoRA rank r of each adapter"));
+  add(app.add_option("--lora-alpha", o->lora_alpha,
+                     "LoRA alpha: adapters are scaled by alpha / rank, as PEFT does"));
+  add(app.add_option("--lora-dropout", o->lora_dropout,
+                     "Dropout on each adapter's input while training (PEFT's lora_dropout)"));
+  add(app.add_option("--lora-targets", o->lora_targets,
+                     "Layers that get adapters: c_attn, attn.c_proj, c_fc, mlp.c_proj, head "
+                     "(c_proj: both projections; all: every one)"));
+  add(app.add_option("--adapter", o->adapter,
+                     "With --lora: continue training this adapter folder (PEFT layout; its rank, "
+                     "alpha and targets replace the --lora-* options)"));
+  add(app.add_flag("--merge", o->merge,
+                   "With --lora: also write the merged full model (model/) beside adapter/"));
   add(app.add_option("--max-new-tokens", o->max_new_tokens,
                      "Token limit for each test-set answer"));
   add(app.add_flag("--no-test-answers", *no_test_answers,
@@ -155,7 +154,8 @@ Runner setup(CLI::App& app) {
       resume_dir = *resume;
       const auto cfg_file = resume_dir / "config.json";
       auto j = nlohmann::json::parse(read_file(cfg_file), nullptr, false);
-      if (j.is_discarded() || !j.contains("options")) {
+      if (j.is_discarded() || !j.contains("options") ||
+          j.value("command", std::string("finetune")) != "finetune") {
         throw Error(fmt::format("{}: not a llmft finetune config", cfg_file.string()),
                     "--resume takes the run folder of an earlier llmft finetune");
       }
@@ -171,12 +171,16 @@ Runner setup(CLI::App& app) {
       opts.test_answers = !*no_test_answers;
       opts.allow_download = !*offline;
       opts.offline_fallback = !*no_fallback;
+      if (!opts.adapter.empty()) {
+        for (const char* flag : {"--lora-rank", "--lora-alpha", "--lora-dropout", "--lora-targets"})
+          if (app.count(flag))
+            throw UsageError(fmt::format("{} cannot be combined with --adapter", flag),
+                             "the adapter's own settings are used; leave the option out");
+      }
     }
     opts.validate();
-    g_stop.store(false);
-    std::signal(SIGINT, on_sigint);
-    const FinetuneResult r = run_finetune(opts, resume_dir, &g_stop);
-    std::signal(SIGINT, SIG_DFL);
+    const FinetuneResult r = run_finetune(opts, resume_dir, install_stop_handler());
+    remove_stop_handler();
     if (r.interrupted) return 130;
     const auto answers = r.run_dir / "test-responses.json";
     if (opts.test_answers && !*no_judge && std::filesystem::exists(answers)) {

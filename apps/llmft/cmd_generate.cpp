@@ -17,9 +17,20 @@
 
 namespace llmft::app {
 
+ModelLoadOptions model_load_options(const GenerationCliOptions& o) {
+  ModelLoadOptions m;
+  m.adapter = o.adapter;
+  return m;
+}
+
 void add_generation_options(CLI::App& app, GenerationCliOptions& o) {
-  app.add_option("--model", o.model, "Model folder (Hugging Face layout) or name (gpt2-medium)")
+  app.add_option("--model", o.model,
+                 "Model folder (Hugging Face layout), name (gpt2-medium) or a .gguf file "
+                 "(llmft export: f32, f16 or q8_0, dequantized to fp32)")
       ->required();
+  app.add_option("--adapter", o.adapter,
+                 "LoRA adapter folder (PEFT layout, e.g. a finetune --lora run's adapter/) run "
+                 "beside the model without merging");
   app.add_option("--template", o.prompt_template, "Prompt template: alpaca or phi3")
       ->capture_default_str();
   app.add_option("--max-new-tokens", o.max_new_tokens, "Tokens to generate at most per answer")
@@ -79,7 +90,7 @@ int run(const Options& o) {
   // Check the dataset before the (slow) model load.
   InstructionDataset ds;
   if (dataset_mode) ds = load_dataset(o.data);
-  LoadedModel m = load_model(o.gen.model, ModelLoadOptions{});
+  LoadedModel m = load_model(o.gen.model, model_load_options(o.gen));
   Gpt2& model = *m.model;
   if (!dataset_mode) {
     const std::string prompt = format_prompt(tmpl, o.instruction, o.input);

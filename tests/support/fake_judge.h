@@ -24,7 +24,8 @@ class FakeJudge {
   struct Chat {
     int n = 0;                 // 1-based number of this chat request
     nlohmann::json body;       // parsed request body
-    std::string response;      // the model response quoted in the prompt
+    std::string response;      // the model response quoted in a judge prompt (else the message)
+    std::string content() const { return body["messages"][0]["content"]; }
   };
   // Returns true when it answered itself (set res); false falls back to the normal reply.
   using ChatHook = std::function<bool(const Chat&, const httplib::Request&, httplib::Response&)>;

@@ -73,12 +73,17 @@ static std::string shell_quote(const std::string& s) {
 
 RunResult run_llmft(const std::vector<std::string>& args, const std::string& stdin_text,
                     const std::vector<std::string>& env) {
+  return run_program(llmft_binary().string(), args, stdin_text, env);
+}
+
+RunResult run_program(const std::string& program, const std::vector<std::string>& args,
+                      const std::string& stdin_text, const std::vector<std::string>& env) {
   TempDir tmp;
   const fs::path in = tmp / "stdin", out = tmp / "stdout", err = tmp / "stderr";
   std::ofstream(in, std::ios::binary) << stdin_text;
   std::string cmd;
   for (const auto& e : env) cmd += shell_quote(e) + " ";
-  cmd += shell_quote(llmft_binary().string());
+  cmd += shell_quote(program);
   for (const auto& a : args) cmd += " " + shell_quote(a);
   cmd += " <" + shell_quote(in.string()) + " >" + shell_quote(out.string()) + " 2>" +
          shell_quote(err.string());

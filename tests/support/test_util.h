@@ -39,6 +39,10 @@ struct RunResult {
 // streams. `env` entries are "NAME=value" set for the child only.
 RunResult run_llmft(const std::vector<std::string>& args, const std::string& stdin_text = {},
                     const std::vector<std::string>& env = {});
+// Same for any program (a path, or a name looked up in PATH).
+RunResult run_program(const std::string& program, const std::vector<std::string>& args,
+                      const std::string& stdin_text = {},
+                      const std::vector<std::string>& env = {});
 
 std::filesystem::path golden_dir();     // tests/golden
 std::filesystem::path test_data_dir();  // tests/data

@@ -1,5 +1,8 @@
 #include "llmft/core/io.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,6 +17,43 @@
 namespace llmft {
 
 namespace fs = std::filesystem;
+
+MappedFile::MappedFile(const fs::path& path) {
+  const std::string p = path.string();
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    throw Error(fmt::format("{}: cannot open: {}", p, std::strerror(errno)), "check the path");
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(fmt::format("{}: not a regular file", p));
+  }
+  size_ = static_cast<size_t>(st.st_size);
+  if (size_ == 0) {
+    ::close(fd);
+    return;
+  }
+  void* m = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) throw Error(fmt::format("{}: cannot map: {}", p, std::strerror(errno)));
+  data_ = static_cast<const unsigned char*>(m);
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<unsigned char*>(data_), size_);
+}
+
+void MappedFile::advise_sequential() const {
+  if (data_) ::madvise(const_cast<unsigned char*>(data_), size_, MADV_SEQUENTIAL);
+}
+
+void MappedFile::release(const unsigned char* p, size_t n) const {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
 
 std::string read_file(const fs::path& path) {
   std::error_code ec;
@@ -72,6 +112,34 @@ void write_file_atomic(const fs::path& path, std::string_view bytes) {
   write_file_atomic(path, [&](std::ostream& out) {
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   });
+}
+
+void write_folder_atomic(const fs::path& dir, const std::function<void(const fs::path&)>& fill) {
+  std::error_code ec;
+  const bool fresh = !fs::exists(dir, ec);
+  fs::path out = dir;
+  if (fresh) {
+    const fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
+    std::random_device rd;
+    out = parent / fmt::format(".{}.tmp{:08x}", dir.filename().string(), rd());
+    fs::create_directories(out, ec);
+    if (ec) throw Error(fmt::format("{}: cannot create folder: {}", out.string(), ec.message()));
+  } else if (!fs::is_directory(dir, ec)) {
+    throw Error(fmt::format("{}: exists and is not a folder", dir.string()));
+  }
+  try {
+    fill(out);
+    if (fresh) {
+      fs::rename(out, dir, ec);
+      if (ec) {
+        throw Error(fmt::format("{}: cannot move the finished folder into place: {}", dir.string(),
+                                ec.message()));
+      }
+    }
+  } catch (...) {
+    if (fresh) fs::remove_all(out, ec);
+    throw;
+  }
 }
 
 void check_output_path(const fs::path& path, std::initializer_list<fs::path> inputs) {

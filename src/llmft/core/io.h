@@ -6,10 +6,32 @@
 #include <functional>
 #include <initializer_list>
 #include <ostream>
+#include <span>
 #include <string>
 #include <string_view>
 
 namespace llmft {
+
+// A whole file mapped read-only: model files of several GB are read without a copy. Throws Error
+// naming the path when it cannot be opened, is not a regular file, or cannot be mapped. An empty
+// file gives an empty span.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::filesystem::path& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  std::span<const unsigned char> bytes() const { return {data_, size_}; }
+  // Tells the kernel the file will be read front to back (larger read-ahead).
+  void advise_sequential() const;
+  // Lets the kernel drop the pages of bytes [p, p + n) already read (a converted copy is kept
+  // instead), so reading a whole model holds about one copy in memory.
+  void release(const unsigned char* p, size_t n) const;
+
+ private:
+  const unsigned char* data_ = nullptr;
+  size_t size_ = 0;
+};
 
 // Reads a whole file as bytes. Throws Error naming the path when it cannot.
 std::string read_file(const std::filesystem::path& path);
@@ -21,6 +43,12 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view bytes
 // Same, for content produced by a writer callback (large files: no second copy in memory).
 void write_file_atomic(const std::filesystem::path& path,
                        const std::function<void(std::ostream&)>& writer);
+
+// Writes a folder of files: `fill(out)` writes them into `out`. A new folder is built beside
+// `dir` and renamed into place (removed again on failure); an existing one is filled in place,
+// each file replaced atomically (fill should write its key file last). Throws Error naming it.
+void write_folder_atomic(const std::filesystem::path& dir,
+                         const std::function<void(const std::filesystem::path& out)>& fill);
 
 // Fails early (before hours of work) unless `path` can be written atomically: not a folder, not
 // the same file as any of `inputs`, and its folder exists (or can be created) and takes a new file.

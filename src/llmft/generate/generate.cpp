@@ -5,10 +5,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <deque>
 
 #include "llmft/core/error.h"
-#include "llmft/generate/decoder.h"
+#include "llmft/generate/batcher.h"
 #include "llmft/model/kernels/matmul.h"
 #include "llmft/tokenizer/bpe.h"
 
@@ -25,48 +24,6 @@ void GenerateOptions::validate() const {
                                  threads));
 }
 
-namespace {
-
-struct Slot {
-  int64_t prompt = -1;         // index into prompts, -1 = idle
-  std::vector<int32_t> seq;    // prompt + generated, uncropped
-  int64_t cached = 0;          // tokens of seq's tail held in the decoder (0 = needs prefill)
-  Sampler sampler;
-  explicit Slot(const SamplerOptions& o) : sampler(o) {}
-};
-
-void check_prompts(const std::vector<std::vector<int32_t>>& prompts, int64_t V) {
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    if (prompts[i].empty())
-      throw Error(fmt::format("prompt {} is empty: nothing to continue from", i),
-                  "give at least one token of prompt");
-    for (int32_t t : prompts[i])
-      if (t < 0 || t >= V)
-        throw Error(fmt::format("prompt {} has token id {}, outside the vocabulary [0, {})", i, t,
-                                V));
-  }
-}
-
-// The tokens slot s feeds the decoder next: what its cache does not hold yet, or, past the
-// context, the last Tcap tokens from position 0 (the textbook loop crops to the last maxT
-// tokens, which moves every position). Counts refilled tokens into st.prompt_tokens.
-std::span<const int32_t> next_feed(const Slot& slot, int64_t s, int64_t Tcap, Decoder& dec,
-                                   GenerateStats& st) {
-  const auto len = static_cast<int64_t>(slot.seq.size());
-  const bool refill = slot.cached == 0 || len > Tcap;
-  std::span<const int32_t> feed;
-  if (len <= Tcap) {
-    feed = std::span<const int32_t>(slot.seq).subspan(static_cast<size_t>(slot.cached));
-  } else {
-    dec.reset(s);
-    feed = std::span<const int32_t>(slot.seq).subspan(static_cast<size_t>(len - Tcap));
-  }
-  if (refill) st.prompt_tokens += static_cast<int64_t>(feed.size());
-  return feed;
-}
-
-}  // namespace
-
 std::vector<std::vector<int32_t>> generate(Gpt2& model,
                                            const std::vector<std::vector<int32_t>>& prompts,
                                            const GenerateOptions& opts, GenerateStats* stats) {
@@ -75,7 +32,7 @@ std::vector<std::vector<int32_t>> generate(Gpt2& model,
   const Gpt2Config& cfg = model.config();
   const auto n = prompts.size();
   std::vector<std::vector<int32_t>> out(n);
-  check_prompts(prompts, cfg.V);
+  for (size_t i = 0; i < n; ++i) check_prompt(prompts[i], cfg.V, fmt::format("prompt {}", i));
   const auto t0 = std::chrono::steady_clock::now();
   GenerateStats st;
   if (n == 0 || opts.max_new_tokens == 0) {
@@ -89,64 +46,35 @@ std::vector<std::vector<int32_t>> generate(Gpt2& model,
   for (const auto& p : prompts) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()));
   const int64_t Tcap = std::min(cfg.maxT, longest + opts.max_new_tokens - 1);
   const int64_t B = std::min<int64_t>(opts.batch_size, static_cast<int64_t>(n));
-  Decoder dec(model, B, Tcap, opts.precision);
-
-  std::vector<Slot> slots;
-  for (int64_t s = 0; s < B; ++s) slots.emplace_back(opts.sampler);
+  Batcher batcher(model, B, Tcap, opts.precision);
+  std::vector<size_t> slot_prompt(static_cast<size_t>(B));
   size_t next = 0;
-  auto assign = [&](Slot& slot, int64_t s) {
-    slot.prompt = -1;
-    if (next >= n) return;
-    slot.prompt = static_cast<int64_t>(next);
-    slot.seq = prompts[next];
-    slot.cached = 0;
-    SamplerOptions so = opts.sampler;
-    so.seed = stream_seed(opts.sampler.seed, next);
-    slot.sampler = Sampler(so);
-    dec.reset(s);
-    ++next;
+  // A free slot takes the next prompt, which joins the next step.
+  auto admit = [&] {
+    for (; next < n && batcher.has_free_slot(); ++next) {
+      SequenceOptions so;
+      so.max_new_tokens = opts.max_new_tokens;
+      so.sampler = opts.sampler;
+      so.sampler.seed = stream_seed(opts.sampler.seed, next);
+      so.stop_at_eos = opts.stop_at_eos;
+      so.eos_id = opts.eos_id;
+      slot_prompt[static_cast<size_t>(batcher.add(prompts[next], so))] = next;
+    }
   };
-  for (int64_t s = 0; s < B; ++s) assign(slots[static_cast<size_t>(s)], s);
-
-  std::vector<DecodeChunk> chunks;
-  std::vector<int64_t> chunk_slot;
-  std::vector<float> logits;
-  for (;;) {
-    chunks.clear();
-    chunk_slot.clear();
-    for (int64_t s = 0; s < B; ++s) {
-      Slot& slot = slots[static_cast<size_t>(s)];
-      if (slot.prompt < 0) continue;
-      chunks.push_back({s, next_feed(slot, s, Tcap, dec, st)});
-      chunk_slot.push_back(s);
-    }
-    if (chunks.empty()) break;
-    logits.resize(chunks.size() * static_cast<size_t>(cfg.V));
-    dec.forward(chunks, logits);
-    for (size_t c = 0; c < chunks.size(); ++c) {
-      const int64_t s = chunk_slot[c];
-      Slot& slot = slots[static_cast<size_t>(s)];
-      slot.cached = dec.length(s);
-      const auto row = std::span<const float>(logits).subspan(c * static_cast<size_t>(cfg.V),
-                                                              static_cast<size_t>(cfg.V));
-      const int32_t tok = slot.sampler.sample(row);
-      const auto p = static_cast<size_t>(slot.prompt);
-      bool finished = false;
-      if (opts.stop_at_eos && tok == opts.eos_id) {
-        finished = true;
-      } else {
-        out[p].push_back(tok);
-        slot.seq.push_back(tok);
-        ++st.new_tokens;
-        if (opts.on_token) opts.on_token(p, tok);
-        finished = static_cast<int64_t>(out[p].size()) >= opts.max_new_tokens;
+  admit();
+  while (batcher.active() > 0) {
+    for (const Batcher::Event& e : batcher.step()) {
+      const size_t p = slot_prompt[static_cast<size_t>(e.slot)];
+      if (e.token >= 0) {
+        out[p].push_back(e.token);
+        if (opts.on_token) opts.on_token(p, e.token);
       }
-      if (finished) {
-        if (opts.on_finish) opts.on_finish(p);
-        assign(slot, s);
-      }
+      if (e.finish != FinishReason::kNone && opts.on_finish) opts.on_finish(p);
     }
+    admit();
   }
+  st.prompt_tokens = batcher.counts().prompt_tokens;
+  st.new_tokens = batcher.counts().new_tokens;
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (stats) *stats = st;
   return out;

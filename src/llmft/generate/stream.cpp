@@ -6,9 +6,9 @@
 namespace llmft {
 
 ResponseStreamer::ResponseStreamer(const BpeTokenizer& tok, std::vector<int32_t> prompt_ids,
-                                   std::string prompt_text, std::string_view marker)
+                                   std::string prompt_text, std::string_view marker, bool raw)
     : tok_(tok), ids_(std::move(prompt_ids)), prompt_text_(std::move(prompt_text)),
-      marker_(marker) {}
+      marker_(raw ? std::string_view{} : marker), raw_(raw) {}
 
 std::string ResponseStreamer::push(int32_t token) {
   ids_.push_back(token);
@@ -19,13 +19,17 @@ std::string ResponseStreamer::push(int32_t token) {
   // A trailing U+FFFD may be a character whose remaining bytes are still to come.
   static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
   while (text.ends_with(kReplacement)) text.resize(text.size() - kReplacement.size());
+  if (raw_) return release(std::move(text));
   for (size_t k = std::min(marker_.size() - 1, text.size()); k > 0 && !marker_.empty(); --k) {
     if (text.compare(text.size() - k, k, marker_, 0, k) == 0) {
       text.resize(text.size() - k);
       break;
     }
   }
-  std::string stable = clean_response(text, 0, marker_);
+  return release(clean_response(text, 0, marker_));
+}
+
+std::string ResponseStreamer::release(std::string stable) {
   if (stable.size() <= shown_.size() || stable.compare(0, shown_.size(), shown_) != 0) return {};
   std::string delta = stable.substr(shown_.size());
   shown_ = std::move(stable);
@@ -33,7 +37,10 @@ std::string ResponseStreamer::push(int32_t token) {
 }
 
 std::string ResponseStreamer::finish() {
-  const std::string final_text = clean_response(tok_.decode(ids_), prompt_text_.size(), marker_);
+  const std::string all = tok_.decode(ids_);
+  const std::string final_text =
+      raw_ ? all.substr(std::min(prompt_text_.size(), all.size()))
+           : clean_response(all, prompt_text_.size(), marker_);
   if (final_text.size() < shown_.size() || final_text.compare(0, shown_.size(), shown_) != 0)
     return {};
   std::string delta = final_text.substr(shown_.size());

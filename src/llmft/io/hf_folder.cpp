@@ -123,13 +123,9 @@ void save_gpt2_weights(const fs::path& file, const ParamTable& table, std::span<
                        const std::map<std::string, std::string>& metadata) {
   LLMFT_CHECK(params.size() >= static_cast<size_t>(table.total()), "params buffer too small: {} < {}",
               params.size(), table.total());
-  std::vector<TensorToWrite> tensors;
-  for (const auto& s : table.specs()) {
-    // GPT2LMHeadModel's own state dict: body under "transformer.", the head at top level.
-    // transformers only routes a separate lm_head correctly when the body is prefixed.
-    const std::string name = s.name == "lm_head.weight" ? s.name : kPrefix + s.name;
-    tensors.push_back({name, s.shape, table.view(params, s)});
-  }
+  // GPT2LMHeadModel's own state dict (table.file_name): body under "transformer.", the head at
+  // top level; transformers only routes a separate lm_head correctly when the body is prefixed.
+  const std::vector<TensorToWrite> tensors = table_tensors(table, params);
   std::map<std::string, std::string> meta = metadata;
   meta["format"] = "pt";
   write_safetensors(file, tensors, meta);
@@ -252,19 +248,7 @@ void write_hf_folder(const fs::path& dir, const Gpt2Config& cfg, const ParamTabl
   // Read the tokenizer files first: a missing one must fail before anything is written.
   const std::string vocab = read_file(tokenizer.vocab_json);
   const std::string merges = read_file(tokenizer.merges_txt);
-  std::error_code ec;
-  const bool fresh = !fs::exists(dir, ec);
-  fs::path out = dir;
-  if (fresh) {
-    const fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
-    std::random_device rd;
-    out = parent / fmt::format(".{}.tmp{:08x}", dir.filename().string(), rd());
-    fs::create_directories(out, ec);
-    if (ec) throw Error(fmt::format("{}: cannot create folder: {}", out.string(), ec.message()));
-  } else if (!fs::is_directory(dir, ec)) {
-    throw Error(fmt::format("{}: exists and is not a folder", dir.string()));
-  }
-  try {
+  write_folder_atomic(dir, [&](const fs::path& out) {
     write_file_atomic(out / "vocab.json", vocab);
     write_file_atomic(out / "merges.txt", merges);
     write_file_atomic(out / "tokenizer_config.json",
@@ -275,17 +259,7 @@ void write_hf_folder(const fs::path& dir, const Gpt2Config& cfg, const ParamTabl
                                   kEosId, kEosId));
     save_gpt2_weights(out / "model.safetensors", table, params, {{"producer", "llmft " LLMFT_VERSION}});
     write_file_atomic(out / "config.json", hf_config_json(cfg));
-    if (fresh) {
-      fs::rename(out, dir, ec);
-      if (ec) {
-        throw Error(fmt::format("{}: cannot move the finished folder into place: {}", dir.string(),
-                                ec.message()));
-      }
-    }
-  } catch (...) {
-    if (fresh) fs::remove_all(out, ec);
-    throw;
-  }
+  });
 }
 
 HfModel read_hf_folder(const fs::path& dir, std::optional<bool> tied,

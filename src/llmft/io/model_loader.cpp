@@ -4,7 +4,9 @@
 #include <fmt/format.h>
 
 #include "llmft/core/error.h"
+#include "llmft/io/gguf.h"
 #include "llmft/io/hub.h"
+#include "llmft/io/peft.h"
 
 namespace llmft {
 
@@ -96,10 +98,40 @@ LoadedModel folder_model(const std::string& spec, const fs::path& dir,
   return m;
 }
 
+// A GGUF file (llmft export's, or llama.cpp's converter's for GPT-2): its weights (f16 widened
+// exactly, q8_0 dequantized) and the tokenizer stored in it.
+LoadedModel gguf_model(const fs::path& file, const ModelLoadOptions& opts) {
+  Gpt2Gguf g = read_gpt2_gguf(file);
+  if (opts.tied && *opts.tied != g.model.config().tied) {
+    throw Error(fmt::format("{}: the file's output head is {}, but {} was asked for",
+                            file.string(), g.model.config().tied ? "tied" : "untied",
+                            *opts.tied ? "tied" : "untied"));
+  }
+  LoadedModel m;
+  m.tokenizer = std::make_unique<BpeTokenizer>(BpeTokenizer::from_strings(g.vocab));
+  m.model = std::make_unique<Gpt2>(std::move(g.model));
+  m.spec = file.string();
+  m.pretrained = true;
+  m.description = fmt::format("{} (GGUF, {} weights; {})", file.string(), ggml_type_name(g.type),
+                              m.cfg().describe());
+  if (m.cfg().V < m.tokenizer->vocab_size()) {
+    throw Error(fmt::format("{}: the model has {} token embeddings but the tokenizer {} tokens",
+                            file.string(), m.cfg().V, m.tokenizer->vocab_size()));
+  }
+  return m;
+}
+
 }  // namespace
 
-LoadedModel load_model(const std::string& spec, const ModelLoadOptions& opts) {
+bool is_gguf_path(const std::string& spec) {
+  std::error_code ec;
+  return spec.ends_with(".gguf") && fs::is_regular_file(spec, ec);
+}
+
+// The model as `spec` names it, without an adapter.
+LoadedModel load_base(const std::string& spec, const ModelLoadOptions& opts) {
   if (opts.allow_random && spec.starts_with("random:")) return random_model(spec.substr(7), opts);
+  if (is_gguf_path(spec)) return gguf_model(spec, opts);
   const std::optional<fs::path> dir = resolve_or_fall_back(spec, opts);
   if (!dir) {
     LoadedModel m = random_model(kFallbackPreset, opts);
@@ -107,6 +139,20 @@ LoadedModel load_model(const std::string& spec, const ModelLoadOptions& opts) {
     return m;
   }
   return folder_model(spec, *dir, opts);
+}
+
+LoadedModel load_model(const std::string& spec, const ModelLoadOptions& opts) {
+  LoadedModel m = load_base(spec, opts);
+  if (!opts.adapter.empty()) {
+    PeftAdapter a = read_peft_adapter(opts.adapter, m.cfg());
+    m.lora = std::move(a.lora);
+    m.model->set_lora(m.lora.get());
+    m.adapter_dir = opts.adapter;
+    const LoraConfig& lc = m.lora->config();
+    m.description += fmt::format(" + LoRA adapter {} (rank {}, alpha {:g})", opts.adapter.string(),
+                                 lc.rank, lc.alpha);
+  }
+  return m;
 }
 
 }  // namespace llmft

@@ -1,6 +1,7 @@
 // Model + tokenizer loading for every command that needs a model: a spec (a folder, a GPT-2 name
 // from the hub cache or downloaded, or "random:<preset>" where the caller allows it) becomes a
 // configuration, weights laid out by ParamTable, a tokenizer and a line saying where they are from.
+// A ".gguf" file (llmft export's) loads too: generate and chat run exported models.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +40,8 @@ struct ModelLoadOptions {
   // Overrides the configuration's dropout (a folder's resid_pdrop; 0 for a random model).
   std::optional<float> dropout;
   TokenizerSource tokenizer = TokenizerSource::kFolderOrBundled;
+  // A LoRA adapter folder (PEFT's layout, io/peft.h) attached to the model; empty: none.
+  std::filesystem::path adapter;
   std::function<void(const std::string&)> log;  // human-readable notices; empty: none
 };
 
@@ -49,17 +52,22 @@ struct LoadedModel {
   std::unique_ptr<Gpt2> model;
   bool random_init = false;
   std::unique_ptr<BpeTokenizer> tokenizer;  // never null
-  std::filesystem::path dir;  // the model folder; empty for a random model
+  std::filesystem::path dir;  // the model folder; empty for a random model or a GGUF file
   std::string spec;           // what to record: the folder path or "random:<preset>"
   std::string description;    // one line for logs and summaries
   const Gpt2Config& cfg() const { return model->config(); }
   bool pretrained = false;    // false: random initialisation
   bool fallback = false;      // the named model was unavailable; this is random:small instead
   LoadInfo info;              // what reading the weights found (default for a random model)
+  std::unique_ptr<Lora> lora;           // the attached adapter (ModelLoadOptions::adapter), or null
+  std::filesystem::path adapter_dir;    // where it was read from
 };
 
-// Resolves `spec` (see above; folders and names through io's resolve_model) and loads the
-// configuration, weights and tokenizer. Throws Error when the model's vocabulary is smaller than
+// True when `spec` names an existing file ending in ".gguf".
+bool is_gguf_path(const std::string& spec);
+
+// Resolves `spec` (see above; folders and names through io's resolve_model, or a GPT-2 GGUF file
+// read with io/gguf.h, its tokenizer included) and loads the configuration, weights and tokenizer. Throws Error when the model's vocabulary is smaller than
 // the tokenizer's, UsageError for an unknown name or preset, Error for unreadable files.
 LoadedModel load_model(const std::string& spec, const ModelLoadOptions& opts);
 

@@ -1,10 +1,5 @@
 #include "llmft/io/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -93,37 +88,35 @@ float f16_to_f32(uint16_t h) {
   return std::bit_cast<float>(bits);
 }
 
+uint16_t f32_to_f16(float f) {
+  // F. Giesen's float_to_half_fast3_rtne: the hardware's own round-to-nearest-even does the work.
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  const auto sign = static_cast<uint16_t>((x >> 16) & 0x8000);
+  uint32_t a = x & 0x7fffffffu;
+  if (a > 0x7f800000u) return sign | 0x7e00 | static_cast<uint16_t>((a >> 13) & 0x3ff);  // NaN
+  if (a >= 0x477ff000u) return sign | 0x7c00;  // >= 65520 (the midpoint above 65504): infinity
+  if (a < 0x38800000u) {
+    // Below F16's smallest normal: adding 0.5f rounds at 2^-24, F16's subnormal step.
+    const float v = std::bit_cast<float>(a) + 0.5f;
+    return sign | static_cast<uint16_t>(std::bit_cast<uint32_t>(v) - 0x3f000000u);
+  }
+  const uint32_t odd = (a >> 13) & 1;
+  a += (uint32_t(15 - 127) << 23) + 0xfff + odd;  // rebias the exponent, round half to even
+  return sign | static_cast<uint16_t>(a >> 13);
+}
+
 float bf16_to_f32(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
 
 namespace {
 
 using ojson = nlohmann::ordered_json;
 
-// The whole file mapped read-only (at least the 8-byte header length).
-std::pair<const unsigned char*, uint64_t> map_file(const std::string& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    throw Error(fmt::format("{}: cannot open: {}", p, std::strerror(errno)), "check the path");
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(fmt::format("{}: not a regular file", p));
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
+// The header's length (the file's first 8 bytes), checked against the file size.
+uint64_t header_length(const std::string& p, const unsigned char* map, uint64_t size) {
   if (size < 8) {
-    ::close(fd);
     throw Error(fmt::format("{}: not a safetensors file: {} bytes, shorter than the 8-byte header "
                             "length", p, size), kCorruptHint);
   }
-  void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (m == MAP_FAILED) throw Error(fmt::format("{}: cannot map: {}", p, std::strerror(errno)));
-  return {static_cast<const unsigned char*>(m), size};
-}
-
-// The header's length (the file's first 8 bytes), checked against the file size.
-uint64_t header_length(const std::string& p, const unsigned char* map, uint64_t size) {
   uint64_t n = 0;
   std::memcpy(&n, map, 8);
   if (n > size - 8) {
@@ -249,10 +242,11 @@ void check_no_overlap(const std::string& p, const std::vector<TensorInfo>& tenso
 
 }  // namespace
 
-SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
+SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path), file_(path) {
   const std::string p = path.string();
-  std::tie(map_, map_size_) = map_file(p);
-  try {
+  const unsigned char* map_ = file_.bytes().data();
+  const uint64_t map_size_ = file_.bytes().size();
+  {
     const uint64_t n = header_length(p, map_, map_size_);
     data_ = map_ + 8 + n;
     const uint64_t data_size = map_size_ - 8 - n;
@@ -266,16 +260,11 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
       }
     }
     check_no_overlap(p, tensors_);
-    ::madvise(const_cast<unsigned char*>(map_), map_size_, MADV_SEQUENTIAL);
-  } catch (...) {
-    ::munmap(const_cast<unsigned char*>(map_), map_size_);
-    throw;
+    file_.advise_sequential();
   }
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (map_) ::munmap(const_cast<unsigned char*>(map_), map_size_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 const TensorInfo* SafetensorsFile::find(const std::string& name) const {
   for (const auto& t : tensors_)
@@ -313,10 +302,7 @@ void SafetensorsFile::read_f32(const TensorInfo& t, std::span<float> out) const 
                   "convert the checkpoint to floating point");
   }
   // The converted copy is what we keep: let the kernel drop the mapped pages (RSS stays ~1x).
-  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t lo = (reinterpret_cast<uintptr_t>(src) + page - 1) / page * page;
-  const uintptr_t hi = (reinterpret_cast<uintptr_t>(src) + (t.end - t.begin)) / page * page;
-  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+  file_.release(src, t.end - t.begin);
 }
 
 void write_safetensors(const fs::path& path, const std::vector<TensorToWrite>& tensors,
@@ -345,6 +331,32 @@ void write_safetensors(const fs::path& path, const std::vector<TensorToWrite>& t
                 static_cast<std::streamsize>(t.data.size() * 4));
     }
   });
+}
+
+std::vector<TensorToWrite> table_tensors(const TensorTable& table, std::span<const float> flat,
+                                         const std::string& prefix) {
+  LLMFT_CHECK(static_cast<int64_t>(flat.size()) >= table.total(), "buffer of {} floats, need {}",
+              flat.size(), table.total());
+  std::vector<TensorToWrite> out;
+  for (const auto& s : table.specs())
+    out.push_back({prefix + table.file_name(s), s.shape, table.view(flat, s)});
+  return out;
+}
+
+void read_table(const SafetensorsFile& st, const TensorTable& table, std::span<float> flat,
+                const std::string& prefix) {
+  LLMFT_CHECK(static_cast<int64_t>(flat.size()) >= table.total(), "buffer of {} floats, need {}",
+              flat.size(), table.total());
+  for (const auto& spec : table.specs()) {
+    const std::string name = prefix + table.file_name(spec);
+    const TensorInfo* t = st.find(name);
+    if (!t || t->shape != spec.shape) {
+      throw Error(fmt::format("{}: tensor '{}' is {}", st.path().string(), name,
+                              t ? "of another shape than expected" : "missing"),
+                  "the file does not belong to this model");
+    }
+    st.read_f32(*t, table.view(flat, spec));
+  }
 }
 
 }  // namespace llmft

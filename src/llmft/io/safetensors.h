@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "llmft/model/params.h"
+#include "llmft/core/io.h"
+
 namespace llmft {
 
 enum class Dtype { F64, F32, F16, BF16, I64, I32, I16, I8, U64, U32, U16, U8, BOOL, F8_E4M3, F8_E5M2 };
@@ -43,8 +46,7 @@ class SafetensorsFile {
 
  private:
   std::filesystem::path path_;
-  const unsigned char* map_ = nullptr;
-  size_t map_size_ = 0;
+  MappedFile file_;
   const unsigned char* data_ = nullptr;  // start of the data region (inside map_)
   std::vector<TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;
@@ -63,8 +65,20 @@ struct TensorToWrite {
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
+// The tensors of `table` in `flat`, each named prefix + table.file_name(spec), for
+// write_safetensors.
+std::vector<TensorToWrite> table_tensors(const TensorTable& table, std::span<const float> flat,
+                                         const std::string& prefix = "");
+// Reads every tensor of `table` (named as table_tensors names them) from `st` into `flat`. Throws
+// Error naming the file and tensor when one is missing or has another shape.
+void read_table(const SafetensorsFile& st, const TensorTable& table, std::span<float> flat,
+                const std::string& prefix = "");
+
 // Exact IEEE conversions (F16 subnormals, infinities and NaNs included).
 float f16_to_f32(uint16_t h);
+// Rounds to the nearest F16, ties to even (as F16C's vcvtps2ph and numpy's astype(float16)):
+// overflow gives infinity, NaN stays NaN.
+uint16_t f32_to_f16(float f);
 float bf16_to_f32(uint16_t b);
 
 }  // namespace llmft

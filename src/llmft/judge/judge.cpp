@@ -1,11 +1,11 @@
 // Scoring a file of answers: load and check the entries, resume from an existing output file,
-// ask the judge from worker threads (judge/pool.h), save atomically as results arrive.
+// ask the judge from worker threads, save atomically as results arrive.
 #include "llmft/judge/judge.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <atomic>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "llmft/core/error.h"
@@ -201,8 +201,8 @@ bool judge_available(const JudgeOptions& opts) {
 
 namespace {
 
-// One scoring run of judge_file: the input entries and their results. Results are recorded
-// under the request pool's lock.
+// One scoring run of judge_file: the input entries and their results; the requests go through
+// a judge::RequestPool (worker threads, progress, saving as results arrive).
 class JudgeRun {
  public:
   // Loads the input and, with opts.resume, what an earlier run of it finished.
@@ -213,15 +213,12 @@ class JudgeRun {
   JudgeSummary summarise();  // throws Error after saving when the server was lost
 
  private:
-  Entry ask(size_t i, judge::RequestPool& pool);  // EntryError becomes a failed entry
-
   const JudgeOptions& opts_;
   JudgeSummary sum_;
   const ojson in_;
   std::vector<Entry> entries_;
   std::vector<size_t> todo_;
   std::optional<judge::JudgeClient> client_;
-  std::atomic<int64_t> requests_{0};
   std::optional<std::string> lost_;  // why the run stopped
 };
 
@@ -256,53 +253,35 @@ void JudgeRun::connect() {
 }
 
 void JudgeRun::judge_all() {
-  const auto nthreads = static_cast<int>(std::min<size_t>(static_cast<size_t>(opts_.concurrency), todo_.size()));
-  judge::RequestPool pool(nthreads, opts_.progress, "judging", static_cast<int64_t>(todo_.size()),
-                          "entry", opts_.on_report);
-  judge::ThrottledSave save_now([&] { save(sum_.output, in_, entries_); });
-  size_t next = 0;
-  pool.run<Entry>(
-      [&](int64_t) { return next < todo_.size() ? static_cast<int64_t>(next++) : pool.kDone; },
-      [&](int64_t k) { return ask(todo_[static_cast<size_t>(k)], pool); },
-      [&](int64_t k, Entry&& r) -> int64_t {
-        const size_t i = todo_[static_cast<size_t>(k)];
-        if (r.status == kInvalid) {
-          pool.report(fmt::format("entry {}: judge reply is not an integer 0-100, left out: {}", i,
-                                  quote_truncated(*r.reply)));
-        } else if (r.status == kFailed) {
-          pool.report(fmt::format("entry {}: failed, left out: {}", i, r.error));
-        }
-        entries_[i] = std::move(r);
-        save_now(/*force=*/false);
-        return 1;
-      });
-  save(sum_.output, in_, entries_);
-  if (pool.lost()) {
-    lost_ = fmt::format("entry {}: {}", todo_[static_cast<size_t>(pool.lost()->first)],
-                        pool.lost()->second);
-  }
-  sum_.requests = requests_;
-}
-
-Entry JudgeRun::ask(size_t i, judge::RequestPool& pool) {
-  const ojson& e = in_[i];
-  const std::string prompt = judge::judge_prompt(
-      e["instruction"].get_ref<const std::string&>(), e.value("input", std::string()),
-      e["output"].get_ref<const std::string&>(),
-      e[opts_.response_field].get_ref<const std::string&>());
-  Entry r;
-  try {
-    const std::string reply = client_->ask(
-        prompt, [&](const std::string& line) { pool.report(fmt::format("entry {}: {}", i, line)); },
-        requests_, pool.stop_flag());
+  if (todo_.empty()) return;
+  judge::RequestPool pool(opts_, *client_);
+  judge::RequestPool::Task task;
+  task.prompt = [&](size_t i) {
+    const ojson& e = in_[i];
+    return judge::judge_prompt(e["instruction"].get_ref<const std::string&>(),
+                               e.value("input", std::string()),
+                               e["output"].get_ref<const std::string&>(),
+                               e[opts_.response_field].get_ref<const std::string&>());
+  };
+  task.reply = [&](size_t i, const std::string& reply) {
+    Entry r;
     r.reply = reply;
     r.score = judge::parse_score(reply);
     r.status = r.score ? kScored : kInvalid;
-  } catch (const judge::EntryError& ex) {
-    r.status = kFailed;
-    r.error = client_->redact(ex.what());
-  }
-  return r;
+    if (!r.score) {
+      pool.report(fmt::format("entry {}: judge reply is not an integer 0-100, left out: {}", i,
+                              quote_truncated(reply)));
+    }
+    entries_[i] = std::move(r);
+  };
+  task.failed = [&](size_t i, const std::string& error) {
+    pool.report(fmt::format("entry {}: failed, left out: {}", i, error));
+    entries_[i] = Entry{kFailed, std::nullopt, std::nullopt, error};
+  };
+  task.save = [&] { save(sum_.output, in_, entries_); };
+  pool.run(todo_, "judging", task);
+  sum_.requests = pool.requests();
+  lost_ = pool.lost();
 }
 
 JudgeSummary JudgeRun::summarise() {

@@ -10,6 +10,9 @@
 #include <cmath>
 #include <random>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "llmft/core/error.h"
 #include "llmft/model/kernels/attention.h"
 #include "llmft/model/kernels/bf16.h"
@@ -26,7 +29,7 @@ namespace llmft {
 using namespace kernels;
 
 namespace {
-constexpr int kDropEmb = 0, kDropAtt = 1, kDropAttProj = 2, kDropMlp = 3;
+constexpr int kDropEmb = 0, kDropAtt = 1, kDropAttProj = 2, kDropMlp = 3, kDropLora = 4;
 // 16-float alignment for every block of an arena.
 int64_t aligned(int64_t n) { return (n + 15) / 16 * 16; }
 }  // namespace
@@ -36,6 +39,7 @@ int64_t aligned(int64_t n) { return (n + 15) / 16 * 16; }
 Gpt2::Gpt2(const Gpt2Config& cfg) : cfg_(cfg), table_(cfg) {
   params_.assign(static_cast<size_t>(table_.total()), 0.0f);
   w_ = table_.bind(std::span<float>(params_));
+  g_.h.resize(static_cast<size_t>(cfg_.L));  // no gradient buffers yet: every span empty
   bind_linears();
 }
 
@@ -55,6 +59,7 @@ void Gpt2::bind_linears() {
 }
 
 std::span<float> Gpt2::grads() {
+  LLMFT_CHECK(lora_ == nullptr, "the base model is frozen while LoRA adapters are attached");
   if (grads_.empty()) {
     grads_.assign(static_cast<size_t>(table_.total()), 0.0f);
     g_ = table_.bind(std::span<float>(grads_));
@@ -74,6 +79,74 @@ std::span<float> Gpt2::grads() {
 Gpt2Tensors<float> Gpt2::grad_tensors() {
   grads();
   return g_;
+}
+
+void Gpt2::set_lora(Lora* lora) {
+  lora_ = lora;
+  if (lora) {
+    std::vector<float>().swap(grads_);  // frozen: the base's gradient buffers go
+    g_ = Gpt2Tensors<float>{};
+    g_.h.resize(static_cast<size_t>(cfg_.L));
+  }
+  for (int64_t l = 0; l < cfg_.L; ++l) {
+    BlockLinears& k = lin_[static_cast<size_t>(l)];
+    auto attach = [&](Linear& lin, LoraTarget t) {
+      if (lora) lin.set_grad({});
+      lin.set_adapter(lora ? lora->layer(l, t) : nullptr);
+    };
+    attach(k.c_attn, LoraTarget::kCAttn);
+    attach(k.attn_proj, LoraTarget::kAttnProj);
+    attach(k.c_fc, LoraTarget::kCFc);
+    attach(k.mlp_proj, LoraTarget::kMlpProj);
+  }
+  if (lora) head_.set_grad({});
+  head_.set_adapter(lora ? lora->layer(-1, LoraTarget::kHead) : nullptr);
+}
+
+void Gpt2::check_fp32_base() const {
+  LLMFT_CHECK(!base_bf16_, "the model's block weights are kept in bf16 only (keep_base_in_bf16)");
+}
+
+void Gpt2::keep_base_in_bf16() {
+  if (base_bf16_) return;
+  if (!lora_ || !lowp())
+    throw Error("only a frozen base (LoRA) in bf16 can keep its weights in bf16 only");
+  const long page = sysconf(_SC_PAGESIZE);
+  for (BlockLinears& k : lin_) {
+    for (Linear* lin : {&k.c_attn, &k.attn_proj, &k.c_fc, &k.mlp_proj}) {
+      const std::span<const float> w = lin->weight();
+      lin->keep_bf16_only();
+      // The whole pages inside the fp32 matrix go back to the system now (they read as zero if
+      // touched again; nothing does: params() and weights() are refused from here on).
+      const auto begin = reinterpret_cast<uintptr_t>(w.data());
+      const auto end = reinterpret_cast<uintptr_t>(w.data() + w.size());
+      const uintptr_t a = (begin + page - 1) / page * page, b = end / page * page;
+      if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
+    }
+  }
+  base_bf16_ = true;
+  // The head (the embedding when tied) keeps its fp32 weight and its refreshed bf16 copy.
+  head_.refresh_bf16(Pass::kTrain);
+  bf16_version_ = version_;
+  bf16_pass_ = Pass::kTrain;
+}
+
+void Gpt2::release_training_memory() {
+  acts_ = Activations{};
+  std::vector<float>().swap(work_);
+  std::vector<float>().swap(scratch_);
+  std::vector<bf16>().swap(bwork_);
+  cap_tokens_ = 0;
+  ready_for_backward_ = false;
+  head_has_logits_ = false;
+}
+
+std::span<float> Gpt2::trainable_grads() { return lora_ ? lora_->grads() : grads(); }
+
+Gpt2::Trainable Gpt2::trainable() {
+  if (lora_) return {lora_->table(), lora_->params(), lora_->grads()};
+  std::span<float> g = grads();
+  return {table_, params(), g};
 }
 
 void Gpt2::init_random(uint64_t seed) {
@@ -137,6 +210,7 @@ int64_t Gpt2::bf16_bytes() const {
 
 void Gpt2::set_precision(Precision p) {
   if (p == precision_) return;
+  if (base_bf16_) throw Error("this model keeps its frozen weights in bf16 only", "use bf16");
   precision_ = p;
   if (!lowp()) {
     each_linear(*this, [](Linear& k) { k.free_bf16(); });
@@ -344,6 +418,7 @@ void Gpt2::forward_packed(std::span<const int32_t> inputs, std::span<const int64
     for (int64_t i = off[s]; i < off[s + 1]; ++i) pos_[i] = static_cast<int32_t>(i - off[s]);
   embed(acts_, {inputs_.data(), static_cast<size_t>(N)}, {pos_.data(), static_cast<size_t>(N)},
         N, p);
+  if (lora_) lora_->set_dropout_seed(dropout, site_seed(-1, kDropLora));
   const std::span<const int64_t> offs(offsets_);
   trunk(acts_, N, precision_, Pass::kTrain, p, [&](int64_t l, Activations::Layer& a, int64_t n) {
     bias_attention_flash_forward(a.atty.first(n * C),
@@ -388,13 +463,11 @@ LossResult Gpt2::head_loss(bool with_backward, float dloss_scale) {
   LossResult r;
   r.n_targets = M;
   if (M == 0) return r;
-  // The loss kernel computes the head's logits itself, chunk by chunk: an adapter's term would
-  // have to be added there (head_logits() honours one; the loss does not yet).
-  LLMFT_CHECK(head_.adapter() == nullptr, "an adapter on the output head is not supported by the loss");
   const auto losses = work(off_losses_, M);
   const HeadBf16 ops =
       head_operands(lowp(), bwork(boff_xg_, M * C), head_.plain_bf16(),
                     lowp() ? bwork(boff_dlogits_, std::min(M, R) * V) : std::span<bf16>{});
+  const HeadLowRank lr = head_low_rank(with_backward);
   if (with_backward) {
     profile::Scope ps("head_crossentropy");
     const auto dxg = work(off_dxg_, M * C);
@@ -402,17 +475,45 @@ LossResult Gpt2::head_loss(bool with_backward, float dloss_scale) {
     head_crossentropy_forward_backward(losses, work(off_lse_, M), dxg, g_.lm_head,
                                        work(off_head_, std::min(M, R) * V), work(off_xg_, M * C),
                                        w_.lm_head, {gtargets_.data(), static_cast<size_t>(M)},
-                                       dloss_scale, M, C, V, R, ops);
+                                       dloss_scale, M, C, V, R, ops, lr);
+    finish_head_adapter();
   } else {
     profile::Scope ps("fwd.head_crossentropy");
     head_crossentropy_forward(losses, work(off_lse_, M), work(off_head_, std::min(M, R) * V),
                               work(off_xg_, M * C), w_.lm_head,
-                              {gtargets_.data(), static_cast<size_t>(M)}, M, C, V, R, ops);
+                              {gtargets_.data(), static_cast<size_t>(M)}, M, C, V, R, ops, lr);
   }
   double sum = 0.0;
   for (int64_t m = 0; m < M; ++m) sum += losses[m];
   r.loss_sum = sum;
   return r;
+}
+
+// The head adapter's low-rank operands for the loss kernel (none without one): its projection of
+// the gathered rows, computed by the forward; with_backward: also where dB and du go.
+HeadLowRank Gpt2::head_low_rank(bool with_backward) {
+  LoraLayer* a = head_.adapter();
+  if (!a) return {};
+  const int64_t M = M_, C = cfg_.C;
+  HeadLowRank lr;
+  lr.r = a->rank();
+  lr.B = a->B();
+  lr.u = a->project({work(off_xg_, M * C), lowp() ? bwork(boff_xg_, M * C) : std::span<bf16>{}},
+                    M);
+  if (with_backward) {
+    lr.dB = a->dB();
+    lr.du = a->du(M);
+  }
+  return lr;
+}
+
+// After the loss kernel's backward: the head adapter's du becomes dA and its share of dxg.
+void Gpt2::finish_head_adapter() {
+  LoraLayer* a = head_.adapter();
+  if (!a) return;
+  const int64_t M = M_, C = cfg_.C;
+  a->finish_head(work(off_dxg_, M * C),
+                 {work(off_xg_, M * C), lowp() ? bwork(boff_xg_, M * C) : std::span<bf16>{}}, M);
 }
 
 LossResult Gpt2::forward(std::span<const int32_t> inputs, std::span<const int32_t> targets,
@@ -428,11 +529,16 @@ LossResult Gpt2::forward(std::span<const int32_t> inputs, std::span<const int32_
   return r;
 }
 
+std::span<const float> Gpt2::token_losses() const {
+  return std::span<const float>(work_).subspan(static_cast<size_t>(off_losses_),
+                                               static_cast<size_t>(M_));
+}
+
 LossResult Gpt2::forward_backward(std::span<const int32_t> inputs,
                                   std::span<const int32_t> targets,
                                   std::span<const int64_t> seq_offsets, float dloss_scale) {
   check_batch(inputs, &targets, seq_offsets);
-  grads();
+  if (!lora_) grads();
   ready_for_backward_ = false;
   ++forward_count_;
   forward_packed(inputs, seq_offsets, /*dropout=*/true);
@@ -456,6 +562,7 @@ void Gpt2::forward_logits(std::span<float> logits, std::span<const int32_t> inpu
       throw Error(fmt::format("logit position {} outside [0, {})", positions[i], N));
   ready_for_backward_ = false;
   head_has_logits_ = false;
+  M_ = 0;  // no token losses
   forward_packed(inputs, seq_offsets, /*dropout=*/false);
   // The gather buffer holds cap_tokens_ rows; more positions than tokens go in rounds.
   const auto lnf = acts_.lnf.first(N * C);
@@ -475,6 +582,7 @@ void Gpt2::forward_cached(Activations& A, const KvCache& cache, std::span<const 
                           Precision prec) {
   const int64_t N = static_cast<int64_t>(ids.size()), C = cfg_.C, NH = cfg_.NH;
   LLMFT_CHECK(A.rows() >= N, "activations for {} rows, need {}", A.rows(), N);
+  if (lora_) lora_->set_dropout_seed(false, 0);
   embed(A, ids, pos, N, /*dropout_p=*/0.0f);
   trunk(A, N, prec, Pass::kDecode, 0.0f, [&](int64_t l, Activations::Layer& a, int64_t n) {
     bias_attention_cached_forward(a.atty.first(n * C),
@@ -499,13 +607,14 @@ Act Gpt2::round(std::span<const float> x, std::span<bf16> buf) const {
 
 void Gpt2::zero_grad() {
   profile::Scope ps("zero_grad");
-  grads();
-  std::fill(grads_.begin(), grads_.end(), 0.0f);
+  const std::span<float> g = trainable_grads();
+  std::fill(g.begin(), g.end(), 0.0f);
 }
 
-double Gpt2::grad_norm() const {
-  const float* g = grads_.data();
-  const int64_t n = static_cast<int64_t>(grads_.size());
+double Gpt2::grad_norm() {
+  const std::span<const float> grads = trainable_grads();
+  const float* g = grads.data();
+  const int64_t n = static_cast<int64_t>(grads.size());
   double s = 0.0;
 #pragma omp parallel for reduction(+ : s) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) s += static_cast<double>(g[i]) * g[i];
@@ -518,7 +627,7 @@ double Gpt2::clip_grad_norm(double max_norm) {
   const double coef = max_norm / (norm + 1e-6);
   if (coef < 1.0) {
     const float c = static_cast<float>(coef);
-    for (float& g : grads_) g *= c;
+    for (float& g : trainable_grads()) g *= c;
   }
   return norm;
 }

@@ -11,7 +11,9 @@
 #include "llmft/model/activations.h"
 #include "llmft/model/config.h"
 #include "llmft/model/kernels/attention_cached.h"
+#include "llmft/model/kernels/crossentropy.h"
 #include "llmft/model/linear.h"
+#include "llmft/model/lora.h"
 #include "llmft/model/params.h"
 #include "llmft/model/precision.h"
 
@@ -38,20 +40,52 @@ class Gpt2 {
   // The typed weights (params.h). Non-const access marks the bf16 copies stale, so the next
   // forward refreshes them: once per optimizer step in a training loop.
   Gpt2Tensors<float> weights() {
+    check_fp32_base();
     ++version_;
     return w_;
   }
-  Gpt2Tensors<const float> weights() const { return table_.bind(std::span<const float>(params_)); }
+  Gpt2Tensors<const float> weights() const {
+    check_fp32_base();
+    return table_.bind(std::span<const float>(params_));
+  }
   // The flat buffers laid out by table(): params, grads (and the optimizer's m, v) share it.
   std::span<float> params() {
+    check_fp32_base();
     ++version_;
     return params_;
   }
-  std::span<const float> params() const { return params_; }
+  std::span<const float> params() const {
+    check_fp32_base();
+    return params_;
+  }
   std::span<float> grads();
   std::span<const float> grads() const { return grads_; }
   Gpt2Tensors<float> grad_tensors();
   bool has_grads() const { return !grads_.empty(); }
+
+  // LoRA (lora.h): with adapters attached, every forward (training, evaluation, generation) adds
+  // their terms, and training updates only them: the base is frozen, so it has no gradient
+  // buffers and its backward runs only the input-gradient products. nullptr detaches. The
+  // adapters must outlive the attachment.
+  void set_lora(Lora* lora);
+  Lora* lora() const { return lora_; }
+  // What training updates: the model's parameters, or the adapters' when LoRA is attached. The
+  // trainer's AdamW, gradient norm and checkpoints run over these.
+  struct Trainable {
+    const TensorTable& table;
+    std::span<float> params, grads;
+  };
+  Trainable trainable();
+  // With LoRA in bf16: the frozen block matrices (95% of the weights) are kept in bf16 only,
+  // converted layer by layer with each fp32 matrix's memory returned to the system at once, so a
+  // model needs ~2 bytes per parameter instead of 6 and never more than its fp32 size. From then
+  // on the block matrices have no fp32 values: params()/weights() are refused (merge from the
+  // base's files instead) and so are fp32 products.
+  void keep_base_in_bf16();
+  bool base_in_bf16() const { return base_bf16_; }
+  // Frees the training arena (activations and backward buffers); the next training call
+  // re-lays it. For generation after training.
+  void release_training_memory();
 
   // GPT-2's initialisation: N(0, 0.02) weights and embeddings, c_proj weights
   // N(0, 0.02/sqrt(2L)), zero biases, LayerNorm scale 1 and shift 0. Deterministic per seed.
@@ -73,6 +107,13 @@ class Gpt2 {
   // each counted token's loss gets gradient dloss_scale (1 / total targets over the micro-batches
   // gives the mean). Call once per forward().
   void backward(float dloss_scale);
+  // The per-token losses -log p(target) of the last forward(): (M = n_targets), one per target
+  // that is not -100, in packed row order. Their negatives are the per-token log-probabilities a
+  // sequence score (DPO's mean response log-prob) is made of. Valid until the next call.
+  std::span<const float> token_losses() const;
+  // As backward(float), with a weight per token: accumulates the gradient of
+  // sum_i dlosses[i] * token_losses()[i] (dlosses: (M)). DPO drives the model through this.
+  void backward(std::span<const float> dlosses);
   // forward(training) and backward(dloss_scale) in one call, with the output head's gradient
   // computed chunk by chunk right after its logits (nothing recomputed, (R, V) scratch only):
   // what a training step runs when it knows the loss scale up front.
@@ -98,8 +139,9 @@ class Gpt2 {
   void prepare_bf16(Pass pass);
   int64_t bf16_bytes() const;
 
+  // Over the trainable gradients (the adapters' with LoRA attached).
   void zero_grad();
-  double grad_norm() const;  // global L2 norm of grads(), accumulated in double
+  double grad_norm();  // global L2 norm, accumulated in double
   // As torch.nn.utils.clip_grad_norm_: scales grads by max_norm / (norm + 1e-6) when that is
   // below 1. Returns the norm before clipping.
   double clip_grad_norm(double max_norm);
@@ -143,11 +185,15 @@ class Gpt2 {
   // Gathers the rows whose target counts (xg, and its bf16 rounding); returns their number.
   int64_t gather_head_rows(std::span<const int32_t> targets);
   LossResult head_loss(bool with_backward, float dloss_scale);
-  void backward_head(float dloss_scale);
+  kernels::HeadLowRank head_low_rank(bool with_backward);
+  void finish_head_adapter();
+  std::span<float> trainable_grads();
+  void backward_head(float dloss_scale, std::span<const float> row_dloss);
   void backward_trunk();
   void backward_block(int64_t l, float p);
   uint64_t site_seed(int64_t layer, int site) const;
   bool lowp() const { return precision_ == Precision::kBf16; }
+  void check_fp32_base() const;
   void bind_linears();
   // f(linear) for every linear layer of `self` (a Gpt2, const or not): the four of each block,
   // then the head.
@@ -194,6 +240,8 @@ class Gpt2 {
   bool dropout_on_ = false;
   uint64_t dropout_seed_ = 0, forward_count_ = 0;
   Precision precision_ = Precision::kFp32;
+  Lora* lora_ = nullptr;
+  bool base_bf16_ = false;
 };
 
 }  // namespace llmft

@@ -23,13 +23,24 @@ constexpr int kDropEmb = 0, kDropAtt = 1, kDropAttProj = 2, kDropMlp = 3;
 void Gpt2::backward(float dloss_scale) {
   LLMFT_CHECK(ready_for_backward_, "backward() needs a training forward() just before it");
   ready_for_backward_ = false;
-  grads();
-  backward_head(dloss_scale);
+  if (!lora_) grads();
+  backward_head(dloss_scale, {});
   head_has_logits_ = false;
   backward_trunk();
 }
 
-void Gpt2::backward_head(float dloss_scale) {
+void Gpt2::backward(std::span<const float> dlosses) {
+  LLMFT_CHECK(ready_for_backward_, "backward() needs a training forward() just before it");
+  LLMFT_CHECK(static_cast<int64_t>(dlosses.size()) == M_, "{} token weights for {} targets",
+              dlosses.size(), M_);
+  ready_for_backward_ = false;
+  if (!lora_) grads();
+  backward_head(1.0f, dlosses);
+  head_has_logits_ = false;
+  backward_trunk();
+}
+
+void Gpt2::backward_head(float dloss_scale, std::span<const float> row_dloss) {
   const int64_t M = M_, C = cfg_.C, V = cfg_.V, R = head_rows_;
   if (M == 0) return;
   // losses = crossentropy(xg @ head^T, targets);  xg = lnf[rows]
@@ -42,7 +53,9 @@ void Gpt2::backward_head(float dloss_scale) {
   head_crossentropy_backward(dxg, g_.lm_head, work(off_head_, std::min(M, R) * V),
                              work(off_xg_, M * C), w_.lm_head,
                              {gtargets_.data(), static_cast<size_t>(M)}, work(off_lse_, M),
-                             dloss_scale, M, C, V, R, head_has_logits_, ops);
+                             dloss_scale, M, C, V, R, head_has_logits_, ops,
+                             head_low_rank(/*with_backward=*/true), row_dloss);
+  finish_head_adapter();
 }
 
 void Gpt2::backward_trunk() {
@@ -68,6 +81,7 @@ void Gpt2::backward_trunk() {
         site_seed(L - 1, kDropMlp));
   }
   for (int64_t l = L - 1; l >= 0; --l) backward_block(l, p);
+  if (lora_) return;  // frozen embeddings
   // enc = drop(wte[inp] + wpe[pos])
   std::span<const float> denc = dres;
   profile::Scope ps("bwd.encoder");

@@ -1,6 +1,6 @@
 // A linear layer of the model, the one place a matrix product is chosen: fp32 or bf16, training
-// (batched products whose backward exists) or generation (batch-invariant products), and the hook
-// where an adapter (LoRA) adds its term in forward and backward.
+// (batched products whose backward exists) or generation (batch-invariant products), and the
+// place a LoRA adapter adds its term in forward and backward.
 #pragma once
 
 #include <cstdint>
@@ -28,19 +28,7 @@ struct Act {
   std::span<const kernels::bf16> b;
 };
 
-// What an adapter adds to a linear layer y = x @ W: y += g(x). The forward gets the same input as
-// the product; the backward is split as the layer's is, because the trunk needs d(x) before the
-// input x of some layers is recomputed (the GELU output of mlp c_proj).
-class LinearAdapter {
- public:
-  virtual ~LinearAdapter() = default;
-  // out (N, OC) += g(x), x (N, IC).
-  virtual void forward(std::span<float> out, Act x, int64_t N, Precision p, Pass pass) = 0;
-  // dx (N, IC) += d g / dx applied to dout (N, OC).
-  virtual void backward_input(std::span<float> dx, Act dout, int64_t N, Precision p) = 0;
-  // The adapter's own parameter gradients from dout (N, OC) and the layer's input x (N, IC).
-  virtual void backward_weights(Act dout, Act x, int64_t N, Precision p) = 0;
-};
+class LoraLayer;  // lora.h: the adapter a linear layer may carry
 
 // y (N, OC) = x (N, IC) @ W. W: (IC, OC) (GPT-2's Conv1D), or (OC, IC) for the output head
 // (kOutIn). The bias is not added here: the kernel after each product adds it in its own pass.
@@ -55,13 +43,18 @@ class Linear {
 
   // Its gradient buffer (IC * OC); empty: frozen (no weight-gradient product).
   void set_grad(std::span<float> dw) { dw_ = dw; }
-  void set_adapter(LinearAdapter* a) { adapter_ = a; }
-  LinearAdapter* adapter() const { return adapter_; }
+  // A LoRA adapter beside the layer (lora.h), or nullptr. Forward and backward include its term.
+  void set_adapter(LoraLayer* a) { adapter_ = a; }
+  LoraLayer* adapter() const { return adapter_; }
 
   // The bf16 copies: kTrain products read a plain (IC, OC) copy, kDecode products a packed one.
   // Kept one at a time (the other is freed): `refresh` rebuilds the one `pass` needs from W.
   void refresh_bf16(Pass pass);
   void free_bf16();
+  // A frozen layer kept in bf16 only: the plain bf16 copy becomes the weight and W is no longer
+  // read (the caller releases it). fp32 products are refused from then on.
+  void keep_bf16_only();
+  bool bf16_only() const { return bf16_only_; }
   int64_t bf16_bytes() const;
   std::span<const kernels::bf16> plain_bf16() const { return plain_; }
 
@@ -79,7 +72,8 @@ class Linear {
   kernels::WeightLayout layout_ = kernels::WeightLayout::kInOut;
   std::vector<kernels::bf16> plain_;
   std::unique_ptr<kernels::PackedBf16> packed_;
-  LinearAdapter* adapter_ = nullptr;
+  LoraLayer* adapter_ = nullptr;
+  bool bf16_only_ = false;
 };
 
 }  // namespace llmft

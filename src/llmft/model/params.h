@@ -1,6 +1,7 @@
 // The one description of GPT-2's tensors: a typed structure (Gpt2Tensors: per block ln_1, c_attn,
 // attn c_proj, ln_2, c_fc, mlp c_proj; the embeddings, ln_f and the head) and the table that lays
-// it out in one flat buffer and maps it to Hugging Face's tensor names (without "transformer.").
+// it out in one flat buffer and maps it to Hugging Face's tensor names (without "transformer.")
+// and to llama.cpp's GGUF names for the gpt2 architecture.
 // Parameters, gradients and AdamW's m and v share the layout. Linear weights keep GPT-2's Conv1D
 // layout [in_features, out_features], so checkpoints need no translation.
 #pragma once
@@ -43,25 +44,28 @@ struct Gpt2Tensors {
 
 struct ParamSpec {
   std::string name;            // "h.3.attn.c_attn.weight"
+  std::string gguf_name;       // llama.cpp's name for it: "blk.3.attn_qkv.weight"
   std::vector<int64_t> shape;  // as stored in a Hugging Face checkpoint
+  // A linear weight in Conv1D layout [in, out]; formats in nn.Linear layout [out, in] (GGUF)
+  // store it transposed.
+  bool conv1d = false;
   int64_t offset = 0;          // in floats, into the flat buffer
   int64_t numel = 0;
 };
 
-class ParamTable {
+// Named tensors laid out in one flat float buffer, each 64-byte aligned: the parameters a
+// trainer updates (the whole model, or LoRA's adapters), their gradients and AdamW's m and v
+// share it, and checkpoints write it tensor by tensor.
+class TensorTable {
  public:
-  explicit ParamTable(const Gpt2Config& cfg);
-  const Gpt2Config& config() const { return cfg_; }
-  // Checkpoint order: wte, wpe, h.0.ln_1.weight ... h.{L-1}.mlp.c_proj.bias, ln_f, lm_head.
+  virtual ~TensorTable() = default;
   const std::vector<ParamSpec>& specs() const { return specs_; }
-  int64_t total() const { return total_; }  // floats in the flat buffer (64-byte aligned tensors)
-  int64_t numel() const;                    // parameters (total() without alignment padding)
-  // By file name; nullptr when there is no such tensor (the file formats' lookup).
+  int64_t total() const { return total_; }  // floats in the flat buffer (with alignment padding)
+  int64_t numel() const;                    // elements (total() without the padding)
+  // By name; nullptr when there is no such tensor (the file formats' lookup).
   const ParamSpec* find(const std::string& name) const;
-
-  // The typed view of a flat buffer laid out by this table (params, grads, m or v).
-  Gpt2Tensors<float> bind(std::span<float> flat) const;
-  Gpt2Tensors<const float> bind(std::span<const float> flat) const;
+  // The name a tensor has in a safetensors file (checkpoints); the table name by default.
+  virtual std::string file_name(const ParamSpec& s) const { return s.name; }
 
   std::span<float> view(std::span<float> flat, const ParamSpec& s) const {
     return flat.subspan(static_cast<size_t>(s.offset), static_cast<size_t>(s.numel));
@@ -70,12 +74,33 @@ class ParamTable {
     return flat.subspan(static_cast<size_t>(s.offset), static_cast<size_t>(s.numel));
   }
 
+ protected:
+  // Appends s (name, shape and the format fields set) with its numel and offset filled in.
+  const ParamSpec& add(ParamSpec s);
+
+ private:
+  std::vector<ParamSpec> specs_;
+  int64_t total_ = 0;
+};
+
+// GPT-2's tensors with Hugging Face's names (without "transformer.").
+class ParamTable : public TensorTable {
+ public:
+  explicit ParamTable(const Gpt2Config& cfg);
+  const Gpt2Config& config() const { return cfg_; }
+  // Checkpoint order: wte, wpe, h.0.ln_1.weight ... h.{L-1}.mlp.c_proj.bias, ln_f, lm_head.
+  // In files the body carries "transformer." (as GPT2LMHeadModel saves it), lm_head does not.
+  std::string file_name(const ParamSpec& s) const override;
+  const ParamSpec* find_gguf(const std::string& gguf_name) const;  // find(), by GGUF name
+
+  // The typed view of a flat buffer laid out by this table (params, grads, m or v).
+  Gpt2Tensors<float> bind(std::span<float> flat) const;
+  Gpt2Tensors<const float> bind(std::span<const float> flat) const;
+
  private:
   template <typename T>
   Gpt2Tensors<T> bind_impl(std::span<T> flat) const;
   Gpt2Config cfg_;
-  std::vector<ParamSpec> specs_;
-  int64_t total_ = 0;
 };
 
 }  // namespace llmft

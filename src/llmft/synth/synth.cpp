@@ -1,6 +1,6 @@
 // Magpie-style generation: a raw completion of the user header gives the instruction, a chat
 // turn gives the answer. Requests, retries, worker threads and saving are judge's (client.h,
-// pool.h); near-duplicates are found with data/dedup.h.
+// pool.h: RequestPool with Task::request); near-duplicates are found with data/dedup.h.
 #include "llmft/synth/synth.h"
 
 #include <fmt/format.h>
@@ -32,13 +32,6 @@ constexpr const char* kSeedField = "synth_seed";
 struct Generated {
   uint64_t seed = 0;
   std::string instruction, output;
-};
-
-// What one attempt gave: an entry, or why not.
-struct Attempt {
-  std::optional<Generated> entry;
-  std::string empty;  // which text came back empty
-  std::string error;  // a failed request
 };
 
 std::string dump(const ojson& j) { return j.dump(-1, ' ', false, ojson::error_handler_t::replace); }
@@ -216,79 +209,61 @@ SynthSummary synth_dataset(const SynthOptions& opts) {
     client.emplace(opts.server, "server");
     client->check(opts.server.connect_timeout_s, opts.server.read_timeout_s);
   }
-  std::atomic<int64_t> requests{0};
   const bool ollama = opts.server.api == JudgeApi::kOllama;
   for (int round = 1; static_cast<int64_t>(gen.size()) < opts.count && sum.attempts < max_attempts; ++round) {
     const int64_t n = std::min(opts.count - static_cast<int64_t>(gen.size()), max_attempts - sum.attempts);
     const uint64_t first_seed = next_seed;
     next_seed += static_cast<uint64_t>(n);
     sum.attempts += n;
-    const int nthreads = static_cast<int>(std::min<int64_t>(opts.server.concurrency, n));
-    judge::RequestPool pool(nthreads, opts.server.progress,
-                            round == 1 ? std::string("generating") : fmt::format("generating (round {})", round),
-                            n, "entry", opts.server.on_report);
-    judge::ThrottledSave save_now([&] { save(opts.output, gen); });
-    int64_t next = 0;
-    pool.run<Attempt>(
-        [&](int64_t) { return next < n ? next++ : pool.kDone; },
-        [&](int64_t k) {
-          const uint64_t seed = first_seed + static_cast<uint64_t>(k);
-          auto note = [&](const std::string& line) { pool.report(fmt::format("seed {}: {}", seed, line)); };
-          Attempt a;
-          try {
-            const std::string completion = client->post(
-                ollama ? "/api/generate" : "/v1/completions", synth_instruction_body(opts, seed), note,
-                requests, pool.stop_flag());
-            const std::string instruction = extract_instruction(
-                ollama ? judge::parse_ollama_generate_reply(completion, opts.server.stream)
-                       : judge::parse_openai_completion_reply(completion, opts.server.stream));
-            if (instruction.empty()) {
-              a.empty = "instruction";
-              return a;
-            }
-            const std::string reply = client->post(
-                ollama ? "/api/chat" : "/v1/chat/completions", synth_answer_body(opts, instruction, seed),
-                note, requests, pool.stop_flag());
-            const std::string answer(trim(ollama ? judge::parse_ollama_reply(reply, opts.server.stream)
-                                                 : judge::parse_openai_reply(reply, opts.server.stream)));
-            if (answer.empty()) {
-              a.empty = "answer";
-              return a;
-            }
-            a.entry = Generated{seed, instruction, answer};
-          } catch (const judge::EntryError& e) {
-            a.error = client->redact(e.what());
-          }
-          return a;
-        },
-        [&](int64_t k, Attempt&& a) -> int64_t {
-          const uint64_t seed = first_seed + static_cast<uint64_t>(k);
-          if (!a.error.empty()) {
-            ++sum.failed;
-            pool.report(fmt::format("seed {}: failed, left out: {}", seed, a.error));
-          } else if (!a.empty.empty()) {
-            ++sum.empty;
-            pool.report(fmt::format("seed {}: empty {}, left out", seed, a.empty));
-          }
-          if (sum.failed || sum.empty) pool.set_extra(fmt::format("{} failed, {} empty", sum.failed, sum.empty));
-          if (!a.entry) return 0;
-          gen.push_back(std::move(*a.entry));
-          save_now(/*force=*/false);
-          return 1;
-        });
-    if (dedup) sum.duplicates += drop_near_duplicates(gen, against, opts.dedup_threshold);
-    save(opts.output, gen);
+    // The pool's entries are this round's seeds; an attempt's instruction waits in its slot for
+    // reply(), which runs on the thread that made the requests.
+    std::vector<size_t> seeds(static_cast<size_t>(n));
+    for (size_t k = 0; k < seeds.size(); ++k) seeds[k] = static_cast<size_t>(first_seed + k);
+    std::vector<std::string> instructions(seeds.size());
+    judge::RequestPool pool(opts.server, *client);
+    judge::RequestPool::Task task;
+    task.item = "seed";
+    task.request = [&](size_t seed, const judge::RequestPool::Post& post) {
+      std::string& instruction = instructions[seed - first_seed];
+      const std::string completion =
+          post(ollama ? "/api/generate" : "/v1/completions", synth_instruction_body(opts, seed));
+      instruction = extract_instruction(
+          ollama ? judge::parse_ollama_generate_reply(completion, opts.server.stream)
+                 : judge::parse_openai_completion_reply(completion, opts.server.stream));
+      if (instruction.empty()) return std::string();
+      const std::string reply =
+          post(ollama ? "/api/chat" : "/v1/chat/completions", synth_answer_body(opts, instruction, seed));
+      return std::string(trim(ollama ? judge::parse_ollama_reply(reply, opts.server.stream)
+                                     : judge::parse_openai_reply(reply, opts.server.stream)));
+    };
+    task.reply = [&](size_t seed, const std::string& answer) {
+      std::string& instruction = instructions[seed - first_seed];
+      if (instruction.empty() || answer.empty()) {
+        ++sum.empty;
+        pool.report(fmt::format("seed {}: empty {}, left out", seed, instruction.empty() ? "instruction" : "answer"));
+        return;
+      }
+      gen.push_back(Generated{seed, std::move(instruction), answer});
+    };
+    task.failed = [&](size_t seed, const std::string& error) {
+      ++sum.failed;
+      pool.report(fmt::format("seed {}: failed, left out: {}", seed, error));
+    };
+    task.save = [&] { save(opts.output, gen); };
+    pool.run(seeds, round == 1 ? std::string("generating") : fmt::format("generating (round {})", round), task);
+    sum.requests += pool.requests();
+    if (dedup) {  // run() saved before this
+      sum.duplicates += drop_near_duplicates(gen, against, opts.dedup_threshold);
+      save(opts.output, gen);
+    }
     if (pool.lost()) {
-      sum.requests = requests;
-      throw Error(fmt::format("lost the server at {}: seed {}: {}; {} of {} entries are in {}",
-                              client->base_url(), first_seed + static_cast<uint64_t>(pool.lost()->first),
-                              pool.lost()->second, gen.size(), opts.count, opts.output.string()),
+      throw Error(fmt::format("lost the server at {}: {}; {} of {} entries are in {}", client->base_url(),
+                              *pool.lost(), gen.size(), opts.count, opts.output.string()),
                   "start the server again (e.g. `ollama serve`) and rerun the same command: it "
                   "continues where it stopped");
     }
   }
   sum.written = static_cast<int64_t>(gen.size());
-  sum.requests = requests;
   sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return sum;
 }

@@ -43,9 +43,9 @@ std::vector<int> unicode_to_byte() {
 
 // A token string of encoder.json / merges.txt (GPT-2's byte alphabet) -> its raw bytes.
 std::string alphabet_to_bytes(const std::string& s, const std::vector<int>& map,
-                              const fs::path& file, std::string_view where) {
+                              const std::string& origin, std::string_view where) {
   if (!utf8::is_valid(s)) {
-    throw Error(fmt::format("{}: {} is not valid UTF-8", file.string(), where),
+    throw Error(fmt::format("{}: {} is not valid UTF-8", origin, where),
                 "use GPT-2's encoder.json/vocab.bpe or Hugging Face's vocab.json/merges.txt");
   }
   std::string out;
@@ -55,7 +55,7 @@ std::string alphabet_to_bytes(const std::string& s, const std::vector<int>& map,
     if (cp >= map.size() || map[cp] < 0) {
       throw Error(
           fmt::format("{}: {} has character U+{:04X}, which is not in GPT-2's byte alphabet",
-                      file.string(), where, cp),
+                      origin, where, cp),
           "use GPT-2's encoder.json/vocab.bpe or Hugging Face's vocab.json/merges.txt");
     }
     out.push_back(static_cast<char>(map[cp]));
@@ -83,8 +83,8 @@ struct BpeTokenizer::Impl {
 
   // Loading (load_files): byte_id from `tokens`; the merge list checked against `tokens`;
   // `pairs` and `byte_pair` from every split of an indexed token into two tokens.
-  void find_byte_tokens(const fs::path& encoder_json);
-  void check_merges(const fs::path& merges, const fs::path& encoder_json,
+  void find_byte_tokens(const std::string& origin);
+  void check_merges(const std::vector<std::string>& merges, const std::string& origin,
                     const std::vector<int>& alphabet) const;
   void build_pair_tables(const std::vector<bool>& indexed);
 
@@ -112,29 +112,13 @@ const BpeTokenizer& BpeTokenizer::bundled() {
 }
 
 BpeTokenizer BpeTokenizer::load_folder(const fs::path& dir) {
-  std::error_code ec;
-  if (fs::exists(dir / "vocab.json", ec) && fs::exists(dir / "merges.txt", ec)) {
-    return load_files(dir / "vocab.json", dir / "merges.txt");
-  }
-  if (fs::exists(dir / "encoder.json", ec) && fs::exists(dir / "vocab.bpe", ec)) {
-    return load_files(dir / "encoder.json", dir / "vocab.bpe");
-  }
-  throw Error(fmt::format("{}: no tokenizer files: expected vocab.json + merges.txt (Hugging Face) "
-                          "or encoder.json + vocab.bpe (OpenAI)",
-                          dir.string()),
-              "point to a GPT-2 model folder");
+  return from_strings(BpeVocabStrings::read_folder(dir));
 }
 
 namespace {
 
-// encoder.json / vocab.json: token strings as raw bytes, by id.
-struct Vocabulary {
-  std::vector<std::string> tokens;  // (n) raw bytes; the special token as its text
-  std::vector<bool> indexed;        // (n) false for <|endoftext|>: only the special path makes it
-  int32_t eot = -1;                 // id of <|endoftext|>
-};
-
-Vocabulary read_vocabulary(const fs::path& encoder_json, const std::vector<int>& alphabet) {
+// encoder.json / vocab.json -> the token strings by id.
+std::vector<std::string> read_encoder_json(const fs::path& encoder_json) {
   const std::string json_text = read_file(encoder_json);
   nlohmann::json j;
   try {
@@ -152,9 +136,7 @@ Vocabulary read_vocabulary(const fs::path& encoder_json, const std::vector<int>&
     throw Error(fmt::format("{}: {} tokens; llmft's byte-level BPE supports at most {}",
                             encoder_json.string(), n, bpe::PairTable::kMaxTokens));
   }
-  Vocabulary v;
-  v.tokens.resize(n);
-  v.indexed.assign(n, true);
+  std::vector<std::string> tokens(n);
   std::vector<bool> have(n, false);
   for (const auto& [key, value] : j.items()) {
     if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
@@ -165,17 +147,56 @@ Vocabulary read_vocabulary(const fs::path& encoder_json, const std::vector<int>&
     const auto id = value.get<size_t>();
     if (have[id]) throw Error(fmt::format("{}: id {} is used twice", encoder_json.string(), id));
     have[id] = true;
+    tokens[id] = key;
+  }
+  return tokens;
+}
+
+// vocab.bpe / merges.txt -> its lines ('\r' removed).
+std::vector<std::string> read_merges_txt(const fs::path& merges) {
+  const std::string text = read_file(merges);
+  std::vector<std::string> lines;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string line = text.substr(pos, eol - pos);
+    pos = eol + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(std::move(line));
+  }
+  return lines;
+}
+
+// Token strings by id as raw bytes.
+struct Vocabulary {
+  std::vector<std::string> tokens;  // (n) raw bytes; the special token as its text
+  std::vector<bool> indexed;        // (n) false for <|endoftext|>: only the special path makes it
+  int32_t eot = -1;                 // id of <|endoftext|>
+};
+
+Vocabulary to_vocabulary(const std::vector<std::string>& strings, const std::vector<int>& alphabet,
+                         const std::string& origin) {
+  const size_t n = strings.size();
+  if (n == 0 || n > bpe::PairTable::kMaxTokens) {
+    throw Error(fmt::format("{}: {} tokens; llmft's byte-level BPE supports 1 to {}", origin, n,
+                            bpe::PairTable::kMaxTokens));
+  }
+  Vocabulary v;
+  v.tokens.resize(n);
+  v.indexed.assign(n, true);
+  for (size_t id = 0; id < n; ++id) {
+    const std::string& key = strings[id];
     if (key == kEndOfTextText) {
+      if (v.eot >= 0) throw Error(fmt::format("{}: \"{}\" appears twice", origin, key));
       v.eot = static_cast<int32_t>(id);
       v.tokens[id] = key;
       v.indexed[id] = false;  // only the special-token path may produce it
     } else {
-      v.tokens[id] =
-          alphabet_to_bytes(key, alphabet, encoder_json, fmt::format("token \"{}\"", key));
+      v.tokens[id] = alphabet_to_bytes(key, alphabet, origin, fmt::format("token \"{}\"", key));
     }
   }
   if (v.eot < 0) {
-    throw Error(fmt::format("{}: has no \"<|endoftext|>\" entry", encoder_json.string()),
+    throw Error(fmt::format("{}: has no \"<|endoftext|>\" entry", origin),
                 "GPT-2's vocabulary has it as id 50256");
   }
   return v;
@@ -183,13 +204,27 @@ Vocabulary read_vocabulary(const fs::path& encoder_json, const std::vector<int>&
 
 }  // namespace
 
-void BpeTokenizer::Impl::find_byte_tokens(const fs::path& encoder_json) {
+BpeVocabStrings BpeVocabStrings::read_folder(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& [vocab, merges] : {std::pair{"vocab.json", "merges.txt"},
+                                      std::pair{"encoder.json", "vocab.bpe"}}) {
+    if (fs::exists(dir / vocab, ec) && fs::exists(dir / merges, ec)) {
+      return {read_encoder_json(dir / vocab), read_merges_txt(dir / merges),
+              (dir / vocab).string(), (dir / merges).string()};
+    }
+  }
+  throw Error(fmt::format("{}: no tokenizer files: expected vocab.json + merges.txt (Hugging Face) "
+                          "or encoder.json + vocab.bpe (OpenAI)",
+                          dir.string()),
+              "point to a GPT-2 model folder");
+}
+
+void BpeTokenizer::Impl::find_byte_tokens(const std::string& origin) {
   for (int b = 0; b < 256; ++b) {
     const uint32_t id = tokens.find(std::string(1, static_cast<char>(b)));
     if (id == kNone) {
-      throw Error(
-          fmt::format("{}: no token for the single byte 0x{:02x}", encoder_json.string(), b),
-          "a byte-level BPE vocabulary has all 256 bytes");
+      throw Error(fmt::format("{}: no token for the single byte 0x{:02x}", origin, b),
+                  "a byte-level BPE vocabulary has all 256 bytes");
     }
     byte_id[b] = id;
   }
@@ -197,31 +232,26 @@ void BpeTokenizer::Impl::find_byte_tokens(const fs::path& encoder_json) {
 
 // The merge list is checked for consistency; the merge order itself is the token ids (tiktoken's
 // ranks), which for GPT-2 are 256 + the line of the merge.
-void BpeTokenizer::Impl::check_merges(const fs::path& merges, const fs::path& encoder_json,
+void BpeTokenizer::Impl::check_merges(const std::vector<std::string>& merges,
+                                      const std::string& origin,
                                       const std::vector<int>& alphabet) const {
-  const std::string merges_text = read_file(merges);
-  size_t line_no = 0;
-  for (size_t pos = 0; pos < merges_text.size();) {
-    size_t eol = merges_text.find('\n', pos);
-    if (eol == std::string::npos) eol = merges_text.size();
-    std::string line = merges_text.substr(pos, eol - pos);
-    pos = eol + 1;
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+  for (size_t i = 0; i < merges.size(); ++i) {
+    const std::string& line = merges[i];
+    const size_t line_no = i + 1;
     if (line.empty() || (line_no == 1 && line.starts_with("#version"))) continue;
+    const std::string where = fmt::format("line {}", line_no);
     const size_t sp = line.find(' ');
     if (sp == std::string::npos || sp == 0 || sp + 1 == line.size() ||
         line.find(' ', sp + 1) != std::string::npos) {
       throw Error(fmt::format("{}:{}: expected two tokens separated by one space, got \"{}\"",
-                              merges.string(), line_no, line),
+                              origin, line_no, line),
                   "use GPT-2's vocab.bpe or Hugging Face's merges.txt");
     }
-    const std::string where = fmt::format("line {}", line_no);
-    const std::string a = alphabet_to_bytes(line.substr(0, sp), alphabet, merges, where);
-    const std::string b = alphabet_to_bytes(line.substr(sp + 1), alphabet, merges, where);
+    const std::string a = alphabet_to_bytes(line.substr(0, sp), alphabet, origin, where);
+    const std::string b = alphabet_to_bytes(line.substr(sp + 1), alphabet, origin, where);
     if (tokens.find(a) == kNone || tokens.find(b) == kNone || tokens.find(a + b) == kNone) {
       throw Error(fmt::format("{}:{}: merge \"{}\" uses or makes a token that {} does not have",
-                              merges.string(), line_no, line, encoder_json.string()),
+                              origin, line_no, line, "the vocabulary"),
                   "the merges and the vocabulary must come from the same tokenizer");
     }
   }
@@ -254,13 +284,24 @@ void BpeTokenizer::Impl::build_pair_tables(const std::vector<bool>& indexed) {
 }
 
 BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::path& merges) {
+  return from_strings({read_encoder_json(encoder_json), read_merges_txt(merges),
+                       encoder_json.string(), merges.string()});
+}
+
+BpeTokenizer BpeTokenizer::from_strings(const BpeVocabStrings& v) {
   const std::vector<int> alphabet = unicode_to_byte();
-  const Vocabulary vocab = read_vocabulary(encoder_json, alphabet);
+  const Vocabulary vocab = to_vocabulary(v.tokens, alphabet, v.origin);
   auto impl = std::make_unique<Impl>();
   impl->eot_id = vocab.eot;
   impl->tokens.build(vocab.tokens, vocab.indexed);
-  impl->find_byte_tokens(encoder_json);
-  impl->check_merges(merges, encoder_json, alphabet);
+  for (uint32_t id = 0; id < vocab.tokens.size(); ++id) {
+    if (vocab.indexed[id] && impl->tokens.find(vocab.tokens[id]) != id) {
+      throw Error(fmt::format("{}: token {} (\"{}\") appears twice", v.origin, id, v.tokens[id]),
+                  "every token of a BPE vocabulary is unique");
+    }
+  }
+  impl->find_byte_tokens(v.origin);
+  impl->check_merges(v.merges, v.merges_origin, alphabet);
   impl->build_pair_tables(vocab.indexed);
   static std::atomic<uint64_t> instances{0};
   impl->cache_key = ++instances;

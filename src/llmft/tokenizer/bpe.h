@@ -19,6 +19,16 @@ enum class SpecialTokens {
   kOrdinary,  // encoded as plain text
 };
 
+// A vocabulary as its files hold it: the token strings in GPT-2's byte alphabet by id ("Ġthe")
+// and the merge lines ("Ġ t"; a first line "#version..." and empty lines are skipped). GGUF
+// stores it this way.
+struct BpeVocabStrings {
+  std::vector<std::string> tokens, merges;
+  std::string origin, merges_origin;  // name the sources in errors (file paths)
+  // A folder's vocab.json + merges.txt (Hugging Face) or encoder.json + vocab.bpe (OpenAI).
+  static BpeVocabStrings read_folder(const std::filesystem::path& dir);
+};
+
 class BpeTokenizer {
  public:
   static constexpr int32_t kEndOfText = 50256;
@@ -33,6 +43,10 @@ class BpeTokenizer {
                                  const std::filesystem::path& merges);
   // A folder with vocab.json + merges.txt (Hugging Face) or encoder.json + vocab.bpe (OpenAI).
   static BpeTokenizer load_folder(const std::filesystem::path& dir);
+  // From token strings and merges (a GGUF file's). Throws Error naming v.origin when they are not
+  // a byte-level BPE vocabulary (a token outside GPT-2's alphabet, a duplicate, a missing byte or
+  // <|endoftext|>, a merge of unknown tokens).
+  static BpeTokenizer from_strings(const BpeVocabStrings& v);
 
   BpeTokenizer(BpeTokenizer&&) noexcept;
   BpeTokenizer& operator=(BpeTokenizer&&) noexcept;

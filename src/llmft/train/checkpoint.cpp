@@ -18,13 +18,6 @@ using nlohmann::json;
 namespace {
 constexpr int kFormatVersion = 1;
 
-std::vector<TensorToWrite> named(const ParamTable& table, std::span<const float> flat,
-                                 const std::string& prefix) {
-  std::vector<TensorToWrite> out;
-  for (const auto& s : table.specs()) out.push_back({prefix + s.name, s.shape, table.view(flat, s)});
-  return out;
-}
-
 void copy_file_atomic(const fs::path& from, const fs::path& to) {
   std::error_code ec;
   if (fs::exists(from, ec)) write_file_atomic(to, read_file(from));
@@ -59,7 +52,7 @@ TrainState train_state_from_json(const json& j, const std::string& origin) {
   }
 }
 
-fs::path save_checkpoint(const fs::path& run_dir, const ParamTable& table,
+fs::path save_checkpoint(const fs::path& run_dir, const TensorTable& table,
                          std::span<const float> params, std::span<const float> m,
                          std::span<const float> v, const TrainState& state,
                          const fs::path& metrics_file) {
@@ -75,10 +68,10 @@ fs::path save_checkpoint(const fs::path& run_dir, const ParamTable& table,
   fs::create_directories(tmp, ec);
   if (ec) throw Error(fmt::format("{}: cannot create folder: {}", tmp.string(), ec.message()));
   try {
-    save_gpt2_weights(tmp / "model.safetensors", table, params,
-                      {{"llmft_checkpoint_step", std::to_string(state.step)}});
-    auto opt = named(table, m, "m.");
-    auto vs = named(table, v, "v.");
+    write_safetensors(tmp / "model.safetensors", table_tensors(table, params),
+                      {{"format", "pt"}, {"llmft_checkpoint_step", std::to_string(state.step)}});
+    auto opt = table_tensors(table, m, "m.");
+    auto vs = table_tensors(table, v, "v.");
     opt.insert(opt.end(), vs.begin(), vs.end());
     write_safetensors(tmp / "optimizer.safetensors", opt,
                       {{"adam_step", std::to_string(state.adam_step)}});
@@ -117,7 +110,7 @@ std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
   return dir;
 }
 
-TrainState load_checkpoint(const fs::path& dir, const ParamTable& table, std::span<float> params,
+TrainState load_checkpoint(const fs::path& dir, const TensorTable& table, std::span<float> params,
                            std::span<float> m, std::span<float> v, const fs::path& metrics_file) {
   LLMFT_CHECK(static_cast<int64_t>(params.size()) == table.total() &&
                   m.size() == params.size() && v.size() == params.size(),
@@ -126,18 +119,10 @@ TrainState load_checkpoint(const fs::path& dir, const ParamTable& table, std::sp
   json j = json::parse(read_file(state_file), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) throw Error(fmt::format("{}: not valid JSON", state_file.string()));
   TrainState s = train_state_from_json(j, state_file.string());
-  load_gpt2_weights(dir / "model.safetensors", table, params);
-  SafetensorsFile opt(dir / "optimizer.safetensors");
-  for (const auto& spec : table.specs()) {
-    for (auto [prefix, flat] : {std::pair{"m.", m}, std::pair{"v.", v}}) {
-      const TensorInfo* t = opt.find(prefix + spec.name);
-      if (!t || t->numel != spec.numel) {
-        throw Error(fmt::format("{}: tensor '{}{}' is missing or has the wrong size",
-                                opt.path().string(), prefix, spec.name));
-      }
-      opt.read_f32(*t, table.view(flat, spec));
-    }
-  }
+  read_table(SafetensorsFile(dir / "model.safetensors"), table, params);
+  const SafetensorsFile opt(dir / "optimizer.safetensors");
+  read_table(opt, table, m, "m.");
+  read_table(opt, table, v, "v.");
   write_file_atomic(metrics_file, read_file(dir / "metrics.jsonl"));
   return s;
 }

@@ -4,8 +4,9 @@
 //   <run>/checkpoints/latest        (the name of the newest complete checkpoint)
 // A checkpoint is written into a temporary folder, renamed into place, and only then named in
 // `latest` (atomic replace); older ones are deleted after that. So a kill -9 at any instant leaves
-// `latest` naming a complete checkpoint. model.safetensors has Hugging Face's GPT-2 names (it
-// loads in transformers); optimizer.safetensors holds AdamW's m and v as "m.<name>", "v.<name>".
+// `latest` naming a complete checkpoint. model.safetensors holds the trained tensors under their
+// file names (a full model: Hugging Face's GPT-2 names, so it loads in transformers; LoRA: PEFT's
+// adapter names); optimizer.safetensors holds AdamW's m and v as "m.<name>", "v.<name>".
 #pragma once
 
 #include <cstdint>
@@ -37,7 +38,7 @@ TrainState train_state_from_json(const nlohmann::json& j, const std::string& ori
 // Writes a checkpoint of `params` and AdamW's `m`, `v` (all laid out by `table`), `state` and a
 // copy of the metrics log, then points `latest` at it and removes older checkpoints.
 // Returns the checkpoint folder.
-std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, const ParamTable& table,
+std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, const TensorTable& table,
                                       std::span<const float> params, std::span<const float> m,
                                       std::span<const float> v, const TrainState& state,
                                       const std::filesystem::path& metrics_file);
@@ -48,7 +49,7 @@ std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::pa
 
 // Reads a checkpoint back into params/m/v (laid out by `table`) and restores `metrics_file`
 // from the checkpoint's copy. Throws Error naming the file on any mismatch.
-TrainState load_checkpoint(const std::filesystem::path& ckpt_dir, const ParamTable& table,
+TrainState load_checkpoint(const std::filesystem::path& ckpt_dir, const TensorTable& table,
                            std::span<float> params, std::span<float> m, std::span<float> v,
                            const std::filesystem::path& metrics_file);
 

@@ -14,12 +14,26 @@ namespace llmft {
 
 using nlohmann::json;
 
+namespace {
+void add_rewards(nlohmann::ordered_json& j, const std::string& prefix, const Rewards& r) {
+  j[prefix + "chosen_reward"] = r.chosen;
+  j[prefix + "rejected_reward"] = r.rejected;
+  j[prefix + "reward_margin"] = r.margin();
+}
+std::optional<Rewards> read_rewards(const json& j, const std::string& prefix) {
+  if (!j.contains(prefix + "chosen_reward")) return std::nullopt;
+  return Rewards{j.at(prefix + "chosen_reward").get<double>(),
+                 j.at(prefix + "rejected_reward").get<double>()};
+}
+}  // namespace
+
 std::string to_json_line(const StepRecord& r) {
   // nlohmann prints doubles as the shortest text that reads back to the same value.
   nlohmann::ordered_json j = {{"step", r.step},           {"epoch", r.epoch},
             {"loss", r.loss},           {"lr", r.lr},
             {"grad_norm", r.grad_norm}, {"tokens_seen", r.tokens_seen},
             {"tokens_per_s", r.tokens_per_s}, {"batch", r.batch}};
+  if (r.rewards) add_rewards(j, "", *r.rewards);
   return j.dump();
 }
 
@@ -30,6 +44,8 @@ std::string to_json_line(const EvalRecord& r) {
   j["tokens_seen"] = r.tokens_seen;
   j["train_loss"] = r.train_loss;
   j["val_loss"] = r.val_loss;
+  if (r.train_rewards) add_rewards(j, "train_", *r.train_rewards);
+  if (r.val_rewards) add_rewards(j, "val_", *r.val_rewards);
   return j.dump();
 }
 
@@ -55,6 +71,8 @@ MetricsHistory read_metrics(const std::filesystem::path& path) {
         r.val_loss = j.at("val_loss").get<double>();
         r.epoch = j.value("epoch", 0.0);
         r.tokens_seen = j.value("tokens_seen", int64_t{0});
+        r.train_rewards = read_rewards(j, "train_");
+        r.val_rewards = read_rewards(j, "val_");
         h.evals.push_back(r);
       } else {
         StepRecord r;
@@ -66,6 +84,7 @@ MetricsHistory read_metrics(const std::filesystem::path& path) {
         r.tokens_seen = j.at("tokens_seen").get<int64_t>();
         r.tokens_per_s = j.at("tokens_per_s").get<double>();
         r.batch = j.at("batch").get<std::vector<int64_t>>();
+        r.rewards = read_rewards(j, "");
         h.steps.push_back(std::move(r));
       }
     } catch (const json::exception& e) {

@@ -2,6 +2,10 @@
 // evaluation. External tools read these field names; keep them exactly:
 //   step record: step, epoch, loss, lr, grad_norm, tokens_seen, tokens_per_s, batch
 //   eval record: step, train_loss, val_loss (plus epoch, tokens_seen for plotting)
+// DPO runs (llmft dpo) add the batch means of the rewards (policy minus reference mean response
+// log-probabilities) and their margin: chosen_reward, rejected_reward, reward_margin on a step
+// record; train_chosen_reward, train_rejected_reward, train_reward_margin and the val_ ones on an
+// evaluation record.
 // Every line is flushed as it is written, so a killed run leaves whole lines (a torn last line at
 // worst, which read_metrics skips and a resume replaces from its checkpoint's copy).
 #pragma once
@@ -15,6 +19,12 @@
 
 namespace llmft {
 
+// DPO's rewards over a batch or an evaluation (means).
+struct Rewards {
+  double chosen = 0, rejected = 0;
+  double margin() const { return chosen - rejected; }
+};
+
 struct StepRecord {
   int64_t step = 0;           // 0-based optimizer step (the first update is step 0)
   double epoch = 0;           // epochs completed after this step, fractional (1.0 = end of epoch 1)
@@ -24,6 +34,7 @@ struct StepRecord {
   int64_t tokens_seen = 0;    // cumulative input positions (batch x padded length, as the reference)
   double tokens_per_s = 0;    // this step's tokens / its wall time
   std::vector<int64_t> batch; // dataset indices (into the train split) of the examples in the batch
+  std::optional<Rewards> rewards;  // DPO runs
 };
 
 struct EvalRecord {
@@ -32,6 +43,7 @@ struct EvalRecord {
   int64_t tokens_seen = 0;
   double train_loss = 0;
   double val_loss = 0;
+  std::optional<Rewards> train_rewards, val_rewards;  // DPO runs
 };
 
 std::string to_json_line(const StepRecord& r);

@@ -7,6 +7,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/model/lora.h"
 #include "llmft/model/precision.h"
 #include "llmft/train/schedule.h"
 
@@ -53,6 +54,15 @@ void FinetuneOptions::validate() const {
           "an integer >= 0 (0 = at epoch ends only)");
   require(max_new_tokens >= 1, "--max-new-tokens", max_new_tokens, "an integer >= 1");
   require(sample_tokens >= 0, "--sample-tokens", sample_tokens, "an integer >= 0");
+  if (!lora && (!adapter.empty() || merge))
+    throw UsageError(fmt::format("{} needs --lora", adapter.empty() ? "--merge" : "--adapter"),
+                     "add --lora to train an adapter");
+  if (lora) {
+    require(lora_rank >= 1 && lora_rank <= 4096, "--lora-rank", lora_rank, "an integer in 1..4096");
+    require(lora_alpha > 0, "--lora-alpha", lora_alpha, "a number > 0");
+    require(lora_dropout >= 0 && lora_dropout < 1, "--lora-dropout", lora_dropout, "a number in [0, 1)");
+    parse_lora_targets(lora_targets);  // throws UsageError naming a bad entry
+  }
 }
 
 std::filesystem::path FinetuneOptions::data_path() const {
@@ -92,6 +102,15 @@ nlohmann::json to_json(const FinetuneOptions& o) {
       {"max_new_tokens", o.max_new_tokens},
       {"test_answers", o.test_answers},
       {"sample_tokens", o.sample_tokens},
+      {"lora", o.lora},
+      {"lora_rank", o.lora_rank},
+      {"lora_alpha", o.lora_alpha},
+      {"lora_dropout", o.lora_dropout},
+      {"lora_targets", o.lora_targets},
+      {"lora_layers", o.lora_layers},
+      {"lora_rslora", o.lora_rslora},
+      {"adapter", o.adapter.string()},
+      {"merge", o.merge},
   };
 }
 
@@ -138,6 +157,17 @@ FinetuneOptions options_from_json(const nlohmann::json& j) {
   get("max_new_tokens", o.max_new_tokens);
   get("test_answers", o.test_answers);
   get("sample_tokens", o.sample_tokens);
+  std::string adapter;
+  get("lora", o.lora);
+  get("lora_rank", o.lora_rank);
+  get("lora_alpha", o.lora_alpha);
+  get("lora_dropout", o.lora_dropout);
+  get("lora_targets", o.lora_targets);
+  get("lora_layers", o.lora_layers);
+  get("lora_rslora", o.lora_rslora);
+  get("adapter", adapter);
+  get("merge", o.merge);
+  o.adapter = adapter;
   o.data = data;
   o.output = output;
   return o;

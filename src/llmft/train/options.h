@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -22,6 +23,17 @@ struct FinetuneOptions {
   bool allow_download = true;  // fetch the named model when it is not in the hub cache
   // Fall back to a random small GPT-2 when the named model can be neither found nor downloaded.
   bool offline_fallback = true;
+
+  // LoRA (model/lora.h): train adapters beside the frozen model instead of the model itself.
+  bool lora = false;
+  int64_t lora_rank = 16;
+  double lora_alpha = 16;  // scale = alpha / rank, as PEFT
+  double lora_dropout = 0;
+  std::string lora_targets = "c_attn,attn.c_proj,c_fc,mlp.c_proj";
+  std::vector<int64_t> lora_layers;  // empty: every block (set from an adapter that says otherwise)
+  bool lora_rslora = false;          // scale = alpha / sqrt(rank) (from an adapter that uses it)
+  std::filesystem::path adapter;     // continue training this adapter (its rank, alpha, targets)
+  bool merge = false;                // also write the merged full model (model/)
 
   // How to train.
   int64_t batch_size = 8;   // examples per optimizer step

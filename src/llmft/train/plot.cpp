@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "llmft/core/progress.h"
@@ -48,12 +49,29 @@ struct PlotArea {
   double py(double y) const { return top + (1.0 - (y - y0) / (y1 - y0)) * ph; }
 };
 
-// Axes spanning every evaluation's epoch and finite loss, with ticks at nice steps.
-PlotArea plot_area(std::span<const EvalRecord> evals) {
+// One curve: a value of each evaluation record.
+struct Series {
+  const char* name;
+  const char* color;
+  const char* dash;
+  double (*value)(const EvalRecord&);
+};
+using Pair = std::array<Series, 2>;
+constexpr Pair kLoss = {{{"Training loss", "#1f77b4", "", [](const EvalRecord& e) { return e.train_loss; }},
+                         {"Validation loss", "#ff7f0e", "6 3 2 3",
+                          [](const EvalRecord& e) { return e.val_loss; }}}};
+constexpr Pair kMargin = {
+    {{"Training margin", "#1f77b4", "",
+      [](const EvalRecord& e) { return e.train_rewards ? e.train_rewards->margin() : NAN; }},
+     {"Validation margin", "#ff7f0e", "6 3 2 3",
+      [](const EvalRecord& e) { return e.val_rewards ? e.val_rewards->margin() : NAN; }}}};
+
+// Axes spanning every evaluation's epoch and finite value, with ticks at nice steps.
+PlotArea plot_area(std::span<const EvalRecord> evals, const Pair& series) {
   double xmax = 0, ymin = INFINITY, ymax = -INFINITY;
   for (const auto& e : evals) {
     xmax = std::max(xmax, e.epoch);
-    for (double v : {e.train_loss, e.val_loss}) {
+    for (double v : {series[0].value(e), series[1].value(e)}) {
       if (std::isfinite(v)) {
         ymin = std::min(ymin, v);
         ymax = std::max(ymax, v);
@@ -73,7 +91,7 @@ PlotArea plot_area(std::span<const EvalRecord> evals) {
 }
 
 // Frame, grid, the bottom axis (epochs) and the loss axis, with their labels.
-std::string axes_svg(const PlotArea& a) {
+std::string axes_svg(const PlotArea& a, const char* ylabel) {
   constexpr double left = PlotArea::left, top = PlotArea::top, pw = PlotArea::pw,
                    ph = PlotArea::ph;
   std::string s = fmt::format(
@@ -96,9 +114,9 @@ std::string axes_svg(const PlotArea& a) {
   s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">Epochs</text>\n", left + pw / 2,
                    PlotArea::H - 18);
   s += fmt::format(
-      "<text x=\"18\" y=\"{0}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {0})\">Loss"
+      "<text x=\"18\" y=\"{0}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {0})\">{1}"
       "</text>\n",
-      top + ph / 2);
+      top + ph / 2, ylabel);
   return s;
 }
 
@@ -121,22 +139,13 @@ std::string tokens_axis_svg(const PlotArea& a, std::span<const EvalRecord> evals
   return s;
 }
 
-struct Series {
-  const char* name;
-  const char* color;
-  const char* dash;
-  double EvalRecord::*field;
-};
-constexpr Series kSeries[] = {{"Training loss", "#1f77b4", "", &EvalRecord::train_loss},
-                              {"Validation loss", "#ff7f0e", "6 3 2 3", &EvalRecord::val_loss}};
-
 // The two curves, with a marker on every evaluation ("no evaluations" when there are none).
-std::string curves_svg(const PlotArea& a, std::span<const EvalRecord> evals) {
+std::string curves_svg(const PlotArea& a, std::span<const EvalRecord> evals, const Pair& series) {
   std::string s;
-  for (const auto& se : kSeries) {
+  for (const auto& se : series) {
     std::string pts;
     for (const auto& e : evals) {
-      pts += fmt::format("{:.1f},{:.1f} ", a.px(e.epoch), a.py(e.*se.field));
+      pts += fmt::format("{:.1f},{:.1f} ", a.px(e.epoch), a.py(se.value(e)));
     }
     s += fmt::format(
         "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" stroke-dasharray=\"{}\" "
@@ -144,7 +153,7 @@ std::string curves_svg(const PlotArea& a, std::span<const EvalRecord> evals) {
         se.color, se.dash, pts);
     for (const auto& e : evals) {
       s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"2.5\" fill=\"{}\"/>", a.px(e.epoch),
-                       a.py(e.*se.field), se.color);
+                       a.py(se.value(e)), se.color);
     }
     s += "\n";
   }
@@ -157,7 +166,7 @@ std::string curves_svg(const PlotArea& a, std::span<const EvalRecord> evals) {
 }
 
 // Legend, top right inside the plot.
-std::string legend_svg() {
+std::string legend_svg(const Pair& series) {
   const double lx = PlotArea::left + PlotArea::pw - 150, ly = PlotArea::top + 10;
   std::string s = fmt::format(
       "<rect x=\"{}\" y=\"{}\" width=\"140\" height=\"46\" fill=\"white\" stroke=\"#ccc\"/>\n", lx,
@@ -167,28 +176,38 @@ std::string legend_svg() {
     s += fmt::format(
         "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"2\" "
         "stroke-dasharray=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
-        lx + 8, yy, lx + 36, yy, kSeries[i].color, kSeries[i].dash, lx + 42, yy + 4,
-        kSeries[i].name);
+        lx + 8, yy, lx + 36, yy, series[i].color, series[i].dash, lx + 42, yy + 4,
+        series[i].name);
   }
   return s;
 }
 
-}  // namespace
-
-std::string loss_plot_svg(std::span<const EvalRecord> evals, const std::string& title) {
-  const PlotArea area = plot_area(evals);
+// The plot of two series of the evaluation records.
+std::string plot_svg(std::span<const EvalRecord> evals, const std::string& title, const Pair& series,
+                     const char* ylabel) {
+  const PlotArea area = plot_area(evals, series);
   std::string s = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" "
       "viewBox=\"0 0 {0} {1}\" font-family=\"sans-serif\" font-size=\"12\">\n"
       "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
       "<text x=\"{2}\" y=\"20\" text-anchor=\"middle\" font-size=\"15\">{3}</text>\n",
       PlotArea::W, PlotArea::H, PlotArea::W / 2, xml_escape(title));
-  s += axes_svg(area);
+  s += axes_svg(area, ylabel);
   s += tokens_axis_svg(area, evals);
-  s += curves_svg(area, evals);
-  s += legend_svg();
+  s += curves_svg(area, evals, series);
+  s += legend_svg(series);
   s += "</svg>\n";
   return s;
+}
+
+}  // namespace
+
+std::string loss_plot_svg(std::span<const EvalRecord> evals, const std::string& title) {
+  return plot_svg(evals, title, kLoss, "Loss");
+}
+
+std::string reward_margin_plot_svg(std::span<const EvalRecord> evals, const std::string& title) {
+  return plot_svg(evals, title, kMargin, "Reward margin");
 }
 
 }  // namespace llmft

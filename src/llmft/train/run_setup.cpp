@@ -3,10 +3,16 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <ctime>
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/progress.h"
+#include "llmft/generate/generate.h"
+#include "llmft/io/peft.h"
+#include "llmft/model/gpt2.h"
 #include "llmft/train/checkpoint.h"
 
 namespace llmft {
@@ -68,6 +74,92 @@ RunData load_data(const FinetuneOptions& opts) {
                      "the 85/10/5 split needs at least 2 entries for validation; use more data");
   }
   return d;
+}
+
+void Console::line(const std::string& s) {
+  if (bar) bar->clear();
+  std::fputs(s.c_str(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+LoadedModel load_starting_model(const FinetuneOptions& opts, const RunFolder& folder,
+                                Console& con) {
+  if (folder.resuming && !opts.lora)
+    return model_from_record(folder.saved_config, folder.config_file.string());
+  LoadedModel m = load_finetune_model(opts, [&](const std::string& s) { con.line(s); });
+  if (folder.resuming) {
+    const LoadedModel rec = model_from_record(folder.saved_config, folder.config_file.string());
+    if (rec.cfg().describe() != m.cfg().describe())
+      throw Error(fmt::format("{} is now {}, but the run trained an adapter for {}", opts.model,
+                              m.cfg().describe(), rec.cfg().describe()),
+                  "the base model of a LoRA run must stay the same to resume it");
+  }
+  return m;
+}
+
+LoraConfig lora_config(const FinetuneOptions& opts) {
+  LoraConfig lc;
+  lc.rank = opts.lora_rank;
+  lc.alpha = opts.lora_alpha;
+  lc.dropout = opts.lora_dropout;
+  lc.rslora = opts.lora_rslora;
+  lc.targets = parse_lora_targets(opts.lora_targets);
+  lc.layers = opts.lora_layers;
+  return lc;
+}
+
+void attach_lora(LoadedModel& source, FinetuneOptions& opts, bool resuming) {
+  if (!opts.lora) return;
+  if (!resuming && !opts.adapter.empty()) {
+    source.lora = read_peft_adapter(opts.adapter, source.cfg()).lora;
+    const LoraConfig& lc = source.lora->config();
+    opts.lora_rank = lc.rank;
+    opts.lora_alpha = lc.alpha;
+    opts.lora_dropout = lc.dropout;
+    opts.lora_rslora = lc.rslora;
+    opts.lora_layers = lc.layers;
+    opts.lora_targets.clear();
+    for (LoraTarget t : lc.targets)
+      opts.lora_targets += (opts.lora_targets.empty() ? "" : ",") + std::string(lora_module(t));
+  } else {
+    source.lora = std::make_unique<Lora>(source.cfg(), lora_config(opts));
+    if (!resuming) source.lora->init(opts.seed);
+  }
+  source.model->set_lora(source.lora.get());
+  // Frozen in bf16: the products read only the bf16 copy, so the fp32 matrices can go.
+  if (source.model->precision() == Precision::kBf16) source.model->keep_base_in_bf16();
+}
+
+void init_model(Gpt2& model, const LoadedModel& source, const FinetuneOptions& opts) {
+  if (source.random_init) model.init_random(opts.seed);
+  model.set_precision(parse_precision(opts.precision));
+}
+
+AdamWConfig adamw_config(const FinetuneOptions& opts) {
+  return {static_cast<float>(opts.lr), static_cast<float>(opts.beta1),
+          static_cast<float>(opts.beta2), static_cast<float>(opts.eps),
+          static_cast<float>(opts.weight_decay)};
+}
+
+std::string greedy_sample(Gpt2& model, const BpeTokenizer& tok, const std::string& prompt,
+                          int64_t tokens) {
+  const auto prompt_ids = tok.encode(prompt, SpecialTokens::kAllow);
+  GenerateOptions g;
+  g.max_new_tokens = tokens;
+  g.precision = model.precision();
+  g.batch_size = 1;
+  g.stop_at_eos = false;  // generate_text_simple runs the full 50 tokens
+  const auto out = generate(model, {prompt_ids}, g);
+  std::vector<int32_t> all = prompt_ids;
+  all.insert(all.end(), out[0].begin(), out[0].end());
+  std::string text = tok.decode(all);
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  return text;
 }
 
 }  // namespace llmft

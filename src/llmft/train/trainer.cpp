@@ -29,6 +29,7 @@
 #include "llmft/generate/answer.h"
 #include "llmft/generate/generate.h"
 #include "llmft/io/hf_folder.h"
+#include "llmft/io/peft.h"
 #include "llmft/model/adamw.h"
 #include "llmft/model/gpt2.h"
 #include "llmft/model/kernels/matmul.h"
@@ -47,21 +48,6 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// Log lines go to stdout; the progress bar (stderr) is cleared first so they print above it.
-struct Console {
-  ProgressBar* bar = nullptr;
-  void line(const std::string& s) {
-    if (bar) bar->clear();
-    std::fputs(s.c_str(), stdout);
-    std::fputc('\n', stdout);
-    std::fflush(stdout);
-  }
-};
 
 // The items of dataset indices [first, last) of `idx` for collate().
 std::vector<CollateItem> items_for(const TokenizedDataset& data, std::span<const int64_t> idx) {
@@ -84,26 +70,6 @@ LossResult run_batch(Gpt2& model, const Batch& b, std::optional<float> dloss) {
   }
   return dloss ? model.forward_backward(b.packed_inputs, b.packed_targets, off, *dloss)
                : model.forward(b.packed_inputs, b.packed_targets, off, /*training=*/false);
-}
-
-// A new run's model from opts.model; a resumed run's from its record (weights: the checkpoint).
-LoadedModel load_starting_model(const FinetuneOptions& opts, const RunFolder& folder,
-                                Console& con) {
-  if (folder.resuming) return model_from_record(folder.saved_config, folder.config_file.string());
-  return load_finetune_model(opts, [&](const std::string& s) { con.line(s); });
-}
-
-// GPT-2's initialisation for a random model (a folder's weights are in it already, a resumed
-// run's come from its checkpoint); then the run's precision.
-void init_model(Gpt2& model, const LoadedModel& source, const FinetuneOptions& opts) {
-  if (source.random_init) model.init_random(opts.seed);
-  model.set_precision(parse_precision(opts.precision));
-}
-
-AdamWConfig adamw_config(const FinetuneOptions& opts) {
-  return {static_cast<float>(opts.lr), static_cast<float>(opts.beta1),
-          static_cast<float>(opts.beta2), static_cast<float>(opts.eps),
-          static_cast<float>(opts.weight_decay)};
 }
 
 CollateOptions collate_options(const FinetuneOptions& opts, const Gpt2Config& cfg) {
@@ -130,7 +96,7 @@ class Finetune {
         model_(model),
         con_(con),
         collate_(collate_options(opts, model.config())),
-        adamw_(model.table().total(), adamw_config(opts)),
+        adamw_(model.trainable().table.total(), adamw_config(opts)),
         train_loader_(data_.tokens, data_.split.train,
                       train_loader_options(opts.batch_size, opts.seed, collate_)),
         val_loader_(data_.tokens, data_.split.val, eval_loader_options(opts.batch_size, collate_)),
@@ -138,7 +104,8 @@ class Finetune {
         total_steps_(opts.max_steps > 0 ? opts.max_steps : steps_per_epoch_ * opts.epochs),
         epochs_((total_steps_ + steps_per_epoch_ - 1) / steps_per_epoch_),
         schedule_{parse_lr_schedule(opts.schedule), opts.lr, opts.warmup_steps, total_steps_} {
-    for (const auto& s : model.table().specs()) n_params_ += s.numel;
+    n_params_ = model.table().numel();
+    n_trainable_ = model.trainable().table.numel();
   }
   Finetune(const Finetune&) = delete;  // the loaders keep references into data_
   Finetune& operator=(const Finetune&) = delete;
@@ -148,6 +115,7 @@ class Finetune {
   bool train_loop(const std::atomic<bool>* stop);  // false: interrupted (checkpoint written)
   FinetuneResult interrupted();
   void save_model();
+  std::string base_model_name() const;
   void answer_test_set();
   void write_loss_plot();
   FinetuneResult summarise();
@@ -164,6 +132,10 @@ class Finetune {
   json summary_json() const;
   void print_summary(const json& summary);
   fs::path model_dir() const { return folder_.dir / "model"; }
+  fs::path adapter_dir() const { return folder_.dir / "adapter"; }
+  bool lora() const { return opts_.lora; }
+  // The full model folder: always without LoRA, with --merge with it.
+  bool writes_model_folder() const { return wrote_model() && (!lora() || opts_.merge); }
   fs::path plot_file() const { return folder_.dir / "loss-plot.svg"; }
   bool wrote_model() const { return !opts_.skip_model_writes; }
 
@@ -180,7 +152,7 @@ class Finetune {
   const DataLoader train_loader_, val_loader_;
   const int64_t steps_per_epoch_, total_steps_, epochs_;
   const LrSchedule schedule_;
-  int64_t n_params_ = 0;
+  int64_t n_params_ = 0, n_trainable_ = 0;
   TrainState st_;
   std::optional<MetricsLog> metrics_;  // opened once a resumed run's log is restored
   std::vector<EvalRecord> evals_;
@@ -193,8 +165,9 @@ class Finetune {
 // AdamW and the loop's position from its checkpoint (and its metrics log from the checkpoint's).
 void Finetune::start_or_resume() {
   if (folder_.resuming) {
-    st_ = load_checkpoint(*folder_.checkpoint, model_.table(), model_.params(), adamw_.m(),
-                          adamw_.v(), folder_.metrics_file);
+    const Gpt2::Trainable t = model_.trainable();
+    st_ = load_checkpoint(*folder_.checkpoint, t.table, t.params, adamw_.m(), adamw_.v(),
+                          folder_.metrics_file);
     adamw_.set_step_count(st_.adam_step);
   } else {
     std::error_code ec;
@@ -224,6 +197,16 @@ void Finetune::print_header() {
   con_.line(fmt::format("Model: {}", source_.description));
   con_.line(fmt::format("Parameters: {} ({} output head)", human_count(double(n_params_), ""),
                         model_.config().tied ? "tied" : "untied"));
+  if (lora()) {
+    const LoraConfig& lc = model_.lora()->config();
+    con_.line(fmt::format("LoRA: {} trainable parameters ({:.2f}% of the model): rank {}, alpha "
+                          "{:g} (scale {:g}), dropout {:g}, on {}{}",
+                          human_count(double(n_trainable_), ""),
+                          100.0 * double(n_trainable_) / double(n_params_), lc.rank, lc.alpha,
+                          lc.scale(), lc.dropout, opts_.lora_targets,
+                          opts_.adapter.empty() ? ""
+                                                : ", continuing " + opts_.adapter.string()));
+  }
   con_.line(fmt::format("Data: {}: {} entries -> train {}, validation {}, test {} (template {}{})",
                         opts_.data_path().string(), data_.ds.size(), split.train.size(),
                         split.val.size(), split.test.size(), opts_.prompt_template,
@@ -289,7 +272,8 @@ StepRecord Finetune::train_step() {
   const double grad_norm =
       opts_.grad_clip > 0 ? model_.clip_grad_norm(opts_.grad_clip) : model_.grad_norm();
   const double lr = schedule_.lr(st_.step);
-  adamw_.step(model_.params(), model_.grads(), static_cast<float>(lr));
+  const Gpt2::Trainable t = model_.trainable();
+  adamw_.step(t.params, t.grads, static_cast<float>(lr));
 
   st_.tokens_seen += full.padded_tokens;
   const int64_t global_step = st_.step;  // the reference's global_step after its += 1
@@ -388,20 +372,9 @@ double Finetune::calc_loss_loader(const DataLoader& loader, int64_t epoch, int64
 void Finetune::print_sample() {
   if (opts_.sample_tokens == 0) return;
   const auto t_sample = Clock::now();
-  const BpeTokenizer& tok = *source_.tokenizer;
-  const std::string prompt = format_prompt(data_.tmpl, data_.ds.entries[data_.split.val.begin]);
-  const auto prompt_ids = tok.encode(prompt, SpecialTokens::kAllow);
-  GenerateOptions g;
-  g.max_new_tokens = opts_.sample_tokens;
-  g.precision = model_.precision();
-  g.batch_size = 1;
-  g.stop_at_eos = false;  // generate_text_simple runs the full 50 tokens
-  const auto out = generate(model_, {prompt_ids}, g);
-  std::vector<int32_t> all = prompt_ids;
-  all.insert(all.end(), out[0].begin(), out[0].end());
-  std::string text = tok.decode(all);
-  std::replace(text.begin(), text.end(), '\n', ' ');
-  con_.line(text);
+  con_.line(greedy_sample(model_, *source_.tokenizer,
+                          format_prompt(data_.tmpl, data_.ds.entries[data_.split.val.begin]),
+                          opts_.sample_tokens));
   ph_.sample_seconds += seconds_since(t_sample);
   ++ph_.samples;
 }
@@ -410,7 +383,8 @@ void Finetune::checkpoint() {
   if (opts_.skip_model_writes) return;
   const auto t_write = Clock::now();
   st_.adam_step = adamw_.step_count();
-  save_checkpoint(folder_.dir, model_.table(), model_.params(), adamw_.m(), adamw_.v(), st_,
+  const Gpt2::Trainable t = model_.trainable();
+  save_checkpoint(folder_.dir, t.table, t.params, adamw_.m(), adamw_.v(), st_,
                   folder_.metrics_file);
   write_file_atomic(plot_file(),
                     loss_plot_svg(evals_, fmt::format("{}: finetuning loss", opts_.model)));
@@ -437,12 +411,39 @@ FinetuneResult Finetune::interrupted() {
 
 // ---- Outputs ----------------------------------------------------------------------------------
 
+// The finetuned model folder; with LoRA the adapter folder, and with --merge the merged model.
 void Finetune::save_model() {
   if (!wrote_model()) return;
   const auto t_write = Clock::now();
-  write_hf_folder(model_dir(), model_.config(), model_.table(), model_.params());
+  if (lora()) {
+    write_peft_adapter(adapter_dir(), *model_.lora(), base_model_name());
+    con_.line(fmt::format("Adapter saved to {} (PEFT layout)", adapter_dir().string()));
+  }
+  if (writes_model_folder()) {
+    if (lora()) {
+      // A base kept in bf16 only is read again in fp32 to merge into.
+      LoadedModel base;
+      if (model_.base_in_bf16()) {
+        base = load_finetune_model(opts_, [&](const std::string& s) { con_.line(s); });
+        if (base.random_init) base.model->init_random(opts_.seed);
+      }
+      const auto merged =
+          merged_model(model_.base_in_bf16() ? *base.model : model_, *model_.lora());
+      write_hf_folder(model_dir(), merged->config(), merged->table(), merged->params());
+    } else {
+      write_hf_folder(model_dir(), model_.config(), model_.table(), model_.params());
+    }
+    con_.line(fmt::format("{} saved to {}", lora() ? "Merged model" : "Model",
+                          model_dir().string()));
+  }
   ph_.write_seconds += seconds_since(t_write);
-  con_.line(fmt::format("Model saved to {}", model_dir().string()));
+}
+
+// What the adapter's base_model_name_or_path records: a Hugging Face name as such, a folder as
+// its path.
+std::string Finetune::base_model_name() const {
+  return source_.dir.empty() || !std::filesystem::exists(opts_.model) ? opts_.model
+                                                                        : source_.dir.string();
 }
 
 // The finetuned model's answers to the test split, as test-responses.json.
@@ -450,6 +451,7 @@ void Finetune::answer_test_set() {
   const IndexRange test = data_.split.test;
   if (!opts_.test_answers || test.size() == 0) return;
   const auto t_ans = Clock::now();
+  model_.release_training_memory();  // generation has its own, smaller buffers
   AnswerOptions a;
   a.prompt_template = data_.tmpl;
   a.gen.max_new_tokens = opts_.max_new_tokens;
@@ -502,7 +504,8 @@ json Finetune::summary_json() const {
         {"fallback_random", source_.fallback},
         {"description", source_.description},
         {"tied", model_.config().tied},
-        {"parameters", n_params_}}},
+        {"parameters", n_params_},
+        {"trainable_parameters", n_trainable_}}},
       {"steps", st_.step},
       {"epochs", epochs_},
       {"tokens_seen", st_.tokens_seen},
@@ -518,7 +521,8 @@ json Finetune::summary_json() const {
       {"total_seconds", ph_.total_seconds},
       {"phases", to_json(ph_)},
       {"outputs",
-       {{"model", wrote_model() ? json(model_dir().string()) : json(nullptr)},
+       {{"model", writes_model_folder() ? json(model_dir().string()) : json(nullptr)},
+        {"adapter", wrote_model() && lora() ? json(adapter_dir().string()) : json(nullptr)},
         {"test_responses", answers_info_},
         {"metrics", folder_.metrics_file.string()},
         {"loss_plot", plot_file().string()},
@@ -557,7 +561,10 @@ void Finetune::print_summary(const json& summary) {
     con_.line(fmt::format(
         "  last batch    loss {:.3f} (the final training batch, before its update)", last_loss_));
   }
-  if (wrote_model()) con_.line(fmt::format("  model folder  {}", model_dir().string()));
+  if (wrote_model() && lora())
+    con_.line(fmt::format("  adapter       {}", adapter_dir().string()));
+  if (writes_model_folder())
+    con_.line(fmt::format("  model folder  {}", model_dir().string()));
   if (!answers_info_.is_null()) {
     con_.line(fmt::format("  test answers  {}", answers_info_["file"].get<std::string>()));
   }
@@ -601,6 +608,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
   data.tokens = tokenize_dataset(data.ds, data.tmpl, *source.tokenizer, threads);
   Gpt2& model = *source.model;  // owned by source, which the run keeps
   init_model(model, source, opts);
+  attach_lora(source, opts, folder.resuming);
 
   Finetune run(opts, threads, t_start, std::move(folder), std::move(data), std::move(source),
                model, con);

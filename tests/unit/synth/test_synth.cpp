@@ -136,7 +136,7 @@ TEST(SynthServer, ServerErrorsAreRetried) {
   EXPECT_EQ(s.written, 2);
   EXPECT_EQ(s.failed, 0);
   EXPECT_EQ(srv.generate_requests, 4);
-  EXPECT_TRUE(j.reported("HTTP 503")) << j.reports.size();
+  EXPECT_TRUE(j.reported("seed 123: HTTP 503")) << j.reports.size();  // the pool names the seed
   EXPECT_TRUE(j.reported("retrying in"));
 }
 
@@ -200,7 +200,7 @@ TEST(SynthServer, ServerGoesAwayThenResumeMakesOnlyTheRest) {
       ADD_FAILURE() << "expected an error";
     } catch (const Error& e) {
       const std::string w = e.what();
-      EXPECT_NE(w.find("lost the server at " + srv.url()), std::string::npos) << w;
+      EXPECT_NE(w.find("lost the server at " + srv.url() + ": seed 125: "), std::string::npos) << w;
       EXPECT_NE(w.find("2 of 5 entries are in"), std::string::npos) << w;
       EXPECT_NE(e.hint().find("rerun the same command"), std::string::npos);
     }

@@ -1,0 +1,31 @@
+// The DPO objective (SPEC §9; the reference's compute_logprobs and compute_dpo_loss, FACTS-phase2
+// §4a): a sequence's score is the mean log-probability of its response tokens; per pair
+// loss = -log sigmoid(beta * ((pi_c - pi_r) - (ref_c - ref_r))); rewards pi - ref (no beta).
+// Golden: tests/golden/dpo_tiny.safetensors (tests/reference/dpo_reference.py).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace llmft {
+
+// Batch means, as the reference returns them.
+struct DpoStats {
+  double loss = 0, chosen_reward = 0, rejected_reward = 0;
+  double margin() const { return chosen_reward - rejected_reward; }
+};
+
+// Mean log-probability of each sequence: -mean(token_losses[target_offsets[s] ..
+// target_offsets[s+1])). token_losses: (M) -log p(target) per counted token (Gpt2::token_losses);
+// target_offsets: (S+1), each sequence non-empty. Returns (S).
+std::vector<double> sequence_logprobs(std::span<const float> token_losses,
+                                      std::span<const int64_t> target_offsets);
+
+// B pairs: policy and reference scores (2B) laid out chosen 0..B-1, then rejected 0..B-1 (as a
+// PreferenceBatch packs them). With `dlosses` (M = target_offsets.back() floats) also writes
+// d(loss)/d(token_losses[i]) for the policy, ready for Gpt2::backward(dlosses).
+DpoStats dpo_loss(std::span<const double> policy, std::span<const double> reference, double beta,
+                  std::span<const int64_t> target_offsets = {}, std::span<float> dlosses = {});
+
+}  // namespace llmft
