@@ -1,5 +1,6 @@
 // `llmft data stats FILE`: loads and checks a dataset, tokenizes it, and prints entry counts,
-// split sizes, token lengths per split and the padding overhead of one training epoch.
+// split sizes, exact duplicates, entries longer than the context, token lengths per split and the
+// padding overhead of one training epoch.
 #include <fmt/format.h>
 
 #include <memory>
@@ -22,6 +23,7 @@ struct StatsOptions {
   int64_t batch_size = 8;
   bool mask_prompt = false;
   int64_t max_length = 0;  // 0: no truncation
+  int64_t context = 1024;  // the model's context length (every GPT-2 size: 1024)
   uint64_t seed = 123;
   int threads = 0;
 };
@@ -39,8 +41,17 @@ int run_stats(const StatsOptions& o) {
   const TokenizedDataset td = tokenize_dataset(ds, tpl, tok, o.threads);
 
   fmt::print("dataset  {}\n", o.file);
-  fmt::print("entries  {} (train {}, test {}, val {}; template {})\n\n", ds.size(), sp.train.size(),
+  fmt::print("entries  {} (train {}, test {}, val {}; template {})\n", ds.size(), sp.train.size(),
              sp.test.size(), sp.val.size(), template_name(tpl));
+  const ExactDuplicates dup = exact_duplicates(ds);
+  fmt::print("exact duplicates  {} entries repeat an earlier entry ({} in another split); same "
+             "instruction {}, same non-empty input {}, same output {}\n",
+             dup.entries, dup.cross_split, dup.instruction, dup.input, dup.output);
+  const OverContext oc = over_context(td, o.context);
+  fmt::print("longer than the context ({} tokens)  {} entries{}\n\n", o.context, oc.entries,
+             oc.entries ? fmt::format(" (training crops their end; {} with a prompt alone that long)",
+                                      oc.prompt_only)
+                        : std::string());
   fmt::print("training-text tokens (prompt + response)\n");
   fmt::print("{:<6} {:>8} {:>8} {:>5} {:>7} {:>7} {:>5}\n", "split", "entries", "tokens", "min",
              "median", "mean", "max");
@@ -89,6 +100,10 @@ Runner setup(CLI::App& app) {
   stats->add_option("--max-length", o->max_length,
                     "Truncate batches to this many tokens (0 = no truncation)")
       ->check(CLI::Range(0, 1 << 30))
+      ->capture_default_str();
+  stats->add_option("--context", o->context,
+                    "The model's context length, for counting longer entries (GPT-2: 1024)")
+      ->check(CLI::Range(1, 1 << 30))
       ->capture_default_str();
   stats->add_option("--seed", o->seed, "Seed of the training-set shuffle")->capture_default_str();
   stats->add_option("--threads", o->threads, "Tokenizer threads (0 = all cores)")

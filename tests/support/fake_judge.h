@@ -1,7 +1,9 @@
-// A real HTTP judge server on 127.0.0.1 (cpp-httplib) for the judge tests: Ollama's /api/tags and
-// /api/chat, and OpenAI's /v1/models and /v1/chat/completions, streamed (chunked NDJSON / SSE) or
-// not. By default the judge's reply is the model response itself (so "85" scores 85); tests
-// override `chat` to misbehave.
+// A real HTTP LLM server on 127.0.0.1 (cpp-httplib) for the judge and synth tests: Ollama's
+// /api/tags, /api/chat and /api/generate, and OpenAI's /v1/models, /v1/chat/completions and
+// /v1/completions, streamed (chunked NDJSON / SSE) or not. By default a chat reply is the model
+// response quoted in a judge prompt (so "85" scores 85), or the whole message when it is not a
+// judge prompt; a completion is "\n\nInstruction <seed>.\nsecond line". Tests override `chat`
+// and `generate` to misbehave.
 #pragma once
 
 #include <httplib.h>
@@ -22,15 +24,24 @@ class FakeJudge {
   struct Chat {
     int n = 0;                 // 1-based number of this chat request
     nlohmann::json body;       // parsed request body
-    std::string response;      // the model response quoted in a judge prompt (else empty)
+    std::string response;      // the model response quoted in a judge prompt (else the message)
     std::string content() const { return body["messages"][0]["content"]; }
   };
   // Returns true when it answered itself (set res); false falls back to the normal reply.
   using ChatHook = std::function<bool(const Chat&, const httplib::Request&, httplib::Response&)>;
 
+  struct Generate {
+    int n = 0;            // 1-based number of this completion request
+    nlohmann::json body;  // parsed request body
+    int64_t seed = 0;     // options.seed (Ollama) or seed (OpenAI)
+  };
+  using GenerateHook = std::function<bool(const Generate&, const httplib::Request&, httplib::Response&)>;
+
   std::vector<std::string> models{"llama3:latest", "phi3:latest"};
   ChatHook chat;
+  GenerateHook generate;
   std::atomic<int> chat_requests{0};
+  std::atomic<int> generate_requests{0};
 
   FakeJudge() {
     svr_.Get("/api/tags", [this](const httplib::Request&, httplib::Response& res) {
@@ -51,8 +62,11 @@ class FakeJudge {
       c.body = nlohmann::json::parse(req.body);
       const std::string content = c.body["messages"][0]["content"];
       const std::string marker = "score the model response `";
-      if (const size_t m = content.find(marker); m != std::string::npos) {
-        const size_t p = m + marker.size();
+      const size_t at = content.find(marker);
+      if (at == std::string::npos) {
+        c.response = content;
+      } else {
+        const size_t p = at + marker.size();
         c.response = content.substr(p, content.find('`', p) - p);
       }
       if (chat && chat(c, req, res)) return;
@@ -60,6 +74,19 @@ class FakeJudge {
     };
     svr_.Post("/api/chat", on_chat);
     svr_.Post("/v1/chat/completions", on_chat);
+    auto on_generate = [this](const httplib::Request& req, httplib::Response& res) {
+      record(req);
+      Generate g;
+      g.n = ++generate_requests;
+      g.body = nlohmann::json::parse(req.body);
+      const auto& opts = req.path == "/api/generate" ? g.body["options"] : g.body;
+      g.seed = opts.value("seed", int64_t{0});
+      if (generate && generate(g, req, res)) return;
+      reply(req, res, g.body.value("stream", true),
+            "\n\nInstruction " + std::to_string(g.seed) + ".\nsecond line");
+    };
+    svr_.Post("/api/generate", on_generate);
+    svr_.Post("/v1/completions", on_generate);
     port_ = svr_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { svr_.listen_after_bind(); });
   }
@@ -93,6 +120,10 @@ class FakeJudge {
   // The normal reply carrying `text`, in the request's API and streaming mode.
   static void reply(const httplib::Request& req, httplib::Response& res, bool stream,
                     const std::string& text) {
+    if (req.path == "/api/generate" || req.path == "/v1/completions") {
+      completion_reply(req, res, stream, text);
+      return;
+    }
     const bool ollama = req.path == "/api/chat";
     if (!stream) {
       nlohmann::json j;
@@ -125,6 +156,33 @@ class FakeJudge {
       chunks.push_back(R"({"model":"llama3","message":{"role":"assistant","content":""},"done":true})" "\n");
     } else {
       chunks.push_back(R"(data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})" "\n\n");
+      chunks.push_back("data: [DONE]\n\n");
+    }
+    send_chunks(res, ollama ? "application/x-ndjson" : "text/event-stream", std::move(chunks));
+  }
+
+  // A raw completion: Ollama's /api/generate ("response" pieces) or OpenAI's /v1/completions
+  // (choices[0].text).
+  static void completion_reply(const httplib::Request& req, httplib::Response& res, bool stream,
+                               const std::string& text) {
+    const bool ollama = req.path == "/api/generate";
+    if (!stream) {
+      const nlohmann::json j =
+          ollama ? nlohmann::json{{"model", "llama3"}, {"response", text}, {"done", true}}
+                 : nlohmann::json{{"object", "text_completion"},
+                                  {"choices", {{{"index", 0}, {"text", text}, {"finish_reason", "stop"}}}}};
+      res.set_content(j.dump(), "application/json");
+      return;
+    }
+    std::vector<std::string> chunks;
+    for (size_t i = 0; i < text.size(); i += 3) {
+      const std::string piece = text.substr(i, 3);
+      chunks.push_back(ollama ? nlohmann::json{{"response", piece}, {"done", false}}.dump() + "\n"
+                              : "data: " + nlohmann::json{{"choices", {{{"index", 0}, {"text", piece}}}}}.dump() + "\n\n");
+    }
+    if (ollama) {
+      chunks.push_back(R"({"response":"","done":true,"done_reason":"stop"})" "\n");
+    } else {
       chunks.push_back("data: [DONE]\n\n");
     }
     send_chunks(res, ollama ? "application/x-ndjson" : "text/event-stream", std::move(chunks));

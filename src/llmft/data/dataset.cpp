@@ -315,6 +315,30 @@ InstructionDataset parse_dataset(std::string_view bytes, const std::filesystem::
   return ds;
 }
 
+void save_dataset(const std::filesystem::path& path, const std::vector<InstructionEntry>& entries) {
+  std::string ext = path.extension().string();
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const bool jsonl = ext == ".jsonl" || ext == ".ndjson";
+  write_file_atomic(path, [&](std::ostream& os) {
+    if (!jsonl) os << "[";
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (jsonl) {
+        os << entries[i].raw.dump(-1, ' ', false, ojson::error_handler_t::replace) << "\n";
+        continue;
+      }
+      // Indented as one element of the array (json.dump(..., indent=4) does the same).
+      std::string e = entries[i].raw.dump(4, ' ', false, ojson::error_handler_t::replace);
+      std::string shifted = "\n    ";
+      for (char c : e) {
+        shifted += c;
+        if (c == '\n') shifted += "    ";
+      }
+      os << (i ? "," : "") << shifted;
+    }
+    if (!jsonl) os << (entries.empty() ? "]\n" : "\n]\n");
+  });
+}
+
 InstructionDataset load_dataset(const std::filesystem::path& path) {
   const std::string bytes = read_file(path);
   return parse_dataset(bytes, path);

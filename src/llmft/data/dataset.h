@@ -36,6 +36,10 @@ InstructionDataset load_dataset(const std::filesystem::path& path);
 // Same, from bytes already in memory; `name` is used in messages and for the format.
 InstructionDataset parse_dataset(std::string_view bytes, const std::filesystem::path& name);
 
+// Writes entries (their `raw` objects, so extra fields and key order stay) atomically: a JSON
+// array with 4-space indents, or one object per line when `path` is named *.jsonl / *.ndjson.
+void save_dataset(const std::filesystem::path& path, const std::vector<InstructionEntry>& entries);
+
 // A contiguous range of dataset indices [begin, end).
 struct IndexRange {
   size_t begin = 0, end = 0;

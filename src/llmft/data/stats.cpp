@@ -2,6 +2,8 @@
 #include "llmft/data/stats.h"
 
 #include <algorithm>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace llmft {
@@ -36,6 +38,39 @@ EpochTokens epoch_tokens(const DataLoader& loader, int64_t epoch) {
     e.target_tokens += batch.target_tokens;
   }
   return e;
+}
+
+ExactDuplicates exact_duplicates(const InstructionDataset& ds) {
+  ExactDuplicates d;
+  const DatasetSplits sp = split_dataset(ds.size());
+  auto split_of = [&](size_t i) { return i < sp.train.end ? 0 : i < sp.test.end ? 1 : 2; };
+  std::unordered_map<std::string, size_t> first;  // length-prefixed fields -> first entry
+  std::unordered_map<std::string_view, size_t> seen[3];
+  for (size_t i = 0; i < ds.size(); ++i) {
+    const InstructionEntry& e = ds.entries[i];
+    const std::string key = std::to_string(e.instruction.size()) + ':' + e.instruction +
+                            std::to_string(e.input.size()) + ':' + e.input + e.output;
+    const auto [it, fresh] = first.emplace(key, i);
+    if (!fresh) {
+      ++d.entries;
+      d.cross_split += split_of(it->second) != split_of(i);
+    }
+    const std::string* fields[3] = {&e.instruction, &e.input, &e.output};
+    int64_t* counts[3] = {&d.instruction, &d.input, &d.output};
+    for (int f = 0; f < 3; ++f) {
+      if (!fields[f]->empty() && !seen[f].emplace(*fields[f], i).second) ++*counts[f];
+    }
+  }
+  return d;
+}
+
+OverContext over_context(const TokenizedDataset& data, int64_t context) {
+  OverContext o;
+  for (size_t i = 0; i < data.size(); ++i) {
+    o.entries += data.length(i) > context;
+    o.prompt_only += data.prompt_lens[i] >= context;
+  }
+  return o;
 }
 
 }  // namespace llmft

@@ -30,4 +30,19 @@ struct EpochTokens {
 // Sums the counts of every batch of one epoch.
 EpochTokens epoch_tokens(const DataLoader& loader, int64_t epoch);
 
+// Exact repeats (byte for byte; near-duplicates are `llmft dedup`'s work).
+struct ExactDuplicates {
+  int64_t entries = 0;      // entries equal to an earlier one in instruction, input and output
+  int64_t cross_split = 0;  // of those, in another split than their first copy (split_dataset)
+  int64_t instruction = 0, input = 0, output = 0;  // non-empty field equal to an earlier entry's
+};
+ExactDuplicates exact_duplicates(const InstructionDataset& ds);
+
+// Entries whose training text is longer than `context` tokens: training crops them, so they lose
+// their end (and the end-of-text target). `prompt_only`: those whose prompt alone is that long.
+struct OverContext {
+  int64_t entries = 0, prompt_only = 0;
+};
+OverContext over_context(const TokenizedDataset& data, int64_t context);
+
 }  // namespace llmft

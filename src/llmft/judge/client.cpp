@@ -50,7 +50,7 @@ void throw_if_error_object(const ojson& j) {
                       : (e.is_object() && e.contains("message") && e["message"].is_string())
                           ? e["message"].get<std::string>()
                           : e.dump();
-    throw EntryError(fmt::format("the judge server reported an error: {}", quote_truncated(msg, 200)));
+    throw EntryError(fmt::format("the server reported an error: {}", quote_truncated(msg, 200)));
   }
 }
 
@@ -92,11 +92,16 @@ std::string chat_request_body(const JudgeOptions& opts, const std::string& promp
   return body.dump(-1, ' ', false, ojson::error_handler_t::replace);
 }
 
-std::string parse_ollama_reply(std::string_view body, bool streamed) {
+namespace {
+
+// Ollama's reply: one JSON object, or (streamed) one object per line until "done": true.
+// piece(j, what) extracts the text of one object.
+template <typename Piece>
+std::string parse_ndjson(std::string_view body, bool streamed, Piece&& piece) {
   if (!streamed) {
     const ojson j = parse_json(trim(body), "the reply");
     throw_if_error_object(j);
-    return content_at(j, "message", "content", "the reply");
+    return piece(j, "the reply");
   }
   std::string text;
   bool done = false;
@@ -104,7 +109,7 @@ std::string parse_ollama_reply(std::string_view body, bool streamed) {
     if (trim(line).empty()) return true;
     const ojson j = parse_json(line, "a line of the streamed reply");
     throw_if_error_object(j);
-    if (j.contains("message")) text += content_at(j, "message", "content", "a streamed line");
+    text += piece(j, "a streamed line");
     done = j.value("done", false);
     return !done;
   });
@@ -115,13 +120,16 @@ std::string parse_ollama_reply(std::string_view body, bool streamed) {
   return text;
 }
 
-std::string parse_openai_reply(std::string_view body, bool streamed) {
+// An OpenAI-compatible reply: one JSON object, or (streamed) server-sent events until
+// "data: [DONE]". whole(choice) reads a complete reply's first choice, delta(choice) a chunk's.
+template <typename Whole, typename Delta>
+std::string parse_sse(std::string_view body, bool streamed, Whole&& whole, Delta&& delta) {
   const std::string_view t = trim(body);
   // Some servers ignore "stream": true and answer with one JSON object; accept that too.
   if (!streamed || (!t.empty() && t.front() == '{')) {
     const ojson j = parse_json(t, "the reply");
     throw_if_error_object(j);
-    return content_at(first_choice(j, "the reply"), "message", "content", "the reply");
+    return whole(first_choice(j, "the reply"));
   }
   std::string text;
   bool done = false;
@@ -136,8 +144,7 @@ std::string parse_openai_reply(std::string_view body, bool streamed) {
     }
     const ojson j = parse_json(data, "an event of the streamed reply");
     throw_if_error_object(j);
-    const ojson& c = first_choice(j, "a streamed event");
-    if (c.contains("delta")) text += content_at(c, "delta", "content", "a streamed event");
+    text += delta(first_choice(j, "a streamed event"));
     return true;
   });
   if (!done) {
@@ -145,6 +152,49 @@ std::string parse_openai_reply(std::string_view body, bool streamed) {
                                  quote_truncated(text)));
   }
   return text;
+}
+
+// A string member that may be absent or null (empty); anything else is malformed.
+std::string optional_string(const ojson& j, const char* key, const char* what) {
+  if (!j.is_object()) throw EntryError(fmt::format("{} is not an object: {}", what, quote_truncated(j.dump())));
+  if (!j.contains(key) || j[key].is_null()) return {};
+  if (!j[key].is_string()) throw EntryError(fmt::format("{}: \"{}\" is not a string", what, key));
+  return j[key].get<std::string>();
+}
+
+}  // namespace
+
+std::string parse_ollama_reply(std::string_view body, bool streamed) {
+  return parse_ndjson(body, streamed, [](const ojson& j, const char* what) {
+    // A streamed line without "message" (e.g. the final metrics) adds nothing.
+    if (std::string_view(what) != "the reply" && !j.contains("message")) return std::string();
+    return content_at(j, "message", "content", what);
+  });
+}
+
+std::string parse_ollama_generate_reply(std::string_view body, bool streamed) {
+  return parse_ndjson(body, streamed, [](const ojson& j, const char* what) {
+    if (std::string_view(what) == "the reply" && (!j.is_object() || !j.contains("response"))) {
+      throw EntryError(fmt::format("the reply has no \"response\": {}", quote_truncated(j.dump())));
+    }
+    return optional_string(j, "response", what);
+  });
+}
+
+std::string parse_openai_reply(std::string_view body, bool streamed) {
+  return parse_sse(
+      body, streamed,
+      [](const ojson& c) { return content_at(c, "message", "content", "the reply"); },
+      [](const ojson& c) {
+        return c.contains("delta") ? content_at(c, "delta", "content", "a streamed event")
+                                   : std::string();
+      });
+}
+
+std::string parse_openai_completion_reply(std::string_view body, bool streamed) {
+  return parse_sse(
+      body, streamed, [](const ojson& c) { return optional_string(c, "text", "the reply"); },
+      [](const ojson& c) { return optional_string(c, "text", "a streamed event"); });
 }
 
 double parse_retry_after(const std::string& value) {
@@ -159,7 +209,8 @@ double parse_retry_after(const std::string& value) {
   return d > 0 ? d : 0;
 }
 
-JudgeClient::JudgeClient(const JudgeOptions& opts) : opts_(opts), base_(opts.url) {
+JudgeClient::JudgeClient(const JudgeOptions& opts, std::string role)
+    : opts_(opts), base_(opts.url), role_(std::move(role)) {
   while (!base_.empty() && base_.back() == '/') base_.pop_back();
   if (base_.empty()) throw UsageError("--url is empty", "e.g. --url http://localhost:11434");
   if (opts_.api == JudgeApi::kOpenAi && base_.size() >= 3 &&
@@ -206,13 +257,13 @@ void JudgeClient::check(long connect_timeout_s, double read_timeout_s) const {
   try {
     resp = http_request(req);
   } catch (const Error& e) {
-    throw Error(redact(fmt::format("cannot reach the {} judge server at {} ({}); {}, or pass --url",
-                                   api_name(opts_.api), base_, e.what(), start)));
+    throw Error(redact(fmt::format("cannot reach the {} {} at {} ({}); {}, or pass --url",
+                                   api_name(opts_.api), role_, base_, e.what(), start)));
   }
   if (resp.status == 401 || resp.status == 403) {
-    throw Error(fmt::format("the judge server at {} refused GET {} with HTTP {}; set the API key in "
+    throw Error(fmt::format("the {} at {} refused GET {} with HTTP {}; set the API key in "
                             "${} (or name another variable with --api-key-env)",
-                            base_, req.url, resp.status, opts_.api_key_env));
+                            role_, base_, req.url, resp.status, opts_.api_key_env));
   }
   if (resp.status != 200) {
     throw Error(redact(fmt::format(
@@ -255,12 +306,21 @@ void JudgeClient::check(long connect_timeout_s, double read_timeout_s) const {
 std::string JudgeClient::ask(const std::string& prompt,
                              const std::function<void(const std::string&)>& note,
                              std::atomic<int64_t>& requests, const std::atomic<bool>* stop) const {
+  const bool ollama = opts_.api == JudgeApi::kOllama;
+  const std::string body = post(ollama ? "/api/chat" : "/v1/chat/completions",
+                                chat_request_body(opts_, prompt), note, requests, stop);
+  return ollama ? parse_ollama_reply(body, opts_.stream) : parse_openai_reply(body, opts_.stream);
+}
+
+std::string JudgeClient::post(const char* path, const std::string& body,
+                              const std::function<void(const std::string&)>& note,
+                              std::atomic<int64_t>& requests, const std::atomic<bool>* stop) const {
   HttpRequest req;
   req.method = "POST";
-  req.url = join_url(base_, opts_.api == JudgeApi::kOllama ? "/api/chat" : "/v1/chat/completions");
+  req.url = join_url(base_, path);
   req.headers = headers(true);
   if (opts_.api == JudgeApi::kOpenAi && opts_.stream) req.headers.push_back("Accept: text/event-stream");
-  req.body = chat_request_body(opts_, prompt);
+  req.body = body;
   req.connect_timeout_s = opts_.connect_timeout_s;
   req.read_timeout_s = 0;
   req.idle_timeout_s = opts_.read_timeout_s;
@@ -291,10 +351,7 @@ std::string JudgeClient::ask(const std::string& prompt,
       wait(w);
       continue;
     }
-    if (resp.status == 200) {
-      return opts_.api == JudgeApi::kOllama ? parse_ollama_reply(resp.body, opts_.stream)
-                                            : parse_openai_reply(resp.body, opts_.stream);
-    }
+    if (resp.status == 200) return std::move(resp.body);
     const std::string what = redact(fmt::format("HTTP {} from POST {}: {}", resp.status, req.url,
                                                 quote_truncated(trim(resp.body), 120)));
     if (resp.status != 429 && resp.status < 500) throw EntryError(what);

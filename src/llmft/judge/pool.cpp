@@ -1,4 +1,4 @@
-// Worker threads asking a judge about the entries of a file; see pool.h.
+// Worker threads asking an LLM server about the entries of a file; see pool.h.
 #include "llmft/judge/pool.h"
 
 #include <fmt/format.h>
@@ -52,19 +52,23 @@ void RequestPool::worker(const std::vector<size_t>& todo, const Task& task) {
     if (k >= todo.size() || stop_) return;
     const size_t i = todo[k];
     std::optional<std::string> reply, error;
+    const auto note = [&](const std::string& line) {
+      std::lock_guard lk(mu_);
+      report(fmt::format("{} {}: {}", task.item, i, line));
+    };
     try {
-      reply = client_.ask(
-          task.prompt(i),
-          [&](const std::string& line) {
-            std::lock_guard lk(mu_);
-            report(fmt::format("entry {}: {}", i, line));
-          },
-          requests_, &stop_);
+      if (task.request) {
+        reply = task.request(i, [&](const char* path, const std::string& body) {
+          return client_.post(path, body, note, requests_, &stop_);
+        });
+      } else {
+        reply = client_.ask(task.prompt(i), note, requests_, &stop_);
+      }
     } catch (const EntryError& ex) {
       error = client_.redact(ex.what());
     } catch (const ServerLostError& ex) {
       std::lock_guard lk(mu_);
-      if (!lost_) lost_ = fmt::format("entry {}: {}", i, ex.what());
+      if (!lost_) lost_ = fmt::format("{} {}: {}", task.item, i, ex.what());
       stop_ = true;
       return;
     } catch (...) {

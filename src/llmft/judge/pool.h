@@ -1,8 +1,8 @@
-// Asking a judge LLM about many entries of a file: one prompt per entry from worker threads
+// Asking an LLM server about many entries of a file: one prompt per entry from worker threads
 // (JudgeOptions::concurrency) through one JudgeClient (its timeouts, retries and backoff), a
 // progress bar, and the caller's results saved as they arrive (atomically, throttled so saving
-// stays a small share of the time), so a killed run resumes. Used by `llmft judge` (scores) and
-// `llmft prefs` (rewritten answers).
+// stays a small share of the time), so a killed run resumes. Used by `llmft judge` (scores),
+// `llmft prefs` (rewritten answers) and `llmft synth` (its own requests per entry: Task::request).
 #pragma once
 
 #include <atomic>
@@ -24,11 +24,19 @@ namespace llmft::judge {
 
 class RequestPool {
  public:
-  // What the caller does with each entry. prompt(i) runs on a worker thread without the lock;
-  // reply(i, text) and failed(i, error) run with the pool's lock held (they may call report());
-  // save() writes the caller's output file, with the lock held.
+  // JudgeClient::post with the pool's retry report lines, request count and stop flag.
+  using Post = std::function<std::string(const char* path, const std::string& body)>;
+
+  // What the caller does with each entry. prompt(i) (or request) runs on a worker thread without
+  // the lock; reply(i, text) and failed(i, error) run with the pool's lock held (they may call
+  // report()); save() writes the caller's output file, with the lock held.
   struct Task {
     std::function<std::string(size_t)> prompt;
+    // Instead of prompt (one chat request, JudgeClient::ask): entry i's own requests, each sent
+    // with post; returns the text for reply(i, text), which follows on the same thread. Throws
+    // as post does (EntryError: failed(i, ...); ServerLostError: the run stops).
+    std::function<std::string(size_t, const Post&)> request;
+    std::string item = "entry";  // names entry i in report lines and lost(): "<item> <i>: ..."
     std::function<void(size_t, const std::string&)> reply;
     std::function<void(size_t, const std::string&)> failed;  // an EntryError: others go on
     std::function<void()> save;

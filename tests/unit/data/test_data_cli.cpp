@@ -19,6 +19,12 @@ TEST(DataStatsCli, BundledDatasetCounts) {
   const auto r = test::run_llmft({"data", "stats", (data_dir() / "instruction-data.json").string()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(has(r.out, "entries  1100 (train 935, test 110, val 55; template alpaca)")) << r.out;
+  // Counted with Python on data/instruction-data.json (146 repeated instructions, e.g. one
+  // "Translate ..." with several inputs; no entry repeats as a whole).
+  EXPECT_TRUE(has(r.out, "exact duplicates  0 entries repeat an earlier entry (0 in another split); "
+                         "same instruction 146, same non-empty input 11, same output 0\n"))
+      << r.out;
+  EXPECT_TRUE(has(r.out, "longer than the context (1024 tokens)  0 entries\n")) << r.out;
   // split, entries, tokens, min, median, mean, max (tiktoken lengths; SOURCES.md for "all").
   EXPECT_TRUE(has(r.out, "train       935    52760    40      56    56.4    91")) << r.out;
   EXPECT_TRUE(has(r.out, "test        110     6149    41      55    55.9    85")) << r.out;
@@ -27,6 +33,17 @@ TEST(DataStatsCli, BundledDatasetCounts) {
   // 935 / 8 = 116 batches; the padding figure depends on our shuffle, so only its presence.
   EXPECT_TRUE(has(r.out, "116 batches of 8")) << r.out;
   EXPECT_TRUE(has(r.out, "padding overhead")) << r.out;
+}
+
+TEST(DataStatsCli, ShortContextCountsLongEntries) {
+  const auto r = test::run_llmft(
+      {"data", "stats", (data_dir() / "instruction-data.json").string(), "--context", "60"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // From tiktoken's ids in tests/data/tokenizer/instruction_dataset.jsonl: 289 training texts
+  // have more than 60 tokens; the longest prompt has 59.
+  EXPECT_TRUE(has(r.out, "longer than the context (60 tokens)  289 entries (training crops their "
+                         "end; 0 with a prompt alone that long)\n"))
+      << r.out;
 }
 
 TEST(DataStatsCli, BadFileExitsOneWithOneLine) {
