@@ -8,6 +8,7 @@
 
 #include "command.h"
 #include "llmft/core/error.h"
+#include "llmft/model/kernels/matmul.h"
 
 namespace llmft::app {
 std::vector<Command>& commands() {
@@ -18,6 +19,7 @@ std::vector<Command>& commands() {
 
 int main(int argc, char** argv) {
   using namespace llmft;
+  kernels::use_native_blas_kernels(argv);  // may run the program again with better kernels
   CLI::App cli{
       "llmft: finetune GPT-2 models to follow instructions, then generate answers and judge them."};
   cli.set_version_flag("--version", std::string("llmft ") + LLMFT_VERSION);
