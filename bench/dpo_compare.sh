@@ -6,13 +6,14 @@
 # llmft's time per step includes the reference scoring of its batch (each pair is scored once per
 # run; a one-epoch run pays it once, like the PyTorch loop's reference forward).
 # PyTorch runs in its best configuration here (BLIS openmp + tcmalloc when installed, all cores).
-# Usage: bench/dpo_compare.sh [BUILD_DIR] [STEPS] [REPEAT]
+# Usage: bench/dpo_compare.sh [BUILD_DIR] [STEPS] [REPEAT] [PRECISIONS, default "bf16 fp32"]
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build/release}"
 steps="${2:-3}"
 repeat="${3:-3}"
+precisions="${4:-bf16 fp32}"
 bin="$build/bench/bench_dpo_step"
 if [[ ! -x "$bin" ]]; then
   echo "error: $bin not found; build it first: cmake --preset release &&" \
@@ -32,7 +33,7 @@ trap 'rm -f "$batches" "$out"' EXIT
 
 echo "{\"context\": \"dpo_compare\", \"commit\": \"$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)\", \"threads\": $threads, \"load_avg_before\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
 for ((r = 0; r < repeat; ++r)); do
-  for prec in bf16 fp32; do
+  for prec in $precisions; do
     "$bin" --model gpt2-medium --precision "$prec" --steps "$steps" --warmup 1 --dump "$batches" |
       tee -a "$out"
     flag=()
