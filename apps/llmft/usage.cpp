@@ -116,6 +116,7 @@ std::string check_command_line(const CLI::App& cli, const std::vector<std::strin
     const std::string& a = args[i];
     if (a == "--") break;
     if (is_help(a)) return {};  // help wins: CLI11 prints the help of the command named so far
+    if (a == "--version" && path.names.empty()) return {};
     if (looks_like_option(a)) {
       const std::string name = a.substr(0, a.find('='));
       const CLI::Option* opt = path.app->get_option_no_throw(name);
@@ -167,24 +168,25 @@ std::string describe_parse_error(const CLI::ParseError& e, const CommandPath& pa
   const std::string msg = e.what();
   const std::string where = path.display();
   const std::string help = help_command(path);
-  if (e.get_name() == "RequiredError" && msg.ends_with(" is required")) {
+  // By type: CLI11 names some errors after the app that raised them (ExtrasError).
+  if (dynamic_cast<const CLI::RequiredError*>(&e) && msg.ends_with(" is required")) {
     const std::string what = msg.substr(0, msg.size() - std::string_view(" is required").size());
     return fmt::format("'{}' needs {}; see '{}'", where, what, help);
   }
-  if (e.get_name() == "ExtrasError" && path.app != nullptr) {
+  if (dynamic_cast<const CLI::ExtrasError*>(&e) && path.app != nullptr) {
     std::string extra;
     for (const auto& a : path.app->remaining()) extra += (extra.empty() ? "'" : " '") + a + "'";
     if (!extra.empty())
       return fmt::format("unexpected argument{} {} for '{}'; see '{}'",
                          path.app->remaining().size() > 1 ? "s" : "", extra, where, help);
   }
-  if (e.get_name() == "ConversionError" && msg.starts_with("Could not convert: ")) {
+  if (dynamic_cast<const CLI::ConversionError*>(&e) && msg.starts_with("Could not convert: ")) {
     const std::string rest = msg.substr(std::string_view("Could not convert: ").size());
     const size_t eq = rest.find(" = ");
     if (eq != std::string::npos)
       return fmt::format("{}: '{}' is not a valid value", rest.substr(0, eq), rest.substr(eq + 3));
   }
-  if (e.get_name() == "ArgumentMismatch") {
+  if (dynamic_cast<const CLI::ArgumentMismatch*>(&e)) {
     const size_t colon = msg.find(':');
     if (colon != std::string::npos && msg.find(" missing") != std::string::npos)
       return fmt::format("{} needs a value", msg.substr(0, colon));

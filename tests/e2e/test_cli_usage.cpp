@@ -90,6 +90,9 @@ TEST(CliUsage, HelpCommandPrintsWhatHelpPrints) {
   r = test::run_llmft({"generate", "--modle", "--help"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.out, gen.out);
+  r = test::run_llmft({"--version"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(r.out.starts_with("llmft ")) << r.out;
   expect_usage_error({"help", "genrate"},
                      "llmft: error: unknown command 'genrate'; did you mean 'generate'?");
 }

@@ -233,7 +233,7 @@ TEST(ChatCli, SlashCommandsActOnTheChatOnly) {
                         "max_new_tokens = 4",
                         "temperature 0.7, top_p 1, top_k 0, min_p 0, repeat_penalty 1, "
                         "max_new_tokens 4",
-                        "0 turns remembered", "unknown command /frob; /help lists them"})
+                        "1 turn remembered", "unknown command /frob; /help lists them"})
     EXPECT_NE(r.err.find(s), std::string::npos) << s << "\n" << r.err;
 }
 
@@ -251,6 +251,16 @@ TEST(GenerateCli, StopStringsEndTheAnswerEarly) {
   const size_t at = r.err.find(" new tokens in all");
   ASSERT_NE(at, std::string::npos) << r.err;
   EXPECT_LT(std::stoll(r.err.substr(r.err.rfind(' ', at - 1) + 1)), 12) << r.err;
+  // The same in dataset mode.
+  test::TempDir t;
+  write_file_atomic(t / "data.json",
+                    std::string_view(R"([{"instruction": "Name a color.", "input": "", "output": "x"}])"));
+  const auto d = test::run_llmft({"generate", "--model", m.dir.string(), "--data",
+                                  (t / "data.json").string(), "--output", (t / "out.json").string(),
+                                  "--max-new-tokens", "12", "--stop", stop});
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  EXPECT_EQ(nlohmann::json::parse(read_file(t / "out.json"))[0]["model_response"],
+            want.substr(0, want.find(stop)));
 }
 
 TEST(GenerateCli, RepeatPenaltyAndMinPReachTheSampler) {
@@ -300,8 +310,10 @@ TEST(GenerateCli, SamplingWithoutSeedPrintsTheSeedItUsed) {
   const auto c = test::run_llmft(again);
   EXPECT_EQ(c.out, a.out);
   EXPECT_EQ(c.err, "");
-  const auto g1 = test::run_llmft({"generate", "--model", m.dir.string(), "Name a color."});
-  const auto g2 = test::run_llmft({"generate", "--model", m.dir.string(), "Name a color."});
+  const auto g1 = test::run_llmft(
+      {"generate", "--model", m.dir.string(), "Name a color.", "--max-new-tokens", "16"});
+  const auto g2 = test::run_llmft(
+      {"generate", "--model", m.dir.string(), "Name a color.", "--max-new-tokens", "16"});
   EXPECT_EQ(g1.out, g2.out);
   EXPECT_EQ(g1.err, "");
 }
@@ -338,7 +350,14 @@ TEST(GenerateCli, WarnsWhenTheAnswerCannotFitTheContextAndTimesWithVerbose) {
                                    64 - n, n)),
             std::string::npos)
       << r.err;
-  EXPECT_NE(r.err.find(fmt::format("prompt: {} tokens in ", n)), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("decode: "), std::string::npos) << r.err;
   EXPECT_EQ(r.out, expected_answer(m, "Name a color.", "", 80) + "\n");
+  // Within the context: no warning; --verbose counts the prompt's tokens, then 19 decode steps
+  // after the one that read the prompt.
+  const auto v = test::run_llmft({"generate", "--model", m.dir.string(), "Name a color.",
+                                  "--max-new-tokens", "20", "--verbose"});
+  ASSERT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_EQ(v.err.find("warning"), std::string::npos) << v.err;
+  EXPECT_TRUE(v.err.starts_with(fmt::format("prompt: {} tokens in ", n))) << v.err;
+  EXPECT_NE(v.err.find(" tokens/s); decode: 19 tokens in "), std::string::npos) << v.err;
+  EXPECT_NE(v.err.find("; 20 new tokens in all\n"), std::string::npos) << v.err;
 }

@@ -86,7 +86,10 @@ void RequestPool::worker(const std::vector<size_t>& todo, const Task& task) {
         task.failed(i, *error);
         const int limit = opts_.max_failures_in_a_row;
         if (limit > 0 && ++failures_in_a_row_ >= limit && !lost_) {
-          lost_ = fmt::format("{} {}s in a row failed (the last, {} {}: {})", limit, task.item,
+          const std::string items = task.item.ends_with("y")
+                                        ? task.item.substr(0, task.item.size() - 1) + "ies"
+                                        : task.item + "s";
+          lost_ = fmt::format("{} {} in a row failed (the last, {} {}: {})", limit, items,
                               task.item, i, *error);
           stop_ = true;
         }

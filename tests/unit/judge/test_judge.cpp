@@ -180,7 +180,8 @@ TEST(JudgeServer, OllamaStreamedExactBodyScoresAndFile) {
   EXPECT_EQ(s.empty, 1);
   EXPECT_EQ(s.invalid, 1);
   EXPECT_EQ(srv.chat_requests, 3);  // no request for the empty answer
-  EXPECT_TRUE(r.reported("entry 3: judge reply is not an integer 0-100, left out: \"eighty\""))
+  EXPECT_TRUE(r.reported("entry 3: judge reply is not an integer 0-100 (--lenient takes the first "
+                         "number 0-100 in it), left out: \"eighty\""))
       << all_lines(r.reports);
 
   const auto bodies = srv.bodies();
