@@ -19,8 +19,11 @@
 #include "llmft/core/io.h"
 #include "llmft/data/dataset.h"
 #include "llmft/data/dedup.h"
+#include "common.h"
 
 namespace {
+
+using llmft::bench::peak_rss_gib;
 
 using namespace llmft;
 using Clock = std::chrono::steady_clock;
@@ -146,12 +149,6 @@ class Generator {
   std::vector<std::string> words_;
   std::vector<double> cdf_;
 };
-
-double peak_rss_gib() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
-}
 
 std::string loadavg() {
   std::ifstream f("/proc/loadavg");

@@ -28,26 +28,18 @@
 #include "llmft/model/kernels/matmul.h"
 #include "llmft/tokenizer/bpe.h"
 #include "llmft/train/dpo_loss.h"
+#include "common.h"
 
 namespace {
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-double peak_rss_mb() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_maxrss) / 1024.0;
-}
+using llmft::bench::now_s;
+using llmft::bench::median;
+using llmft::bench::peak_rss_mb;
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  llmft::kernels::use_native_blas_kernels(argv);
   std::string model_name = "gpt2-medium", precision = "fp32", dump;
   int steps = 3, warmup = 1, batch = 8, threads = 0;
   for (int i = 1; i < argc; ++i) {

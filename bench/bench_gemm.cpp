@@ -18,18 +18,16 @@
 #include <vector>
 
 #include "llmft/model/kernels/bf16.h"
+#include "common.h"
+#include "llmft/model/kernels/matmul.h"
 
 using namespace llmft::kernels;
 
 namespace {
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using llmft::bench::now_s;
+using llmft::bench::median;
+
 std::string loadavg() {
   std::ifstream f("/proc/loadavg");
   std::string a, b, c;
@@ -122,6 +120,7 @@ double check(const Shape& s, Buffers& buf) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  llmft::kernels::use_native_blas_kernels(argv);
   const int repeats = argc > 1 ? std::stoi(argv[1]) : 5;
   const int64_t N = argc > 2 ? std::stoll(argv[2]) : 450;
   Buffers buf(static_cast<size_t>(50257) * 1024);

@@ -31,19 +31,16 @@
 #include "llmft/generate/sampler.h"
 #include "llmft/model/params.h"
 #include "llmft/tokenizer/bpe.h"
+#include "common.h"
+#include "llmft/model/kernels/matmul.h"
 
 using namespace llmft;
 
 namespace {
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using llmft::bench::now_s;
+using llmft::bench::median;
+using llmft::bench::peak_rss_gib;
 
 // A model with uniform weights of sd 0.02 (a normal distribution takes seconds for gpt2-medium;
 // timing only).
@@ -60,12 +57,6 @@ Gpt2 random_model(const Gpt2Config& cfg) {
 double load1() {
   double l[1] = {0};
   return getloadavg(l, 1) == 1 ? l[0] : -1.0;
-}
-
-double peak_rss_gib() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB
 }
 
 // Prefill + decode of random prompts through the Decoder directly, per streams count.
@@ -230,6 +221,7 @@ int testset_mode(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  llmft::kernels::use_native_blas_kernels(argv);
   try {
     if (argc > 1 && std::string(argv[1]) == "testset") return testset_mode(argc, argv);
     return streams_mode(argc, argv);

@@ -35,20 +35,16 @@
 #include "llmft/model/kernels/gelu.h"
 #include "llmft/model/kernels/layernorm.h"
 #include "llmft/model/kernels/matmul.h"
+#include "common.h"
 
 namespace {
+
+using llmft::bench::now_s;
+using llmft::bench::median;
 
 using namespace llmft::kernels;
 using VF = std::vector<float>;
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 double load_average() {
   double l[1] = {0};
   return getloadavg(l, 1) == 1 ? l[0] : -1.0;
@@ -353,6 +349,7 @@ void bench_model(const std::string& name, const std::vector<int64_t>& lens, int 
 }  // namespace
 
 int main(int argc, char** argv) {
+  llmft::kernels::use_native_blas_kernels(argv);
   std::string model = "gpt2-medium", lengths_file, only;
   int reps = 9, batch = 8, first = 0, threads = 0;
   float dropout = 0.0f;

@@ -69,25 +69,17 @@
 #include "llmft/train/model_source.h"
 #include "llmft/train/options.h"
 #include "llmft/train/trainer.h"
+#include "common.h"
+#include "llmft/model/kernels/matmul.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-double peak_rss_gib() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_maxrss) / (1024.0 * 1024.0);
-}
+using llmft::bench::now_s;
+using llmft::bench::median;
+using llmft::bench::peak_rss_gib;
 
 constexpr int64_t kPeakM = 450, kPeakK = 1024, kPeakN = 4096;
 
@@ -472,6 +464,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  llmft::kernels::use_native_blas_kernels(argv);
   try {
     return run(argc, argv);
   } catch (const llmft::Error& e) {

@@ -23,16 +23,15 @@
 #include "llmft/io/model_loader.h"
 #include "llmft/model/precision.h"
 #include "llmft/serve/server.h"
+#include "common.h"
+#include "llmft/model/kernels/matmul.h"
 
 using namespace llmft;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using llmft::bench::median;
 
 struct ClientResult {
   double ttft_s = 0;
@@ -73,6 +72,7 @@ ClientResult one_client(const std::string& url, const std::string& prompt, int64
 }  // namespace
 
 int main(int argc, char** argv) {
+  llmft::kernels::use_native_blas_kernels(argv);
   std::string model_spec = "random:gpt2-medium", clients_arg = "1,4,16", precision = "fp32";
   int64_t new_tokens = 64;
   int threads = 0, repeats = 3;

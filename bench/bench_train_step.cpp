@@ -31,22 +31,13 @@
 #include "llmft/model/lora.h"
 #include "llmft/model/kernels/matmul.h"
 #include "llmft/model/profile.h"
+#include "common.h"
 
 namespace {
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-double peak_rss_mb() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_maxrss) / 1024.0;
-}
+using llmft::bench::now_s;
+using llmft::bench::median;
+using llmft::bench::peak_rss_mb;
 
 double sgemm_gflops(int64_t M, int64_t K, int64_t N, int reps) {
   std::vector<float> a(M * K, 0.01f), b(K * N, 0.02f), c(M * N);
@@ -63,6 +54,7 @@ double sgemm_gflops(int64_t M, int64_t K, int64_t N, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  llmft::kernels::use_native_blas_kernels(argv);
   std::string model_name = "gpt2", lengths_file, precision = "fp32";
   int steps = 5, warmup = 1, batch = 8, threads = 0, lora_rank = 0;
   bool tied = false, prof = false;
@@ -216,6 +208,7 @@ int main(int argc, char** argv) {
                              {"real_tokens_per_s_median", median(tps)},
                              {"gflops_median", median(gflops)},
                              {"sgemm_baseline_gflops", base},
+                             {"blas_kernels", llmft::kernels::blas_kernels()},
                              {"peak_rss_mb", peak_rss_mb()},
                              {"compiler", fmt::format("gcc {}.{}", __GNUC__, __GNUC_MINOR__)}}
                   .dump()

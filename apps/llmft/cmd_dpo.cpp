@@ -58,9 +58,7 @@ Runner setup(CLI::App& app) {
           ->check(CLI::IsMember({"fp32", "bf16"})));
   add(app.add_option("--seed", o->seed, "Seed for shuffling (and a random model's weights)"));
   add(app.add_flag("--offline", *offline, "Never download a named model"));
-  add(app.add_option("--checkpoint-every", o->checkpoint_every,
-                     "Also checkpoint every N optimizer steps (0 = at the end of each epoch and "
-                     "on Ctrl-C only)"));
+  add_checkpoint_options(app, *o, add);
   add_lora_options(app, *o, add);
   add(app.add_option("--max-new-tokens", o->max_new_tokens,
                      "Token limit for each test-set answer"));
@@ -70,30 +68,18 @@ Runner setup(CLI::App& app) {
                      "Greedy tokens generated from the first validation prompt after each epoch"));
   add(app.add_option("--output,-o", *output,
                      "Run folder for every output (default: runs/<date>-<time>)"));
-  app.add_option("--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();
-  app.add_option("--resume", *resume,
-                 "Continue the run in this folder from its last checkpoint (its config.json "
-                 "holds the options; only --threads may be given)");
-  app.add_option("--interrupt-after-step", o->interrupt_after_step)->group("");
-  app.add_option("--kill-after-step", o->kill_after_step)->group("");
+  add_resume_options(app, *o, *resume,
+                     "Continue the run in this folder from its last checkpoint (its config.json "
+                     "holds the options; only --threads may be given)");
 
   return [=, &app]() -> int {
     DpoOptions opts = *d;
     std::filesystem::path resume_dir;
     if (!resume->empty()) {
-      for (CLI::Option* opt : run_opts) {
-        if (opt->count() > 0) {
-          throw UsageError(fmt::format("{} cannot be combined with --resume", opt->get_name()),
-                           "a resumed run keeps the options in its config.json");
-        }
-      }
       resume_dir = *resume;
-      const nlohmann::json j = read_run_config(resume_dir, "dpo");
-      opts = dpo_options_from_json(j.at("options"));
-      opts.train.output = resume_dir;
-      if (app.count("--threads")) opts.train.threads = d->train.threads;
-      opts.train.interrupt_after_step = d->train.interrupt_after_step;
-      opts.train.kill_after_step = d->train.kill_after_step;
+      opts = dpo_options_from_json(resume_options(
+          run_opts, resume_dir, "dpo", "a resumed run keeps the options in its config.json"));
+      keep_resume_settings(app, *o, resume_dir, opts.train);
     } else {
       if (app.count("--model") == 0) {
         throw UsageError("--model is required", "name the finetuned model to tune, e.g. "
@@ -108,7 +94,7 @@ Runner setup(CLI::App& app) {
     opts.validate();
     const FinetuneResult r = run_dpo(opts, resume_dir, install_stop_handler());
     remove_stop_handler();
-    return r.interrupted ? 130 : 0;
+    return r.interrupted ? stop_exit_code() : 0;
   };
 }
 

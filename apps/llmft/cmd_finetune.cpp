@@ -116,9 +116,7 @@ Runner setup(CLI::App& app) {
   add(app.add_flag("--no-fallback", *no_fallback,
                    "Fail instead of training a random small model when the named model is not "
                    "available"));
-  add(app.add_option("--checkpoint-every", o->checkpoint_every,
-                     "Also checkpoint every N optimizer steps (0 = at the end of each epoch and "
-                     "on Ctrl-C only)"));
+  add_checkpoint_options(app, *o, add);
   add_lora_options(app, *o, add);
   add(app.add_option("--max-new-tokens", o->max_new_tokens,
                      "Token limit for each test-set answer"));
@@ -135,32 +133,20 @@ Runner setup(CLI::App& app) {
   app.add_option("--judge-model", judge->model, "Judge model name on that server")
       ->capture_default_str();
   app.add_flag("--no-judge", *no_judge, "Do not look for a judge after training");
-  app.add_option("--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();
-  app.add_option("--resume", *resume,
-                 "Continue the run in this folder from its last checkpoint (its config.json "
-                 "holds the options; only --threads and the judge options may be given)");
-  // Test hooks: behave as if Ctrl-C came after step N / die by SIGKILL after step N.
-  app.add_option("--interrupt-after-step", o->interrupt_after_step)->group("");
-  app.add_option("--kill-after-step", o->kill_after_step)->group("");
+  add_resume_options(app, *o, *resume,
+                     "Continue the run in this folder from its last checkpoint (its config.json "
+                     "holds the options; only --threads and the judge options may be given)");
 
   return [=, &app]() -> int {
     FinetuneOptions opts = *o;
     std::filesystem::path resume_dir;
     if (!resume->empty()) {
-      for (CLI::Option* opt : run_opts) {
-        if (opt->count() > 0) {
-          throw UsageError(
-              fmt::format("{} cannot be combined with --resume", opt->get_name()),
-              "a resumed run keeps the options in its config.json; only --threads and the judge options may change");
-        }
-      }
       resume_dir = *resume;
-      const nlohmann::json j = read_run_config(resume_dir, "finetune");
-      opts = options_from_json(j.at("options"));
-      opts.output = resume_dir;
-      if (app.count("--threads")) opts.threads = o->threads;
-      opts.interrupt_after_step = o->interrupt_after_step;
-      opts.kill_after_step = o->kill_after_step;
+      opts = options_from_json(resume_options(
+          run_opts, resume_dir, "finetune",
+          "a resumed run keeps the options in its config.json; only --threads and the judge "
+          "options may change"));
+      keep_resume_settings(app, *o, resume_dir, opts);
     } else {
       if (!data->empty()) opts.data = *data;
       if (!output->empty()) opts.output = *output;
@@ -173,7 +159,7 @@ Runner setup(CLI::App& app) {
     opts.validate();
     const FinetuneResult r = run_finetune(opts, resume_dir, install_stop_handler());
     remove_stop_handler();
-    if (r.interrupted) return 130;
+    if (r.interrupted) return stop_exit_code();
     const auto answers = r.run_dir / "test-responses.json";
     if (opts.test_answers && !*no_judge && std::filesystem::exists(answers)) {
       judge_answers(*judge, answers);

@@ -9,6 +9,7 @@
 
 #include "command.h"
 #include "llmft/core/error.h"
+#include "llmft/model/kernels/matmul.h"
 #include "usage.h"
 
 namespace llmft::app {
@@ -20,6 +21,7 @@ std::vector<Command>& commands() {
 
 int main(int argc, char** argv) {
   using namespace llmft;
+  kernels::use_native_blas_kernels(argv);  // may run the program again with better kernels
   CLI::App cli{
       "llmft: finetune GPT-2 models to follow instructions, then generate answers and judge them.",
       "llmft"};

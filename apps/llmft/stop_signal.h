@@ -1,5 +1,6 @@
-// Ctrl-C for the training commands (finetune, dpo): the first one asks the loop to stop at the
-// next step with a checkpoint; a second one stops at once.
+// Stopping a training command (finetune, dpo): the first Ctrl-C (SIGINT), SIGTERM (what Slurm,
+// systemd, docker and Kubernetes send) or SIGHUP (a lost terminal) asks the loop to stop at the
+// next step with a checkpoint; a second one of any of them stops at once.
 #pragma once
 
 #include <atomic>
@@ -8,7 +9,9 @@ namespace llmft::app {
 
 // Installs the handler and returns the flag it sets (cleared first).
 const std::atomic<bool>* install_stop_handler();
-// Restores the default handler.
+// Restores the default handlers.
 void remove_stop_handler();
+// The exit code of a run stopped by the handler: 128 + the signal's number (130 for Ctrl-C).
+int stop_exit_code();
 
 }  // namespace llmft::app

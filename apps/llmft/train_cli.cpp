@@ -8,6 +8,17 @@
 
 namespace llmft::app {
 
+void add_checkpoint_options(CLI::App& app, FinetuneOptions& o, const AddRunOption& add) {
+  add(app.add_option("--checkpoint-every", o.checkpoint_every,
+                     "Also checkpoint every N optimizer steps (0 = off; checkpoints are always "
+                     "written at the end of each epoch, at the end and on Ctrl-C, SIGTERM or "
+                     "SIGHUP)"));
+  add(app.add_option("--checkpoint-minutes", o.checkpoint_minutes,
+                     "Also checkpoint when this many minutes of training passed since the last "
+                     "checkpoint, so a kill or power cut loses at most that (0 = off; the two "
+                     "newest checkpoints are kept)"));
+}
+
 void add_lora_options(CLI::App& app, FinetuneOptions& o, const AddRunOption& add) {
   add(app.add_flag("--lora", o.lora,
                    "Train LoRA adapters beside the frozen model instead of the model itself "
@@ -35,7 +46,21 @@ void check_lora_options(const CLI::App& app, const FinetuneOptions& o) {
                        "the adapter's own settings are used; leave the option out");
 }
 
-nlohmann::json read_run_config(const std::filesystem::path& dir, const std::string& command) {
+void add_resume_options(CLI::App& app, FinetuneOptions& o, std::string& resume,
+                        const std::string& resume_help) {
+  app.add_option("--threads", o.threads, "Threads (0 = all cores)")->capture_default_str();
+  app.add_option("--resume", resume, resume_help);
+  app.add_option("--interrupt-after-step", o.interrupt_after_step)->group("");
+  app.add_option("--kill-after-step", o.kill_after_step)->group("");
+  app.add_option("--term-after-step", o.term_after_step)->group("");
+}
+
+nlohmann::json resume_options(const std::vector<CLI::Option*>& run_opts,
+                              const std::filesystem::path& dir, const std::string& command,
+                              const std::string& hint) {
+  for (const CLI::Option* opt : run_opts)
+    if (opt->count() > 0)
+      throw UsageError(fmt::format("{} cannot be combined with --resume", opt->get_name()), hint);
   const auto file = dir / "config.json";
   auto j = nlohmann::json::parse(read_file(file), nullptr, false);
   // Runs of the first releases have no "command": they are finetune runs.
@@ -44,7 +69,16 @@ nlohmann::json read_run_config(const std::filesystem::path& dir, const std::stri
     throw Error(fmt::format("{}: not a llmft {} run", file.string(), command),
                 fmt::format("--resume takes the run folder of an earlier llmft {}", command));
   }
-  return j;
+  return j.at("options");
+}
+
+void keep_resume_settings(const CLI::App& app, const FinetuneOptions& cli,
+                          const std::filesystem::path& dir, FinetuneOptions& run) {
+  run.output = dir;
+  if (app.count("--threads")) run.threads = cli.threads;
+  run.interrupt_after_step = cli.interrupt_after_step;
+  run.kill_after_step = cli.kill_after_step;
+  run.term_after_step = cli.term_after_step;
 }
 
 }  // namespace llmft::app

@@ -228,6 +228,46 @@ TEST(Finetune, ResumeAfterKill9EqualsUninterruptedRun) {
   EXPECT_TRUE(model_params(dir / "cut") == model_params(dir / "full"));
 }
 
+// SIGTERM (what schedulers and container runtimes send) stops like Ctrl-C: the real handler takes
+// the signal raised after step 4, the loop checkpoints, the run exits 143 and resumes to the
+// uninterrupted result; the two newest checkpoints stay.
+TEST(Finetune, SigtermCheckpointsAndResumesLikeCtrlC) {
+  test::TempDir dir;
+  const auto full = test::run_llmft(tiny_args(dir / "full", {"--no-test-answers"}));
+  ASSERT_EQ(full.exit_code, 0) << describe(full);
+  const auto cut = test::run_llmft(tiny_args(
+      dir / "cut", {"--no-test-answers", "--checkpoint-every", "2", "--term-after-step", "4"}));
+  ASSERT_EQ(cut.exit_code, 128 + 15) << describe(cut);
+  EXPECT_NE(cut.err.find("llmft: SIGTERM: training stops at the next step with a checkpoint"),
+            std::string::npos)
+      << cut.err;
+  // Checkpoints after steps 2 and 4, then the stop's after step 5 (global step 4): two kept.
+  std::set<std::string> kept;
+  for (const auto& e : fs::directory_iterator(dir / "cut" / "checkpoints"))
+    if (e.is_directory()) kept.insert(e.path().filename().string());
+  EXPECT_EQ(kept, (std::set<std::string>{"step-000004", "step-000005"}));
+  const auto res = test::run_llmft({"finetune", "--resume", (dir / "cut").string()});
+  ASSERT_EQ(res.exit_code, 0) << describe(res);
+  expect_same_steps(read_metrics(dir / "cut" / "metrics.jsonl"),
+                    read_metrics(dir / "full" / "metrics.jsonl"));
+  EXPECT_TRUE(model_params(dir / "cut") == model_params(dir / "full"));
+}
+
+// A loss that is not finite stops the run before the update, naming the step: exit 1, no model
+// folder, the checkpoint before it kept. (lr 1e30 makes every weight huge after one update.)
+TEST(Finetune, NonFiniteLossStopsTheRunNamingTheStep) {
+  test::TempDir dir;
+  const auto r = test::run_llmft(tiny_args(
+      dir / "run", {"--no-test-answers", "--lr", "1e30", "--checkpoint-every", "1"}));
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find("llmft: error: step "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("training stopped before this update (the last checkpoint is kept)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(dir / "run" / "model"));
+  EXPECT_TRUE(fs::exists(dir / "run" / "checkpoints" / "step-000001"));
+}
+
 // A resumed run rebuilds its model from config.json: a hand-edited model record is an error
 // naming the file and the key, not a crash or a model of another shape.
 TEST(Finetune, ResumeRejectsAnEditedModelRecord) {

@@ -132,7 +132,8 @@ def write_safetensors(path, tensors):
                         "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
-    header["__metadata__"] = {"generator": "tests/reference/gpt2_reference.py",
+    # The script that ran (this one, or lora_reference.py / dpo_reference.py importing it).
+    header["__metadata__"] = {"generator": "tests/reference/" + os.path.basename(sys.argv[0]),
                               "torch": torch.__version__}
     hjson = json.dumps(header, separators=(",", ":")).encode()
     hjson += b" " * ((8 - len(hjson) % 8) % 8)

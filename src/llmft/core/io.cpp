@@ -74,6 +74,18 @@ std::string read_file(const fs::path& path) {
   return bytes;
 }
 
+namespace {
+// Forces a file's (or a folder's entries') data to the disk, so that after a rename a power cut
+// leaves either the old file or the complete new one. Best effort: a file system without fsync
+// (some network mounts) still gets the rename.
+void sync_path(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  [[maybe_unused]] const int rc = ::fsync(fd);
+  ::close(fd);
+}
+}  // namespace
+
 void write_file_atomic(const fs::path& path, const std::function<void(std::ostream&)>& writer) {
   const fs::path parent = path.has_parent_path() ? path.parent_path() : fs::path(".");
   std::error_code ec;
@@ -100,12 +112,14 @@ void write_file_atomic(const fs::path& path, const std::function<void(std::ostre
       throw Error(fmt::format("{}: write failed (disk full?)", path.string()));
     }
   }
+  sync_path(tmp);
   fs::rename(tmp, path, ec);
   if (ec) {
     const std::string why = ec.message();
     fs::remove(tmp, ec);
     throw Error(fmt::format("{}: cannot rename temporary file into place: {}", path.string(), why));
   }
+  sync_path(parent);
 }
 
 void write_file_atomic(const fs::path& path, std::string_view bytes) {
@@ -130,11 +144,13 @@ void write_folder_atomic(const fs::path& dir, const std::function<void(const fs:
   try {
     fill(out);
     if (fresh) {
+      sync_path(out);
       fs::rename(out, dir, ec);
       if (ec) {
         throw Error(fmt::format("{}: cannot move the finished folder into place: {}", dir.string(),
                                 ec.message()));
       }
+      sync_path(dir.has_parent_path() ? dir.parent_path() : fs::path("."));
     }
   } catch (...) {
     if (fresh) fs::remove_all(out, ec);

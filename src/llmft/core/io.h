@@ -36,8 +36,9 @@ class MappedFile {
 // Reads a whole file as bytes. Throws Error naming the path when it cannot.
 std::string read_file(const std::filesystem::path& path);
 
-// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed, then renamed
-// over `path`. Creates the parent folder. Throws Error naming the path on failure.
+// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and synced to
+// the disk, then renamed over `path` (and the folder synced): a kill or a power cut leaves the old
+// file or the new one. Creates the parent folder. Throws Error naming the path on failure.
 void write_file_atomic(const std::filesystem::path& path, std::string_view bytes);
 
 // Same, for content produced by a writer callback (large files: no second copy in memory).

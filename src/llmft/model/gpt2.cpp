@@ -490,16 +490,19 @@ LossResult Gpt2::head_loss(bool with_backward, float dloss_scale) {
 }
 
 // The head adapter's low-rank operands for the loss kernel (none without one): its projection of
-// the gathered rows, computed by the forward; with_backward: also where dB and du go.
-HeadLowRank Gpt2::head_low_rank(bool with_backward) {
+// the gathered rows (computed now, or the one the forward kept); with_backward: also where dB and
+// du go.
+HeadLowRank Gpt2::head_low_rank(bool with_backward, bool project) {
   LoraLayer* a = head_.adapter();
   if (!a) return {};
   const int64_t M = M_, C = cfg_.C;
   HeadLowRank lr;
   lr.r = a->rank();
   lr.B = a->B();
-  lr.u = a->project({work(off_xg_, M * C), lowp() ? bwork(boff_xg_, M * C) : std::span<bf16>{}},
-                    M);
+  lr.u = project ? a->project({work(off_xg_, M * C),
+                               lowp() ? bwork(boff_xg_, M * C) : std::span<bf16>{}},
+                              M)
+                 : a->projection(M);
   if (with_backward) {
     lr.dB = a->dB();
     lr.du = a->du(M);

@@ -185,7 +185,7 @@ class Gpt2 {
   // Gathers the rows whose target counts (xg, and its bf16 rounding); returns their number.
   int64_t gather_head_rows(std::span<const int32_t> targets);
   LossResult head_loss(bool with_backward, float dloss_scale);
-  kernels::HeadLowRank head_low_rank(bool with_backward);
+  kernels::HeadLowRank head_low_rank(bool with_backward, bool project = true);
   void finish_head_adapter();
   std::span<float> trainable_grads();
   void backward_head(float dloss_scale, std::span<const float> row_dloss);

@@ -54,7 +54,7 @@ void Gpt2::backward_head(float dloss_scale, std::span<const float> row_dloss) {
                              work(off_xg_, M * C), w_.lm_head,
                              {gtargets_.data(), static_cast<size_t>(M)}, work(off_lse_, M),
                              dloss_scale, M, C, V, R, head_has_logits_, ops,
-                             head_low_rank(/*with_backward=*/true), row_dloss);
+                             head_low_rank(/*with_backward=*/true, /*project=*/false), row_dloss);
   finish_head_adapter();
 }
 

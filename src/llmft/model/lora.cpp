@@ -117,6 +117,11 @@ std::span<const float> LoraLayer::project(const Act& x, int64_t N) {
   return u_;
 }
 
+std::span<const float> LoraLayer::projection(int64_t N) const {
+  LLMFT_CHECK(static_cast<int64_t>(u_.size()) == N * r_, "LoRA head backward before its forward");
+  return u_;
+}
+
 void LoraLayer::forward(std::span<float> out, const Act& x, int64_t N) {
   project(x, N);
   // out += u @ B^T: the input-gradient product of a (OC, r) Conv1D weight, which accumulates
@@ -135,6 +140,10 @@ void LoraLayer::backward_input(std::span<float> dx, const Act& dout, int64_t N) 
   du_.resize(static_cast<size_t>(N * r_));
   kernels::matmul_forward(du_, dout.f.first(N * OC_), B_, {}, N, OC_, r_, WeightLayout::kInOut);
   for (float& v : du_) v *= scale_;
+  add_input_gradient(dx, N);
+}
+
+void LoraLayer::add_input_gradient(std::span<float> dx, int64_t N) {
   // dx += drop'(du @ A)
   if (!drop_on_) {
     kernels::matmul_backward(dx.first(N * IC_), {}, {}, du_, {}, A_, N, IC_, r_,
@@ -161,15 +170,7 @@ void LoraLayer::backward_weights(const Act& dout, const Act& x, int64_t N) {
 void LoraLayer::finish_head(std::span<float> dx, const Act& x, int64_t N) {
   // The loss kernel left du = dlogits @ B (unscaled) and dB += dlogits^T @ u.
   for (float& v : du_) v *= scale_;
-  if (!drop_on_) {
-    kernels::matmul_backward(dx.first(N * IC_), {}, {}, du_, {}, A_, N, IC_, r_,
-                             WeightLayout::kOutIn);
-  } else {
-    const int64_t n = N * IC_;
-    std::vector<float> t(static_cast<size_t>(n), 0.0f);
-    kernels::matmul_backward(t, {}, {}, du_, {}, A_, N, IC_, r_, WeightLayout::kOutIn);
-    kernels::dropout_backward(dx.first(n), t, p_, seed_, n);
-  }
+  add_input_gradient(dx, N);
   if (!dA_.empty())
     kernels::matmul_backward({}, dA_, {}, du_, input(x, N), {}, N, IC_, r_, WeightLayout::kOutIn);
 }

@@ -67,6 +67,7 @@ class LoraLayer {
   // project() computes u (N, r) from x; the kernel adds u @ B^T to each chunk of logits and
   // accumulates dB and du (= dlogits @ B, unscaled); finish_head() turns du into dA and dx.
   std::span<const float> project(const Act& x, int64_t N);
+  std::span<const float> projection(int64_t N) const;  // the last project()'s u
   std::span<const float> B() const { return B_; }
   std::span<float> dB() const { return dB_; }
   std::span<float> du(int64_t N);
@@ -75,6 +76,8 @@ class LoraLayer {
  private:
   // x (N, IC) in fp32 with this forward's dropout applied: x.f itself, or the shared scratch.
   std::span<const float> input(const Act& x, int64_t N);
+  // dx (N, IC) += drop'(du @ A), through the shared scratch when dropout is on.
+  void add_input_gradient(std::span<float> dx, int64_t N);
   std::span<float> A_, B_, dA_, dB_;
   int64_t IC_, OC_, r_;
   float scale_, p_;

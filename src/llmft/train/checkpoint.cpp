@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "llmft/core/error.h"
@@ -89,25 +91,42 @@ fs::path save_checkpoint(const fs::path& run_dir, const TensorTable& table,
     throw;
   }
   write_file_atomic(root / "latest", name + "\n");
-  // Only now is the new checkpoint the valid one: drop the others (and stale temporaries).
+  // Only now is the new checkpoint the valid one: keep it and the one before (in case this one
+  // is damaged later), drop older ones and stale temporaries.
+  const auto kept = checkpoints_newest_first(run_dir);
   for (const auto& e : fs::directory_iterator(root, ec)) {
-    if (e.is_directory() && e.path().filename() != name) fs::remove_all(e.path(), ec);
+    if (!e.is_directory()) continue;
+    const bool keep = (kept.size() > 0 && e.path() == kept[0]) ||
+                      (kept.size() > 1 && e.path() == kept[1]);
+    if (!keep) fs::remove_all(e.path(), ec);
   }
   return final_dir;
 }
 
-std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
-  const fs::path latest = run_dir / "checkpoints" / "latest";
+std::vector<fs::path> checkpoints_newest_first(const fs::path& run_dir) {
+  std::vector<std::pair<int64_t, fs::path>> found;
   std::error_code ec;
-  if (!fs::exists(latest, ec)) return std::nullopt;
-  std::string name = read_file(latest);
-  while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
-  const fs::path dir = run_dir / "checkpoints" / name;
-  if (name.empty() || name.find('/') != std::string::npos || !fs::is_directory(dir, ec)) {
-    throw Error(fmt::format("{}: names checkpoint '{}', which is missing", latest.string(), name),
-                "the run folder was modified by hand; it cannot be resumed");
+  for (const auto& e : fs::directory_iterator(run_dir / "checkpoints", ec)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory() || name.rfind("step-", 0) != 0 || name.size() < 6 ||
+        name.find_first_not_of("0123456789", 5) != std::string::npos)
+      continue;  // temporaries (.tmp-*) and anything else
+    // A step folder exists only once complete (renamed into place after its files were synced).
+    if (!fs::is_regular_file(e.path() / "state.json", ec)) continue;
+    found.emplace_back(std::stoll(name.substr(5)), e.path());
   }
-  return dir;
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<fs::path> out;
+  for (auto& f : found) out.push_back(std::move(f.second));
+  return out;
+}
+
+std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
+  // The newest complete step folder: `latest` names it too, unless the run stopped between the
+  // rename and that write.
+  const auto all = checkpoints_newest_first(run_dir);
+  if (all.empty()) return std::nullopt;
+  return all.front();
 }
 
 TrainState load_checkpoint(const fs::path& dir, const TensorTable& table, std::span<float> params,

@@ -2,9 +2,10 @@
 //   <run>/checkpoints/step-000123/{model.safetensors, optimizer.safetensors, state.json,
 //                                  metrics.jsonl}
 //   <run>/checkpoints/latest        (the name of the newest complete checkpoint)
-// A checkpoint is written into a temporary folder, renamed into place, and only then named in
-// `latest` (atomic replace); older ones are deleted after that. So a kill -9 at any instant leaves
-// `latest` naming a complete checkpoint. model.safetensors holds the trained tensors under their
+// A checkpoint is written into a temporary folder (each file synced to the disk), renamed into
+// place, and only then named in `latest` (atomic replace); then all but it and the one before it
+// are deleted. So a kill -9 or a power cut at any instant leaves a complete checkpoint, and
+// resuming takes the newest complete one. model.safetensors holds the trained tensors under their
 // file names (a full model: Hugging Face's GPT-2 names, so it loads in transformers; LoRA: PEFT's
 // adapter names); optimizer.safetensors holds AdamW's m and v as "m.<name>", "v.<name>".
 #pragma once
@@ -14,6 +15,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -43,9 +45,11 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, cons
                                       std::span<const float> v, const TrainState& state,
                                       const std::filesystem::path& metrics_file);
 
-// The folder `latest` names, or nullopt when the run has no checkpoint. Throws Error when
-// `latest` names a folder that is missing.
+// The newest complete checkpoint, or nullopt when the run has none. Half-written ones (temporary
+// folders of a write that was cut short) are ignored.
 std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& run_dir);
+// Every complete checkpoint folder, newest (highest step) first. save_checkpoint keeps two.
+std::vector<std::filesystem::path> checkpoints_newest_first(const std::filesystem::path& run_dir);
 
 // Reads a checkpoint back into params/m/v (laid out by `table`) and restores `metrics_file`
 // from the checkpoint's copy. Throws Error naming the file on any mismatch.

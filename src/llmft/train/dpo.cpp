@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <optional>
 
 #include "llmft/core/error.h"
@@ -121,6 +120,7 @@ class Dpo {
     int64_t batches = 0;
   };
   StepRecord train_step();
+  void print_sample();
   DpoStats batch_stats(const PreferenceBatch& b, bool with_gradient);
   Eval evaluate_loader(const DataLoader& loader, int64_t epoch, int64_t n);
   void evaluate(int64_t epoch, const StepRecord& step);
@@ -263,47 +263,29 @@ void Dpo::answer_with_start_model() {
 }
 
 bool Dpo::train_loop(const std::atomic<bool>* stop) {
-  ProgressBar bar("dpo", total_steps_, "step");
-  con_.bar = &bar;
-  bar.update(st_.step);
   ph_.setup_seconds = seconds_since(t_start_);
-  const auto t_train = Clock::now();
-  const double before = st_.train_seconds;
-  bool interrupted = false;
-  while (st_.step < total_steps_ && !interrupted) {
-    const int64_t epoch = st_.epoch;
-    const StepRecord rec = train_step();
-    if (rec.step % o_.eval_freq == 0) evaluate(epoch, rec);
-    const bool epoch_end = st_.batch_in_epoch == steps_per_epoch_;
-    if (epoch_end && o_.sample_tokens > 0) {
-      const auto t0 = Clock::now();
-      con_.line(greedy_sample(model_, *source_.tokenizer,
-                              format_prompt(data_.tmpl, data_.ds.entries[data_.split.val.begin]),
-                              o_.sample_tokens));
-      ph_.sample_seconds += seconds_since(t0);
-      ++ph_.samples;
-    }
-    if (epoch_end) {
-      ++st_.epoch;
-      st_.batch_in_epoch = 0;
-    }
-    st_.train_seconds = before + seconds_since(t_train);
-    bar.update(st_.step, fmt::format("loss {:.3f} | margin {:.3f}", rec.loss,
-                                     rec.rewards->margin()));
-    const bool want_stop = (stop && stop->load()) || o_.interrupt_after_step == rec.step;
-    if (epoch_end || want_stop || st_.step == total_steps_ ||
-        (o_.checkpoint_every > 0 && st_.step % o_.checkpoint_every == 0)) {
-      checkpoint();
-    }
-    if (o_.kill_after_step == rec.step) std::raise(SIGKILL);
-    interrupted = want_stop && st_.step < total_steps_;
-  }
-  bar.finish();
-  con_.bar = nullptr;
-  if (!interrupted) {
-    con_.line(fmt::format("Training completed in {:.2f} minutes.", st_.train_seconds / 60.0));
-  }
-  return !interrupted;
+  const TrainLoop loop{"dpo",
+                       total_steps_,
+                       steps_per_epoch_,
+                       [&] { return train_step(); },
+                       [&](int64_t epoch, const StepRecord& r) { evaluate(epoch, r); },
+                       [&] { print_sample(); },
+                       [&] { checkpoint(); },
+                       [](const StepRecord& r) {
+                         return fmt::format("loss {:.3f} | margin {:.3f}", r.loss,
+                                            r.rewards->margin());
+                       }};
+  return run_train_loop(loop, o_, st_, stop, con_);
+}
+
+void Dpo::print_sample() {
+  if (o_.sample_tokens == 0) return;
+  const auto t0 = Clock::now();
+  con_.line(greedy_sample(model_, *source_.tokenizer,
+                          format_prompt(data_.tmpl, data_.ds.entries[data_.split.val.begin]),
+                          o_.sample_tokens));
+  ph_.sample_seconds += seconds_since(t0);
+  ++ph_.samples;
 }
 
 // The batch's DPO loss and rewards; with_gradient: a training forward and the backward, the
@@ -329,6 +311,7 @@ StepRecord Dpo::train_step() {
   const DpoStats s = batch_stats(b, /*with_gradient=*/true);
   const double grad_norm =
       o_.grad_clip > 0 ? model_.clip_grad_norm(o_.grad_clip) : model_.grad_norm();
+  check_finite_step(st_.step, s.loss, grad_norm);
   const double lr = schedule_.lr(st_.step);
   const Gpt2::Trainable t = model_.trainable();
   adamw_.step(t.params, t.grads, static_cast<float>(lr));

@@ -52,6 +52,8 @@ void FinetuneOptions::validate() const {
   require(threads >= 0, "--threads", threads, "an integer >= 0 (0 = all cores)");
   require(checkpoint_every >= 0, "--checkpoint-every", checkpoint_every,
           "an integer >= 0 (0 = at epoch ends only)");
+  require(std::isfinite(checkpoint_minutes) && checkpoint_minutes >= 0, "--checkpoint-minutes",
+          checkpoint_minutes, "a number >= 0 (0 = off)");
   require(max_new_tokens >= 1, "--max-new-tokens", max_new_tokens, "an integer >= 1");
   require(sample_tokens >= 0, "--sample-tokens", sample_tokens, "an integer >= 0");
   if (!lora && (!adapter.empty() || merge))
@@ -99,6 +101,7 @@ nlohmann::json to_json(const FinetuneOptions& o) {
       {"precision", o.precision},
       {"output", o.output.string()},
       {"checkpoint_every", o.checkpoint_every},
+      {"checkpoint_minutes", o.checkpoint_minutes},
       {"max_new_tokens", o.max_new_tokens},
       {"test_answers", o.test_answers},
       {"sample_tokens", o.sample_tokens},
@@ -154,6 +157,7 @@ FinetuneOptions options_from_json(const nlohmann::json& j) {
   get("precision", o.precision);
   get("output", output);
   get("checkpoint_every", o.checkpoint_every);
+  get("checkpoint_minutes", o.checkpoint_minutes);
   get("max_new_tokens", o.max_new_tokens);
   get("test_answers", o.test_answers);
   get("sample_tokens", o.sample_tokens);

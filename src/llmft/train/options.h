@@ -55,6 +55,7 @@ struct FinetuneOptions {
   // Outputs.
   std::filesystem::path output;       // empty = runs/<timestamp>
   int64_t checkpoint_every = 0;       // also checkpoint every N steps (0 = only at epoch ends)
+  double checkpoint_minutes = 10;     // also checkpoint after this much training time (0 = off)
   int64_t max_new_tokens = 256;       // for the test-set answers
   bool test_answers = true;
   int64_t sample_tokens = 50;         // greedy tokens printed after each epoch
@@ -63,6 +64,7 @@ struct FinetuneOptions {
   // die by SIGKILL after it (nothing flushed beyond what a real kill -9 would leave).
   int64_t interrupt_after_step = -1;
   int64_t kill_after_step = -1;
+  int64_t term_after_step = -1;  // raise SIGTERM after this step (the real handler takes it)
   // Benchmark hooks (not on the command line): write no checkpoint and no model folder (a
   // gpt2-medium checkpoint is ~5 GB; such a run cannot be resumed), and print the greedy sample
   // after the last step as well when a --max-steps run ends inside an epoch (so a shortened run

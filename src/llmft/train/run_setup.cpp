@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <ctime>
 
@@ -158,6 +160,14 @@ AdamWConfig adamw_config(const FinetuneOptions& opts) {
           static_cast<float>(opts.weight_decay)};
 }
 
+void check_finite_step(int64_t step, double loss, double grad_norm) {
+  if (std::isfinite(loss) && std::isfinite(grad_norm)) return;
+  throw Error(fmt::format("step {}: the loss is {} and the gradient norm {}: training stopped "
+                          "before this update (the last checkpoint is kept)",
+                          step, loss, grad_norm),
+              "start again with a lower --lr, or with --grad-clip 1.0");
+}
+
 std::string base_model_name(const FinetuneOptions& opts, const LoadedModel& source) {
   return source.dir.empty() || !std::filesystem::exists(opts.model) ? opts.model
                                                                       : source.dir.string();
@@ -188,6 +198,46 @@ SavedModel save_trained_model(Gpt2& model, const FinetuneOptions& opts, const Lo
   con.line(fmt::format("{} saved to {}", opts.lora ? "Merged model" : "Model",
                        saved.model_dir->string()));
   return saved;
+}
+
+bool run_train_loop(const TrainLoop& loop, const FinetuneOptions& opts, TrainState& st,
+                    const std::atomic<bool>* stop, Console& con) {
+  ProgressBar bar(loop.name, loop.total_steps, "step");
+  con.bar = &bar;
+  bar.update(st.step);
+  const auto t_loop = std::chrono::steady_clock::now();
+  auto t_checkpoint = t_loop;
+  const double seconds_before = st.train_seconds;
+  bool interrupted = false;
+  while (st.step < loop.total_steps && !interrupted) {
+    const int64_t epoch = st.epoch;
+    const StepRecord rec = loop.step();  // advances st.step and st.batch_in_epoch
+    if (rec.step % opts.eval_freq == 0) loop.evaluate(epoch, rec);
+    const bool epoch_end = st.batch_in_epoch == loop.steps_per_epoch;
+    if (epoch_end || (opts.sample_at_end && st.step == loop.total_steps)) loop.sample();
+    if (epoch_end) {
+      ++st.epoch;
+      st.batch_in_epoch = 0;
+    }
+    st.train_seconds = seconds_before + seconds_since(t_loop);
+    bar.update(st.step, loop.bar_text(rec));
+    if (opts.term_after_step == rec.step) std::raise(SIGTERM);
+    const bool want_stop = (stop && stop->load()) || opts.interrupt_after_step == rec.step;
+    const bool timed = opts.checkpoint_minutes > 0 &&
+                       seconds_since(t_checkpoint) >= 60.0 * opts.checkpoint_minutes;
+    if (epoch_end || want_stop || timed || st.step == loop.total_steps ||
+        (opts.checkpoint_every > 0 && st.step % opts.checkpoint_every == 0)) {
+      loop.checkpoint();
+      t_checkpoint = std::chrono::steady_clock::now();
+    }
+    if (opts.kill_after_step == rec.step) std::raise(SIGKILL);
+    interrupted = want_stop && st.step < loop.total_steps;
+  }
+  bar.finish();
+  con.bar = nullptr;
+  if (!interrupted)
+    con.line(fmt::format("Training completed in {:.2f} minutes.", st.train_seconds / 60.0));
+  return !interrupted;
 }
 
 std::string greedy_sample(Gpt2& model, const BpeTokenizer& tok, const std::string& prompt,

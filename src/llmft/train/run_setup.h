@@ -3,8 +3,10 @@
 // the dataset with its split, the starting model, the console, the greedy sample.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -14,6 +16,8 @@
 #include "llmft/data/template.h"
 #include "llmft/data/tokenized.h"
 #include "llmft/model/adamw.h"
+#include "llmft/train/checkpoint.h"
+#include "llmft/train/metrics.h"
 #include "llmft/train/model_source.h"
 #include "llmft/train/options.h"
 
@@ -66,6 +70,9 @@ void attach_lora(LoadedModel& source, FinetuneOptions& opts, bool resuming);
 // The header line of a LoRA run: trainable parameters, rank, alpha, dropout, targets.
 std::string describe_lora(Gpt2& model, const FinetuneOptions& opts);
 AdamWConfig adamw_config(const FinetuneOptions& opts);
+// Before an update: a loss or gradient norm that is not finite stops the run (throws Error naming
+// the step), so the weights and the last checkpoint stay as they were.
+void check_finite_step(int64_t step, double loss, double grad_norm);
 
 // What an adapter's base_model_name_or_path records: a Hugging Face name as such, a folder as its
 // path.
@@ -78,6 +85,24 @@ struct SavedModel {
 };
 SavedModel save_trained_model(Gpt2& model, const FinetuneOptions& opts, const LoadedModel& source,
                               const std::filesystem::path& run_dir, Console& con);
+
+// The loop of a training run, the reference's train_model_simple (and train_model_dpo_simple):
+// until st.step reaches total_steps: a step; an evaluation when its global step % eval_freq == 0;
+// at each epoch end (and at the last step with sample_at_end) the sample; a checkpoint at each
+// epoch end, at the last step, every checkpoint_every steps, checkpoint_minutes after the last
+// one, and when a stop is requested (then it returns false: interrupted). The progress bar shows
+// bar_text of each step's record.
+struct TrainLoop {
+  const char* name;  // the progress bar's label
+  int64_t total_steps, steps_per_epoch;
+  std::function<StepRecord()> step;
+  std::function<void(int64_t epoch, const StepRecord&)> evaluate;
+  std::function<void()> sample, checkpoint;
+  std::function<std::string(const StepRecord&)> bar_text;
+};
+// st.train_seconds grows by the loop's wall time; returns false when interrupted.
+bool run_train_loop(const TrainLoop& loop, const FinetuneOptions& opts, TrainState& st,
+                    const std::atomic<bool>* stop, Console& con);
 
 // `tokens` greedy tokens after `prompt` (no stop at <|endoftext|>, as generate_text_simple), the
 // prompt and the tokens decoded on one line (newlines as spaces): the sample after each epoch.

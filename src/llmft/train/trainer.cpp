@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <nlohmann/json.hpp>
@@ -122,7 +121,6 @@ class Finetune {
  private:
   StepRecord train_step();
   double loss_and_gradient(const std::vector<int64_t>& idx, const Batch& full);
-  bool checkpoint_or_stop(int64_t global_step, bool epoch_end, const std::atomic<bool>* stop);
   void evaluate(int64_t epoch, const StepRecord& step);
   double calc_loss_loader(const DataLoader& loader, int64_t epoch, int64_t n);
   void print_sample();
@@ -219,34 +217,19 @@ void Finetune::print_header() {
 // ---- Training ---------------------------------------------------------------------------------
 
 bool Finetune::train_loop(const std::atomic<bool>* stop) {
-  ProgressBar bar("train", total_steps_, "step");
-  con_.bar = &bar;
-  bar.update(st_.step);
   ph_.setup_seconds = seconds_since(t_start_);
-  const auto t_train = Clock::now();
-  const double train_seconds_before = st_.train_seconds;
-  bool interrupted = false;
-  while (st_.step < total_steps_ && !interrupted) {
-    const int64_t epoch = st_.epoch;
-    const StepRecord rec = train_step();
-    if (rec.step % opts_.eval_freq == 0) evaluate(epoch, rec);
-    const bool epoch_end = st_.batch_in_epoch == steps_per_epoch_;
-    if (epoch_end || (opts_.sample_at_end && st_.step == total_steps_)) print_sample();
-    if (epoch_end) {
-      ++st_.epoch;
-      st_.batch_in_epoch = 0;
-    }
-    st_.train_seconds = train_seconds_before + seconds_since(t_train);
-    bar.update(st_.step, fmt::format("loss {:.3f} | {} tok/s", rec.loss,
-                                     human_count(rec.tokens_per_s, "")));
-    interrupted = checkpoint_or_stop(rec.step, epoch_end, stop);
-  }
-  bar.finish();
-  con_.bar = nullptr;
-  if (!interrupted) {
-    con_.line(fmt::format("Training completed in {:.2f} minutes.", st_.train_seconds / 60.0));
-  }
-  return !interrupted;
+  const TrainLoop loop{"train",
+                       total_steps_,
+                       steps_per_epoch_,
+                       [&] { return train_step(); },
+                       [&](int64_t epoch, const StepRecord& r) { evaluate(epoch, r); },
+                       [&] { print_sample(); },
+                       [&] { checkpoint(); },
+                       [](const StepRecord& r) {
+                         return fmt::format("loss {:.3f} | {} tok/s", r.loss,
+                                            human_count(r.tokens_per_s, ""));
+                       }};
+  return run_train_loop(loop, opts_, st_, stop, con_);
 }
 
 // One optimizer step on the next batch: its record goes to the metrics log and is returned.
@@ -258,6 +241,7 @@ StepRecord Finetune::train_step() {
   const double loss = loss_and_gradient(idx, full);
   const double grad_norm =
       opts_.grad_clip > 0 ? model_.clip_grad_norm(opts_.grad_clip) : model_.grad_norm();
+  check_finite_step(st_.step, loss, grad_norm);
   const double lr = schedule_.lr(st_.step);
   const Gpt2::Trainable t = model_.trainable();
   adamw_.step(t.params, t.grads, static_cast<float>(lr));
@@ -312,17 +296,6 @@ double Finetune::loss_and_gradient(const std::vector<int64_t>& idx, const Batch&
 
 // Checkpoints at each epoch end, at the last step, every --checkpoint-every steps and before
 // stopping. True when the run stops here (Ctrl-C or the test hook) short of its last step.
-bool Finetune::checkpoint_or_stop(int64_t global_step, bool epoch_end,
-                                  const std::atomic<bool>* stop) {
-  const bool want_stop = (stop && stop->load()) || opts_.interrupt_after_step == global_step;
-  if (epoch_end || want_stop || st_.step == total_steps_ ||
-      (opts_.checkpoint_every > 0 && st_.step % opts_.checkpoint_every == 0)) {
-    checkpoint();
-  }
-  if (opts_.kill_after_step == global_step) std::raise(SIGKILL);
-  return want_stop && st_.step < total_steps_;
-}
-
 void Finetune::evaluate(int64_t epoch, const StepRecord& step) {
   const auto t_eval = Clock::now();
   EvalRecord e;

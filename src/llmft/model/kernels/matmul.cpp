@@ -3,8 +3,12 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string_view>
 
 #include "llmft/model/kernels/common.h"
 #include "llmft/model/kernels/vmath.h"
@@ -116,6 +120,38 @@ float init_with_bias(std::span<float> out, std::span<const float> bias, int64_t 
 }
 
 }  // namespace
+
+namespace {
+// OpenBLAS core names whose kernels use neither AVX2 nor AVX-512.
+bool pre_avx2_core(std::string_view name) {
+  for (std::string_view old : {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom",
+                               "Sandybridge", "Katmai", "Coppermine", "Northwood", "Banias",
+                               "Opteron", "Opteron_SSE3", "Barcelona", "Bobcat", "Bulldozer",
+                               "Piledriver", "Steamroller", "Excavator", "Generic", "Unknown"})
+    if (name == old) return true;
+  return false;
+}
+}  // namespace
+
+const char* blas_kernels() {
+  const char* name = openblas_get_corename();
+  return name != nullptr ? name : "unknown";
+}
+
+void use_native_blas_kernels(char** argv) {
+  if (!pre_avx2_core(blas_kernels())) return;
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!avx512 && !avx2) return;  // its choice is right for this CPU
+  // Once only: if the re-run still reports an old core, carry on with it.
+  if (std::getenv("LLMFT_BLAS_RERUN") != nullptr) return;
+  setenv("OPENBLAS_CORETYPE", avx512 ? "SkylakeX" : "Haswell", 1);
+  setenv("LLMFT_BLAS_RERUN", "1", 1);
+  std::fflush(nullptr);
+  execv("/proc/self/exe", argv);  // returns only on failure: keep running as we are
+  unsetenv("LLMFT_BLAS_RERUN");
+}
 
 ScopedThreads::ScopedThreads(int n) : omp_(omp_get_max_threads()), blas_(openblas_get_num_threads()) {
   LLMFT_CHECK(n >= 0, "threads {}", n);

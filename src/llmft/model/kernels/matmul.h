@@ -38,6 +38,19 @@ void matmul_backward(std::span<float> dinp, std::span<float> dw, std::span<float
                      std::span<const bf16> inp, std::span<const bf16> w, int64_t N, int64_t IC,
                      int64_t OC, WeightLayout layout = WeightLayout::kInOut);
 
+// OpenBLAS picks its kernels from the CPU's model name, and on a CPU it does not recognise (cloud
+// VMs report a generic "Intel Xeon Processor") it falls back to SSE3 ("Prescott") kernels, 4-5x
+// slower than the AVX-512 ones the CPU runs. It reads OPENBLAS_CORETYPE only when the process
+// starts, so when its choice lacks instructions cpuid reports (AVX2 + FMA, or AVX-512), this
+// runs the program again (execv of /proc/self/exe with the same arguments) with the core that
+// matches: SkylakeX for AVX-512, Haswell for AVX2. Called first thing in main(); returns
+// normally when nothing needs to change (or the re-run is not possible). The choice is made from
+// cpuid alone, so a wrong OPENBLAS_CORETYPE is corrected too, but never towards fewer
+// instructions.
+void use_native_blas_kernels(char** argv);
+// The kernels OpenBLAS runs ("SkylakeX", "Haswell", "Prescott", ...).
+const char* blas_kernels();
+
 // The OpenMP and OpenBLAS thread counts for a scope, restored at its end: library calls take a
 // thread count and leave the process's settings as they found them. n = 0 keeps them.
 class ScopedThreads {
