@@ -14,7 +14,22 @@
 namespace llmft::app {
 namespace {
 
-// The recipe's last step (SPEC §8): score the test answers when a judge answers at the URL.
+// Adds the judge's result to the run's summary.json (written by the trainer before judging).
+void record_judge(const std::filesystem::path& run_dir, const JudgeOptions& judge,
+                  const JudgeSummary& s) {
+  const auto path = run_dir / "summary.json";
+  nlohmann::json j = nlohmann::json::parse(read_file(path));
+  j["judge"] = {{"model", judge.model},
+                {"url", judge.url},
+                {"scored", s.stats.count},
+                {"entries", s.total},
+                {"average_score", s.stats.count ? nlohmann::json(s.stats.mean) : nlohmann::json()},
+                {"scores_file", s.output.filename().string()}};
+  write_file_atomic(path, j.dump(2) + "\n");
+}
+
+// The recipe's last step (SPEC §8): score the test answers when a judge answers at the URL, and
+// record the average in summary.json.
 void judge_answers(JudgeOptions judge, const std::filesystem::path& answers) {
   judge.input = answers;
   const std::string later = fmt::format("llmft judge --input {} --url {} --model {}",
@@ -27,7 +42,9 @@ void judge_answers(JudgeOptions judge, const std::filesystem::path& answers) {
   }
   fmt::print("\nScoring the test answers with {} at {}\n", judge.model, judge.url);
   try {
-    fmt::print("{}", format_summary(judge_file(judge)));
+    const JudgeSummary s = judge_file(judge);
+    fmt::print("{}", format_summary(s));
+    record_judge(answers.parent_path(), judge, s);
   } catch (const Error& e) {
     // Training succeeded; a judge failure must not hide that. Say what happened and how to resume.
     fmt::print(stderr, "llmft: judge stopped: {}\nresume with: {}\n", e.what(), later);

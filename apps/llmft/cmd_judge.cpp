@@ -66,6 +66,11 @@ Runner setup(CLI::App& app) {
       ->expected(2);
   app.add_option("--response-field", o.response_field, "Field holding the answer to score")
       ->capture_default_str();
+  app.add_flag("--lenient", o.lenient,
+               "Read a reply that is not just an integer (\"Score: 35/100\") as the first whole "
+               "number 0-100 in it; such scores are counted in the summary and marked "
+               "\"judge_parse\": \"lenient\" in the output")
+      ->capture_default_str();
   add_judge_server_options(app, o, c->server,
                            "Score everything again instead of keeping an existing output file's "
                            "scores");

@@ -1,4 +1,5 @@
-// `llmft tokenize`: text -> GPT-2 token ids as a JSON array, --decode for the reverse, and
+// `llmft tokenize [TEXT]`: text (the argument, --file or stdin) -> GPT-2 token ids as a JSON
+// array, --decode for the reverse, and
 // --jsonl for many texts at once ({"text", "mode"} per line in, {"ids"} per line out, in order).
 #include <cstdio>
 #include <iostream>
@@ -14,7 +15,8 @@ namespace llmft::app {
 namespace {
 
 struct TokenizeOptions {
-  std::string file, vocab, jsonl;
+  std::string text, file, vocab, jsonl;
+  bool has_text = false;  // TEXT was given (it may be empty)
   bool decode = false, allow_special = false;
 };
 
@@ -87,6 +89,9 @@ void run_jsonl(const BpeTokenizer& tok, const TokenizeOptions& o) {
 
 Runner setup(CLI::App& app) {
   auto o = std::make_shared<TokenizeOptions>();
+  CLI::Option* text = app.add_option(
+      "text", o->text,
+      "Text to encode (with --decode: a JSON array of ids); default: read stdin or --file");
   app.add_option("--file", o->file,
                  "Read the text (or, with --decode, the ids) from this file "
                  "instead of stdin (used as is: a trailing newline is text)")
@@ -105,16 +110,19 @@ Runner setup(CLI::App& app) {
                  "\"all\"} of this file ('-' = stdin) and print one line "
                  "{\"ids\": [...]} per line, in order")
       ->capture_default_str();
-  return [o]() {
+  return [o, text]() {
+    o->has_text = text->count() > 0;
     if (o->decode && !o->jsonl.empty()) throw UsageError("--decode and --jsonl cannot be combined");
+    if (o->has_text && (!o->file.empty() || !o->jsonl.empty()))
+      throw UsageError("give the text as an argument or with --file/--jsonl, not both");
     const BpeTokenizer tok =
         o->vocab.empty() ? BpeTokenizer::load_bundled() : BpeTokenizer::load_folder(o->vocab);
     if (!o->jsonl.empty()) {
       run_jsonl(tok, *o);
       return 0;
     }
-    const std::string input = read_input(o->file);
-    const std::string source = o->file.empty() ? "stdin" : o->file;
+    const std::string input = o->has_text ? o->text : read_input(o->file);
+    const std::string source = o->has_text ? "the argument" : o->file.empty() ? "stdin" : o->file;
     if (o->decode) {
       std::vector<int32_t> ids;
       try {

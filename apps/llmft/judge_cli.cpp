@@ -33,6 +33,10 @@ void add_judge_server_options(CLI::App& app, JudgeOptions& o, JudgeServerCli& c,
       ->capture_default_str();
   app.add_option("--concurrency,-j", o.concurrency, "Requests in flight at once")
       ->capture_default_str();
+  app.add_option("--max-failures", o.max_failures_in_a_row,
+                 "Stop after this many entries in a row fail (each after its retries), keeping "
+                 "what was done so a rerun resumes (0 = never stop)")
+      ->capture_default_str();
   app.add_flag("--no-resume", c.no_resume, resume_help)->capture_default_str();
 }
 

@@ -1,5 +1,6 @@
 // llmft: instruction-finetune GPT-2 models. Parses the command line, runs one subcommand,
-// and turns exceptions into one line on stderr (usage errors exit 2, others 1).
+// and turns exceptions into one line on stderr (usage errors exit 2, others 1). `llmft help
+// [command]` prints what `--help` prints.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include "command.h"
 #include "llmft/core/error.h"
 #include "llmft/model/kernels/matmul.h"
+#include "usage.h"
 
 namespace llmft::app {
 std::vector<Command>& commands() {
@@ -21,7 +23,8 @@ int main(int argc, char** argv) {
   using namespace llmft;
   kernels::use_native_blas_kernels(argv);  // may run the program again with better kernels
   CLI::App cli{
-      "llmft: finetune GPT-2 models to follow instructions, then generate answers and judge them."};
+      "llmft: finetune GPT-2 models to follow instructions, then generate answers and judge them.",
+      "llmft"};
   cli.set_version_flag("--version", std::string("llmft ") + LLMFT_VERSION);
   cli.require_subcommand(1);
   cli.get_formatter()->column_width(36);
@@ -34,11 +37,21 @@ int main(int argc, char** argv) {
     runners.emplace_back(sub, c.setup(*sub));
   }
   try {
+    const std::vector<std::string> args =
+        app::expand_help(std::vector<std::string>(argv + std::min(argc, 1), argv + argc));
+    app::CommandPath path;
+    if (const std::string bad = app::check_command_line(cli, args, path); !bad.empty()) {
+      std::fprintf(stderr, "llmft: error: %s\n", bad.c_str());
+      return 2;
+    }
     try {
-      cli.parse(argc, argv);
+      cli.parse(std::vector<std::string>(args.rbegin(), args.rend()));  // CLI11 takes them reversed
+    } catch (const CLI::Success& e) {
+      return cli.exit(e);  // --help, --version
     } catch (const CLI::ParseError& e) {
-      const int rc = cli.exit(e);  // prints help or the parse error
-      return rc == 0 ? 0 : 2;      // every usage error exits 2, whatever CLI11's own code
+      // Every usage error exits 2, whatever CLI11's own code.
+      std::fprintf(stderr, "llmft: error: %s\n", app::describe_parse_error(e, path).c_str());
+      return 2;
     }
     for (auto& [sub, run] : runners) {
       if (sub->parsed()) return run();

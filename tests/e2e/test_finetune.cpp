@@ -409,6 +409,14 @@ TEST(Finetune, JudgesTheTestAnswersWhenAJudgeAnswers) {
     asked += !empty;
   }
   EXPECT_EQ(judge.chat_requests.load(), asked);
+  // The run's summary records the judge's result.
+  const json summary = read_json(dir / "run" / "summary.json");
+  ASSERT_TRUE(summary.contains("judge")) << summary.dump(2);
+  EXPECT_EQ(summary["judge"]["model"], "llama3");
+  EXPECT_EQ(summary["judge"]["scored"], 2);
+  EXPECT_EQ(summary["judge"]["entries"], 2);
+  EXPECT_DOUBLE_EQ(summary["judge"]["average_score"].get<double>(), 42.0 * asked / 2);
+  EXPECT_EQ(summary["judge"]["scores_file"], "test-responses-scored.json");
 }
 
 // Without a judge the run still succeeds and says how to judge later.

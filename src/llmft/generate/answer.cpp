@@ -7,6 +7,7 @@
 
 #include "llmft/core/io.h"
 #include "llmft/core/progress.h"
+#include "llmft/generate/stream.h"
 #include "llmft/tokenizer/bpe.h"
 
 namespace llmft {
@@ -25,6 +26,14 @@ nlohmann::ordered_json answer_entries(Gpt2& model, const BpeTokenizer& tok,
   const auto ids = tok.encode_batch(prompts, SpecialTokens::kAllow, opts.gen.threads);
 
   GenerateOptions gen = opts.gen;
+  const auto marker = response_marker(opts.prompt_template);
+  // With stop strings, each answer is streamed through its own AnswerStream (which ends it early).
+  std::vector<AnswerStream> streams;
+  if (!opts.stop.empty()) {
+    streams.reserve(entries.size());
+    for (size_t i = 0; i < entries.size(); ++i)
+      streams.emplace_back(tok, ids[i], prompts[i], marker, opts.stop);
+  }
   std::unique_ptr<ProgressBar> bar;
   int64_t done = 0, tokens = 0;
   if (opts.progress) bar = std::make_unique<ProgressBar>(opts.label, entries.size(), "entry");
@@ -36,8 +45,10 @@ nlohmann::ordered_json answer_entries(Gpt2& model, const BpeTokenizer& tok,
   const auto user_finish = opts.gen.on_finish;
   gen.on_token = [&](size_t p, int32_t t) {
     ++tokens;
+    if (!streams.empty()) streams[p].push(t);
     if (user_token) user_token(p, t);
   };
+  if (!streams.empty()) gen.stop_now = [&](size_t p) { return streams[p].stopped(); };
   gen.on_finish = [&](size_t p) {
     ++done;
     if (bar) bar->update(done, rate());
@@ -47,7 +58,6 @@ nlohmann::ordered_json answer_entries(Gpt2& model, const BpeTokenizer& tok,
   if (bar) bar->finish(rate());
 
   nlohmann::ordered_json arr = nlohmann::ordered_json::array();
-  const auto marker = response_marker(opts.prompt_template);
   for (size_t i = 0; i < entries.size(); ++i) {
     nlohmann::ordered_json obj = entries[i].raw.is_object() ? entries[i].raw
                                                             : nlohmann::ordered_json::object();
@@ -56,7 +66,12 @@ nlohmann::ordered_json answer_entries(Gpt2& model, const BpeTokenizer& tok,
       obj["input"] = entries[i].input;
       obj["output"] = entries[i].output;
     }
-    obj[opts.field] = extract_response(tok, ids[i], outs[i], prompts[i], marker);
+    if (streams.empty()) {
+      obj[opts.field] = extract_response(tok, ids[i], outs[i], prompts[i], marker);
+    } else {
+      streams[i].finish();
+      obj[opts.field] = streams[i].text();
+    }
     arr.push_back(std::move(obj));
   }
   return arr;

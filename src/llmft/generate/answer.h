@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "llmft/data/dataset.h"
 #include "llmft/data/template.h"
@@ -24,6 +25,7 @@ std::string_view response_marker(PromptTemplate t);
 struct AnswerOptions {
   PromptTemplate prompt_template = PromptTemplate::kAlpaca;
   GenerateOptions gen;             // the recipe: greedy, max_new_tokens 256
+  std::vector<std::string> stop;   // each answer ends before the first of these (none: the recipe)
   std::string field = "model_response";
   bool progress = true;            // a ProgressBar on stderr (entries, tokens/s)
   std::string label = "answering";  // the bar's label

@@ -89,7 +89,7 @@ const std::vector<Batcher::Event>& Batcher::step() {
     q.cached = dec_.length(s);
     const auto row = std::span<const float>(logits_).subspan(c * static_cast<size_t>(V_),
                                                              static_cast<size_t>(V_));
-    const int32_t tok = q.sampler.sample(row);
+    const int32_t tok = q.sampler.sample(row, q.tokens);  // q.tokens: the repeat penalty's history
     Event e{s, -1, FinishReason::kNone};
     if (q.opts.stop_at_eos && tok == q.opts.eos_id) {
       e.finish = FinishReason::kEos;

@@ -24,6 +24,13 @@ void GenerateOptions::validate() const {
                                  threads));
 }
 
+double GenerateStats::prompt_tokens_per_s() const {
+  return prefill_seconds > 0 ? static_cast<double>(prompt_tokens) / prefill_seconds : 0.0;
+}
+double GenerateStats::decode_tokens_per_s() const {
+  return decode_seconds > 0 ? static_cast<double>(decode_tokens) / decode_seconds : 0.0;
+}
+
 std::vector<std::vector<int32_t>> generate(Gpt2& model,
                                            const std::vector<std::vector<int32_t>>& prompts,
                                            const GenerateOptions& opts, GenerateStats* stats) {
@@ -63,13 +70,25 @@ std::vector<std::vector<int32_t>> generate(Gpt2& model,
   };
   admit();
   while (batcher.active() > 0) {
-    for (const Batcher::Event& e : batcher.step()) {
+    const int64_t filled = batcher.counts().prompt_tokens;
+    const auto s0 = std::chrono::steady_clock::now();
+    const auto& events = batcher.step();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
+    const bool prefill = batcher.counts().prompt_tokens != filled;
+    (prefill ? st.prefill_seconds : st.decode_seconds) += dt;
+    for (const Batcher::Event& e : events) {
       const size_t p = slot_prompt[static_cast<size_t>(e.slot)];
+      bool finished = e.finish != FinishReason::kNone;
       if (e.token >= 0) {
         out[p].push_back(e.token);
+        if (!prefill) ++st.decode_tokens;
         if (opts.on_token) opts.on_token(p, e.token);
+        if (!finished && opts.stop_now && opts.stop_now(p)) {
+          batcher.cancel(e.slot);
+          finished = true;
+        }
       }
-      if (e.finish != FinishReason::kNone && opts.on_finish) opts.on_finish(p);
+      if (finished && opts.on_finish) opts.on_finish(p);
     }
     admit();
   }

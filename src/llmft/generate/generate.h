@@ -42,6 +42,9 @@ struct GenerateOptions {
   // Called for each new token as it is chosen (never for the stopping <|endoftext|>), in order
   // per prompt; `prompt` is the index into the prompts list.
   std::function<void(size_t prompt, int32_t token)> on_token;
+  // Asked after each on_token: true ends that prompt's stream now (a stop string was seen), as if
+  // it had reached max_new_tokens.
+  std::function<bool(size_t prompt)> stop_now;
   // Called once when a prompt's output is complete.
   std::function<void(size_t prompt)> on_finish;
   // Throws UsageError naming the bad setting.
@@ -52,6 +55,12 @@ struct GenerateStats {
   int64_t prompt_tokens = 0;  // rows run through the model to (re)fill caches
   int64_t new_tokens = 0;     // tokens generated (without stopping <|endoftext|>)
   double seconds = 0.0;
+  // The steps that (re)filled a cache (prompt processing, and the token each such step chose)
+  // apart from the pure decoding steps, as llama.cpp reports prompt and eval speed.
+  double prefill_seconds = 0.0, decode_seconds = 0.0;
+  int64_t decode_tokens = 0;  // tokens chosen in pure decoding steps
+  double prompt_tokens_per_s() const;
+  double decode_tokens_per_s() const;
 };
 
 // Generates a continuation for every prompt (token ids, each non-empty) with the model's own

@@ -21,6 +21,17 @@ void SamplerOptions::validate() const {
   if (!(top_p > 0.0f && top_p <= 1.0f))
     throw UsageError(fmt::format("--top-p {} is invalid: expected a value in (0, 1]", top_p),
                      "1 turns nucleus filtering off; e.g. 0.9 keeps the top 90% of the mass");
+  if (!(min_p >= 0.0f && min_p <= 1.0f))
+    throw UsageError(fmt::format("--min-p {} is invalid: expected a value in [0, 1]", min_p),
+                     "0 turns min-p filtering off; e.g. 0.05 drops tokens 20x less likely than "
+                     "the top one");
+  if (!(repeat_penalty > 0.0f) || !std::isfinite(repeat_penalty))
+    throw UsageError(
+        fmt::format("--repeat-penalty {} is invalid: expected a finite number > 0", repeat_penalty),
+        "1 turns the penalty off; e.g. 1.1 makes recent tokens less likely");
+  if (repeat_last_n < -1)
+    throw UsageError(fmt::format("--repeat-last-n {} is invalid: expected >= -1", repeat_last_n),
+                     "0 turns the penalty off, -1 looks at every token so far");
 }
 
 static uint64_t splitmix64(uint64_t& x) {
@@ -74,6 +85,24 @@ int32_t argmax(std::span<const float> logits) {
 
 Sampler::Sampler(const SamplerOptions& opts) : opts_(opts), rng_(opts.seed) { opts_.validate(); }
 
+std::span<const float> Sampler::penalize(std::span<const float> logits,
+                                         std::span<const int32_t> history) {
+  if (!opts_.penalizes() || history.empty()) return logits;
+  const size_t n = opts_.repeat_last_n < 0
+                       ? history.size()
+                       : std::min(history.size(), static_cast<size_t>(opts_.repeat_last_n));
+  seen_.assign(history.end() - static_cast<std::ptrdiff_t>(n), history.end());
+  std::sort(seen_.begin(), seen_.end());
+  seen_.erase(std::unique(seen_.begin(), seen_.end()), seen_.end());  // once per distinct token
+  penalized_.assign(logits.begin(), logits.end());
+  for (int32_t t : seen_) {
+    if (t < 0 || static_cast<size_t>(t) >= penalized_.size()) continue;
+    float& l = penalized_[static_cast<size_t>(t)];
+    l = l > 0.0f ? l / opts_.repeat_penalty : l * opts_.repeat_penalty;
+  }
+  return penalized_;
+}
+
 void Sampler::build(std::span<const float> logits) {
   const int64_t V = static_cast<int64_t>(logits.size());
   cand_.clear();
@@ -92,6 +121,7 @@ void Sampler::build(std::span<const float> logits) {
   for (float v : logits)
     if (v > mx) mx = v;
   LLMFT_CHECK(mx > -std::numeric_limits<float>::infinity(), "no finite logit to sample from");
+  if (opts_.min_p > 0.0f) threshold = std::max(threshold, mx + std::log(opts_.min_p));
   // softmax(logits / T) over the kept set, in double so tiny probabilities keep their mass.
   const double inv_t = 1.0 / static_cast<double>(opts_.temperature);
   double sum = 0.0;
@@ -129,7 +159,8 @@ void Sampler::build(std::span<const float> logits) {
   }
 }
 
-int32_t Sampler::sample(std::span<const float> logits) {
+int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
+  logits = penalize(logits, history);
   if (opts_.greedy()) return argmax(logits);
   build(logits);
   const double u = rng_.uniform();
@@ -141,7 +172,9 @@ int32_t Sampler::sample(std::span<const float> logits) {
   return cand_.back().first;  // u within rounding of 1
 }
 
-std::vector<std::pair<int32_t, double>> Sampler::distribution(std::span<const float> logits) {
+std::vector<std::pair<int32_t, double>> Sampler::distribution(std::span<const float> logits,
+                                                              std::span<const int32_t> history) {
+  logits = penalize(logits, history);
   if (opts_.greedy()) return {{argmax(logits), 1.0}};
   build(logits);
   return cand_;

@@ -48,4 +48,25 @@ std::string ResponseStreamer::finish() {
   return delta;
 }
 
+AnswerStream::AnswerStream(const BpeTokenizer& tok, std::vector<int32_t> prompt_ids,
+                           std::string prompt_text, std::string_view marker,
+                           std::vector<std::string> stops, bool raw)
+    : streamer_(tok, std::move(prompt_ids), std::move(prompt_text), marker, raw),
+      stop_(std::move(stops)) {}
+
+std::string AnswerStream::push(int32_t token) {
+  if (stop_.stopped()) return {};
+  std::string out = stop_.push(streamer_.push(token));
+  text_ += out;
+  return out;
+}
+
+std::string AnswerStream::finish() {
+  if (stop_.stopped()) return {};
+  std::string out = stop_.push(streamer_.finish());
+  out += stop_.finish();
+  text_ += out;
+  return out;
+}
+
 }  // namespace llmft

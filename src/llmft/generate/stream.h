@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "llmft/generate/generate.h"
+#include "llmft/generate/stop.h"
 
 namespace llmft {
 
@@ -36,6 +37,28 @@ class ResponseStreamer {
   std::vector<int32_t> ids_;
   std::string prompt_text_, marker_, shown_;
   bool raw_ = false;
+};
+
+// A streamed answer that ends at the first stop string (generate, chat, serve): ResponseStreamer's
+// text through StopStrings. Without stop strings its text is extract_response()'s.
+class AnswerStream {
+ public:
+  AnswerStream(const BpeTokenizer& tok, std::vector<int32_t> prompt_ids, std::string prompt_text,
+               std::string_view marker = kAlpacaResponseMarker,
+               std::vector<std::string> stops = {}, bool raw = false);
+  // Adds one generated token; returns the new text safe to show (maybe empty). Once a stop string
+  // appears, stopped() is true and nothing more is returned.
+  std::string push(int32_t token);
+  // The rest of the answer once generation ended (empty after a stop string).
+  std::string finish();
+  bool stopped() const { return stop_.stopped(); }
+  // Everything returned so far: after finish(), the whole answer.
+  const std::string& text() const { return text_; }
+
+ private:
+  ResponseStreamer streamer_;
+  StopStrings stop_;
+  std::string text_;
 };
 
 }  // namespace llmft

@@ -34,6 +34,7 @@ struct Entry {
   std::optional<int> score;
   std::optional<std::string> reply;
   std::string error;
+  bool lenient = false;  // the score was read leniently from a reply strict parsing rejects
 };
 
 const std::string& string_field(const ojson& e, const fs::path& file, size_t i, const std::string& f,
@@ -122,6 +123,7 @@ void resume_from(const fs::path& out, const ojson& in, const std::string& respon
     if (p.contains("judge_reply") && p["judge_reply"].is_string()) {
       e.reply = p["judge_reply"].get<std::string>();
     }
+    e.lenient = p.value("judge_parse", std::string()) == "lenient";
   }
 }
 
@@ -133,6 +135,7 @@ void save(const fs::path& out, const ojson& in, const std::vector<Entry>& entrie
     e["score"] = s.score ? ojson(*s.score) : ojson(nullptr);
     e["judge_reply"] = s.reply ? ojson(*s.reply) : ojson(nullptr);
     e["judge_status"] = s.status;
+    if (s.lenient) e["judge_parse"] = "lenient";
     if (s.status == kFailed) e["judge_error"] = s.error;
     arr.push_back(std::move(e));
   }
@@ -150,6 +153,10 @@ void check_options(const JudgeOptions& o) {
   if (!(o.read_timeout_s > 0)) {
     throw UsageError(fmt::format("--read-timeout {} is out of range: expected more than 0 s",
                                  o.read_timeout_s));
+  }
+  if (o.max_failures_in_a_row < 0) {
+    throw UsageError(fmt::format("--max-failures {} is out of range: expected 0 (never stop) or more",
+                                 o.max_failures_in_a_row));
   }
   if (o.max_retries < 0) {
     throw UsageError(fmt::format("--max-retries {} is out of range: expected 0 or more", o.max_retries));
@@ -267,9 +274,16 @@ void JudgeRun::judge_all() {
     Entry r;
     r.reply = reply;
     r.score = judge::parse_score(reply);
+    if (!r.score && opts_.lenient) {
+      r.score = judge::parse_score_lenient(reply);
+      r.lenient = r.score.has_value();
+    }
     r.status = r.score ? kScored : kInvalid;
     if (!r.score) {
-      pool.report(fmt::format("entry {}: judge reply is not an integer 0-100, left out: {}", i,
+      pool.report(fmt::format("entry {}: judge reply {}, left out: {}", i,
+                              opts_.lenient ? "holds no whole number 0-100"
+                                            : "is not an integer 0-100 (--lenient takes the first "
+                                              "number 0-100 in it)",
                               quote_truncated(reply)));
     }
     entries_[i] = std::move(r);
@@ -292,6 +306,7 @@ JudgeSummary JudgeRun::summarise() {
     if (e.score) scores.push_back(*e.score);
     if (e.status == kEmpty) ++sum_.empty;
     if (e.status == kInvalid) ++sum_.invalid;
+    if (e.lenient && e.score) ++sum_.lenient;
     if (e.status == kFailed) ++sum_.failed;
     if (e.status == kScored || e.status == kEmpty) ++scored_now;
   }
@@ -373,6 +388,10 @@ std::string format_summary(const JudgeSummary& s) {
     }
   }
   if (s.empty) out += fmt::format("Empty answers scored 0 without asking: {}\n", s.empty);
+  if (s.lenient) {
+    out += fmt::format("Read leniently (--lenient: the first number 0-100 in a longer reply): {}\n",
+                       s.lenient);
+  }
   if (s.invalid || s.failed) {
     out += fmt::format("Left out: {} invalid replies, {} failed requests\n", s.invalid, s.failed);
   }

@@ -34,6 +34,12 @@ struct JudgeOptions {
   double retry_base_s = 1.0;  // backoff: retry_base_s * 2^attempt, at most retry_max_s
   double retry_max_s = 30.0;
   int concurrency = 1;        // parallel requests
+  // Stop the run (keeping what was scored, as when the server is lost) once this many entries in
+  // a row have failed, each after its retries; 0 = never.
+  int max_failures_in_a_row = 3;
+  // Read a reply that is not just an integer as its first whole number 0-100 (parse_score_lenient);
+  // such scores are counted and marked "judge_parse": "lenient" in the output.
+  bool lenient = false;
   bool resume = true;         // keep what an existing output file already scored
   bool progress = true;       // progress bar on stderr (only drawn on a terminal)
   // Receives report lines (invalid replies, failed entries, retries); default: stderr.
@@ -55,6 +61,7 @@ struct JudgeSummary {
   int64_t requests = 0;  // HTTP scoring requests this run, retries included
   int64_t empty = 0;     // empty answers, scored 0 without asking
   int64_t invalid = 0;   // judge replies that are not an integer 0-100 (left out)
+  int64_t lenient = 0;   // scores read leniently (--lenient) from a reply strict parsing rejects
   int64_t failed = 0;    // requests that failed (left out; a rerun retries them)
   std::vector<std::optional<int>> scores;  // per entry, in input order
   ScoreStats stats;                        // over the entries with a score

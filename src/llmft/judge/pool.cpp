@@ -81,8 +81,18 @@ void RequestPool::worker(const std::vector<size_t>& todo, const Task& task) {
     try {
       if (reply) {
         task.reply(i, *reply);
+        failures_in_a_row_ = 0;
       } else {
         task.failed(i, *error);
+        const int limit = opts_.max_failures_in_a_row;
+        if (limit > 0 && ++failures_in_a_row_ >= limit && !lost_) {
+          const std::string items = task.item.ends_with("y")
+                                        ? task.item.substr(0, task.item.size() - 1) + "ies"
+                                        : task.item + "s";
+          lost_ = fmt::format("{} {} in a row failed (the last, {} {}: {})", limit, items,
+                              task.item, i, *error);
+          stop_ = true;
+        }
       }
       ++done_;
       if (bar_) bar_->update(done_);

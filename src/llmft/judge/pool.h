@@ -44,8 +44,8 @@ class RequestPool {
 
   RequestPool(const JudgeOptions& opts, const JudgeClient& client);
   // Asks about every entry of `todo` (the bar counts them under `label`), then saves once more.
-  // Losing the server stops the workers (lost() says why); other errors are rethrown after the
-  // final save.
+  // Losing the server, or opts.max_failures_in_a_row entries failing in a row, stops the workers
+  // (lost() says why); other errors are rethrown after the final save.
   void run(const std::vector<size_t>& todo, const std::string& label, const Task& task);
   // A report line above the progress bar (to opts.on_report, or stderr). Caller holds the lock
   // (from inside reply/failed) or calls before run().
@@ -71,6 +71,7 @@ class RequestPool {
   std::optional<std::string> lost_;
   std::exception_ptr internal_;
   int64_t done_ = 0;
+  int failures_in_a_row_ = 0;  // under mu_, in completion order
 };
 
 }  // namespace llmft::judge

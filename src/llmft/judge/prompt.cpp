@@ -40,6 +40,29 @@ std::optional<int> parse_score(std::string_view reply) {
   return v;
 }
 
+std::optional<int> parse_score_lenient(std::string_view reply) {
+  if (const auto strict = parse_score(reply)) return strict;
+  auto digit = [&](size_t i) { return i < reply.size() && reply[i] >= '0' && reply[i] <= '9'; };
+  for (size_t i = 0; i < reply.size();) {
+    if (!digit(i)) {
+      ++i;
+      continue;
+    }
+    size_t e = i;
+    while (digit(e)) ++e;
+    const bool decimal = (i > 1 && reply[i - 1] == '.' && digit(i - 2)) ||
+                         (e < reply.size() && reply[e] == '.' && digit(e + 1));
+    const bool negative = i > 0 && reply[i - 1] == '-' && !(i > 1 && digit(i - 2));
+    if (!decimal && !negative && e - i <= 3) {
+      int v = 0;
+      for (size_t k = i; k < e; ++k) v = v * 10 + (reply[k] - '0');
+      if (v <= 100) return v;
+    }
+    i = e;
+  }
+  return std::nullopt;
+}
+
 std::string quote_truncated(std::string_view s, size_t max_bytes) {
   std::string cut(s);
   if (cut.size() > max_bytes) {

@@ -19,6 +19,11 @@ std::string judge_prompt(std::string_view instruction, std::string_view input,
 // Rejected: anything else ("eighty", "85/100", "Score: 85", "85.5", "-5", "+5", "101", "").
 std::optional<int> parse_score(std::string_view reply);
 
+// `--lenient`: parse_score, or else the first whole number 0..100 in the reply ("Score: 35/100"
+// -> 35, "I'd say 85 points" -> 85). Negative numbers, decimals ("85.5") and numbers over 100
+// ("2024") are passed over. nullopt when there is none.
+std::optional<int> parse_score_lenient(std::string_view reply);
+
 // `s` trimmed of ASCII whitespace at both ends.
 std::string_view trim(std::string_view s);
 

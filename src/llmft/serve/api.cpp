@@ -7,6 +7,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "llmft/data/conversation.h"
 #include "llmft/generate/answer.h"
 #include "llmft/tokenizer/bpe.h"
 
@@ -120,6 +121,14 @@ void parse_ollama_options(const json& body, GenRequest& r, const Limits& lim) {
     s.top_p = static_cast<float>(get_number(*v, "options.top_p", 0, 1));
     if (s.top_p == 0.0f) bad("options.top_p: 0 keeps no token; expected a value in (0, 1]");
   }
+  if (const json* v = field(*o, "min_p"))
+    s.min_p = static_cast<float>(get_number(*v, "options.min_p", 0, 1));
+  if (const json* v = field(*o, "repeat_penalty")) {
+    s.repeat_penalty = static_cast<float>(get_number(*v, "options.repeat_penalty", 0, 100));
+    if (s.repeat_penalty == 0.0f) bad("options.repeat_penalty: expected a value > 0 (1 = off)");
+  }
+  if (const json* v = field(*o, "repeat_last_n"))
+    s.repeat_last_n = static_cast<int>(get_int(*v, "options.repeat_last_n", -1, 1 << 30));
   if (const json* v = field(*o, "seed"))
     s.seed = static_cast<uint64_t>(get_int(*v, "options.seed", std::numeric_limits<int64_t>::min(),
                                            std::numeric_limits<int64_t>::max()));
@@ -196,10 +205,7 @@ std::vector<ChatMessage> parse_messages(const json& body, bool openai) {
 std::string chat_prompt(const ServedModel& model, const std::vector<ChatMessage>& messages,
                         int64_t budget) {
   std::string system;
-  struct Turn {
-    std::string user, assistant;
-  };
-  std::vector<Turn> turns;
+  std::vector<ChatTurn> turns;
   bool open = false;  // the last turn has a user message and no reply yet
   for (size_t i = 0; i < messages.size(); ++i) {
     const ChatMessage& m = messages[i];
@@ -221,22 +227,7 @@ std::string chat_prompt(const ServedModel& model, const std::vector<ChatMessage>
     }
   }
   if (!open) bad("messages: the last message must be from the user");
-  const PromptTemplate t = model.prompt_template;
-  auto build = [&](size_t first) {
-    std::string p = system;
-    for (size_t k = first; k + 1 < turns.size(); ++k) {
-      if (!p.empty()) p += "\n\n";
-      p += format_training_text(t, turns[k].user, "", turns[k].assistant);
-    }
-    if (!p.empty()) p += "\n\n";
-    return p + format_prompt(t, turns.back().user, "");
-  };
-  size_t first = 0;
-  std::string p = build(first);
-  while (first + 1 < turns.size() &&
-         static_cast<int64_t>(model.tokenizer->encode(p, SpecialTokens::kAllow).size()) > budget)
-    p = build(++first);
-  return p;
+  return fit_conversation(model.prompt_template, *model.tokenizer, system, turns, budget).prompt;
 }
 
 GenRequest parse_request(Route route, std::string_view body, const ServedModel& model,

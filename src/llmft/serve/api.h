@@ -73,7 +73,7 @@ struct GenRequest {
 GenRequest parse_request(Route route, std::string_view body, const ServedModel& model,
                          const Limits& limits, uint64_t fresh_seed);
 
-// The prompt for a conversation (docs/serve.md): the system messages' text, then each earlier
+// The prompt for a conversation (data/conversation.h, docs/serve.md): the system messages' text, then each earlier
 // user/assistant turn as a training text of the template, then the last user message as the
 // instruction, separated by blank lines. Oldest turns are dropped while the prompt has more than
 // `budget` tokens. Throws HttpError(400) for an unknown role or a last message not from the user.

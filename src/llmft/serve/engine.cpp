@@ -96,8 +96,7 @@ void Engine::admit_locked() {
     const GenRequest& r = job->req;
     const int64_t s = batcher_.add(r.ids, r.seq);
     Running& run = running_[static_cast<size_t>(s)];
-    run.streamer = std::make_unique<ResponseStreamer>(tok_, r.ids, r.prompt, r.marker, r.raw);
-    run.stop = std::make_unique<StopStrings>(r.stop);
+    run.stream = std::make_unique<AnswerStream>(tok_, r.ids, r.prompt, r.marker, r.stop, r.raw);
     job->admitted = true;
     job->slot = s;
     job->started = Clock::now();
@@ -154,12 +153,9 @@ void Engine::loop() {
       for (const Batcher::Event& e : batcher_.step()) {
         Running& run = running_[static_cast<size_t>(e.slot)];
         Out o{e.slot, {}, e.token >= 0, e.finish != FinishReason::kNone, "stop"};
-        if (e.token >= 0) o.text = run.stop->push(run.streamer->push(e.token));
-        if (o.ended && !run.stop->stopped()) {
-          o.text += run.stop->push(run.streamer->finish());
-          o.text += run.stop->finish();
-        }
-        if (run.stop->stopped()) {
+        if (e.token >= 0) o.text = run.stream->push(e.token);
+        if (o.ended) o.text += run.stream->finish();
+        if (run.stream->stopped()) {
           if (!o.ended) batcher_.cancel(e.slot);  // a stop string: the slot is free at once
           o.ended = true;
         } else if (e.finish == FinishReason::kLength) {

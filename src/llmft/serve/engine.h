@@ -2,7 +2,7 @@
 // batching, generate/batcher.h); HTTP threads hand it jobs. A job waits in a bounded queue until a
 // slot is free, joins the next decoder step, and leaves at once when it ends (end of text, its
 // token limit, a stop string, its deadline) or is cancelled (client gone). Text is produced here
-// (ResponseStreamer + StopStrings), so every API streams exactly its final answer.
+// (AnswerStream), so every API streams exactly its final answer.
 #pragma once
 
 #include <chrono>
@@ -82,8 +82,7 @@ class Engine {
 
   struct Running {
     std::shared_ptr<Job> job;
-    std::unique_ptr<ResponseStreamer> streamer;
-    std::unique_ptr<StopStrings> stop;
+    std::unique_ptr<AnswerStream> stream;
   };
 
   const BpeTokenizer& tok_;

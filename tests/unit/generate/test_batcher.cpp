@@ -9,6 +9,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/generate/batcher.h"
+#include "llmft/generate/generate.h"
 #include "llmft/generate/stop.h"
 #include "llmft/model/gpt2.h"
 
@@ -185,4 +186,27 @@ TEST(StopStrings, HoldsBackOnlyAPossibleStartAndReleasesItAtTheEnd) {
   StopStrings none;
   EXPECT_EQ(none.push("anything END"), "anything END");
   EXPECT_THROW(StopStrings({""}), UsageError);
+}
+
+// generate()'s stop_now ends one stream early (a stop string in the CLI) without touching the
+// others; the stats count prompt-filling steps apart from pure decoding ones.
+TEST(Generate, StopNowEndsOneStreamAndStatsSplitPromptFromDecode) {
+  Gpt2 m = random_model(4);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5}};
+  GenerateOptions o;
+  o.max_new_tokens = 6;
+  const auto full = generate(m, prompts, o);
+  ASSERT_EQ(full[0].size(), 6u);  // V = 97: no <|endoftext|> to stop at
+  std::vector<int> seen(2, 0), finished(2, 0);
+  o.on_token = [&](size_t p, int32_t) { ++seen[p]; };
+  o.stop_now = [&](size_t p) { return p == 0 && seen[0] == 2; };
+  o.on_finish = [&](size_t p) { ++finished[p]; };
+  GenerateStats st;
+  const auto out = generate(m, prompts, o, &st);
+  EXPECT_EQ(out[0], std::vector<int32_t>(full[0].begin(), full[0].begin() + 2));
+  EXPECT_EQ(out[1], full[1]);
+  EXPECT_EQ(finished, (std::vector<int>{1, 1}));
+  EXPECT_EQ(st.prompt_tokens, 5);
+  EXPECT_EQ(st.new_tokens, 8);
+  EXPECT_EQ(st.decode_tokens, 6);  // the first step prefilled both prompts and chose 2 tokens
 }

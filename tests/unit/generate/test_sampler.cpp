@@ -170,3 +170,78 @@ TEST(Sampler, RejectsInvalidSettings) {
   EXPECT_NO_THROW(Sampler(make(0.0f, 0, 1.0f)));
   EXPECT_NO_THROW(Sampler(make(1.0f, 50, 0.9f)));
 }
+
+// llama.cpp's repeat penalty: a seen token's positive logit is divided by the penalty, a negative
+// one multiplied, once per distinct token, over the last repeat_last_n tokens; greedy too.
+TEST(Sampler, RepeatPenaltyLowersRecentTokens) {
+  SamplerOptions o;
+  o.repeat_penalty = 1.1f;
+  Sampler s(o);
+  const std::vector<float> pos = {2.0f, 1.9f, 0.0f};
+  EXPECT_EQ(s.sample(pos), 0);                         // no history: no penalty
+  EXPECT_EQ(s.sample(pos, std::vector<int32_t>{0}), 1);  // 2.0 / 1.1 = 1.82 < 1.9
+  // Seen three times, still penalized once: 2.0 / 1.1 > 1.8.
+  EXPECT_EQ(s.sample(std::vector<float>{2.0f, 1.8f}, std::vector<int32_t>{0, 0, 0}), 0);
+  const std::vector<float> neg = {-1.0f, -1.05f};
+  EXPECT_EQ(s.sample(neg), 0);
+  EXPECT_EQ(s.sample(neg, std::vector<int32_t>{0}), 1);  // -1.0 * 1.1 = -1.1 < -1.05
+  // Only the last repeat_last_n tokens count.
+  SamplerOptions last2 = o;
+  last2.repeat_last_n = 2;
+  Sampler s2(last2);
+  EXPECT_EQ(s2.sample(pos, std::vector<int32_t>{0, 2, 2}), 0);
+  EXPECT_EQ(s2.sample(pos, std::vector<int32_t>{2, 2, 0}), 1);
+  SamplerOptions all = o;
+  all.repeat_last_n = -1;
+  EXPECT_EQ(Sampler(all).sample(pos, std::vector<int32_t>{0, 2, 2, 2, 2}), 1);
+  SamplerOptions off = o;
+  off.repeat_last_n = 0;
+  EXPECT_EQ(Sampler(off).sample(pos, std::vector<int32_t>{0}), 0);
+  // Sampling sees the penalized logits: the distribution moves to token 1.
+  SamplerOptions t = o;
+  t.temperature = 1.0f;
+  t.repeat_penalty = 4.0f;
+  const auto d = Sampler(t).distribution(pos, std::vector<int32_t>{0});
+  ASSERT_EQ(d.size(), 3u);
+  // exp(0.5), exp(1.9), exp(0) normalized (double math; 1e-6 absolute).
+  const double z = std::exp(0.5) + std::exp(1.9) + 1.0;
+  EXPECT_NEAR(d[0].second, std::exp(0.5) / z, 1e-6);
+  EXPECT_NEAR(d[1].second, std::exp(1.9) / z, 1e-6);
+}
+
+// llama.cpp's min-p: tokens less likely than min_p x the top token's probability (at temperature
+// 1) are never drawn.
+TEST(Sampler, MinPDropsUnlikelyTokens) {
+  SamplerOptions o;
+  o.temperature = 1.0f;
+  o.seed = 3;
+  const std::vector<float> l = {0.0f, -1.0f, -3.0f};  // p relative to the top: 1, 0.37, 0.05
+  Sampler plain(o);
+  std::set<int32_t> seen_plain;
+  for (int i = 0; i < 3000; ++i) seen_plain.insert(plain.sample(l));
+  EXPECT_TRUE(seen_plain.count(2));  // p(2) ~ 0.035: drawn about 100 times in 3000
+  o.min_p = 0.1f;
+  Sampler filtered(o);
+  std::set<int32_t> seen;
+  for (int i = 0; i < 3000; ++i) seen.insert(filtered.sample(l));
+  EXPECT_EQ(seen, (std::set<int32_t>{0, 1}));
+  EXPECT_EQ(filtered.distribution(l).size(), 2u);
+  o.min_p = 0.5f;
+  EXPECT_EQ(Sampler(o).distribution(l).size(), 1u);
+}
+
+TEST(Sampler, RejectsInvalidPenaltyAndMinP) {
+  SamplerOptions o;
+  o.min_p = 1.5f;
+  EXPECT_THROW(Sampler{o}, UsageError);
+  o.min_p = -0.1f;
+  EXPECT_THROW(Sampler{o}, UsageError);
+  o = {};
+  o.repeat_penalty = 0.0f;
+  EXPECT_THROW(Sampler{o}, UsageError);
+  o.repeat_penalty = std::numeric_limits<float>::infinity();
+  EXPECT_THROW(Sampler{o}, UsageError);
+  o = {};
+  o.repeat_last_n = -2;
+  EXPECT_THROW(Sampler{o}, UsageError);
+}

@@ -108,6 +108,18 @@ TEST(JudgePrompt, ScoreLeniency) {
   }
 }
 
+TEST(JudgePrompt, LenientReadsTheFirstWholeNumber0To100) {
+  for (const auto& [s, v] : std::vector<std::pair<std::string, int>>{
+           {"85", 85}, {"Score: 35/100", 35}, {"I'd give it 85 points.", 85}, {"85/100", 85},
+           {"In 2024: 85.5, so 70", 70}, {"101 is too much; 99", 99}, {"0", 0}, {"-5 or 5", 5}, {"35-40", 35}}) {
+    const auto got = judge::parse_score_lenient(s);
+    ASSERT_TRUE(got.has_value()) << json(s).dump();
+    EXPECT_EQ(*got, v) << json(s).dump();
+  }
+  for (const std::string s : {"", "eighty", "85.5", "2024", "1000 and 101", "-5"})
+    EXPECT_FALSE(judge::parse_score_lenient(s).has_value()) << json(s).dump();
+}
+
 TEST(JudgePrompt, QuoteTruncatedKeepsUtf8AndEscapes) {
   EXPECT_EQ(judge::quote_truncated("a\nb"), "\"a\\nb\"");
   const std::string q = judge::quote_truncated("\xc3\xa9\xc3\xa9\xc3\xa9", 3);  // "ééé"
@@ -168,7 +180,8 @@ TEST(JudgeServer, OllamaStreamedExactBodyScoresAndFile) {
   EXPECT_EQ(s.empty, 1);
   EXPECT_EQ(s.invalid, 1);
   EXPECT_EQ(srv.chat_requests, 3);  // no request for the empty answer
-  EXPECT_TRUE(r.reported("entry 3: judge reply is not an integer 0-100, left out: \"eighty\""))
+  EXPECT_TRUE(r.reported("entry 3: judge reply is not an integer 0-100 (--lenient takes the first "
+                         "number 0-100 in it), left out: \"eighty\""))
       << all_lines(r.reports);
 
   const auto bodies = srv.bodies();
@@ -345,6 +358,77 @@ TEST(JudgeServer, ServerErrorsBeyondMaxRetriesFailTheEntryOnly) {
   const json out = r.output();
   EXPECT_EQ(out[1]["judge_status"], "failed");
   EXPECT_NE(out[1]["judge_error"].get<std::string>().find("HTTP 502"), std::string::npos);
+}
+
+// A server failing every request: the run stops after --max-failures entries in a row, keeping
+// what was scored, instead of spending the retries on every entry.
+TEST(JudgeServer, StopsAfterFailuresInARowKeepingWhatWasScored) {
+  FakeJudge srv;
+  srv.chat = [&](const FakeJudge::Chat& c, const httplib::Request&, httplib::Response& res) {
+    if (c.n == 1) return false;  // the first entry is scored, then everything fails
+    res.status = 500;
+    return true;
+  };
+  Job r(srv.url());
+  r.o.max_retries = 1;
+  r.o.max_failures_in_a_row = 3;
+  write_entries(r.o.input, numbered(8, {"10"}));
+  try {
+    judge_file(r.o);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    const std::string w = e.what();
+    EXPECT_NE(w.find("lost the judge server at " + srv.url() +
+                     ": 3 entries in a row failed (the last, entry 3: HTTP 500"),
+              std::string::npos)
+        << w;
+    EXPECT_NE(w.find("1 of 8 entries are scored"), std::string::npos) << w;
+    EXPECT_EQ(w.find('\n'), std::string::npos) << w;  // one line
+  }
+  EXPECT_EQ(srv.chat_requests, 1 + 3 * 2);  // 3 failing entries, each with its one retry
+  const json out = r.output();
+  EXPECT_EQ(out[0]["score"], 10);
+  for (int i = 1; i <= 3; ++i) EXPECT_EQ(out[i]["judge_status"], "failed") << i;
+  for (int i = 4; i < 8; ++i) EXPECT_EQ(out[i]["judge_status"], "pending") << i;
+  // 0: never stop; every entry is tried.
+  Job all(srv.url());
+  all.o.max_retries = 0;
+  all.o.max_failures_in_a_row = 0;
+  write_entries(all.o.input, numbered(5, {"10"}));
+  const JudgeSummary s = judge_file(all.o);
+  EXPECT_EQ(s.failed, 5);
+}
+
+TEST(JudgeServer, LenientScoresAreCountedAndMarked) {
+  FakeJudge srv;  // replies with the model response itself
+  Job r(srv.url());
+  write_entries(r.o.input, numbered(4, {"Score: 35/100", "85", "no number", "2024: 85.5, say 70"}));
+  JudgeSummary s = judge_file(r.o);
+  EXPECT_EQ(s.stats.count, 1);
+  EXPECT_EQ(s.invalid, 3);
+  EXPECT_TRUE(r.reported("entry 0: judge reply is not an integer 0-100 (--lenient takes the first "
+                         "number 0-100 in it), left out: \"Score: 35/100\""))
+      << all_lines(r.reports);
+  Job l(srv.url());
+  l.o.lenient = true;
+  write_entries(l.o.input, numbered(4, {"Score: 35/100", "85", "no number", "2024: 85.5, say 70"}));
+  s = judge_file(l.o);
+  const std::vector<std::optional<int>> want{35, 85, std::nullopt, 70};
+  EXPECT_EQ(s.scores, want);
+  EXPECT_EQ(s.lenient, 2);
+  EXPECT_EQ(s.invalid, 1);
+  EXPECT_NE(format_summary(s).find(
+                "Read leniently (--lenient: the first number 0-100 in a longer reply): 2\n"),
+            std::string::npos)
+      << format_summary(s);
+  const json out = l.output();
+  EXPECT_EQ(out[0]["judge_parse"], "lenient");
+  EXPECT_FALSE(out[1].contains("judge_parse"));  // a strict score
+  EXPECT_EQ(out[3]["judge_parse"], "lenient");
+  // A resumed run keeps the mark and the count.
+  s = judge_file(l.o);
+  EXPECT_EQ(s.resumed, 4);
+  EXPECT_EQ(s.lenient, 2);
 }
 
 TEST(JudgeServer, TooManyRequestsHonoursRetryAfter) {

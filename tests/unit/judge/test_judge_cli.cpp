@@ -42,7 +42,8 @@ TEST(JudgeCli, OllamaScoresPrintsReportAndWritesFile) {
       << r.out;
   EXPECT_NE(r.out.find("   90-100     1 ####"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Empty answers scored 0 without asking: 1\n"), std::string::npos) << r.out;
-  EXPECT_NE(r.err.find("entry 3: judge reply is not an integer 0-100, left out: \"eighty\""),
+  EXPECT_NE(r.err.find("entry 3: judge reply is not an integer 0-100 (--lenient takes the first "
+                       "number 0-100 in it), left out: \"eighty\""),
             std::string::npos)
       << r.err;
   EXPECT_EQ(srv.chat_requests, 4);

@@ -56,7 +56,8 @@ TEST(ServeApi, OllamaGenerateMapsPromptAndOptions) {
   const auto r =
       parse(Route::kOllamaGenerate, R"({"model": "mine:latest", "prompt": "Name a color.",
       "options": {"temperature": 0.5, "top_k": 7, "top_p": 0.9, "seed": 3, "num_predict": 20,
-                  "stop": ["\n\n"], "num_ctx": 2048, "repeat_penalty": 1.1}})");
+                  "stop": ["\n\n"], "num_ctx": 2048, "repeat_penalty": 1.1,
+                  "repeat_last_n": 32, "min_p": 0.05}})");
   EXPECT_TRUE(r.stream);  // Ollama streams unless told otherwise
   EXPECT_EQ(r.prompt, format_prompt(PromptTemplate::kAlpaca, "Name a color.", ""));
   EXPECT_EQ(r.ids, tok().encode(r.prompt, SpecialTokens::kAllow));
@@ -65,6 +66,9 @@ TEST(ServeApi, OllamaGenerateMapsPromptAndOptions) {
   EXPECT_EQ(r.seq.sampler.top_k, 7);
   EXPECT_FLOAT_EQ(r.seq.sampler.top_p, 0.9f);
   EXPECT_EQ(r.seq.sampler.seed, 3u);
+  EXPECT_FLOAT_EQ(r.seq.sampler.repeat_penalty, 1.1f);
+  EXPECT_EQ(r.seq.sampler.repeat_last_n, 32);
+  EXPECT_FLOAT_EQ(r.seq.sampler.min_p, 0.05f);
   EXPECT_EQ(r.seq.max_new_tokens, 20);
   EXPECT_EQ(r.stop, std::vector<std::string>{"\n\n"});
   // Defaults: greedy, the server's token limit, a fresh seed; raw: the prompt as it is.
@@ -74,6 +78,8 @@ TEST(ServeApi, OllamaGenerateMapsPromptAndOptions) {
   EXPECT_EQ(d.prompt, "abc");
   EXPECT_EQ(d.marker, "");
   EXPECT_TRUE(d.seq.sampler.greedy());
+  EXPECT_FALSE(d.seq.sampler.penalizes());
+  EXPECT_EQ(d.seq.sampler.min_p, 0.0f);
   EXPECT_EQ(d.seq.max_new_tokens, 100);
   EXPECT_EQ(d.seq.sampler.seed, 42u);
   // -1: as many as allowed; an empty prompt: nothing to generate.
