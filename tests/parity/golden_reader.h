@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "llmft/model/config.h"
+
 namespace llmft::test {
 
 class Golden {
@@ -66,5 +68,19 @@ class Golden {
   }
   std::map<std::string, Entry> entries_;
 };
+
+// The model of a golden file: its "config" tensor starts with V, maxT, C, L, NH (the reference
+// scripts' write order).
+inline Gpt2Config golden_config(const Golden& g, bool tied) {
+  const auto c = g.i32("config");
+  Gpt2Config cfg;
+  cfg.V = c[0];
+  cfg.maxT = c[1];
+  cfg.C = c[2];
+  cfg.L = c[3];
+  cfg.NH = c[4];
+  cfg.tied = tied;
+  return cfg;
+}
 
 }  // namespace llmft::test

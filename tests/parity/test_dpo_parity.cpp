@@ -56,12 +56,7 @@ TokenizedDataset side(const char* key, const std::vector<int64_t>& prompt_lens) 
 DpoCase setup() {
   const auto c = golden().i32("config");
   DpoCase s;
-  s.cfg.V = c[0];
-  s.cfg.maxT = c[1];
-  s.cfg.C = c[2];
-  s.cfg.L = c[3];
-  s.cfg.NH = c[4];
-  s.cfg.tied = false;
+  s.cfg = test::golden_config(golden(), /*tied=*/false);
   s.K = c[5];
   s.S = c[6];
   s.B = c[7];

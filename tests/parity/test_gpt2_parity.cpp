@@ -29,17 +29,7 @@ const Golden& golden() {
   return g;
 }
 
-Gpt2Config tiny_config(bool tied) {
-  const auto c = golden().i32("config");
-  Gpt2Config cfg;
-  cfg.V = c[0];
-  cfg.maxT = c[1];
-  cfg.C = c[2];
-  cfg.L = c[3];
-  cfg.NH = c[4];
-  cfg.tied = tied;
-  return cfg;
-}
+Gpt2Config tiny_config(bool tied) { return test::golden_config(golden(), tied); }
 
 void load_params(Gpt2& model, const std::string& prefix = "param.") {
   for (const auto& s : model.table().specs()) {

@@ -39,17 +39,7 @@ struct Setup {
   std::vector<int64_t> off;
 };
 
-Gpt2Config config() {
-  const auto c = golden().i32("config");
-  Gpt2Config cfg;
-  cfg.V = c[0];
-  cfg.maxT = c[1];
-  cfg.C = c[2];
-  cfg.L = c[3];
-  cfg.NH = c[4];
-  cfg.tied = false;
-  return cfg;
-}
+Gpt2Config config() { return test::golden_config(golden(), /*tied=*/false); }
 
 LoraConfig lora_config() {
   LoraConfig lc;

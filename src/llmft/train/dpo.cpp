@@ -281,9 +281,7 @@ bool Dpo::train_loop(const std::atomic<bool>* stop) {
 void Dpo::print_sample() {
   if (o_.sample_tokens == 0) return;
   const auto t0 = Clock::now();
-  con_.line(greedy_sample(model_, *source_.tokenizer,
-                          format_prompt(data_.tmpl, data_.ds.entries[data_.split.val.begin]),
-                          o_.sample_tokens));
+  con_.line(greedy_sample(model_, *source_.tokenizer, data_, o_.sample_tokens));
   ph_.sample_seconds += seconds_since(t0);
   ++ph_.samples;
 }
@@ -394,10 +392,7 @@ void Dpo::evaluate(int64_t epoch, const StepRecord& step) {
 void Dpo::checkpoint() {
   if (!writes()) return;
   const auto t0 = Clock::now();
-  st_.adam_step = adamw_.step_count();
-  const Gpt2::Trainable t = model_.trainable();
-  save_checkpoint(folder_.dir, t.table, t.params, adamw_.m(), adamw_.v(), st_,
-                  folder_.metrics_file);
+  write_run_checkpoint(model_, adamw_, st_, folder_);
   write_plot();
   ph_.write_seconds += seconds_since(t0);
 }

@@ -240,8 +240,16 @@ bool run_train_loop(const TrainLoop& loop, const FinetuneOptions& opts, TrainSta
   return !interrupted;
 }
 
-std::string greedy_sample(Gpt2& model, const BpeTokenizer& tok, const std::string& prompt,
+void write_run_checkpoint(Gpt2& model, const AdamW& adamw, TrainState& st,
+                          const RunFolder& folder) {
+  st.adam_step = adamw.step_count();
+  const Gpt2::Trainable t = model.trainable();
+  save_checkpoint(folder.dir, t.table, t.params, adamw.m(), adamw.v(), st, folder.metrics_file);
+}
+
+std::string greedy_sample(Gpt2& model, const BpeTokenizer& tok, const RunData& data,
                           int64_t tokens) {
+  const std::string prompt = format_prompt(data.tmpl, data.ds.entries[data.split.val.begin]);
   const auto prompt_ids = tok.encode(prompt, SpecialTokens::kAllow);
   GenerateOptions g;
   g.max_new_tokens = tokens;

@@ -104,9 +104,15 @@ struct TrainLoop {
 bool run_train_loop(const TrainLoop& loop, const FinetuneOptions& opts, TrainState& st,
                     const std::atomic<bool>* stop, Console& con);
 
-// `tokens` greedy tokens after `prompt` (no stop at <|endoftext|>, as generate_text_simple), the
-// prompt and the tokens decoded on one line (newlines as spaces): the sample after each epoch.
-std::string greedy_sample(Gpt2& model, const BpeTokenizer& tok, const std::string& prompt,
+// The sample after each epoch: `tokens` greedy tokens after the first validation entry's prompt
+// (no stop at <|endoftext|>, as generate_text_simple), the prompt and the tokens decoded on one
+// line (newlines as spaces).
+std::string greedy_sample(Gpt2& model, const BpeTokenizer& tok, const RunData& data,
                           int64_t tokens);
+
+// A checkpoint of what the run trains (the model's or the adapters' parameters) with AdamW's
+// state and the loop's position (st.adam_step is set from `adamw`).
+void write_run_checkpoint(Gpt2& model, const AdamW& adamw, TrainState& st,
+                          const RunFolder& folder);
 
 }  // namespace llmft

@@ -332,9 +332,7 @@ double Finetune::calc_loss_loader(const DataLoader& loader, int64_t epoch, int64
 void Finetune::print_sample() {
   if (opts_.sample_tokens == 0) return;
   const auto t_sample = Clock::now();
-  con_.line(greedy_sample(model_, *source_.tokenizer,
-                          format_prompt(data_.tmpl, data_.ds.entries[data_.split.val.begin]),
-                          opts_.sample_tokens));
+  con_.line(greedy_sample(model_, *source_.tokenizer, data_, opts_.sample_tokens));
   ph_.sample_seconds += seconds_since(t_sample);
   ++ph_.samples;
 }
@@ -342,10 +340,7 @@ void Finetune::print_sample() {
 void Finetune::checkpoint() {
   if (opts_.skip_model_writes) return;
   const auto t_write = Clock::now();
-  st_.adam_step = adamw_.step_count();
-  const Gpt2::Trainable t = model_.trainable();
-  save_checkpoint(folder_.dir, t.table, t.params, adamw_.m(), adamw_.v(), st_,
-                  folder_.metrics_file);
+  write_run_checkpoint(model_, adamw_, st_, folder_);
   write_file_atomic(plot_file(),
                     loss_plot_svg(evals_, fmt::format("{}: finetuning loss", opts_.model)));
   ph_.write_seconds += seconds_since(t_write);
