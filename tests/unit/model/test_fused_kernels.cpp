@@ -199,6 +199,79 @@ TEST(FusedKernels, FlashAttentionStaysInsideSequences) {
                         std::span<const float>(y2).subspan(4 * C), 0, 0));
 }
 
+TEST(FusedKernels, ForkedSequenceMatchesItsTwoSequences) {
+  // A forked sequence [prefix | first | second] gives each continuation what the unforked
+  // sequence prefix + continuation gives: the same outputs, the same gradients for the
+  // continuations' rows, and for the prefix the sum of both sequences' gradients. Shapes cross
+  // the 64-row blocks (a second continuation that starts, or a hidden range that ends, inside a
+  // block), an empty first continuation, a one-row prefix, and a sequence that does not fork.
+  const int64_t C = 128, NH = 2, W = 3 * C;
+  struct Shape {
+    int64_t prefix, first, second;
+  };
+  for (const auto& shapes : std::vector<std::vector<Shape>>{
+           {{70, 20, 50}}, {{3, 64, 5}, {1, 2, 3}}, {{5, 0, 4}, {40, 30, 100}}, {{9, 7, 0}}}) {
+    std::vector<int64_t> flens, ulens;
+    std::vector<SeqFork> forks;
+    for (const Shape& f : shapes) {
+      flens.push_back(f.prefix + f.first + f.second);
+      forks.push_back({f.prefix, f.prefix + f.first});
+      ulens.push_back(f.prefix + f.first);
+      ulens.push_back(f.prefix + f.second);
+    }
+    const auto foff = offsets_of(flens), uoff = offsets_of(ulens);
+    const int64_t N = foff.back(), U = uoff.back();
+    VF qkv = randf(N * W, 31), g = randf(N * C, 32);
+    // The unforked batch: each sequence's rows copied, the prefix twice. The second copy of the
+    // prefix gets no output gradient, so the prefix's gradient sums the two sequences' once.
+    VF uqkv(U * W), ug(U * C, 0.0f);
+    std::vector<int64_t> row_of(U, -1);  // forked row of each unforked row
+    for (size_t s = 0; s < shapes.size(); ++s) {
+      const Shape& f = shapes[s];
+      const int64_t o = foff[s], u1 = uoff[2 * s], u2 = uoff[2 * s + 1];
+      for (int64_t t = 0; t < f.prefix + f.first; ++t) row_of[u1 + t] = o + t;
+      for (int64_t t = 0; t < f.prefix; ++t) row_of[u2 + t] = o + t;
+      for (int64_t t = 0; t < f.second; ++t)
+        row_of[u2 + f.prefix + t] = o + f.prefix + f.first + t;
+      for (int64_t r = u1; r < u2 + f.prefix + f.second; ++r) {
+        std::copy_n(qkv.begin() + row_of[r] * W, W, uqkv.begin() + r * W);
+        if (r < u2 || r >= u2 + f.prefix)
+          std::copy_n(g.begin() + row_of[r] * C, C, ug.begin() + r * C);
+      }
+    }
+    VF y(N * C), lse(N * NH), d(N * 3 * C, 0.0f), uy(U * C), ulse(U * NH), ud(U * W, 0.0f);
+    attention_flash_forward(y, lse, qkv, foff, N, C, NH, 0.0f, 0, forks);
+    attention_flash_backward(d, {}, {}, g, qkv, y, lse, foff, N, C, NH, 0.0f, 0, forks);
+    attention_flash_forward(uy, ulse, uqkv, uoff, U, C, NH);
+    attention_flash_backward(ud, {}, {}, ug, uqkv, uy, ulse, uoff, U, C, NH);
+    VF want_y(N * C), want_d(N * W, 0.0f);
+    for (int64_t r = 0; r < U; ++r) {
+      std::copy_n(uy.begin() + r * C, C, want_y.begin() + row_of[r] * C);
+      for (int64_t i = 0; i < W; ++i) want_d[row_of[r] * W + i] += ud[r * W + i];
+    }
+    SCOPED_TRACE(testing::Message() << "N=" << N);
+    // Other key-block boundaries, so other float summation orders: twice the float budget.
+    EXPECT_TRUE(all_close(y, want_y, 2 * kRtol, 2 * kAtol));
+    EXPECT_TRUE(all_close(d, want_d, 1e-4, 1e-4));
+  }
+}
+
+TEST(FusedKernels, ForkedSecondContinuationDoesNotSeeTheFirst) {
+  // Changing the first continuation's keys and values leaves the second's outputs unchanged.
+  const int64_t C = 128, NH = 2, W = 3 * C, N = 30;
+  const std::vector<int64_t> off{0, N};
+  const std::vector<SeqFork> forks{{10, 18}};
+  VF qkv = randf(N * W, 41), qkv2 = qkv;
+  for (int64_t i = 10 * W; i < 18 * W; ++i) qkv2[i] += 1.0f;
+  VF y1(N * C), y2(N * C), lse(N * NH);
+  attention_flash_forward(y1, lse, qkv, off, N, C, NH, 0.0f, 0, forks);
+  attention_flash_forward(y2, lse, qkv2, off, N, C, NH, 0.0f, 0, forks);
+  EXPECT_TRUE(all_close(std::span<const float>(y1).subspan(18 * C),
+                        std::span<const float>(y2).subspan(18 * C), 0, 0));
+  EXPECT_FALSE(all_close(std::span<const float>(y1).subspan(10 * C, 8 * C),
+                         std::span<const float>(y2).subspan(10 * C, 8 * C), 1e-3, 1e-3));
+}
+
 TEST(FusedKernels, ReferenceAttentionWithDropoutMatchesFiniteDifferences) {
   // The dropout mask is fixed by the seed, so the output is a smooth function of qkv.
   const int64_t C = 12, NH = 3;

@@ -16,10 +16,21 @@ constexpr int kB = 64;  // query rows per row block, keys per key block (tile le
 
 inline int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
-// One (sequence, head) task: rows [o, o + T) of the batch; dropout counters from `base`.
+// One (sequence, head) task: rows [o, o + T) of the batch; dropout counters from `base`; rows
+// from `second` on do not see keys [prefix, second) (SeqFork; prefix = second = T: no fork).
 struct Task {
-  int64_t o, T, h, base;
+  int64_t o, T, h, base, prefix, second;
 };
+
+// Keys [lo, hi) of key block c0 that row t (both relative to the sequence) must not see: the
+// first continuation of a fork, for rows of the second. n: the row's causal keys in the block;
+// lo = hi = n when it sees them all.
+inline void hidden_keys(const Task& tk, int64_t t, int64_t c0, int n, int& lo, int& hi) {
+  lo = hi = n;
+  if (t < tk.second) return;
+  lo = static_cast<int>(std::clamp<int64_t>(tk.prefix - c0, 0, n));
+  hi = static_cast<int>(std::clamp<int64_t>(tk.second - c0, 0, n));
+}
 
 // Attention weights (h, t, t2) of these sequences, NH * sum_s T_s^2, masked ones included: the
 // range of the dropout counters; times HS, the work that decides whether to go parallel.
@@ -32,14 +43,16 @@ int64_t weight_count(std::span<const int64_t> offsets, int64_t NH) {
   return n;
 }
 
-Task make_task(std::span<const int64_t> offsets, int64_t NH, int64_t s, int64_t h) {
+Task make_task(std::span<const int64_t> offsets, std::span<const SeqFork> forks, int64_t NH,
+               int64_t s, int64_t h) {
   int64_t base = 0;
   for (int64_t j = 0; j < s; ++j) {
     const int64_t T = offsets[j + 1] - offsets[j];
     base += NH * T * T;
   }
   const int64_t T = offsets[s + 1] - offsets[s];
-  return {offsets[s], T, h, base + h * T * T};
+  const SeqFork f = forks.empty() ? SeqFork{T, T} : forks[static_cast<size_t>(s)];
+  return {offsets[s], T, h, base + h * T * T, f.prefix, f.second};
 }
 
 // s (4 rows, ld kB) = q (4 rows, ld HSp) @ kt (HSp, ld kB), 16*NV columns. The reduction runs
@@ -168,12 +181,18 @@ void flash_forward_task(float* out, uint16_t* out_bf, float* lse, const float* q
       };
       for (int g = 0; g < brp; g += 4) qk_rows4<HSp>(S + g * kB, Q + g * HSp, Kt, group_keys(g));
       for (int r = 0; r < br; ++r) {
-        const int n = static_cast<int>(std::min<int64_t>(bc, r0 + r - c0 + 1));  // visible keys
+        const int n = static_cast<int>(std::min<int64_t>(bc, r0 + r - c0 + 1));  // causal keys
+        int lo, hi;  // of which [lo, hi) are hidden (a fork's first continuation)
+        hidden_keys(tk, r0 + r, c0, n, lo, hi);
         float* srow = S + r * kB;
         float mx = m[r];
 #pragma omp simd reduction(max : mx)
-        for (int j = 0; j < n; ++j) mx = std::max(mx, srow[j]);
-        const float sum = exp_shifted(srow, n, mx);
+        for (int j = 0; j < lo; ++j) mx = std::max(mx, srow[j]);
+#pragma omp simd reduction(max : mx)
+        for (int j = hi; j < n; ++j) mx = std::max(mx, srow[j]);
+        // Key 0 is visible to every row (prefix >= 1), so mx is finite from the first block on.
+        const float sum = exp_shifted(srow, lo, mx) + exp_shifted(srow + hi, n - hi, mx);
+        std::fill(srow + lo, srow + hi, 0.0f);
         for (int j = n, ng = group_keys(r & ~3); j < ng; ++j) srow[j] = 0.0f;
         if (c0 > 0) {
           // Earlier blocks were summed against the old max: rescale them.
@@ -214,17 +233,18 @@ void flash_forward_task(float* out, uint16_t* out_bf, float* lse, const float* q
 
 // The softmax backward of one (row block, key block) pair, rows [0, brp): S holds the scores and
 // dP the products dout . v on entry; on return S holds drop(P) and dP holds dS = P (dP - D), with
-// the causally masked and padded entries zero (the reductions after it read them).
+// the masked (causal, hidden by a fork) and padded entries zero (the reductions after it read
+// them).
 inline void softmax_backward_block(float* S, float* dP, const float* L, const float* D, int br,
                                    int brp, int bc, int bcp, int64_t r0, int64_t c0,
-                                   int64_t base, int64_t T, float p, uint64_t seed) {
+                                   const Task& tk, float p, uint64_t seed) {
   for (int r = 0; r < brp; ++r) {
     const int n = r < br ? static_cast<int>(std::min<int64_t>(bc, r0 + r - c0 + 1)) : 0;
     float* srow = S + r * kB;
     float* drow = dP + r * kB;
     const float lr = r < br ? L[r] : 0.0f, dr = r < br ? D[r] : 0.0f;
     if (p > 0.0f) {
-      const uint64_t id = static_cast<uint64_t>(base + (r0 + r) * T + c0);
+      const uint64_t id = static_cast<uint64_t>(tk.base + (r0 + r) * tk.T + c0);
       for (int j = 0; j < n; ++j) {
         // y = sum drop(P) v:  dP = mask * (dout . v);  dS = P (dP - D)
         const float pj = vexp(srow[j] - lr), mk = dropout_scale(seed, id + j, p);
@@ -240,6 +260,9 @@ inline void softmax_backward_block(float* S, float* dP, const float* L, const fl
       }
     }
     for (int j = n; j < bcp; ++j) srow[j] = drow[j] = 0.0f;
+    int lo, hi;
+    hidden_keys(tk, r0 + r, c0, n, lo, hi);
+    for (int j = lo; j < hi; ++j) srow[j] = drow[j] = 0.0f;
   }
 }
 
@@ -298,7 +321,7 @@ void flash_backward_task(float* dqkv, float* psum, const float* dout, const floa
         qk_rows4<HSp>(S + g * kB, Q + g * HSp, Kt, group_keys(g));
         qk_rows4<HSp>(dP + g * kB, dO + g * HSp, Vt, group_keys(g));
       }
-      softmax_backward_block(S, dP, L, D, br, brp, bc, bcp, r0, c0, tk.base, T, p, seed);
+      softmax_backward_block(S, dP, L, D, br, brp, bc, bcp, r0, c0, tk, p, seed);
       // dV += drop(P)^T dO;  dK += dS^T (scale q): key group kg needs rows from its diagonal on.
       for (int kg = 0; kg < bc; kg += 4) {
         const int rs = static_cast<int>(std::max<int64_t>(0, c0 + kg - r0));
@@ -347,9 +370,21 @@ int padded_head_size(int64_t HS) {
   return HS <= 16 ? 16 : HS <= 32 ? 32 : HS <= 64 ? 64 : 128;
 }
 
-void check_common(std::span<const float> qkv, std::span<const int64_t> offsets, int64_t N,
-                  int64_t C, int64_t NH, float p) {
+void check_common(std::span<const float> qkv, std::span<const int64_t> offsets,
+                  std::span<const SeqFork> forks, int64_t N, int64_t C, int64_t NH, float p) {
   check_seq_offsets(offsets, N);
+  if (!forks.empty()) {
+    LLMFT_CHECK(forks.size() + 1 == offsets.size(), "{} forks for {} sequences", forks.size(),
+                offsets.size() - 1);
+    for (size_t s = 0; s < forks.size(); ++s) {
+      const int64_t T = offsets[s + 1] - offsets[s];
+      const SeqFork f = forks[s];
+      LLMFT_CHECK(0 <= f.prefix && f.prefix <= f.second && f.second <= T &&
+                      (f.second == T || f.prefix >= 1),
+                  "sequence {} of length {}: fork (prefix {}, second {})", s, T, f.prefix,
+                  f.second);
+    }
+  }
   LLMFT_CHECK(NH >= 1 && C % NH == 0, "C={} not divisible by NH={}", C, NH);
   LLMFT_CHECK(p >= 0.0f && p < 1.0f, "attention dropout p={}", p);
   check_size(qkv, N * 3 * C, "attention qkv");
@@ -360,8 +395,8 @@ void check_common(std::span<const float> qkv, std::span<const int64_t> offsets, 
 namespace {
 
 void flash_forward(float* out, uint16_t* out_bf, float* lse, const float* qkv, float* qkv_mut,
-                   const float* bias,
-                   std::span<const int64_t> offsets, int64_t C, int64_t NH, float p,
+                   const float* bias, std::span<const int64_t> offsets,
+                   std::span<const SeqFork> forks, int64_t C, int64_t NH, float p,
                    uint64_t seed) {
   const int64_t S = static_cast<int64_t>(offsets.size()) - 1, HS = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
@@ -376,34 +411,36 @@ void flash_forward(float* out, uint16_t* out_bf, float* lse, const float* qkv, f
 #pragma omp parallel for collapse(2) schedule(dynamic) if (work >= kParallelMin)
   for (int64_t s = 0; s < S; ++s)
     for (int64_t h = 0; h < NH; ++h)
-      task(out, out_bf, lse, qkv, qkv_mut, bias, make_task(offsets, NH, s, h), C, NH, HS, scale, p,
-           seed);
+      task(out, out_bf, lse, qkv, qkv_mut, bias, make_task(offsets, forks, NH, s, h), C, NH, HS,
+           scale, p, seed);
 }
 
 }  // namespace
 
 void attention_flash_forward(std::span<float> out, std::span<float> lse,
                              std::span<const float> qkv, std::span<const int64_t> offsets,
-                             int64_t N, int64_t C, int64_t NH, float dropout_p, uint64_t seed) {
-  check_common(qkv, offsets, N, C, NH, dropout_p);
+                             int64_t N, int64_t C, int64_t NH, float dropout_p, uint64_t seed,
+                             std::span<const SeqFork> forks) {
+  check_common(qkv, offsets, forks, N, C, NH, dropout_p);
   check_size(out, N * C, "attention out");
   check_size(lse, N * NH, "attention lse");
-  flash_forward(out.data(), nullptr, lse.data(), qkv.data(), nullptr, nullptr, offsets, C, NH,
-                dropout_p, seed);
+  flash_forward(out.data(), nullptr, lse.data(), qkv.data(), nullptr, nullptr, offsets, forks, C,
+                NH, dropout_p, seed);
 }
 
 void bias_attention_flash_forward(std::span<float> out, std::span<uint16_t> out_bf,
                                   std::span<float> lse, std::span<float> qkv,
                                   std::span<const float> bias,
                                   std::span<const int64_t> offsets, int64_t N, int64_t C,
-                                  int64_t NH, float dropout_p, uint64_t seed) {
-  check_common(qkv, offsets, N, C, NH, dropout_p);
+                                  int64_t NH, float dropout_p, uint64_t seed,
+                                  std::span<const SeqFork> forks) {
+  check_common(qkv, offsets, forks, N, C, NH, dropout_p);
   check_size(out, N * C, "attention out");
   check_size(lse, N * NH, "attention lse");
   check_size(bias, 3 * C, "attention qkv bias");
   if (!out_bf.empty()) check_size(out_bf, N * C, "attention out_bf");
   flash_forward(out.data(), out_bf.empty() ? nullptr : out_bf.data(), lse.data(), qkv.data(),
-                qkv.data(), bias.data(), offsets, C, NH, dropout_p, seed);
+                qkv.data(), bias.data(), offsets, forks, C, NH, dropout_p, seed);
 }
 
 int64_t attention_flash_backward_scratch_size(std::span<const int64_t> offsets, int64_t C) {
@@ -414,8 +451,9 @@ void attention_flash_backward(std::span<float> dqkv, std::span<float> dbias,
                               std::span<float> scratch, std::span<const float> dout,
                               std::span<const float> qkv, std::span<const float> out,
                               std::span<const float> lse, std::span<const int64_t> offsets,
-                              int64_t N, int64_t C, int64_t NH, float dropout_p, uint64_t seed) {
-  check_common(qkv, offsets, N, C, NH, dropout_p);
+                              int64_t N, int64_t C, int64_t NH, float dropout_p, uint64_t seed,
+                              std::span<const SeqFork> forks) {
+  check_common(qkv, offsets, forks, N, C, NH, dropout_p);
   check_size(dqkv, N * 3 * C, "attention dqkv");
   check_size(dout, N * C, "attention dout");
   check_size(out, N * C, "attention out");
@@ -443,7 +481,7 @@ void attention_flash_backward(std::span<float> dqkv, std::span<float> dbias,
     for (int64_t s = 0; s < S; ++s)
       for (int64_t h = 0; h < NH; ++h)
         task(dqkv.data(), sums ? part + s * 3 * C : nullptr, dout.data(), qkv.data(), out.data(),
-             lse.data(), make_task(offsets, NH, s, h), C, NH, HS, scale, dropout_p, seed);
+             lse.data(), make_task(offsets, forks, NH, s, h), C, NH, HS, scale, dropout_p, seed);
     if (sums) {
       // Sequence partials in sequence order (independent of the thread count).
 #pragma omp for schedule(static)
