@@ -184,6 +184,14 @@ void check_output_path(const fs::path& path, std::initializer_list<fs::path> inp
 
 fs::path data_dir() {
   if (const char* env = std::getenv("LLMFT_DATA_DIR"); env && *env) return fs::path(env);
+  // An installed llmft finds its data beside it (PREFIX/bin/llmft -> PREFIX/share/llmft), wherever
+  // the prefix was moved; a build-tree binary uses the source tree's data/.
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path installed = (exe.parent_path() / LLMFT_INSTALL_DATA_RELDIR).lexically_normal();
+    if (fs::is_directory(installed, ec)) return installed;
+  }
   return fs::path(LLMFT_SOURCE_DATA_DIR);
 }
 
