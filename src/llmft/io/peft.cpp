@@ -10,6 +10,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 #include "llmft/io/safetensors.h"
 
 namespace llmft {
@@ -140,7 +141,9 @@ PeftAdapter read_peft_adapter(const fs::path& dir, const Gpt2Config& cfg) {
     throw Error(fmt::format("{}: no such adapter folder", dir.string()),
                 "pass the folder that holds adapter_config.json and adapter_model.safetensors");
   const fs::path config_file = dir / kConfigFile;
-  const json j = json::parse(read_file(config_file), nullptr, /*allow_exceptions=*/false);
+  const std::string config_text = read_file(config_file);
+  check_json_limits(config_text, config_file.string());
+  const json j = json::parse(config_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) throw Error(fmt::format("{}: not valid JSON", config_file.string()));
   LoraConfig lc = parse_config(j, config_file.string());
   PeftAdapter out;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "llmft/core/error.h"
+#include "llmft/io/hf_folder.h"
 
 namespace llmft {
 
@@ -33,7 +34,8 @@ json model_record(const LoadedModel& m, int64_t parameters) {
           {"config", to_json(m.cfg())}};
 }
 
-LoadedModel model_from_record(const json& record, const std::string& origin) {
+LoadedModel model_from_record(const json& record, const std::string& origin,
+                              const std::filesystem::path& weights) {
   if (!record.is_object() || !record.contains("model") || !record["model"].is_object()) {
     throw Error(fmt::format("{}: no \"model\" record", origin),
                 "--resume takes the run folder of an earlier llmft finetune");
@@ -48,8 +50,9 @@ LoadedModel model_from_record(const json& record, const std::string& origin) {
     return r[key];
   };
   LoadedModel m;
-  m.model = std::make_unique<Gpt2>(
-      gpt2_config_from_json(field("config", &json::is_object, "an object"), origin));
+  const Gpt2Config cfg = gpt2_config_from_json(field("config", &json::is_object, "an object"), origin);
+  if (!weights.empty()) check_weights_fit(cfg, weights, origin);
+  m.model = std::make_unique<Gpt2>(cfg);
   m.pretrained = field("pretrained", &json::is_boolean, "true or false").get<bool>();
   m.fallback = field("fallback", &json::is_boolean, "true or false").get<bool>();
   m.spec = field("source", &json::is_string, "a string").get<std::string>();
