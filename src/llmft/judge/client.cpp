@@ -88,12 +88,13 @@ constexpr int64_t kMaxReplyBytes = 16 << 20;
 
 // Redirects are not followed: a 3xx to another host would re-send the prompt (and the API key)
 // there. Says where it pointed so the user can pass that URL.
-[[noreturn]] void throw_redirect(const HttpRequest& req, const HttpResponse& resp) {
+bool is_redirect(const HttpResponse& resp) { return resp.status >= 300 && resp.status < 400; }
+std::string redirect_message(const HttpRequest& req, const HttpResponse& resp) {
   const std::string to = resp.header("Location");
-  throw EntryError(fmt::format("HTTP {} from {} {}: redirected to {} (not followed); pass the "
-                               "server's address with --url",
-                               resp.status, req.method, req.url,
-                               to.empty() ? std::string("nowhere") : quote_truncated(to, 200)));
+  return fmt::format("HTTP {} from {} {}: redirected to {} (not followed); pass the server's "
+                     "address with --url",
+                     resp.status, req.method, req.url,
+                     to.empty() ? std::string("nowhere") : quote_truncated(to, 200));
 }
 
 }  // namespace
@@ -287,12 +288,8 @@ void JudgeClient::check(long connect_timeout_s, double read_timeout_s) const {
     throw Error(redact(fmt::format("cannot reach the {} {} at {} ({}); {}, or pass --url",
                                    api_name(opts_.api), role_, base_, e.what(), start)));
   }
-  if (resp.status >= 300 && resp.status < 400) {
-    try {
-      throw_redirect(req, resp);
-    } catch (const EntryError& e) {
-      throw Error(redact(fmt::format("the {} at {}: {}", role_, base_, e.what())));
-    }
+  if (is_redirect(resp)) {
+    throw Error(redact(fmt::format("the {} at {}: {}", role_, base_, redirect_message(req, resp))));
   }
   if (resp.status == 401 || resp.status == 403) {
     throw Error(fmt::format("the {} at {} refused GET {} with HTTP {}; set the API key in "
@@ -390,7 +387,7 @@ std::string JudgeClient::post(const char* path, const std::string& body,
       continue;
     }
     if (resp.status == 200) return std::move(resp.body);
-    if (resp.status >= 300 && resp.status < 400) throw_redirect(req, resp);
+    if (is_redirect(resp)) throw EntryError(redact(redirect_message(req, resp)));
     const std::string what = redact(fmt::format("HTTP {} from POST {}: {}", resp.status, req.url,
                                                 quote_truncated(trim(resp.body), 120)));
     if (resp.status != 429 && resp.status < 500) throw EntryError(what);
