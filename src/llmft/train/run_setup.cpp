@@ -100,10 +100,10 @@ LoadedModel load_starting_model(const FinetuneOptions& opts, const RunFolder& fo
                              *folder.checkpoint / "model.safetensors");
   LoadedModel m = load_finetune_model(opts, [&](const std::string& s) { con.line(s); });
   if (folder.resuming) {
-    const LoadedModel rec = model_from_record(folder.saved_config, folder.config_file.string());
-    if (rec.cfg().describe() != m.cfg().describe())
+    const Gpt2Config rec = recorded_config(folder.saved_config, folder.config_file.string());
+    if (rec.describe() != m.cfg().describe())
       throw Error(fmt::format("{} is now {}, but the run trained an adapter for {}", opts.model,
-                              m.cfg().describe(), rec.cfg().describe()),
+                              m.cfg().describe(), rec.describe()),
                   "the base model of a LoRA run must stay the same to resume it");
   }
   return m;
