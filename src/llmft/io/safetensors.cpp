@@ -280,6 +280,7 @@ void SafetensorsFile::read_f32(const TensorInfo& t, std::span<float> out) const 
               out.size(), t.numel);
   const unsigned char* src = data_ + t.begin;
   const size_t n = out.size();
+  if (n == 0) return;  // an empty tensor: out.data() may be null, which memcpy must not get
   switch (t.dtype) {
     case Dtype::F32:
       std::memcpy(out.data(), src, n * 4);

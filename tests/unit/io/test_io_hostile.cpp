@@ -113,3 +113,13 @@ TEST(IoHostile, NanWeightsAreRefusedAtLoad) {
   EXPECT_NE(error_of([&] { read_hf_folder(dir / "m"); }).find("holds an infinity at element 5"),
             std::string::npos);
 }
+
+TEST(IoHostile, EmptyTensorReadsIntoAnEmptySpan) {
+  // Found by fuzz_safetensors (UBSan): read_f32 passed the empty output's null data() to memcpy.
+  TempDir dir;
+  write_safetensors(dir / "e.safetensors", {{"e", {0, 4}, {}}});
+  const SafetensorsFile f(dir / "e.safetensors");
+  std::vector<float> out;
+  EXPECT_NO_THROW(f.read_f32(*f.find("e"), out));
+  EXPECT_TRUE(out.empty());
+}
