@@ -13,6 +13,7 @@
 #include "command.h"
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 #include "llmft/core/progress.h"
 #include "llmft/data/template.h"
 #include "llmft/io/gguf.h"
@@ -38,7 +39,9 @@ std::string run_template(const fs::path& model_dir) {
   std::error_code ec;
   const fs::path cfg = model_dir.parent_path() / "config.json";
   if (model_dir.empty() || !fs::is_regular_file(cfg, ec)) return {};
-  const auto j = nlohmann::json::parse(read_file(cfg), nullptr, /*allow_exceptions=*/false);
+  const std::string text = read_file(cfg);
+  check_json_limits(text, cfg.string());
+  const auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object() || !j.contains("options") || !j["options"].is_object()) return {};
   const auto& o = j["options"];
   return o.contains("template") && o["template"].is_string() ? o["template"].get<std::string>()

@@ -9,6 +9,7 @@
 #include "command.h"
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 #include "llmft/tokenizer/bpe.h"
 
 namespace llmft::app {
@@ -45,6 +46,7 @@ void run_jsonl(const BpeTokenizer& tok, const TokenizeOptions& o) {
     pos = eol + 1;
     ++line_no;
     nlohmann::json j;
+    check_json_limits(line, fmt::format("{}:{}", name, line_no));
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception& e) {
@@ -125,6 +127,7 @@ Runner setup(CLI::App& app) {
     const std::string source = o->has_text ? "the argument" : o->file.empty() ? "stdin" : o->file;
     if (o->decode) {
       std::vector<int32_t> ids;
+      check_json_limits(input, source);
       try {
         const auto j = nlohmann::json::parse(input);
         if (!j.is_array()) throw Error("not an array");

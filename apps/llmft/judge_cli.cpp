@@ -31,6 +31,10 @@ void add_judge_server_options(CLI::App& app, JudgeOptions& o, JudgeServerCli& c,
       ->capture_default_str();
   app.add_option("--retry-max", o.retry_max_s, "Longest retry delay in seconds")
       ->capture_default_str();
+  app.add_option("--request-timeout", o.request_timeout_s,
+                 "Give up on a request whose whole reply takes longer than this many seconds "
+                 "(a server trickling bytes)")
+      ->capture_default_str();
   app.add_option("--concurrency,-j", o.concurrency, "Requests in flight at once")
       ->capture_default_str();
   app.add_option("--max-failures", o.max_failures_in_a_row,

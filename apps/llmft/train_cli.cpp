@@ -5,6 +5,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 
 namespace llmft::app {
 
@@ -62,7 +63,9 @@ nlohmann::json resume_options(const std::vector<CLI::Option*>& run_opts,
     if (opt->count() > 0)
       throw UsageError(fmt::format("{} cannot be combined with --resume", opt->get_name()), hint);
   const auto file = dir / "config.json";
-  auto j = nlohmann::json::parse(read_file(file), nullptr, false);
+  const std::string text = read_file(file);
+  check_json_limits(text, file.string());
+  auto j = nlohmann::json::parse(text, nullptr, false);
   // Runs of the first releases have no "command": they are finetune runs.
   if (j.is_discarded() || !j.is_object() || !j.contains("options") ||
       j.value("command", std::string("finetune")) != command) {

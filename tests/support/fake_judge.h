@@ -219,6 +219,11 @@ class Gate {
     std::unique_lock lk(mu_);
     cv_.wait_for(lk, std::chrono::seconds(20), [this] { return open_; });
   }
+  // Waits up to `ms` milliseconds for the gate; true when it is open.
+  bool wait_for_ms(int ms) {
+    std::unique_lock lk(mu_);
+    return cv_.wait_for(lk, std::chrono::milliseconds(ms), [this] { return open_; });
+  }
   void open() {
     {
       std::lock_guard lk(mu_);

@@ -34,6 +34,8 @@ struct Ctx {
   curl_off_t last_dl = -1, last_ul = -1;
   std::chrono::steady_clock::time_point last_activity{};
   bool idle_expired = false;
+  int64_t max_body_bytes = 0, received = 0;
+  bool too_large = false;
 };
 
 int on_progress(void* user, curl_off_t, curl_off_t dlnow, curl_off_t, curl_off_t ulnow) {
@@ -62,6 +64,11 @@ size_t on_write(char* ptr, size_t size, size_t n, void* user) {
       ctx->aborted = true;
       return 0;
     }
+  }
+  ctx->received += static_cast<int64_t>(len);
+  if (ctx->max_body_bytes > 0 && ctx->received > ctx->max_body_bytes) {
+    ctx->too_large = true;
+    return 0;
   }
   if (*ctx->on_data) {
     if (!(*ctx->on_data)(std::string_view(ptr, len))) {
@@ -135,6 +142,10 @@ HttpResponse http_request(const HttpRequest& req, const HttpDataFn& on_data,
     curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &ctx);
     curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
   }
+  if (req.deadline_s > 0) {
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(req.deadline_s * 1000));
+  }
+  ctx.max_body_bytes = req.max_body_bytes;
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_write);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &ctx);
@@ -150,7 +161,9 @@ HttpResponse http_request(const HttpRequest& req, const HttpDataFn& on_data,
   } else if (req.method != "GET") {
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req.method.c_str());
   }
+  const auto started = std::chrono::steady_clock::now();
   const CURLcode rc = curl_easy_perform(curl);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp.status);
   curl_slist_free_all(headers);
   curl_easy_cleanup(curl);
@@ -158,6 +171,16 @@ HttpResponse http_request(const HttpRequest& req, const HttpDataFn& on_data,
     throw HttpError(fmt::format("{} {}: timed out: no data for {:g} s", req.method, req.url,
                                 req.idle_timeout_s),
                     /*transient=*/true);
+  }
+  if (ctx.too_large) {
+    throw HttpError(fmt::format("{} {}: the reply is over {} bytes", req.method, req.url,
+                                req.max_body_bytes),
+                    /*transient=*/false);
+  }
+  if (rc == CURLE_OPERATION_TIMEDOUT && req.deadline_s > 0 && took >= 0.9 * req.deadline_s) {
+    throw HttpError(fmt::format("{} {}: no complete reply within {:g} s", req.method, req.url,
+                                req.deadline_s),
+                    /*transient=*/false);
   }
   if (rc != CURLE_OK && !(ctx.aborted && rc == CURLE_WRITE_ERROR)) {
     const bool transient = rc == CURLE_COULDNT_CONNECT || rc == CURLE_OPERATION_TIMEDOUT ||

@@ -22,6 +22,11 @@ struct HttpRequest {
   // read_timeout_s (curl's speed check, averaged over several seconds) it fires within about a
   // second of the limit, so a stalled reply after an upload is caught on time. Transient.
   double idle_timeout_s = 0;
+  // Abort when the whole request (connect, send, reply) takes longer than this, in seconds, however
+  // steadily bytes trickle in; 0 = never. Not transient.
+  double deadline_s = 0;
+  // Abort when the reply body grows past this many bytes; 0 = no limit. Not transient.
+  int64_t max_body_bytes = 0;
   bool follow_redirects = true;
 };
 

@@ -20,7 +20,8 @@ namespace fs = std::filesystem;
 
 MappedFile::MappedFile(const fs::path& path) {
   const std::string p = path.string();
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO does not wait for a writer (and then fails the check below).
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     throw Error(fmt::format("{}: cannot open: {}", p, std::strerror(errno)), "check the path");
   }
@@ -58,19 +59,47 @@ void MappedFile::release(const unsigned char* p, size_t n) const {
 std::string read_file(const fs::path& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) throw Error(fmt::format("{}: is a folder, expected a file", path.string()));
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
     throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)),
                 "check the path");
   }
-  std::string bytes;
-  in.seekg(0, std::ios::end);
-  const auto size = in.tellg();
-  if (size < 0) throw Error(fmt::format("{}: cannot read", path.string()));
-  bytes.resize(static_cast<size_t>(size));
-  in.seekg(0, std::ios::beg);
-  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!in) throw Error(fmt::format("{}: read failed", path.string()));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    throw Error(fmt::format("{}: cannot read: {}", path.string(), std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {  // a pipe or /dev/stdin: read to its end
+    std::string bytes;
+    char buf[1 << 16];
+    for (;;) {
+      const ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        const int err = errno;
+        ::close(fd);
+        throw Error(fmt::format("{}: read failed: {}", path.string(), std::strerror(err)));
+      }
+      if (n == 0) break;
+      bytes.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return bytes;
+  }
+  std::string bytes(static_cast<size_t>(st.st_size), '\0');
+  size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : 0;
+      ::close(fd);
+      throw Error(fmt::format("{}: read failed: {}", path.string(),
+                              err ? std::strerror(err) : "the file shrank while being read"));
+    }
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
   return bytes;
 }
 
@@ -184,6 +213,14 @@ void check_output_path(const fs::path& path, std::initializer_list<fs::path> inp
 
 fs::path data_dir() {
   if (const char* env = std::getenv("LLMFT_DATA_DIR"); env && *env) return fs::path(env);
+  // An installed llmft finds its data beside it (PREFIX/bin/llmft -> PREFIX/share/llmft), wherever
+  // the prefix was moved; a build-tree binary uses the source tree's data/.
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path installed = (exe.parent_path() / LLMFT_INSTALL_DATA_RELDIR).lexically_normal();
+    if (fs::is_directory(installed, ec)) return installed;
+  }
   return fs::path(LLMFT_SOURCE_DATA_DIR);
 }
 

@@ -56,7 +56,9 @@ void write_folder_atomic(const std::filesystem::path& dir,
 void check_output_path(const std::filesystem::path& path,
                        std::initializer_list<std::filesystem::path> inputs = {});
 
-// Folder with the bundled data (dataset, GPT-2 vocabulary). $LLMFT_DATA_DIR overrides it.
+// Folder with the bundled data (dataset, GPT-2 vocabulary): $LLMFT_DATA_DIR when set, else the
+// installed copy relative to the executable (PREFIX/share/llmft for PREFIX/bin/llmft, see
+// `cmake --install`), else the source tree's data/ (a binary run from its build folder).
 std::filesystem::path data_dir();
 
 }  // namespace llmft

@@ -67,8 +67,9 @@ Batch collate(std::span<const CollateItem> items, const CollateOptions& options)
   b.packed_targets.resize(b.seq_offsets[B]);
   for (int64_t r = 0; r < B; ++r) {
     const int64_t len = b.seq_offsets[r + 1] - b.seq_offsets[r];
-    std::copy_n(&b.inputs[r * T], len, &b.packed_inputs[b.seq_offsets[r]]);
-    std::copy_n(&b.targets[r * T], len, &b.packed_targets[b.seq_offsets[r]]);
+    // Pointer arithmetic, not &v[i]: the packed vectors may be empty (UBSan: null reference).
+    std::copy_n(b.inputs.data() + r * T, len, b.packed_inputs.data() + b.seq_offsets[r]);
+    std::copy_n(b.targets.data() + r * T, len, b.packed_targets.data() + b.seq_offsets[r]);
   }
   return b;
 }

@@ -9,6 +9,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 
 namespace llmft {
 
@@ -307,6 +308,7 @@ InstructionDataset parse_dataset(std::string_view bytes, const std::filesystem::
   std::string ext = name.extension().string();
   for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   const bool jsonl = ext == ".jsonl" || ext == ".ndjson";
+  check_json_limits(bytes, name.string());  // nesting and number range, before nlohmann
   InstructionDataset ds = jsonl ? parse_jsonl(bytes, start, name) : parse_array(bytes, start, name);
   if (ds.entries.empty()) {
     throw Error(fmt::format("{}: empty dataset (the file has no entries)", name.string()),

@@ -330,8 +330,9 @@ GgufFile::GgufFile(const fs::path& path) : path_(path), file_(path) {
     for (uint32_t d = 0; d < n_dims; ++d) {
       const auto ne = c.get<uint64_t>();
       // 2^40 values per dimension and 2^50 in all are far beyond any file that can exist.
+      // (Divided, not multiplied: numel * ne itself can overflow.)
       if (ne == 0 || ne > (uint64_t(1) << 40) ||
-          static_cast<uint64_t>(t.numel) * ne > (uint64_t(1) << 50)) {
+          ne > (uint64_t(1) << 50) / static_cast<uint64_t>(t.numel)) {
         throw Error(
             fmt::format("{}: {} has an impossible dimension ne[{}] = {}", p, c.where, d, ne),
             kCorruptHint);

@@ -9,6 +9,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 #include "llmft/io/safetensors.h"
 
 namespace llmft {
@@ -94,6 +95,7 @@ LoadInfo load_gpt2_weights(const fs::path& file, const ParamTable& table, std::s
     if (!slot[i]) continue;
     if (slot[i]->dtype != Dtype::F32) ++info.converted_tensors;
     st.read_f32(*slot[i], table.view(params, table.specs()[i]));
+    require_finite(p, slot[i]->name, table.view(std::span<const float>(params), table.specs()[i]));
   }
   const ParamSpec* wte = table.find("wte.weight");
   if (const ParamSpec* head = table.find("lm_head.weight");
@@ -167,6 +169,7 @@ std::string hf_config_json(const Gpt2Config& cfg) {
 
 Gpt2Config parse_hf_config(const std::string& text, const std::string& origin) {
   json j;
+  check_json_limits(text, origin);
   try {
     j = json::parse(text);
   } catch (const json::exception& e) {
@@ -234,6 +237,7 @@ Gpt2Config read_hf_config(const fs::path& dir) {
                 "pass a folder written by llmft or a Hugging Face GPT-2 folder, or a model name "
                 "(gpt2, gpt2-medium, gpt2-large, gpt2-xl)");
   }
+  if (!fs::is_regular_file(file, ec)) throw Error(fmt::format("{}: not a regular file", file.string()));
   return parse_hf_config(read_file(file), file.string());
 }
 
@@ -262,6 +266,26 @@ void write_hf_folder(const fs::path& dir, const Gpt2Config& cfg, const ParamTabl
   });
 }
 
+void check_weights_fit(const Gpt2Config& cfg, const fs::path& weights, const std::string& origin) {
+  std::error_code ec;
+  const auto st = fs::status(weights, ec);
+  if (ec || !fs::exists(st)) {
+    throw Error(fmt::format("{}: cannot open: {}", weights.string(),
+                            ec ? ec.message() : std::string("no such file")));
+  }
+  if (!fs::is_regular_file(st)) throw Error(fmt::format("{}: not a regular file", weights.string()));
+  // In doubles: the sizes of a hostile config overflow int64.
+  const double V = static_cast<double>(cfg.V), C = static_cast<double>(cfg.C);
+  const double params = V * C * (cfg.tied ? 1 : 2) + static_cast<double>(cfg.maxT) * C +
+                        static_cast<double>(cfg.L) * (12 * C * C + 13 * C) + 2 * C;
+  const double bytes = static_cast<double>(fs::file_size(weights, ec));
+  if (ec || params > bytes) {
+    throw Error(fmt::format("{}: {} makes {:.3g} parameters, more than {} ({:.3g} bytes) can hold",
+                            origin, cfg.describe(), params, weights.string(), bytes),
+                "the configuration does not belong to these weights; restore it");
+  }
+}
+
 HfModel read_hf_folder(const fs::path& dir, std::optional<bool> tied,
                        std::optional<float> dropout) {
   Gpt2Config cfg = read_hf_config(dir);
@@ -277,6 +301,7 @@ HfModel read_hf_folder(const fs::path& dir, std::optional<bool> tied,
       hint = "only safetensors is read: convert pytorch_model.bin with transformers' save_pretrained";
     throw Error(fmt::format("{}: no model.safetensors", dir.string()), hint);
   }
+  check_weights_fit(cfg, weights, (dir / "config.json").string());
   HfModel m{Gpt2(cfg), {}};
   m.info = load_gpt2_weights(weights, m.model.table(), m.model.params());
   return m;

@@ -46,6 +46,13 @@ std::string hf_config_json(const Gpt2Config& cfg);
 Gpt2Config parse_hf_config(const std::string& text, const std::string& origin);
 Gpt2Config read_hf_config(const std::filesystem::path& dir);  // dir/config.json
 
+// Checks, before a model of `cfg` is allocated, that `weights` (a safetensors file) is large
+// enough to hold its parameters at one byte each: a config saying n_layer 1000000000 is an Error
+// naming `origin` instead of allocating until the process is killed. Also refuses a `weights`
+// that is not a regular file (a FIFO would block the open).
+void check_weights_fit(const Gpt2Config& cfg, const std::filesystem::path& weights,
+                       const std::string& origin);
+
 struct HfTokenizerFiles {
   std::filesystem::path vocab_json;  // GPT-2's encoder.json under Hugging Face's name
   std::filesystem::path merges_txt;  // GPT-2's vocab.bpe under Hugging Face's name

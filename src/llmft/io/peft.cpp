@@ -10,6 +10,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 #include "llmft/io/safetensors.h"
 
 namespace llmft {
@@ -97,7 +98,9 @@ LoraConfig parse_config(const json& j, const std::string& where) {
     throw Error(fmt::format("{}: {}", where, what), hint);
   };
   if (!j.is_object()) fail("not a JSON object");
-  if (j.value("peft_type", std::string()) != "LORA")
+  // j[key] or the default; compared as JSON (j.value(key, typed default) throws on another type).
+  const auto opt = [&](const char* key, const json& dflt) { return j.contains(key) ? j[key] : dflt; };
+  if (opt("peft_type", "") != "LORA")
     fail(fmt::format("peft_type is {}, not \"LORA\"", j.contains("peft_type") ? j["peft_type"].dump() : "missing"));
   if (j.contains("task_type") && !j["task_type"].is_null() && j["task_type"] != "CAUSAL_LM")
     fail(fmt::format("task_type is {}, not \"CAUSAL_LM\"", j["task_type"].dump()));
@@ -113,9 +116,11 @@ LoraConfig parse_config(const json& j, const std::string& where) {
   if (!drop.is_number() || drop.get<double>() < 0 || drop.get<double>() >= 1)
     fail(fmt::format("lora_dropout is {}", drop.dump()));
   lc.dropout = drop.get<double>();
-  lc.rslora = j.value("use_rslora", false);
-  if (j.value("use_dora", false)) fail("DoRA adapters (use_dora) are not supported");
-  if (j.value("bias", std::string("none")) != "none")
+  const json rslora = opt("use_rslora", false);
+  if (!rslora.is_boolean()) fail(fmt::format("use_rslora is {}, expected true or false", rslora.dump()));
+  lc.rslora = rslora.get<bool>();
+  if (opt("use_dora", false) != false) fail("DoRA adapters (use_dora) are not supported");
+  if (opt("bias", "none") != "none")
     fail(fmt::format("bias is {}: adapters that train biases are not supported", j["bias"].dump()));
   for (const char* k : {"rank_pattern", "alpha_pattern"})
     if (j.contains(k) && !j[k].is_null() && !j[k].empty())
@@ -140,7 +145,9 @@ PeftAdapter read_peft_adapter(const fs::path& dir, const Gpt2Config& cfg) {
     throw Error(fmt::format("{}: no such adapter folder", dir.string()),
                 "pass the folder that holds adapter_config.json and adapter_model.safetensors");
   const fs::path config_file = dir / kConfigFile;
-  const json j = json::parse(read_file(config_file), nullptr, /*allow_exceptions=*/false);
+  const std::string config_text = read_file(config_file);
+  check_json_limits(config_text, config_file.string());
+  const json j = json::parse(config_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) throw Error(fmt::format("{}: not valid JSON", config_file.string()));
   LoraConfig lc = parse_config(j, config_file.string());
   PeftAdapter out;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -11,6 +12,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 
 namespace llmft {
 
@@ -136,6 +138,7 @@ ojson parse_header(const std::string& p, std::string_view text) {
   std::set<std::string> seen;
   std::string duplicate;
   ojson header;  // keeps the file's order for tensors()
+  check_json_limits(text, p + ": header");
   try {
     header = ojson::parse(text, [&](int depth, json::parse_event_t ev, ojson& v) {
       if (ev == json::parse_event_t::key && depth == 1 && !seen.insert(v.get<std::string>()).second)
@@ -277,6 +280,7 @@ void SafetensorsFile::read_f32(const TensorInfo& t, std::span<float> out) const 
               out.size(), t.numel);
   const unsigned char* src = data_ + t.begin;
   const size_t n = out.size();
+  if (n == 0) return;  // an empty tensor: out.data() may be null, which memcpy must not get
   switch (t.dtype) {
     case Dtype::F32:
       std::memcpy(out.data(), src, n * 4);
@@ -356,7 +360,20 @@ void read_table(const SafetensorsFile& st, const TensorTable& table, std::span<f
                   "the file does not belong to this model");
     }
     st.read_f32(*t, table.view(flat, spec));
+    require_finite(st.path().string(), name, table.view(std::span<const float>(flat), spec));
   }
+}
+
+void require_finite(const std::string& file, const std::string& tensor,
+                    std::span<const float> values) {
+  bool finite = true;
+  for (const float x : values) finite &= std::isfinite(x);  // no early exit: vectorises
+  if (finite) return;
+  size_t i = 0;
+  while (std::isfinite(values[i])) ++i;
+  throw Error(fmt::format("{}: tensor '{}' holds {} at element {} (of {})", file, tensor,
+                          std::isnan(values[i]) ? "NaN" : "an infinity", i, values.size()),
+              "the weights are damaged, or come from a run that diverged; use another copy");
 }
 
 }  // namespace llmft

@@ -65,6 +65,11 @@ struct TensorToWrite {
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
+// Throws Error naming `file`, `tensor` and the element when `values` holds a NaN or an infinity:
+// weights that would make every loss and every sampled token NaN are refused when they are loaded.
+void require_finite(const std::string& file, const std::string& tensor,
+                    std::span<const float> values);
+
 // The tensors of `table` in `flat`, each named prefix + table.file_name(spec), for
 // write_safetensors.
 std::vector<TensorToWrite> table_tensors(const TensorTable& table, std::span<const float> flat,

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "llmft/core/http.h"
+#include "llmft/core/json.h"
 #include "llmft/judge/prompt.h"
 
 namespace llmft::judge {
@@ -22,6 +23,11 @@ namespace {
 const char* api_name(JudgeApi api) { return api == JudgeApi::kOllama ? "Ollama" : "OpenAI-compatible"; }
 
 ojson parse_json(std::string_view text, const char* what) {
+  try {
+    check_json_limits(text, what);
+  } catch (const Error& e) {
+    throw EntryError(e.what());  // this reply is bad; the next one may be fine
+  }
   try {
     return ojson::parse(text);
   } catch (const ojson::exception&) {
@@ -76,6 +82,21 @@ const ojson& first_choice(const ojson& j, const char* what) {
 
 std::string join_url(const std::string& base, const char* path) { return base + path; }
 
+// No judge reply comes near this (a score and a sentence, or a few KB of streamed lines); a
+// server that sends more (or streams without end) is misbehaving, and the bytes would pile up.
+constexpr int64_t kMaxReplyBytes = 16 << 20;
+
+// Redirects are not followed: a 3xx to another host would re-send the prompt (and the API key)
+// there. Says where it pointed so the user can pass that URL.
+bool is_redirect(const HttpResponse& resp) { return resp.status >= 300 && resp.status < 400; }
+std::string redirect_message(const HttpRequest& req, const HttpResponse& resp) {
+  const std::string to = resp.header("Location");
+  return fmt::format("HTTP {} from {} {}: redirected to {} (not followed); pass the server's "
+                     "address with --url",
+                     resp.status, req.method, req.url,
+                     to.empty() ? std::string("nowhere") : quote_truncated(to, 200));
+}
+
 }  // namespace
 
 std::string chat_request_body(const JudgeOptions& opts, const std::string& prompt) {
@@ -108,9 +129,14 @@ std::string parse_ndjson(std::string_view body, bool streamed, Piece&& piece) {
   for_each_line(body, [&](std::string_view line) {
     if (trim(line).empty()) return true;
     const ojson j = parse_json(line, "a line of the streamed reply");
+    if (!j.is_object()) {
+      throw EntryError(fmt::format("a line of the streamed reply is JSON {}, expected an object: {}",
+                                   j.type_name(), quote_truncated(line)));
+    }
     throw_if_error_object(j);
     text += piece(j, "a streamed line");
-    done = j.value("done", false);
+    const auto d = j.find("done");
+    done = d != j.end() && d->is_boolean() && d->get<bool>();
     return !done;
   });
   if (!done) {
@@ -252,6 +278,8 @@ void JudgeClient::check(long connect_timeout_s, double read_timeout_s) const {
   req.connect_timeout_s = connect_timeout_s;
   req.read_timeout_s = 0;  // the idle timeout is the precise one
   req.idle_timeout_s = read_timeout_s;
+  req.max_body_bytes = kMaxReplyBytes;
+  req.follow_redirects = false;
   const std::string start = ollama ? "start it with `ollama serve`" : "start it";
   HttpResponse resp;
   try {
@@ -259,6 +287,9 @@ void JudgeClient::check(long connect_timeout_s, double read_timeout_s) const {
   } catch (const Error& e) {
     throw Error(redact(fmt::format("cannot reach the {} {} at {} ({}); {}, or pass --url",
                                    api_name(opts_.api), role_, base_, e.what(), start)));
+  }
+  if (is_redirect(resp)) {
+    throw Error(redact(fmt::format("the {} at {}: {}", role_, base_, redirect_message(req, resp))));
   }
   if (resp.status == 401 || resp.status == 403) {
     throw Error(fmt::format("the {} at {} refused GET {} with HTTP {}; set the API key in "
@@ -273,6 +304,7 @@ void JudgeClient::check(long connect_timeout_s, double read_timeout_s) const {
                : "is it an OpenAI-compatible server? For Ollama pass --api ollama")));
   }
   ojson j;
+  check_json_limits(resp.body, "GET " + req.url);
   try {
     j = ojson::parse(resp.body);
   } catch (const ojson::exception&) {
@@ -324,6 +356,9 @@ std::string JudgeClient::post(const char* path, const std::string& body,
   req.connect_timeout_s = opts_.connect_timeout_s;
   req.read_timeout_s = 0;
   req.idle_timeout_s = opts_.read_timeout_s;
+  req.deadline_s = opts_.request_timeout_s;
+  req.max_body_bytes = kMaxReplyBytes;
+  req.follow_redirects = false;
   const int attempts = opts_.max_retries + 1;
   auto wait = [&](double seconds) {
     const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
@@ -352,6 +387,7 @@ std::string JudgeClient::post(const char* path, const std::string& body,
       continue;
     }
     if (resp.status == 200) return std::move(resp.body);
+    if (is_redirect(resp)) throw EntryError(redact(redirect_message(req, resp)));
     const std::string what = redact(fmt::format("HTTP {} from POST {}: {}", resp.status, req.url,
                                                 quote_truncated(trim(resp.body), 120)));
     if (resp.status != 429 && resp.status < 500) throw EntryError(what);
@@ -359,9 +395,12 @@ std::string JudgeClient::post(const char* path, const std::string& body,
       throw EntryError(fmt::format("{} (attempt {} of {})", what, attempt + 1, attempts));
     }
     const double ra = parse_retry_after(resp.header("Retry-After"));
-    const double w = ra >= 0 ? ra : backoff(attempt);
+    const double w = ra >= 0 ? std::min(ra, opts_.retry_after_max_s) : backoff(attempt);
     note(fmt::format("{}; retrying in {:.1f} s{} (attempt {} of {})", what, w,
-                     ra >= 0 ? " (Retry-After)" : "", attempt + 2, attempts));
+                     ra < 0                          ? ""
+                     : ra > opts_.retry_after_max_s ? fmt::format(" (Retry-After {:g} s, capped)", ra)
+                                                     : std::string(" (Retry-After)"),
+                     attempt + 2, attempts));
     wait(w);
   }
 }

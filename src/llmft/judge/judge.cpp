@@ -10,6 +10,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 #include "llmft/judge/client.h"
 #include "llmft/judge/pool.h"
 #include "llmft/judge/prompt.h"
@@ -55,6 +56,7 @@ const std::string& string_field(const ojson& e, const fs::path& file, size_t i, 
 ojson load_entries(const fs::path& file, const std::string& response_field) {
   const std::string text = read_file(file);
   ojson j;
+  check_json_limits(text, file.string());
   try {
     j = ojson::parse(text);
   } catch (const ojson::parse_error& e) {
@@ -88,8 +90,10 @@ void resume_from(const fs::path& out, const ojson& in, const std::string& respon
   const std::string hint = fmt::format(
       "delete {} or choose another --output (or pass --no-resume to score again)", out.string());
   ojson prev;
+  const std::string prev_text = read_file(out);
+  check_json_limits(prev_text, out.string());
   try {
-    prev = ojson::parse(read_file(out));
+    prev = ojson::parse(prev_text);
   } catch (const ojson::parse_error& e) {
     throw Error(fmt::format("{}: existing output is not valid JSON: {}", out.string(), e.what()),
                 hint);
@@ -153,6 +157,10 @@ void check_options(const JudgeOptions& o) {
   if (!(o.read_timeout_s > 0)) {
     throw UsageError(fmt::format("--read-timeout {} is out of range: expected more than 0 s",
                                  o.read_timeout_s));
+  }
+  if (!(o.request_timeout_s > 0)) {
+    throw UsageError(fmt::format("--request-timeout {} is out of range: expected more than 0 s",
+                                 o.request_timeout_s));
   }
   if (o.max_failures_in_a_row < 0) {
     throw UsageError(fmt::format("--max-failures {} is out of range: expected 0 (never stop) or more",

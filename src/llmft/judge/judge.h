@@ -33,6 +33,8 @@ struct JudgeOptions {
   int max_retries = 5;        // extra attempts on connection errors, timeouts, 5xx and 429
   double retry_base_s = 1.0;  // backoff: retry_base_s * 2^attempt, at most retry_max_s
   double retry_max_s = 30.0;
+  double retry_after_max_s = 300;  // a longer Retry-After from the server waits this long
+  double request_timeout_s = 600;  // give up on one request (send and whole reply) after this
   int concurrency = 1;        // parallel requests
   // Stop the run (keeping what was scored, as when the server is lost) once this many entries in
   // a row have failed, each after its retries; 0 = never.

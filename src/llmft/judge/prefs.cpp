@@ -9,6 +9,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 #include "llmft/data/dataset.h"
 #include "llmft/data/template.h"
 #include "llmft/judge/client.h"
@@ -40,7 +41,9 @@ void resume_from(const fs::path& out, const InstructionDataset& in, std::vector<
   if (!fs::exists(out, ec)) return;
   const std::string hint = fmt::format(
       "delete {} or choose another --output (or pass --no-resume to start again)", out.string());
-  const ojson prev = ojson::parse(read_file(out), nullptr, false);
+  const std::string prev_text = read_file(out);
+  check_json_limits(prev_text, out.string());
+  const ojson prev = ojson::parse(prev_text, nullptr, false);
   if (prev.is_discarded() || !prev.is_array() || prev.size() != in.size()) {
     throw Error(fmt::format("{}: existing output does not hold the {} entries of {}", out.string(),
                             in.size(), in.path.string()),

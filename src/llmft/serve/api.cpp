@@ -7,6 +7,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "llmft/core/json.h"
 #include "llmft/data/conversation.h"
 #include "llmft/generate/answer.h"
 #include "llmft/tokenizer/bpe.h"
@@ -233,6 +234,11 @@ std::string chat_prompt(const ServedModel& model, const std::vector<ChatMessage>
 GenRequest parse_request(Route route, std::string_view body, const ServedModel& model,
                          const Limits& lim, uint64_t fresh_seed) {
   json j;
+  try {
+    check_json_limits(body, "the request body");
+  } catch (const Error& e) {
+    bad(e.what());
+  }
   try {
     j = json::parse(body);
   } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e400

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "llmft/core/json.h"
 #include "llmft/data/template.h"
 #include "llmft/generate/sampler.h"
 #include "llmft/serve/chat_page.h"
@@ -161,6 +162,7 @@ void Server::Impl::routes() {
   svr.Post("/api/show", [this](const httplib::Request& req, httplib::Response& res) {
     ordered_json body;
     try {
+      check_json_limits(req.body, "the request body");
       body = ordered_json::parse(req.body);
     } catch (const std::exception& e) {
       return send_error(res, 400, std::string("invalid JSON body: ") + e.what(), false);

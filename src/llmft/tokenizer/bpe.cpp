@@ -13,6 +13,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 #include "llmft/tokenizer/pretokenize.h"
 #include "llmft/tokenizer/utf8.h"
 #include "llmft/tokenizer/vocab.h"
@@ -121,6 +122,7 @@ namespace {
 std::vector<std::string> read_encoder_json(const fs::path& encoder_json) {
   const std::string json_text = read_file(encoder_json);
   nlohmann::json j;
+  check_json_limits(json_text, encoder_json.string());
   try {
     j = nlohmann::json::parse(json_text);
   } catch (const nlohmann::json::parse_error& e) {
@@ -302,6 +304,17 @@ BpeTokenizer BpeTokenizer::from_strings(const BpeVocabStrings& v) {
   }
   impl->find_byte_tokens(v.origin);
   impl->check_merges(v.merges, v.merges_origin, alphabet);
+  // Every token beyond the 256 bytes is made by one merge: fewer lines is an empty or cut file.
+  size_t merges = 0;
+  for (size_t i = 0; i < v.merges.size(); ++i)
+    merges += !v.merges[i].empty() && !(i == 0 && v.merges[i].starts_with("#version"));
+  const size_t made = static_cast<size_t>(std::count(vocab.indexed.begin(), vocab.indexed.end(), true));
+  if (merges + 256 < made) {
+    throw Error(fmt::format("{}: {} merges, but the vocabulary has {} tokens beyond the 256 bytes: "
+                            "the file is empty or cut short",
+                            v.merges_origin, merges, made - 256),
+                "use GPT-2's complete vocab.bpe or Hugging Face's merges.txt");
+  }
   impl->build_pair_tables(vocab.indexed);
   static std::atomic<uint64_t> instances{0};
   impl->cache_key = ++instances;

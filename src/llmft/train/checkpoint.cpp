@@ -3,12 +3,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <utility>
 #include <vector>
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 #include "llmft/io/hf_folder.h"
 #include "llmft/io/safetensors.h"
 
@@ -48,6 +50,24 @@ TrainState train_state_from_json(const json& j, const std::string& origin) {
     s.adam_step = j.at("adam_step").get<int64_t>();
     s.train_seconds = j.at("train_seconds").get<double>();
     s.extra = j.at("extra");
+    // Counters a run cannot have: refused here rather than training nothing or tripping a check.
+    const std::pair<const char*, int64_t> counters[] = {{"step", s.step},
+                                                        {"epoch", s.epoch},
+                                                        {"batch_in_epoch", s.batch_in_epoch},
+                                                        {"tokens_seen", s.tokens_seen},
+                                                        {"adam_step", s.adam_step}};
+    for (const auto& [key, value] : counters) {
+      if (value < 0) {
+        throw Error(fmt::format("{}: bad checkpoint state: {} is {}, expected 0 or more", origin,
+                                key, value),
+                    "the checkpoint is damaged: resume from another one or start again");
+      }
+    }
+    if (!std::isfinite(s.train_seconds) || s.train_seconds < 0) {
+      throw Error(fmt::format("{}: bad checkpoint state: train_seconds is {}, expected 0 or more",
+                              origin, s.train_seconds),
+                  "the checkpoint is damaged: resume from another one or start again");
+    }
     return s;
   } catch (const json::exception& e) {
     throw Error(fmt::format("{}: bad checkpoint state: {}", origin, e.what()));
@@ -135,7 +155,9 @@ TrainState load_checkpoint(const fs::path& dir, const TensorTable& table, std::s
                   m.size() == params.size() && v.size() == params.size(),
               "checkpoint buffers do not match the table ({} floats)", table.total());
   const fs::path state_file = dir / "state.json";
-  json j = json::parse(read_file(state_file), nullptr, /*allow_exceptions=*/false);
+  const std::string state_text = read_file(state_file);
+  check_json_limits(state_text, state_file.string());
+  json j = json::parse(state_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) throw Error(fmt::format("{}: not valid JSON", state_file.string()));
   TrainState s = train_state_from_json(j, state_file.string());
   read_table(SafetensorsFile(dir / "model.safetensors"), table, params);

@@ -9,6 +9,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 
 namespace llmft {
 
@@ -57,6 +58,7 @@ MetricsHistory read_metrics(const std::filesystem::path& path) {
   while (std::getline(in, line)) {
     ++lineno;
     if (line.empty()) continue;
+    check_json_limits(line, fmt::format("{}:{}", path.string(), lineno));
     json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object()) {
       if (in.peek() == EOF) break;  // a torn last line from a killed run

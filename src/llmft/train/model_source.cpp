@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "llmft/core/error.h"
+#include "llmft/io/hf_folder.h"
 
 namespace llmft {
 
@@ -33,23 +34,43 @@ json model_record(const LoadedModel& m, int64_t parameters) {
           {"config", to_json(m.cfg())}};
 }
 
-LoadedModel model_from_record(const json& record, const std::string& origin) {
+namespace {
+// record["model"], checked to be an object.
+const json& model_entry(const json& record, const std::string& origin) {
   if (!record.is_object() || !record.contains("model") || !record["model"].is_object()) {
     throw Error(fmt::format("{}: no \"model\" record", origin),
                 "--resume takes the run folder of an earlier llmft finetune");
   }
-  const json& r = record["model"];
+  return record["model"];
+}
+// r[key], which must be of the kind is_kind accepts.
+const json& record_field(const json& r, const char* key, bool (json::*is_kind)() const,
+                         const char* kind, const std::string& origin) {
+  if (!r.contains(key) || !(r[key].*is_kind)()) {
+    throw Error(fmt::format("{}: model.{} is {}, expected {}", origin, key,
+                            r.contains(key) ? r[key].dump() : "missing", kind),
+                "the run's config.json was changed; restore it from the run's start");
+  }
+  return r[key];
+}
+}  // namespace
+
+Gpt2Config recorded_config(const json& record, const std::string& origin) {
+  return gpt2_config_from_json(
+      record_field(model_entry(record, origin), "config", &json::is_object, "an object", origin),
+      origin);
+}
+
+LoadedModel model_from_record(const json& record, const std::string& origin,
+                              const std::filesystem::path& weights) {
+  const json& r = model_entry(record, origin);
   auto field = [&](const char* key, bool (json::*is_kind)() const, const char* kind) {
-    if (!r.contains(key) || !(r[key].*is_kind)()) {
-      throw Error(fmt::format("{}: model.{} is {}, expected {}", origin, key,
-                              r.contains(key) ? r[key].dump() : "missing", kind),
-                  "the run's config.json was changed; restore it from the run's start");
-    }
-    return r[key];
+    return record_field(r, key, is_kind, kind, origin);
   };
   LoadedModel m;
-  m.model = std::make_unique<Gpt2>(
-      gpt2_config_from_json(field("config", &json::is_object, "an object"), origin));
+  const Gpt2Config cfg = recorded_config(record, origin);
+  if (!weights.empty()) check_weights_fit(cfg, weights, origin);
+  m.model = std::make_unique<Gpt2>(cfg);
   m.pretrained = field("pretrained", &json::is_boolean, "true or false").get<bool>();
   m.fallback = field("fallback", &json::is_boolean, "true or false").get<bool>();
   m.spec = field("source", &json::is_string, "a string").get<std::string>();

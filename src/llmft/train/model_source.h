@@ -27,6 +27,11 @@ nlohmann::json model_record(const LoadedModel& m, int64_t parameters);
 // A resumed run's model, from that record: the shape as recorded (the named model might resolve
 // differently now), no weights (the checkpoint has them), the bundled tokenizer. Throws Error
 // naming `origin` and the field when the record is missing or mistyped.
-LoadedModel model_from_record(const nlohmann::json& record, const std::string& origin);
+// The model shape of that record, checked as model_from_record checks it, without allocating.
+Gpt2Config recorded_config(const nlohmann::json& record, const std::string& origin);
+// `weights`, when given, is the safetensors file the weights will come from: the recorded shape
+// must fit in it (check_weights_fit) before the model is allocated.
+LoadedModel model_from_record(const nlohmann::json& record, const std::string& origin,
+                              const std::filesystem::path& weights = {});
 
 }  // namespace llmft

@@ -11,6 +11,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 #include "llmft/core/progress.h"
 #include "llmft/generate/generate.h"
 #include "llmft/io/hf_folder.h"
@@ -50,7 +51,9 @@ RunFolder resolve_run_folder(const FinetuneOptions& opts, const fs::path& resume
         "continue it with --resume " + f.dir.string() + ", or choose another --output");
   }
   if (f.resuming) {
-    f.saved_config = json::parse(read_file(f.config_file), nullptr, false);
+    const std::string config_text = read_file(f.config_file);
+    check_json_limits(config_text, f.config_file.string());
+    f.saved_config = json::parse(config_text, nullptr, false);
     f.checkpoint = latest_checkpoint(f.dir);
     if (!f.checkpoint) {
       throw Error(fmt::format("{}: no checkpoint to resume from", f.dir.string()),
@@ -93,13 +96,14 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 LoadedModel load_starting_model(const FinetuneOptions& opts, const RunFolder& folder,
                                 Console& con) {
   if (folder.resuming && !opts.lora)
-    return model_from_record(folder.saved_config, folder.config_file.string());
+    return model_from_record(folder.saved_config, folder.config_file.string(),
+                             *folder.checkpoint / "model.safetensors");
   LoadedModel m = load_finetune_model(opts, [&](const std::string& s) { con.line(s); });
   if (folder.resuming) {
-    const LoadedModel rec = model_from_record(folder.saved_config, folder.config_file.string());
-    if (rec.cfg().describe() != m.cfg().describe())
+    const Gpt2Config rec = recorded_config(folder.saved_config, folder.config_file.string());
+    if (rec.describe() != m.cfg().describe())
       throw Error(fmt::format("{} is now {}, but the run trained an adapter for {}", opts.model,
-                              m.cfg().describe(), rec.cfg().describe()),
+                              m.cfg().describe(), rec.describe()),
                   "the base model of a LoRA run must stay the same to resume it");
   }
   return m;
@@ -208,6 +212,13 @@ bool run_train_loop(const TrainLoop& loop, const FinetuneOptions& opts, TrainSta
   const auto t_loop = std::chrono::steady_clock::now();
   auto t_checkpoint = t_loop;
   const double seconds_before = st.train_seconds;
+  if (st.step > loop.total_steps || st.batch_in_epoch >= loop.steps_per_epoch) {
+    throw Error(fmt::format("the checkpoint's state (step {}, batch {} of epoch {}) does not fit this "
+                            "run ({} steps, {} per epoch)",
+                            st.step, st.batch_in_epoch, st.epoch + 1, loop.total_steps,
+                            loop.steps_per_epoch),
+                "the checkpoint is damaged or from another run: resume from another one");
+  }
   bool interrupted = false;
   while (st.step < loop.total_steps && !interrupted) {
     const int64_t epoch = st.epoch;

@@ -308,3 +308,14 @@ TEST(Stats, LengthsAndEpochTokens) {
   EXPECT_EQ(e.target_tokens, 10);
   EXPECT_DOUBLE_EQ(e.padding_overhead_percent(), 40.0);
 }
+
+TEST(Collate, EveryRowMaskedGivesEmptyPackedSequences) {
+  // Issue 16: with nothing to learn in any row the packed vectors are empty, and collate took
+  // &v[0] of them (UBSan under the dev preset: reference binding to null pointer).
+  CollateOptions o;
+  o.mask_prompt = true;
+  const Batch b = run({{1, 2}, {3, 4}}, {10, 10}, o);
+  expect_padded(b, 2, 2, {{1, 2}, {3, 4}}, {{X, X}, {X, X}});
+  expect_packed(b, {0, 0, 0}, {}, {});
+  EXPECT_EQ(b.target_tokens, 0);
+}

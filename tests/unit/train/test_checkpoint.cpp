@@ -2,6 +2,8 @@
 // `latest` always names a complete checkpoint, the two newest are kept, resuming ignores
 // half-written ones; damage is an Error.
 #include <filesystem>
+#include <limits>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <numeric>
 
@@ -9,6 +11,7 @@
 #include "llmft/core/io.h"
 #include "llmft/model/params.h"
 #include "llmft/train/checkpoint.h"
+#include "llmft/train/run_setup.h"
 #include "test_util.h"
 
 using namespace llmft;
@@ -126,4 +129,86 @@ TEST(Checkpoint, MissingOrDamagedIsAnError) {
   std::vector<float> q(static_cast<size_t>(table2.total()));
   const auto ck2 = save_checkpoint(dir.path(), table, p, p, p, st, dir / "absent.jsonl");
   EXPECT_THROW(load_checkpoint(ck2, table2, q, q, q, dir / "m.jsonl"), Error);
+}
+
+// Issue 16: counters a run cannot have are one clear error naming the file and the field (they
+// gave internal errors, or trained nothing and exited 0).
+TEST(Checkpoint, ImpossibleStateValuesAreRefused) {
+  const auto error_of = [](const char* key, nlohmann::json value) -> std::string {
+    TrainState st;
+    st.step = 4, st.epoch = 1, st.batch_in_epoch = 1, st.adam_step = 4;
+    nlohmann::json j = to_json(st);
+    j[key] = value;
+    try {
+      train_state_from_json(j, "ck/state.json");
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(error_of("adam_step", -1), "ck/state.json: bad checkpoint state: adam_step is -1, expected 0 or more");
+  EXPECT_EQ(error_of("step", -5), "ck/state.json: bad checkpoint state: step is -5, expected 0 or more");
+  EXPECT_EQ(error_of("epoch", -3), "ck/state.json: bad checkpoint state: epoch is -3, expected 0 or more");
+  EXPECT_EQ(error_of("train_seconds", -1.0),
+            "ck/state.json: bad checkpoint state: train_seconds is -1, expected 0 or more");
+  EXPECT_EQ(error_of("step", 4), "");
+}
+
+TEST(Checkpoint, DeeplyNestedStateIsAClearError) {
+  test::TempDir dir;
+  const ParamTable table(tiny());
+  auto p = ramp(table.total(), 0.f);
+  TrainState st;
+  st.step = 1;
+  const auto ck = save_checkpoint(dir.path(), table, p, p, p, st, dir / "absent.jsonl");
+  write_file_atomic(ck / "state.json", "{\"extra\": " + std::string(100000, '[') + "}");
+  try {
+    load_checkpoint(ck, table, p, p, p, dir / "m.jsonl");
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              (ck / "state.json").string() + ": JSON nested deeper than 256 levels at line 1, column 266");
+  }
+}
+
+TEST(Checkpoint, NonFiniteWeightsAreRefusedNamingTheTensor) {
+  test::TempDir dir;
+  const ParamTable table(tiny());
+  auto p = ramp(table.total(), 0.f);
+  TrainState st;
+  st.step = 1;
+  auto bad = p;
+  table.view(std::span<float>(bad), *table.find("h.0.mlp.c_fc.weight"))[3] =
+      std::numeric_limits<float>::quiet_NaN();
+  const auto ck = save_checkpoint(dir.path(), table, bad, p, p, st, dir / "absent.jsonl");
+  try {
+    load_checkpoint(ck, table, p, p, p, dir / "m.jsonl");
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("h.0.mlp.c_fc.weight' holds NaN at element 3 (of 64)"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Checkpoint, StateBeyondTheRunIsRefusedBeforeTraining) {
+  int steps = 0;
+  TrainLoop loop{"train", /*total_steps=*/10, /*steps_per_epoch=*/5,
+                 [&] { ++steps; return StepRecord{}; },
+                 [](int64_t, const StepRecord&) {}, [] {}, [] {},
+                 [](const StepRecord&) { return std::string(); }};
+  FinetuneOptions opts;
+  Console con;
+  TrainState st;
+  st.step = 7, st.epoch = 1, st.batch_in_epoch = 99999999;
+  try {
+    run_train_loop(loop, opts, st, nullptr, con);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "the checkpoint's state (step 7, batch 99999999 of epoch 2) does "
+                                     "not fit this run (10 steps, 5 per epoch)");
+  }
+  st.batch_in_epoch = 0, st.step = 11;
+  EXPECT_THROW(run_train_loop(loop, opts, st, nullptr, con), Error);
+  EXPECT_EQ(steps, 0);
 }
