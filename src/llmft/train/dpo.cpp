@@ -18,6 +18,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 #include "llmft/core/progress.h"
 #include "llmft/data/loader.h"
 #include "llmft/data/preference.h"
@@ -66,7 +67,9 @@ json to_json(const ReferenceScores& s) {
 }
 
 ReferenceScores reference_scores_from_file(const fs::path& file, size_t n) {
-  const json j = json::parse(read_file(file), nullptr, false);
+  const std::string text = read_file(file);
+  check_json_limits(text, file.string());
+  const json j = json::parse(text, nullptr, false);
   ReferenceScores s;
   const std::string hint = "the run folder is damaged; start the run again";
   for (auto [key, out] : {std::pair{"chosen", &s.chosen}, std::pair{"rejected", &s.rejected}}) {
@@ -420,7 +423,9 @@ void Dpo::answer_test_set() {
   const IndexRange test = data_.split.test;
   if (!o_.test_answers || test.size() == 0) return;
   const auto t0 = Clock::now();
-  const json start = json::parse(read_file(start_answers_file()), nullptr, false);
+  const std::string start_text = read_file(start_answers_file());
+  check_json_limits(start_text, start_answers_file().string());
+  const json start = json::parse(start_text, nullptr, false);
   if (start.is_discarded() || !start.is_array() || start.size() != test.size()) {
     throw Error(fmt::format("{}: expected the starting model's {} answers",
                             start_answers_file().string(), test.size()),
