@@ -16,6 +16,9 @@ struct TokenizedDataset {
   std::vector<int32_t> tokens;       // every entry's ids, end to end
   std::vector<int64_t> offsets;      // (n+1) entry i is tokens[offsets[i], offsets[i+1])
   std::vector<int64_t> prompt_lens;  // (n) len(tokenize(prompt)), as the reference computes it
+  // (n) len(tokenize(prompt + response marker)): the index of the first token of the output, for
+  // counting entries that a length limit crops before their response.
+  std::vector<int64_t> response_starts;
 
   size_t size() const { return prompt_lens.size(); }
   std::span<const int32_t> ids(size_t i) const {
@@ -24,13 +27,15 @@ struct TokenizedDataset {
   int64_t length(size_t i) const { return offsets[i + 1] - offsets[i]; }
 };
 
-// Encodes format_training_text and format_prompt of every entry with tok.encode_batch over
-// `threads` threads (0 = all cores).
+// Encodes format_training_text, format_prompt and the prompt with its response marker of every
+// entry with tok.encode_batch over `threads` threads (0 = all cores).
 TokenizedDataset tokenize_dataset(const InstructionDataset& ds, PromptTemplate t,
                                   const BpeTokenizer& tok, int threads = 0);
 
 // From id lists made some other way (tests, other tokenizers). Sizes must match; lists not empty.
+// response_starts defaults to prompt_lens.
 TokenizedDataset make_tokenized_dataset(const std::vector<std::vector<int32_t>>& ids,
-                                        const std::vector<int64_t>& prompt_lens);
+                                        const std::vector<int64_t>& prompt_lens,
+                                        std::vector<int64_t> response_starts = {});
 
 }  // namespace llmft
