@@ -76,7 +76,8 @@ Runner setup(CLI::App& app) {
                      "missing), a Hugging Face folder, or random:<tiny|small|gpt2|gpt2-medium...> "
                      "for a randomly initialised model"));
   add(app.add_option("--data", *data,
-                     "Alpaca-format dataset (.json array or .jsonl); default: the bundled "
+                     "Dataset (.json array or .jsonl) of Alpaca entries, chat `messages` or "
+                     "prompt/completion (docs/data.md); default: the bundled "
                      "instruction-data.json (1,100 entries)"));
   add(app.add_option("--template", o->prompt_template, "Prompt template")
           ->check(CLI::IsMember({"alpaca", "phi3"})));

@@ -492,6 +492,40 @@ TEST(Finetune, SaysBeforeTrainingWhatTheLengthLimitCrops) {
   EXPECT_EQ(ok.out.find("longer than"), std::string::npos) << ok.out;
 }
 
+// tests/data/chat-tiny.jsonl: the tiny dataset as `messages` conversations (some with a system
+// message and an earlier turn) and prompt/completion entries. It trains with the prompt masked
+// (only the assistant's answers count) and answers its test split, echoing each entry's shape.
+TEST(Finetune, TrainsOnChatAndPromptCompletionData) {
+  test::TempDir dir;
+  const fs::path data = test::test_data_dir() / "chat-tiny.jsonl";
+  std::vector<std::string> a = tiny_args(dir / "run", {"--max-steps", "2", "--mask-prompt"});
+  a[4] = data.string();  // --data
+  const auto r = test::run_llmft(a);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("Data: " + data.string() + ": 24 entries -> train 20, validation 2, test 2"),
+            std::string::npos)
+      << r.out;
+  const auto h = read_metrics(dir / "run" / "metrics.jsonl");
+  ASSERT_EQ(h.steps.size(), 2u);
+  EXPECT_TRUE(std::isfinite(h.steps[0].loss) && h.steps[0].loss > 0);
+  const json answers = read_json(dir / "run" / "test-responses.json");
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_TRUE(answers[0].contains("completion")) << answers.dump();  // entry 20: prompt/completion
+  EXPECT_TRUE(answers[1].contains("messages")) << answers.dump();    // entry 21: a conversation
+  EXPECT_TRUE(answers[1]["model_response"].is_string());
+
+  // An unknown shape is one error line listing its keys.
+  test::TempDir bad;
+  write_file_atomic(bad / "qa.json", R"([{"question": "q", "answer": "a"}])");
+  a[4] = (bad / "qa.json").string();
+  *(std::find(a.begin(), a.end(), "--output") + 1) = (bad / "run").string();
+  const auto e = test::run_llmft(a);
+  EXPECT_EQ(e.exit_code, 1) << describe(e);
+  EXPECT_EQ(e.err.substr(0, e.err.find('\n')),
+            "llmft: error: " + (bad / "qa.json").string() +
+                ": entry 0: unknown entry shape, with keys \"question\", \"answer\"");
+}
+
 // One step, one evaluation: the summary says so in the singular, and epochs as a fraction.
 TEST(Finetune, SummaryCountsStepsAndEpochsTruthfully) {
   test::TempDir dir;

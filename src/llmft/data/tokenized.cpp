@@ -57,6 +57,23 @@ TokenizedDataset tokenize_dataset(const InstructionDataset& ds, PromptTemplate t
     d.prompt_lens[i] = static_cast<int64_t>(ids[n + i].size());
     d.response_starts[i] = static_cast<int64_t>(ids[2 * n + i].size());
   }
+  // Conversations: the prompt's prefixes ending where each earlier answer starts and ends.
+  std::vector<std::string> prefixes;
+  std::vector<size_t> owner;
+  for (size_t i = 0; i < n; ++i) {
+    for (const auto& [b, e] : history_answer_ranges(t, ds.entries[i])) {
+      prefixes.push_back(texts[n + i].substr(0, b));
+      prefixes.push_back(texts[n + i].substr(0, e));
+      owner.push_back(i);
+    }
+  }
+  if (prefixes.empty()) return d;
+  const auto pre = tok.encode_batch(prefixes, SpecialTokens::kDisallow, threads);
+  d.answer_spans.resize(n);
+  for (size_t k = 0; k < owner.size(); ++k) {
+    d.answer_spans[owner[k]].emplace_back(static_cast<int64_t>(pre[2 * k].size()),
+                                          static_cast<int64_t>(pre[2 * k + 1].size()));
+  }
   return d;
 }
 

@@ -53,10 +53,7 @@ namespace {
 // The items of dataset indices [first, last) of `idx` for collate().
 std::vector<CollateItem> items_for(const TokenizedDataset& data, std::span<const int64_t> idx) {
   std::vector<CollateItem> items;
-  for (int64_t i : idx) {
-    const auto k = static_cast<size_t>(i);
-    items.push_back({data.ids(k), data.prompt_lens[k], i});
-  }
+  for (int64_t i : idx) items.push_back(data.item(i));
   return items;
 }
 
