@@ -52,7 +52,7 @@ int run_stats(const StatsOptions& o) {
   // As finetune crops: to the smaller of --max-length and the model's context.
   const int64_t limit = o.max_length > 0 ? std::min(o.max_length, o.context) : o.context;
   fmt::print("length limit  {} tokens (--max-length {}, context {}): {}\n\n", limit,
-             o.max_length, o.context, describe(truncation(td, limit), ds.size()));
+             o.max_length, o.context, describe_truncation(truncation(td, limit), ds.size()));
   fmt::print("training-text tokens (prompt + response)\n");
   fmt::print("{:<6} {:>8} {:>8} {:>5} {:>7} {:>7} {:>5}\n", "split", "entries", "tokens", "min",
              "median", "mean", "max");

@@ -78,7 +78,7 @@ Truncation truncation(const TokenizedDataset& data, int64_t max_len) {
   return t;
 }
 
-std::string describe(const Truncation& t, size_t total_entries) {
+std::string describe_truncation(const Truncation& t, size_t total_entries) {
   if (t.entries == 0) return fmt::format("no entry is longer than {} tokens", t.max_len);
   return fmt::format("{} of {} entries {} longer than {} tokens: training crops their end; {} of "
                      "them {} {} whole response (train{} on template tokens only)",

@@ -50,6 +50,6 @@ struct Truncation {
 Truncation truncation(const TokenizedDataset& data, int64_t max_len);
 // "3 of 1100 entries are longer than 1024 tokens: training crops their end; 1 of them loses its
 // whole response (trains on template tokens only)", or "no entry is longer than 1024 tokens".
-std::string describe(const Truncation& t, size_t total_entries);
+std::string describe_truncation(const Truncation& t, size_t total_entries);
 
 }  // namespace llmft
