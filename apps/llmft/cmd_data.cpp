@@ -88,7 +88,9 @@ Runner setup(CLI::App& app) {
   app.require_subcommand(1);
   CLI::App* stats = app.add_subcommand(
       "stats", "Check a dataset and print split sizes, token lengths and padding overhead");
-  stats->add_option("FILE", o->file, "Dataset (.json array or .jsonl): Alpaca, chat messages or prompt/completion")->required();
+  stats->add_option("FILE", o->file,
+                    "Dataset (.json array or .jsonl): Alpaca, chat messages or prompt/completion")
+      ->required();
   stats->add_option("--template", o->prompt_template, "Prompt template")
       ->check(CLI::IsMember({"alpaca", "phi3"}))
       ->capture_default_str();

@@ -364,7 +364,8 @@ TEST(Finetune, RefusesToOverwriteARun) {
   ASSERT_EQ(first.exit_code, 0) << describe(first);
   const auto again = test::run_llmft(tiny_args(dir / "run", {"--max-steps", "1"}));
   EXPECT_EQ(again.exit_code, 2) << describe(again);
-  EXPECT_NE(again.err.find("already holds a run with a checkpoint"), std::string::npos) << again.err;
+  EXPECT_NE(again.err.find("already holds a run with a checkpoint"), std::string::npos)
+      << again.err;
   EXPECT_NE(again.err.find("--resume"), std::string::npos) << again.err;
 }
 

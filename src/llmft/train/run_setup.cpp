@@ -113,7 +113,8 @@ double epochs_done(int64_t steps, int64_t steps_per_epoch) {
 std::string describe_steps(int64_t steps, int64_t steps_per_epoch) {
   std::string s = fmt::format("{} step{}", steps, steps == 1 ? "" : "s");
   if (steps_per_epoch <= 0) return s;
-  const std::string per = fmt::format("{} step{}", steps_per_epoch, steps_per_epoch == 1 ? "" : "s");
+  const std::string per =
+      fmt::format("{} step{}", steps_per_epoch, steps_per_epoch == 1 ? "" : "s");
   if (steps % steps_per_epoch == 0) {
     const int64_t e = steps / steps_per_epoch;
     return fmt::format("{} ({} epoch{} of {})", s, e, e == 1 ? "" : "s", per);

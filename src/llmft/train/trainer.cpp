@@ -196,8 +196,9 @@ void Finetune::print_header() {
   // Nothing is cut silently: the limit is the smaller of --max-length and the model's context.
   const Truncation cut = truncation(data_.tokens, *collate_.allowed_max_length);
   if (cut.entries > 0) {
-    con_.line(fmt::format("Data: {} (--max-length {}, context {})", describe_truncation(cut, data_.ds.size()),
-                          opts_.max_length, model_.config().maxT));
+    con_.line(fmt::format("Data: {} (--max-length {}, context {})",
+                          describe_truncation(cut, data_.ds.size()), opts_.max_length,
+                          model_.config().maxT));
   }
   con_.line(fmt::format(
       "Training: {}, batch {}{}, AdamW lr {:g} ({}{}), weight decay {:g}{}, {} matrix products, "

@@ -40,9 +40,9 @@ TEST(DataStats, EntriesLongerThanTheLimitAndThoseThatLoseTheirResponse) {
   const Truncation t10 = truncation(td, 10);  // 10 tokens fit a limit of 10
   EXPECT_EQ(t10.entries, 2);
   EXPECT_EQ(t10.response_lost, 1);
-  EXPECT_EQ(describe_truncation(t10, 3), "2 of 3 entries are longer than 10 tokens: training crops their "
-                              "end; 1 of them loses its whole response (trains on template "
-                              "tokens only)");
+  EXPECT_EQ(describe_truncation(t10, 3),
+            "2 of 3 entries are longer than 10 tokens: training crops their end; 1 of them loses "
+            "its whole response (trains on template tokens only)");
   EXPECT_EQ(truncation(td, 30).entries, 0);
   EXPECT_EQ(describe_truncation(truncation(td, 30), 3), "no entry is longer than 30 tokens");
   const Truncation t6 = truncation(td, 6);

@@ -60,7 +60,8 @@ TEST(TrainerPhases, CountTheWorkOfEachPartAndSkipTheModelWrites) {
   const FinetunePhases& p = r.phases;
 
   // The same batches, from the loaders the trainer uses: step s is batch s % 5 of epoch s / 5;
-  // an evaluation after step s (s % 3 == 0: 0, 3, 6, and the last, 6) reads the first 2 batches of that epoch's
+  // an evaluation after step s (s % 3 == 0: 0, 3, 6; the last step, 6, is one of them) reads the
+  // first 2 batches of that epoch's
   // train order and the validation loader's only batch.
   const InstructionDataset ds = load_dataset(o.data);
   const TokenizedDataset td =
