@@ -61,8 +61,7 @@ TEST(TrainerPhases, CountTheWorkOfEachPartAndSkipTheModelWrites) {
 
   // The same batches, from the loaders the trainer uses: step s is batch s % 5 of epoch s / 5;
   // an evaluation after step s (s % 3 == 0: 0, 3, 6; the last step, 6, is one of them) reads the
-  // first 2 batches of that epoch's
-  // train order and the validation loader's only batch.
+  // first 2 batches of that epoch's train order and the validation loader's only batch.
   const InstructionDataset ds = load_dataset(o.data);
   const TokenizedDataset td =
       tokenize_dataset(ds, PromptTemplate::kAlpaca, BpeTokenizer::load_bundled(), 1);
