@@ -43,10 +43,10 @@ TEST(DataStatsCli, ShortContextCountsLongEntries) {
       {"data", "stats", (data_dir() / "instruction-data.json").string(), "--context", "60"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   // From tiktoken's ids in tests/data/tokenizer/instruction_dataset.jsonl: 289 training texts
-  // have more than 60 tokens; the longest prompt has 59, and no prompt with its response marker
-  // has more than 60.
+  // have more than 60 tokens; of those, 11 have a prompt of 55 or more tokens, so their output
+  // starts after token 60 (the response marker "\n\n### Response:\n" is 6 more tokens).
   EXPECT_TRUE(has(r.out, "length limit  60 tokens (--max-length 1024, context 60): 289 of 1100 "
-                         "entries are longer than 60 tokens: training crops their end; 0 of them "
+                         "entries are longer than 60 tokens: training crops their end; 11 of them "
                          "lose their whole response (train on template tokens only)\n"))
       << r.out;
 }
