@@ -117,8 +117,7 @@ int main(int argc, char** argv) {
   std::vector<double> ref_ms;
   for (size_t b = 0; b < batches.size(); ++b) {
     const double t0 = now_s();
-    model.forward(batches[b].inputs, batches[b].targets, batches[b].seq_offsets, false);
-    ref[b] = llmft::sequence_logprobs(model.token_losses(), batches[b].target_offsets);
+    ref[b] = llmft::score_pairs(model, batches[b], /*training=*/false);
     if (static_cast<int>(b) >= warmup) ref_ms.push_back((now_s() - t0) * 1e3);
   }
 
@@ -128,8 +127,7 @@ int main(int argc, char** argv) {
     const auto& B = batches[static_cast<size_t>(b)];
     const double t0 = now_s();
     model.zero_grad();
-    model.forward(B.inputs, B.targets, B.seq_offsets, /*training=*/true);
-    const auto policy = llmft::sequence_logprobs(model.token_losses(), B.target_offsets);
+    const auto policy = llmft::score_pairs(model, B, /*training=*/true);
     std::vector<float> dl(static_cast<size_t>(B.target_tokens()));
     const auto st = llmft::dpo_loss(policy, ref[static_cast<size_t>(b)], 0.1, B.target_offsets, dl);
     model.backward(dl);

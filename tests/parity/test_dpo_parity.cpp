@@ -89,10 +89,22 @@ void reference_scores(Gpt2& model, const DpoCase& s, std::vector<double>& chosen
   std::vector<int64_t> all(static_cast<size_t>(s.K));
   for (int64_t k = 0; k < s.K; ++k) all[k] = k;
   const PreferenceBatch b = collate_preferences(s.pairs, all, s.max_length);
-  model.forward(b.inputs, b.targets, b.seq_offsets, /*training=*/false);
-  const auto lp = sequence_logprobs(model.token_losses(), b.target_offsets);
-  chosen.assign(lp.begin(), lp.begin() + s.K);
-  rejected.assign(lp.begin() + s.K, lp.end());
+  const auto lp = score_pairs(model, b, /*training=*/false);
+  chosen.clear();
+  rejected.clear();
+  for (int64_t k = 0; k < s.K; ++k) {
+    chosen.push_back(lp[2 * k]);
+    rejected.push_back(lp[2 * k + 1]);
+  }
+}
+
+// Pair-interleaved scores (chosen 0, rejected 0, chosen 1, ...) as the reference lays them out:
+// the B chosen, then the B rejected.
+std::vector<double> chosen_then_rejected(const std::vector<double>& v) {
+  std::vector<double> out;
+  for (size_t i = 0; i < v.size(); i += 2) out.push_back(v[i]);
+  for (size_t i = 1; i < v.size(); i += 2) out.push_back(v[i]);
+  return out;
 }
 
 struct DpoRun {
@@ -112,18 +124,19 @@ DpoRun run_steps(Gpt2& model, const DpoCase& s, bool check_grads) {
     const auto& idx = s.batches[step];
     const PreferenceBatch b = collate_preferences(s.pairs, idx, s.max_length);
     model.zero_grad();
-    model.forward(b.inputs, b.targets, b.seq_offsets, /*training=*/true);
-    const auto policy = sequence_logprobs(model.token_losses(), b.target_offsets);
+    const auto policy = score_pairs(model, b, /*training=*/true);
     std::vector<double> ref;
-    for (int64_t i : idx) ref.push_back(r.ref_c[i]);
-    for (int64_t i : idx) ref.push_back(r.ref_r[i]);
+    for (int64_t i : idx) {
+      ref.push_back(r.ref_c[i]);
+      ref.push_back(r.ref_r[i]);
+    }
     std::vector<float> dl(static_cast<size_t>(b.target_tokens()));
     const DpoStats st = dpo_loss(policy, ref, s.beta, b.target_offsets, dl);
     model.backward(dl);
     r.loss.push_back(st.loss);
     r.chosen.push_back(st.chosen_reward);
     r.rejected.push_back(st.rejected_reward);
-    r.policy.push_back(policy);
+    r.policy.push_back(chosen_then_rejected(policy));
     if (check_grads && (step == 0 || step == s.S - 1)) {
       for (const auto& spec : model.table().specs()) {
         EXPECT_TRUE(all_close(model.table().view(std::span<const float>(model.grads()), spec),
@@ -179,18 +192,25 @@ TEST(DpoParity, Bf16StepsStayWithinOnePercent) {
   model.set_precision(Precision::kBf16);
   const DpoRun r = run_steps(model, s, /*check_grads=*/false);
   // bf16 products with fp32 accumulation, as PyTorch's bf16 autocast: 1e-2 relative on the
-  // log-probs and the loss. The rewards after lr 3e-2 AdamW steps carry the steps' bf16
-  // differences (a rounding difference in a gradient moves a parameter by up to ~lr): within 1e-2
-  // of the largest reward margin (6.5 at step 3).
+  // log-probs of the starting weights (the reference's, and the first step's policy) and on every
+  // step's loss. Later steps' log-probs carry the updates' bf16 differences: AdamW at lr 3e-2 moves
+  // a parameter by up to ~lr whatever its gradient's size, so a rounding difference in a
+  // near-zero gradient moves it visibly (a few percent on a log-prob by step 3). A reward is the
+  // difference of two log-probs: its budget is 1e-2 of the log-probs' size.
   EXPECT_TRUE(all_close(r.ref_c, as_double(golden().f32("reference.chosen")), 1e-2, 0));
   EXPECT_TRUE(all_close(r.loss, as_double(golden().f32("steps.loss")), 1e-2, 0));
+  const auto want_policy = as_double(golden().f32("steps.policy"));
+  const std::vector<double> first(want_policy.begin(), want_policy.begin() + 2 * s.B);
+  EXPECT_TRUE(all_close(r.policy[0], first, 1e-2, 0));
+  double size = 0;
+  for (double x : want_policy) size = std::max(size, std::abs(x));
   const auto want_c = as_double(golden().f32("steps.chosen_reward"));
   const auto want_r = as_double(golden().f32("steps.rejected_reward"));
   double margin = 0;
   for (size_t i = 0; i < want_c.size(); ++i) margin = std::max(margin, std::abs(want_c[i] - want_r[i]));
-  EXPECT_GT(margin, 1.0);
-  EXPECT_TRUE(all_close(r.chosen, want_c, 0, 1e-2 * margin));
-  EXPECT_TRUE(all_close(r.rejected, want_r, 0, 1e-2 * margin));
+  EXPECT_GT(margin, 1.0);  // the steps move the rewards: not a check of zeros
+  EXPECT_TRUE(all_close(r.chosen, want_c, 0, 1e-2 * size));
+  EXPECT_TRUE(all_close(r.rejected, want_r, 0, 1e-2 * size));
 }
 
 }  // namespace

@@ -72,24 +72,49 @@ PreferenceBatch collate_preferences(const PreferenceTokens& data, std::span<cons
   b.seq_offsets.push_back(0);
   b.target_offsets.push_back(0);
   int64_t common = 0;  // the reference pads both sides to max(len + 1), then crops
-  for (const auto* t : {&data.chosen, &data.rejected}) {
-    for (int64_t i : idx) {
-      const auto k = static_cast<size_t>(i);
-      LLMFT_CHECK(k < t->size(), "pair index {} of {}", i, t->size());
-      const auto ids = t->ids(k);
-      const int64_t L = std::min(static_cast<int64_t>(ids.size()), max_length);
-      const int64_t first = first_target(t->prompt_lens[k]);
-      int64_t n_targets = 0;
-      for (int64_t j = 0; j + 1 < L; ++j) {
-        // input ids[j] predicts ids[j + 1], which counts when it is a response token.
-        b.inputs.push_back(ids[j]);
-        const bool counts = j + 1 >= first;
-        b.targets.push_back(counts ? ids[j + 1] : kIgnoreIndex);
-        n_targets += counts;
-      }
-      b.seq_offsets.push_back(static_cast<int64_t>(b.inputs.size()));
-      b.target_offsets.push_back(b.target_offsets.back() + n_targets);
-      common = std::max(common, static_cast<int64_t>(ids.size()) + 1);
+  // Rows [from, L - 1) of one text: input ids[j] predicts ids[j + 1], which counts when it is a
+  // response token.
+  auto rows = [&](std::span<const int32_t> ids, int64_t prompt_len, int64_t from) {
+    const int64_t L = std::min(static_cast<int64_t>(ids.size()), max_length);
+    const int64_t first = first_target(prompt_len);
+    int64_t n_targets = 0;
+    for (int64_t j = from; j + 1 < L; ++j) {
+      b.inputs.push_back(ids[j]);
+      const bool counts = j + 1 >= first;
+      b.targets.push_back(counts ? ids[j + 1] : kIgnoreIndex);
+      n_targets += counts;
+    }
+    b.target_offsets.push_back(b.target_offsets.back() + n_targets);
+    common = std::max(common, static_cast<int64_t>(ids.size()) + 1);
+  };
+  auto end_sequence = [&](int64_t prefix, int64_t second) {
+    const int64_t start = b.seq_offsets.back(), end = static_cast<int64_t>(b.inputs.size());
+    b.seq_offsets.push_back(end);
+    b.forks.push_back({prefix < 0 ? end - start : prefix, second < 0 ? end - start : second});
+  };
+  for (int64_t i : idx) {
+    const auto k = static_cast<size_t>(i);
+    LLMFT_CHECK(k < data.chosen.size() && k < data.rejected.size(), "pair index {} of {}", i,
+                data.chosen.size());
+    const auto c = data.chosen.ids(k), r = data.rejected.ids(k);
+    const int64_t pc = data.chosen.prompt_lens[k], pr = data.rejected.prompt_lens[k];
+    // Shared rows: the same input and no counted target in either text (the prompt; a row whose
+    // target counts belongs to each text's score on its own).
+    const int64_t rows_c = std::min(static_cast<int64_t>(c.size()), max_length) - 1;
+    const int64_t rows_r = std::min(static_cast<int64_t>(r.size()), max_length) - 1;
+    const int64_t limit = std::min({rows_c, rows_r, first_target(pc) - 1, first_target(pr) - 1});
+    int64_t shared = 0;
+    while (shared < limit && c[static_cast<size_t>(shared)] == r[static_cast<size_t>(shared)])
+      ++shared;
+    rows(c, pc, 0);
+    if (shared == 0) {  // nothing in common: two sequences
+      end_sequence(-1, -1);
+      rows(r, pr, 0);
+      end_sequence(-1, -1);
+    } else {
+      const int64_t second = static_cast<int64_t>(b.inputs.size()) - b.seq_offsets.back();
+      rows(r, pr, shared);
+      end_sequence(shared, second);
     }
   }
   b.padded_tokens = b.B * std::min(common, max_length);

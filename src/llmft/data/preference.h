@@ -1,7 +1,9 @@
 // Preference data for DPO (SPEC §9, FACTS-phase2 §4a): entries with `chosen` and `rejected`
 // answers, each formatted as the alpaca prompt + "\n\n### Response:\n" + answer (no EOS), and the
 // reference's collate: only response tokens count (mask[:len(prompt) + 2] = False), padding never.
-// Chosen and rejected go to the model as one packed batch.
+// Chosen and rejected go to the model as one packed batch, each pair as one forked sequence: its
+// shared prompt once, then the two answers (kernels::SeqFork), each seeing only the prompt and
+// itself, so every score equals that of the pair's two separate sequences.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 
 #include "llmft/data/dataset.h"
 #include "llmft/data/tokenized.h"
+#include "llmft/model/kernels/attention.h"
 #include "llmft/tokenizer/bpe.h"
 
 namespace llmft {
@@ -26,16 +29,19 @@ struct PreferenceTokens {
 PreferenceTokens tokenize_preferences(const InstructionDataset& ds, const BpeTokenizer& tok,
                                       int64_t max_length, int threads = 0);
 
-// B preference pairs as 2B packed sequences: the B chosen texts, then the B rejected ones.
-// Sequence s is inputs[seq_offsets[s], seq_offsets[s+1]) = its first L-1 tokens (L = its length
-// cropped to max_length), targets the next token or -100 (prompt, and the two tokens after it).
-// The model's token_losses() then hold the response tokens of sequence s at
-// [target_offsets[s], target_offsets[s+1]).
+// B preference pairs packed. Each text counts as its first L-1 tokens (L = its length cropped to
+// max_length) with targets the next token or -100 (prompt, and the two tokens after it). Pair i
+// is packed sequence i: the rows its chosen and rejected texts share (same inputs, no target
+// counted: the prompt), then the chosen text's remaining rows, then the rejected text's, with
+// forks[i] marking the two continuations (the rare pair with no shared row becomes two
+// sequences). The model's token_losses() then hold the counted tokens of text s at
+// [target_offsets[s], target_offsets[s+1]), texts interleaved: 2i chosen, 2i + 1 rejected.
 struct PreferenceBatch {
   int64_t B = 0;                        // pairs
   std::vector<int64_t> indices;         // (B) dataset index of each pair
   std::vector<int32_t> inputs, targets;  // (N)
-  std::vector<int64_t> seq_offsets;     // (2B+1)
+  std::vector<int64_t> seq_offsets;     // (S+1), S = B unless a pair shares no row
+  std::vector<kernels::SeqFork> forks;  // (S)
   std::vector<int64_t> target_offsets;  // (2B+1)
   int64_t padded_tokens = 0;  // B x the reference's common padded length (its tokens_seen step)
   int64_t tokens() const { return seq_offsets.back(); }

@@ -273,7 +273,8 @@ std::span<float> Gpt2::scratch(int64_t n) {
 }
 
 void Gpt2::check_batch(std::span<const int32_t> inputs, std::span<const int32_t>* targets,
-                       std::span<const int64_t> off) const {
+                       std::span<const int64_t> off,
+                       std::span<const kernels::SeqFork> forks) const {
   const int64_t N = static_cast<int64_t>(inputs.size());
   if (N == 0) throw Error("empty batch: no input tokens", "pass at least one token");
   if (targets && static_cast<int64_t>(targets->size()) != N)
@@ -283,8 +284,27 @@ void Gpt2::check_batch(std::span<const int32_t> inputs, std::span<const int32_t>
     throw Error(fmt::format("sequence offsets must run from 0 to {} (got {} entries, last {})", N,
                             off.size(), off.empty() ? -1 : off.back()),
                 "pass S+1 offsets: 0, end of sequence 1, ..., N");
+  if (!forks.empty() && forks.size() + 1 != off.size())
+    throw Error(fmt::format("{} forks for {} sequences", forks.size(), off.size() - 1),
+                "pass one fork per sequence, or none");
   for (size_t s = 1; s < off.size(); ++s) {
     const int64_t T = off[s] - off[s - 1];
+    if (!forks.empty()) {
+      const kernels::SeqFork f = forks[s - 1];
+      if (f.prefix < 0 || f.prefix > f.second || f.second > T ||
+          (f.second < T && f.prefix < 1))
+        throw Error(fmt::format("sequence {} of length {} has fork (prefix {}, second {})", s - 1,
+                                T, f.prefix, f.second),
+                    "a fork needs 1 <= prefix <= second <= length");
+      // Positions: the first continuation ends at second - 1, the second at prefix + T - second - 1.
+      const int64_t span = std::max(f.second, f.prefix + T - f.second);
+      if (span > cfg_.maxT)
+        throw Error(fmt::format("sequence {} spans {} positions", s - 1, span),
+                    fmt::format("each continuation needs at most {} tokens with its prefix "
+                                "(the context length)",
+                                cfg_.maxT));
+      continue;
+    }
     if (T <= 0 || T > cfg_.maxT)
       throw Error(fmt::format("sequence {} has length {}", s - 1, T),
                   fmt::format("each sequence needs 1 to {} tokens (the context length); "
@@ -406,16 +426,22 @@ void Gpt2::trunk(Activations& A, int64_t N, Precision prec, Pass pass, float p,
 }
 
 void Gpt2::forward_packed(std::span<const int32_t> inputs, std::span<const int64_t> off,
-                          bool dropout) {
+                          std::span<const kernels::SeqFork> forks, bool dropout) {
   const int64_t N = static_cast<int64_t>(inputs.size()), C = cfg_.C, NH = cfg_.NH;
   reserve(N);
   const float p = dropout ? cfg_.dropout : 0.0f;
   dropout_on_ = p > 0.0f;
   N_ = N;
   offsets_.assign(off.begin(), off.end());
+  forks_.assign(forks.begin(), forks.end());
   std::copy(inputs.begin(), inputs.end(), inputs_.begin());
-  for (size_t s = 0; s + 1 < off.size(); ++s)
-    for (int64_t i = off[s]; i < off[s + 1]; ++i) pos_[i] = static_cast<int32_t>(i - off[s]);
+  for (size_t s = 0; s + 1 < off.size(); ++s) {
+    const int64_t T = off[s + 1] - off[s];
+    const kernels::SeqFork f = forks.empty() ? kernels::SeqFork{T, T} : forks[s];
+    // The second continuation of a fork stands right after the prefix.
+    for (int64_t t = 0; t < T; ++t)
+      pos_[off[s] + t] = static_cast<int32_t>(t < f.second ? t : f.prefix + (t - f.second));
+  }
   embed(acts_, {inputs_.data(), static_cast<size_t>(N)}, {pos_.data(), static_cast<size_t>(N)},
         N, p);
   if (lora_) lora_->set_dropout_seed(dropout, site_seed(-1, kDropLora));
@@ -425,7 +451,7 @@ void Gpt2::forward_packed(std::span<const int32_t> inputs, std::span<const int64
                                  a.atty_bf.empty() ? a.atty_bf : a.atty_bf.first(n * C),
                                  a.att_lse.first(n * NH), a.qkv.first(n * 3 * C),
                                  w_.h[static_cast<size_t>(l)].c_attn.b, offs, n, C, NH, p,
-                                 site_seed(l, kDropAtt));
+                                 site_seed(l, kDropAtt), forks_);
   });
 }
 
@@ -520,11 +546,12 @@ void Gpt2::finish_head_adapter() {
 }
 
 LossResult Gpt2::forward(std::span<const int32_t> inputs, std::span<const int32_t> targets,
-                         std::span<const int64_t> seq_offsets, bool training) {
-  check_batch(inputs, &targets, seq_offsets);
+                         std::span<const int64_t> seq_offsets, bool training,
+                         std::span<const kernels::SeqFork> forks) {
+  check_batch(inputs, &targets, seq_offsets, forks);
   ready_for_backward_ = false;
   if (training) ++forward_count_;
-  forward_packed(inputs, seq_offsets, training);
+  forward_packed(inputs, seq_offsets, forks, training);
   gather_head_rows(targets);
   const LossResult r = head_loss(/*with_backward=*/false, 0.0f);
   head_has_logits_ = true;
@@ -544,7 +571,7 @@ LossResult Gpt2::forward_backward(std::span<const int32_t> inputs,
   if (!lora_) grads();
   ready_for_backward_ = false;
   ++forward_count_;
-  forward_packed(inputs, seq_offsets, /*dropout=*/true);
+  forward_packed(inputs, seq_offsets, {}, /*dropout=*/true);
   gather_head_rows(targets);
   const LossResult r = head_loss(/*with_backward=*/true, dloss_scale);
   head_has_logits_ = false;
@@ -566,7 +593,7 @@ void Gpt2::forward_logits(std::span<float> logits, std::span<const int32_t> inpu
   ready_for_backward_ = false;
   head_has_logits_ = false;
   M_ = 0;  // no token losses
-  forward_packed(inputs, seq_offsets, /*dropout=*/false);
+  forward_packed(inputs, seq_offsets, {}, /*dropout=*/false);
   // The gather buffer holds cap_tokens_ rows; more positions than tokens go in rounds.
   const auto lnf = acts_.lnf.first(N * C);
   for (int64_t p0 = 0; p0 < P; p0 += cap_tokens_) {

@@ -10,6 +10,7 @@
 
 #include "llmft/model/activations.h"
 #include "llmft/model/config.h"
+#include "llmft/model/kernels/attention.h"
 #include "llmft/model/kernels/attention_cached.h"
 #include "llmft/model/kernels/crossentropy.h"
 #include "llmft/model/linear.h"
@@ -100,9 +101,13 @@ class Gpt2 {
   // Packed sequences end to end: inputs, targets: (N); seq_offsets: (S+1), 0 .. N. Positions
   // restart at 0 in each sequence and attention stays inside it. Targets == -100 are ignored.
   // A padded (B, T) batch is seq_offsets {0, T, 2T, ..., BT}. training: dropout on (when the
-  // config's rate is > 0) and the state kept for backward(). Throws Error on bad input.
+  // config's rate is > 0) and the state kept for backward(). forks: (S) or empty: sequences
+  // that carry two continuations of one prefix (kernels::SeqFork; the second continuation's
+  // positions follow the prefix), each continuation computed as its own prefix + continuation
+  // sequence would be while the prefix runs once. Throws Error on bad input.
   LossResult forward(std::span<const int32_t> inputs, std::span<const int32_t> targets,
-                     std::span<const int64_t> seq_offsets, bool training = true);
+                     std::span<const int64_t> seq_offsets, bool training = true,
+                     std::span<const kernels::SeqFork> forks = {});
   // Accumulates into grads() the gradient of dloss_scale * loss_sum of the last forward(), i.e.
   // each counted token's loss gets gradient dloss_scale (1 / total targets over the micro-batches
   // gives the mean). Call once per forward().
@@ -173,7 +178,8 @@ class Gpt2 {
  private:
   using Attend = std::function<void(int64_t l, Activations::Layer& a, int64_t N)>;
   void check_batch(std::span<const int32_t> inputs, std::span<const int32_t>* targets,
-                   std::span<const int64_t> seq_offsets) const;
+                   std::span<const int64_t> seq_offsets,
+                   std::span<const kernels::SeqFork> forks = {}) const;
   // Embeddings, then the blocks, then ln_f, over N rows of `acts` (the one forward).
   void embed(Activations& acts, std::span<const int32_t> ids, std::span<const int32_t> pos,
              int64_t N, float dropout_p);
@@ -181,7 +187,7 @@ class Gpt2 {
              const Attend& attend);
   // The training forward over packed sequences (flash attention), state kept for backward.
   void forward_packed(std::span<const int32_t> inputs, std::span<const int64_t> seq_offsets,
-                      bool dropout);
+                      std::span<const kernels::SeqFork> forks, bool dropout);
   // Gathers the rows whose target counts (xg, and its bf16 rounding); returns their number.
   int64_t gather_head_rows(std::span<const int32_t> targets);
   LossResult head_loss(bool with_backward, float dloss_scale);
@@ -233,6 +239,7 @@ class Gpt2 {
   std::vector<kernels::bf16> bwork_;
   std::vector<int32_t> pos_, inputs_, gtargets_;
   std::vector<int64_t> offsets_, rows_;
+  std::vector<kernels::SeqFork> forks_;  // of the last forward: (S), or empty
 
   // State of the last forward, for backward().
   int64_t N_ = 0, M_ = 0;

@@ -168,7 +168,7 @@ void Gpt2::backward_block(int64_t l, float p) {
     attention_flash_backward(dqkv, g.c_attn.b,
                              scratch(attention_flash_backward_scratch_size(off, C)), dc,
                              a.qkv.first(N * 3 * C), a.atty.first(N * C), a.att_lse.first(N * NH),
-                             off, N, C, NH, p, site_seed(l, kDropAtt));
+                             off, N, C, NH, p, site_seed(l, kDropAtt), forks_);
   }
   // qkv = ln1 @ c_attn.W
   linear_backward("bwd.matmul_qkv", k.c_attn, dqkv, {a.ln1, a.ln1_bf});

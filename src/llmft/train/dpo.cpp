@@ -45,11 +45,13 @@ namespace {
 // entry under the starting model, chosen and rejected (NaN for entries never scored: test).
 struct ReferenceScores {
   std::vector<double> chosen, rejected;
-  // (2B) in a PreferenceBatch's order.
+  // (2B) in a PreferenceBatch's order: chosen and rejected of each pair.
   std::vector<double> gather(std::span<const int64_t> idx) const {
     std::vector<double> r;
-    for (int64_t i : idx) r.push_back(chosen[static_cast<size_t>(i)]);
-    for (int64_t i : idx) r.push_back(rejected[static_cast<size_t>(i)]);
+    for (int64_t i : idx) {
+      r.push_back(chosen[static_cast<size_t>(i)]);
+      r.push_back(rejected[static_cast<size_t>(i)]);
+    }
     return r;
   }
 };
@@ -222,11 +224,10 @@ void Dpo::reference_scores() {
   for (size_t k = 0; k < todo.size(); k += B) {
     const auto idx = std::span(todo).subspan(k, std::min(B, todo.size() - k));
     const PreferenceBatch b = collate_preferences(pref_, idx, max_length_);
-    model_.forward(b.inputs, b.targets, b.seq_offsets, /*training=*/false);
-    const auto s = sequence_logprobs(model_.token_losses(), b.target_offsets);
+    const auto s = score_pairs(model_, b, /*training=*/false);
     for (size_t i = 0; i < idx.size(); ++i) {
-      ref_.chosen[static_cast<size_t>(idx[i])] = s[i];
-      ref_.rejected[static_cast<size_t>(idx[i])] = s[idx.size() + i];
+      ref_.chosen[static_cast<size_t>(idx[i])] = s[2 * i];
+      ref_.rejected[static_cast<size_t>(idx[i])] = s[2 * i + 1];
     }
     bar.update(static_cast<int64_t>(k + idx.size()));
   }
@@ -282,8 +283,7 @@ void Dpo::print_sample() {
 // The batch's DPO loss and rewards; with_gradient: a training forward and the backward, the
 // gradient accumulated into the model's (zeroed) gradients.
 DpoStats Dpo::batch_stats(const PreferenceBatch& b, bool with_gradient) {
-  model_.forward(b.inputs, b.targets, b.seq_offsets, /*training=*/with_gradient);
-  const auto policy = sequence_logprobs(model_.token_losses(), b.target_offsets);
+  const auto policy = score_pairs(model_, b, /*training=*/with_gradient);
   const auto reference = ref_.gather(b.indices);
   if (!with_gradient) return dpo_loss(policy, reference, opts_.beta);
   std::vector<float> dlosses(static_cast<size_t>(b.target_tokens()));

@@ -30,6 +30,11 @@ std::vector<double> sequence_logprobs(std::span<const float> token_losses,
   return out;
 }
 
+std::vector<double> score_pairs(Gpt2& model, const PreferenceBatch& b, bool training) {
+  model.forward(b.inputs, b.targets, b.seq_offsets, training, b.forks);
+  return sequence_logprobs(model.token_losses(), b.target_offsets);
+}
+
 DpoStats dpo_loss(std::span<const double> policy, std::span<const double> reference, double beta,
                   std::span<const int64_t> target_offsets, std::span<float> dlosses) {
   LLMFT_CHECK(policy.size() == reference.size() && policy.size() >= 2 && policy.size() % 2 == 0,
@@ -44,7 +49,8 @@ DpoStats dpo_loss(std::span<const double> policy, std::span<const double> refere
   }
   DpoStats st;
   for (size_t i = 0; i < B; ++i) {
-    const double pc = policy[i], pr = policy[B + i], rc = reference[i], rr = reference[B + i];
+    const double pc = policy[2 * i], pr = policy[2 * i + 1];
+    const double rc = reference[2 * i], rr = reference[2 * i + 1];
     // logits = (pc - pr) - (rc - rr);  losses = -logsigmoid(beta * logits)
     const double z = beta * ((pc - pr) - (rc - rr));
     st.loss += neg_log_sigmoid(z);
@@ -53,8 +59,8 @@ DpoStats dpo_loss(std::span<const double> policy, std::span<const double> refere
     if (!grad) continue;
     // d(mean loss)/d(pc) = -beta * sigmoid(-z) / B = -d/d(pr); pi_s = -mean(token losses of s).
     const double dpc = -beta * sigmoid(-z) / static_cast<double>(B);
-    for (const size_t s : {i, B + i}) {
-      const double dpi = s == i ? dpc : -dpc;
+    for (const size_t s : {2 * i, 2 * i + 1}) {
+      const double dpi = s == 2 * i ? dpc : -dpc;
       const int64_t a = target_offsets[s], b = target_offsets[s + 1];
       const auto d = static_cast<float>(-dpi / static_cast<double>(b - a));
       for (int64_t t = a; t < b; ++t) dlosses[static_cast<size_t>(t)] = d;

@@ -8,6 +8,9 @@
 #include <span>
 #include <vector>
 
+#include "llmft/data/preference.h"
+#include "llmft/model/gpt2.h"
+
 namespace llmft {
 
 // Batch means, as the reference returns them.
@@ -22,8 +25,13 @@ struct DpoStats {
 std::vector<double> sequence_logprobs(std::span<const float> token_losses,
                                       std::span<const int64_t> target_offsets);
 
-// B pairs: policy and reference scores (2B) laid out chosen 0..B-1, then rejected 0..B-1 (as a
-// PreferenceBatch packs them). With `dlosses` (M = target_offsets.back() floats) also writes
+// The model's scores of a batch's 2B texts (pair i: 2i chosen, 2i + 1 rejected) from one packed
+// forward over its forked sequences; training: dropout on and the state kept for
+// model.backward(dlosses).
+std::vector<double> score_pairs(Gpt2& model, const PreferenceBatch& b, bool training);
+
+// B pairs: policy and reference scores (2B) laid out as a PreferenceBatch orders its texts,
+// pair i at 2i (chosen) and 2i + 1 (rejected). With `dlosses` (M = target_offsets.back() floats) also writes
 // d(loss)/d(token_losses[i]) for the policy, ready for Gpt2::backward(dlosses).
 DpoStats dpo_loss(std::span<const double> policy, std::span<const double> reference, double beta,
                   std::span<const int64_t> target_offsets = {}, std::span<float> dlosses = {});

@@ -11,7 +11,7 @@ using namespace llmft;
 namespace {
 
 TEST(DpoLoss, EqualPolicyAndReferenceGiveLn2AndZeroRewards) {
-  const std::vector<double> p{-1.0, -2.0, -3.0, -1.5};  // B = 2: chosen 0 1, rejected 0 1
+  const std::vector<double> p{-1.0, -2.0, -3.0, -1.5};  // B = 2: chosen, rejected of each pair
   const DpoStats s = dpo_loss(p, p, 0.1);
   EXPECT_NEAR(s.loss, std::log(2.0), 1e-15);
   EXPECT_EQ(s.chosen_reward, 0.0);
@@ -27,6 +27,11 @@ TEST(DpoLoss, MatchesTheFormulaByHand) {
   EXPECT_DOUBLE_EQ(s.chosen_reward, 1.0);     // -1 - (-2), no beta
   EXPECT_DOUBLE_EQ(s.rejected_reward, -0.5);  // -3 - (-2.5)
   EXPECT_DOUBLE_EQ(s.margin(), 1.5);
+  // Two pairs, interleaved as a PreferenceBatch orders them: (chosen -1, rejected -3), (0, 0).
+  const DpoStats two = dpo_loss(std::vector<double>{-1.0, -3.0, 0.0, 0.0},
+                                std::vector<double>{0.0, 0.0, 0.0, 0.0}, 0.5);
+  EXPECT_DOUBLE_EQ(two.chosen_reward, -0.5);
+  EXPECT_DOUBLE_EQ(two.rejected_reward, -1.5);
   // Far from zero the loss neither overflows nor loses its value.
   const std::vector<double> far{0.0, -1e4};
   EXPECT_NEAR(dpo_loss(far, std::vector<double>{0, 0}, 1.0).loss, 0.0, 1e-300);
