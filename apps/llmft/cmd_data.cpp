@@ -3,6 +3,7 @@
 // padding overhead of one training epoch.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 
@@ -13,6 +14,7 @@
 #include "llmft/data/template.h"
 #include "llmft/data/tokenized.h"
 #include "llmft/tokenizer/bpe.h"
+#include "llmft/train/options.h"
 
 namespace llmft::app {
 namespace {
@@ -22,7 +24,7 @@ struct StatsOptions {
   std::string prompt_template = "alpaca";
   int64_t batch_size = 8;
   bool mask_prompt = false;
-  int64_t max_length = 0;  // 0: no truncation
+  int64_t max_length = FinetuneOptions{}.max_length;  // finetune's default (0: the context only)
   int64_t context = 1024;  // the model's context length (every GPT-2 size: 1024)
   uint64_t seed = 123;
   int threads = 0;
@@ -47,11 +49,10 @@ int run_stats(const StatsOptions& o) {
   fmt::print("exact duplicates  {} entries repeat an earlier entry ({} in another split); same "
              "instruction {}, same non-empty input {}, same output {}\n",
              dup.entries, dup.cross_split, dup.instruction, dup.input, dup.output);
-  const OverContext oc = over_context(td, o.context);
-  fmt::print("longer than the context ({} tokens)  {} entries{}\n\n", o.context, oc.entries,
-             oc.entries ? fmt::format(" (training crops their end; {} with a prompt alone that long)",
-                                      oc.prompt_only)
-                        : std::string());
+  // As finetune crops: to the smaller of --max-length and the model's context.
+  const int64_t limit = o.max_length > 0 ? std::min(o.max_length, o.context) : o.context;
+  fmt::print("length limit  {} tokens (--max-length {}, context {}): {}\n\n", limit,
+             o.max_length, o.context, describe_truncation(truncation(td, limit), ds.size()));
   fmt::print("training-text tokens (prompt + response)\n");
   fmt::print("{:<6} {:>8} {:>8} {:>5} {:>7} {:>7} {:>5}\n", "split", "entries", "tokens", "min",
              "median", "mean", "max");
@@ -64,12 +65,12 @@ int run_stats(const StatsOptions& o) {
 
   CollateOptions co;
   co.mask_prompt = o.mask_prompt;
-  if (o.max_length > 0) co.allowed_max_length = o.max_length;
+  co.allowed_max_length = limit;
   const DataLoader train(td, sp.train, train_loader_options(o.batch_size, o.seed, co));
   const EpochTokens e = epoch_tokens(train, /*epoch=*/0);
-  fmt::print("\none training epoch: {} batches of {} (seed {}, last incomplete batch dropped{}{})\n",
-             e.batches, o.batch_size, o.seed, o.mask_prompt ? ", prompt masked" : "",
-             o.max_length > 0 ? fmt::format(", max length {}", o.max_length) : "");
+  fmt::print("\none training epoch: {} batches of {} (seed {}, last incomplete batch dropped{}, "
+             "max length {})\n",
+             e.batches, o.batch_size, o.seed, o.mask_prompt ? ", prompt masked" : "", limit);
   fmt::print("  real tokens     {:>9}\n", e.real_tokens);
   fmt::print("  padded tokens   {:>9}  ({:+.1f}% padding overhead)\n", e.padded_tokens,
              e.padding_overhead_percent());
@@ -87,7 +88,9 @@ Runner setup(CLI::App& app) {
   app.require_subcommand(1);
   CLI::App* stats = app.add_subcommand(
       "stats", "Check a dataset and print split sizes, token lengths and padding overhead");
-  stats->add_option("FILE", o->file, "Alpaca-format dataset (.json array or .jsonl)")->required();
+  stats->add_option("FILE", o->file,
+                    "Dataset (.json array or .jsonl): Alpaca, chat messages or prompt/completion")
+      ->required();
   stats->add_option("--template", o->prompt_template, "Prompt template")
       ->check(CLI::IsMember({"alpaca", "phi3"}))
       ->capture_default_str();
@@ -98,7 +101,8 @@ Runner setup(CLI::App& app) {
   stats->add_flag("--mask-prompt", o->mask_prompt, "Ignore the prompt's targets in the loss")
       ->capture_default_str();
   stats->add_option("--max-length", o->max_length,
-                    "Truncate batches to this many tokens (0 = no truncation)")
+                    "Truncate batches to this many tokens, as finetune's --max-length (0 = the "
+                    "context only)")
       ->check(CLI::Range(0, 1 << 30))
       ->capture_default_str();
   stats->add_option("--context", o->context,

@@ -70,7 +70,8 @@ Runner setup(CLI::App& app) {
                      "Run folder for every output (default: runs/<date>-<time>)"));
   add_resume_options(app, *o, *resume,
                      "Continue the run in this folder from its last checkpoint (its config.json "
-                     "holds the options; only --threads may be given)");
+                     "holds the options; only --threads may be given, and a larger --max-steps or "
+                     "--epochs to train a finished run on)");
 
   return [=, &app]() -> int {
     DpoOptions opts = *d;
@@ -78,7 +79,9 @@ Runner setup(CLI::App& app) {
     if (!resume->empty()) {
       resume_dir = *resume;
       opts = dpo_options_from_json(resume_options(
-          run_opts, resume_dir, "dpo", "a resumed run keeps the options in its config.json"));
+          run_opts, resume_dir, "dpo",
+          "a resumed run keeps the options in its config.json; only --threads and (to extend "
+          "it) --max-steps and --epochs may change"));
       keep_resume_settings(app, *o, resume_dir, opts.train);
     } else {
       if (app.count("--model") == 0) {

@@ -76,7 +76,8 @@ Runner setup(CLI::App& app) {
                      "missing), a Hugging Face folder, or random:<tiny|small|gpt2|gpt2-medium...> "
                      "for a randomly initialised model"));
   add(app.add_option("--data", *data,
-                     "Alpaca-format dataset (.json array or .jsonl); default: the bundled "
+                     "Dataset (.json array or .jsonl) of Alpaca entries, chat `messages` or "
+                     "prompt/completion (docs/data.md); default: the bundled "
                      "instruction-data.json (1,100 entries)"));
   add(app.add_option("--template", o->prompt_template, "Prompt template")
           ->check(CLI::IsMember({"alpaca", "phi3"})));
@@ -135,7 +136,8 @@ Runner setup(CLI::App& app) {
   app.add_flag("--no-judge", *no_judge, "Do not look for a judge after training");
   add_resume_options(app, *o, *resume,
                      "Continue the run in this folder from its last checkpoint (its config.json "
-                     "holds the options; only --threads and the judge options may be given)");
+                     "holds the options; only --threads and the judge options may be given, and "
+                     "a larger --max-steps or --epochs to train a finished run on)");
 
   return [=, &app]() -> int {
     FinetuneOptions opts = *o;
@@ -144,8 +146,8 @@ Runner setup(CLI::App& app) {
       resume_dir = *resume;
       opts = options_from_json(resume_options(
           run_opts, resume_dir, "finetune",
-          "a resumed run keeps the options in its config.json; only --threads and the judge "
-          "options may change"));
+          "a resumed run keeps the options in its config.json; only --threads, the judge "
+          "options and (to extend it) --max-steps and --epochs may change"));
       keep_resume_settings(app, *o, resume_dir, opts);
     } else {
       if (!data->empty()) opts.data = *data;
@@ -160,6 +162,7 @@ Runner setup(CLI::App& app) {
     const FinetuneResult r = run_finetune(opts, resume_dir, install_stop_handler());
     remove_stop_handler();
     if (r.interrupted) return stop_exit_code();
+    if (r.finished_before) return 0;
     const auto answers = r.run_dir / "test-responses.json";
     if (opts.test_answers && !*no_judge && std::filesystem::exists(answers)) {
       judge_answers(*judge, answers);

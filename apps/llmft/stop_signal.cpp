@@ -9,34 +9,40 @@ namespace llmft::app {
 namespace {
 
 constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP};
-std::atomic<bool> g_stop{false};
+StopControl g_control;
 volatile std::sig_atomic_t g_signal = SIGINT;
 
 extern "C" void on_stop_signal(int sig) {
   g_signal = sig;
-  g_stop.store(true);
+  g_control.requested.store(true);
   for (int s : kSignals) std::signal(s, SIG_DFL);  // a second signal stops at once
   // write(2) is async-signal-safe; stdio is not. During training the loop stops at the next
-  // step with a checkpoint; after training (model already saved) only the answers would be lost.
+  // step with a checkpoint; after it (the last checkpoint written) nothing is stopped yet.
   static const char intr[] = "\nllmft: Ctrl-C";
   static const char term[] = "\nllmft: SIGTERM";
   static const char hup[] = "\nllmft: SIGHUP";
-  static const char rest[] =
-      ": training stops at the next step with a checkpoint; after training, a second signal "
-      "(Ctrl-C) aborts the remaining work now\n";
+  static const char training[] =
+      ": training stops at the next step with a checkpoint; a second signal (Ctrl-C) stops at "
+      "once\n";
+  static const char outputs[] =
+      ": writing the outputs (model folder, test answers) goes on; a second signal (Ctrl-C) stops "
+      "now, and --resume writes them later\n";
   const char* head = sig == SIGTERM ? term : sig == SIGHUP ? hup : intr;
   const size_t n = sig == SIGTERM ? sizeof(term) : sig == SIGHUP ? sizeof(hup) : sizeof(intr);
+  const bool after = g_control.after_training.load();
   [[maybe_unused]] auto w = write(STDERR_FILENO, head, n - 1);
-  w = write(STDERR_FILENO, rest, sizeof(rest) - 1);
+  w = after ? write(STDERR_FILENO, outputs, sizeof(outputs) - 1)
+            : write(STDERR_FILENO, training, sizeof(training) - 1);
 }
 
 }  // namespace
 
-const std::atomic<bool>* install_stop_handler() {
-  g_stop.store(false);
+StopControl* install_stop_handler() {
+  g_control.requested.store(false);
+  g_control.after_training.store(false);
   g_signal = SIGINT;
   for (int s : kSignals) std::signal(s, on_stop_signal);
-  return &g_stop;
+  return &g_control;
 }
 
 void remove_stop_handler() {

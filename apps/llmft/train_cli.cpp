@@ -54,13 +54,14 @@ void add_resume_options(CLI::App& app, FinetuneOptions& o, std::string& resume,
   app.add_option("--interrupt-after-step", o.interrupt_after_step)->group("");
   app.add_option("--kill-after-step", o.kill_after_step)->group("");
   app.add_option("--term-after-step", o.term_after_step)->group("");
+  app.add_flag("--term-after-training", o.term_after_training)->group("");
 }
 
 nlohmann::json resume_options(const std::vector<CLI::Option*>& run_opts,
                               const std::filesystem::path& dir, const std::string& command,
                               const std::string& hint) {
   for (const CLI::Option* opt : run_opts)
-    if (opt->count() > 0)
+    if (opt->count() > 0 && opt->get_name() != "--max-steps" && opt->get_name() != "--epochs")
       throw UsageError(fmt::format("{} cannot be combined with --resume", opt->get_name()), hint);
   const auto file = dir / "config.json";
   const std::string text = read_file(file);
@@ -79,9 +80,15 @@ void keep_resume_settings(const CLI::App& app, const FinetuneOptions& cli,
                           const std::filesystem::path& dir, FinetuneOptions& run) {
   run.output = dir;
   if (app.count("--threads")) run.threads = cli.threads;
+  if (app.count("--epochs")) {
+    run.epochs = cli.epochs;
+    run.max_steps = 0;
+  }
+  if (app.count("--max-steps")) run.max_steps = cli.max_steps;
   run.interrupt_after_step = cli.interrupt_after_step;
   run.kill_after_step = cli.kill_after_step;
   run.term_after_step = cli.term_after_step;
+  run.term_after_training = cli.term_after_training;
 }
 
 }  // namespace llmft::app

@@ -28,13 +28,15 @@ void check_lora_options(const CLI::App& app, const FinetuneOptions& o);
 // --term-after-step).
 void add_resume_options(CLI::App& app, FinetuneOptions& o, std::string& resume,
                         const std::string& resume_help);
-// --resume DIR: refuses every run option given beside it, reads the config.json of the `command`
-// run in DIR (throws Error naming the file otherwise) and returns its "options".
+// --resume DIR: refuses every run option given beside it but --max-steps and --epochs (which
+// extend the run), reads the config.json of the `command` run in DIR (throws Error naming the
+// file otherwise) and returns its "options".
 nlohmann::json resume_options(const std::vector<CLI::Option*>& run_opts,
                               const std::filesystem::path& dir, const std::string& command,
                               const std::string& hint);
-// What a resumed run takes from this command line: --threads when given, the test hooks, and its
-// own folder as the output.
+// What a resumed run takes from this command line: --threads, --max-steps and --epochs when
+// given (--epochs alone replaces a recorded --max-steps), the test hooks, and its own folder as
+// the output.
 void keep_resume_settings(const CLI::App& app, const FinetuneOptions& cli,
                           const std::filesystem::path& dir, FinetuneOptions& run);
 

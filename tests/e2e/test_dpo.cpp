@@ -79,10 +79,10 @@ TEST(Dpo, WritesEveryOutputAndLearnsThePreference) {
     ASSERT_EQ(s.batch.size(), 4u);
     for (int64_t idx : s.batch) EXPECT_TRUE(idx >= 0 && idx < 20) << idx;
   }
-  // Evaluations after steps 0, 2, 4, 6, 8, with train and validation rewards.
-  ASSERT_EQ(h.evals.size(), 5u);
+  // Evaluations after steps 0, 2, 4, 6, 8 and the last one, 9, with train and validation rewards.
+  ASSERT_EQ(h.evals.size(), 6u);
   for (size_t i = 0; i < h.evals.size(); ++i) {
-    EXPECT_EQ(h.evals[i].step, static_cast<int64_t>(2 * i));
+    EXPECT_EQ(h.evals[i].step, i < 5 ? static_cast<int64_t>(2 * i) : 9);
     ASSERT_TRUE(h.evals[i].train_rewards && h.evals[i].val_rewards);
   }
   // The policy learns to prefer the chosen answers of the pairs it trains on.
@@ -192,6 +192,30 @@ TEST(Dpo, LoraTrainsAnAdapterWithTheBaseAsReferenceAndResumes) {
   const auto resumed = test::run_llmft({"dpo", "--resume", (dir / "cut").string()});
   ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
   expect_same_run(read_metrics(dir / "cut" / "metrics.jsonl"), a);
+}
+
+// The run folder rules are finetune's (run_setup.h): a finished run resumes to nothing, and a
+// larger --max-steps trains it on.
+TEST(Dpo, ResumeOfAFinishedRunDoesNothingUnlessExtended) {
+  test::TempDir dir;
+  const fs::path run = dir / "run";
+  const auto r = test::run_llmft(args(run, {"--max-steps", "3", "--no-test-answers"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("3 steps (0.60 of an epoch of 5 steps)"), std::string::npos) << r.out;
+  const std::string summary = read_file(run / "summary.json");
+  EXPECT_DOUBLE_EQ(read_json(run / "summary.json")["epochs"].get<double>(), 0.6);
+  const auto again = test::run_llmft({"dpo", "--resume", run.string()});
+  ASSERT_EQ(again.exit_code, 0) << describe(again);
+  EXPECT_NE(again.out.find("the run is finished (3 steps (0.60 of an epoch of 5 steps)); nothing "
+                           "to do"),
+            std::string::npos)
+      << again.out;
+  EXPECT_EQ(read_file(run / "summary.json"), summary);
+  const auto more = test::run_llmft({"dpo", "--resume", run.string(), "--max-steps", "5"});
+  ASSERT_EQ(more.exit_code, 0) << describe(more);
+  EXPECT_NE(more.out.find("Extending the run from 3 steps"), std::string::npos) << more.out;
+  EXPECT_EQ(read_metrics(run / "metrics.jsonl").steps.size(), 5u);
+  EXPECT_EQ(read_json(run / "summary.json")["steps"], 5);
 }
 
 TEST(Dpo, BadInputIsOneLineAndNonZero) {

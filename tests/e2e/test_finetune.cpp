@@ -113,7 +113,7 @@ TEST(Finetune, WritesEveryOutputWithConsistentContent) {
       EXPECT_TRUE(seen[i / 5].insert(idx).second) << "entry " << idx << " twice in one epoch";
     }
   }
-  // --eval-freq 1: an evaluation after every step.
+  // --eval-freq 1: an evaluation after every step (the last one once).
   ASSERT_EQ(h.evals.size(), 10u);
   for (size_t i = 0; i < h.evals.size(); ++i) EXPECT_EQ(h.evals[i].step, static_cast<int64_t>(i));
 
@@ -156,17 +156,21 @@ TEST(Finetune, WritesEveryOutputWithConsistentContent) {
   EXPECT_NEAR(loss, h.evals.back().val_loss, 1e-6);
 }
 
-TEST(Finetune, EvaluatesAtTheReferenceSteps) {
-  // eval_freq 4 over 10 steps: after steps 0, 4, 8 (global_step % 4 == 0, from the first update).
+TEST(Finetune, EvaluatesAtTheReferenceStepsAndTheLast) {
+  // eval_freq 4 over 10 steps: after steps 0, 4, 8 (global_step % 4 == 0, from the first update)
+  // as the reference, and after the last step, 9, so the final losses describe the final model.
   test::TempDir dir;
   const auto r = test::run_llmft(tiny_args(dir / "run", {"--eval-freq", "4", "--no-test-answers"}));
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   const auto h = read_metrics(dir / "run" / "metrics.jsonl");
-  ASSERT_EQ(h.evals.size(), 3u);
+  ASSERT_EQ(h.evals.size(), 4u);
   EXPECT_EQ(h.evals[0].step, 0);
   EXPECT_EQ(h.evals[1].step, 4);
   EXPECT_EQ(h.evals[2].step, 8);
+  EXPECT_EQ(h.evals[3].step, 9);
   EXPECT_NE(r.out.find("Ep 2 (Step 000008)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Ep 2 (Step 000009)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(evaluations at steps 0 and 9)"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir / "run" / "test-responses.json"));
 }
 
@@ -176,7 +180,7 @@ TEST(Finetune, LossFallsWhenOverfittingAHandfulOfExamples) {
       dir / "run", {"--epochs", "6", "--eval-freq", "5", "--lr", "5e-3", "--no-test-answers"}));
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   const auto h = read_metrics(dir / "run" / "metrics.jsonl");
-  ASSERT_EQ(h.evals.size(), 6u);
+  ASSERT_EQ(h.evals.size(), 7u);  // steps 0, 5, ..., 25 and the last, 29
   // From ~ln(50257) = 10.8 at random init; the tiny model memorises common tokens quickly.
   EXPECT_LT(h.evals.back().train_loss, h.evals.front().train_loss - 3.0)
       << h.evals.front().train_loss << " -> " << h.evals.back().train_loss;
@@ -201,6 +205,13 @@ TEST(Finetune, ResumeAfterInterruptEqualsUninterruptedRun) {
   EXPECT_NE(res.out.find("Resuming from"), std::string::npos) << res.out;
   expect_same_steps(read_metrics(dir / "cut" / "metrics.jsonl"),
                     read_metrics(dir / "full" / "metrics.jsonl"));
+  // The summary of the resumed call speaks of the whole run.
+  const json summary = read_json(dir / "cut" / "summary.json");
+  EXPECT_EQ(summary["steps"], 10);
+  EXPECT_EQ(summary["epochs"], 2.0);
+  ASSERT_TRUE(summary["final_batch_loss"].is_number()) << summary.dump();
+  EXPECT_EQ(summary["final_batch_loss"].get<double>(),
+            read_metrics(dir / "full" / "metrics.jsonl").steps.back().loss);
   const auto a = model_params(dir / "cut"), b = model_params(dir / "full");
   ASSERT_EQ(a.size(), b.size());
   EXPECT_TRUE(a == b) << "final weights differ after resume";
@@ -353,7 +364,198 @@ TEST(Finetune, RefusesToOverwriteARun) {
   ASSERT_EQ(first.exit_code, 0) << describe(first);
   const auto again = test::run_llmft(tiny_args(dir / "run", {"--max-steps", "1"}));
   EXPECT_EQ(again.exit_code, 2) << describe(again);
+  EXPECT_NE(again.err.find("already holds a run with a checkpoint"), std::string::npos)
+      << again.err;
   EXPECT_NE(again.err.find("--resume"), std::string::npos) << again.err;
+}
+
+// A run killed before its first checkpoint (here by SIGKILL after step 0; two Ctrl-C or a
+// SIGTERM there leave the same folder) starts again in place, with -o or with --resume, and ends
+// as a run that was never stopped.
+TEST(Finetune, ARunStoppedBeforeItsFirstCheckpointStartsAgainInPlace) {
+  test::TempDir dir;
+  const auto full = test::run_llmft(tiny_args(dir / "full", {"--no-test-answers"}));
+  ASSERT_EQ(full.exit_code, 0) << describe(full);
+  for (const char* how : {"output", "resume"}) {
+    const fs::path run = dir / how;
+    const auto killed =
+        test::run_llmft(tiny_args(run, {"--no-test-answers", "--kill-after-step", "0"}));
+    ASSERT_EQ(killed.exit_code, 128 + 9) << describe(killed);
+    ASSERT_TRUE(fs::exists(run / "config.json"));
+    ASSERT_FALSE(fs::exists(run / "checkpoints" / "latest"));
+    const auto again = std::string(how) == "output"
+                           ? test::run_llmft(tiny_args(run, {"--no-test-answers"}))
+                           : test::run_llmft({"finetune", "--resume", run.string()});
+    ASSERT_EQ(again.exit_code, 0) << how << "\n" << describe(again);
+    EXPECT_NE(again.out.find(std::string(how) == "output"
+                                 ? "the run there stopped before its first checkpoint; starting "
+                                   "it again in place"
+                                 : "the run stopped before its first checkpoint; starting it "
+                                   "again from step 0 with its recorded options"),
+              std::string::npos)
+        << again.out;
+    expect_same_steps(read_metrics(run / "metrics.jsonl"),
+                      read_metrics(dir / "full" / "metrics.jsonl"));
+    EXPECT_TRUE(model_params(run) == model_params(dir / "full")) << how;
+  }
+}
+
+// --resume of a finished run says so and writes nothing: no answers regenerated, the summary and
+// the log untouched.
+TEST(Finetune, ResumeOfAFinishedRunDoesNothing) {
+  test::TempDir dir;
+  const fs::path run = dir / "run";
+  const auto r = test::run_llmft(tiny_args(run));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const std::string summary = read_file(run / "summary.json");
+  const std::string answers = read_file(run / "test-responses.json");
+  const std::string log = read_file(run / "metrics.jsonl");
+  const auto again = test::run_llmft({"finetune", "--resume", run.string(), "--no-judge"});
+  ASSERT_EQ(again.exit_code, 0) << describe(again);
+  EXPECT_NE(again.out.find(run.string() + ": the run is finished (10 steps (2 epochs of 5 "
+                           "steps)); nothing to do. To train on, resume with a larger "
+                           "--max-steps or --epochs"),
+            std::string::npos)
+      << again.out;
+  EXPECT_EQ(again.out.find("Answered"), std::string::npos) << again.out;
+  EXPECT_EQ(read_file(run / "summary.json"), summary);
+  EXPECT_EQ(read_file(run / "test-responses.json"), answers);
+  EXPECT_EQ(read_file(run / "metrics.jsonl"), log);
+  // A run cannot be shortened.
+  const auto shorter =
+      test::run_llmft({"finetune", "--resume", run.string(), "--max-steps", "4"});
+  EXPECT_EQ(shorter.exit_code, 2) << describe(shorter);
+  EXPECT_NE(shorter.err.find("fewer than the run's 10"), std::string::npos) << shorter.err;
+}
+
+// A larger --max-steps (or --epochs) trains a finished run on: the data order and step numbers
+// continue, the linear schedule becomes the longer run's from the resume point on (documented in
+// docs/finetune.md), and config.json and summary.json record the new length.
+TEST(Finetune, ResumeWithMoreStepsExtendsAFinishedRun) {
+  test::TempDir dir;
+  const fs::path run = dir / "run";
+  const auto first = test::run_llmft(
+      tiny_args(run, {"--max-steps", "4", "--schedule", "linear", "--no-test-answers"}));
+  ASSERT_EQ(first.exit_code, 0) << describe(first);
+  EXPECT_NE(first.out.find("Training: 4 steps (0.80 of an epoch of 5 steps)"), std::string::npos)
+      << first.out;
+  const auto more = test::run_llmft({"finetune", "--resume", run.string(), "--max-steps", "7"});
+  ASSERT_EQ(more.exit_code, 0) << describe(more);
+  EXPECT_NE(more.out.find("Extending the run from 4 steps (0.80 of an epoch of 5 steps) to 7 steps "
+                          "(1.40 epochs of 5 steps); the learning rate follows a 7-step schedule "
+                          "from here"),
+            std::string::npos)
+      << more.out;
+  const auto h = read_metrics(run / "metrics.jsonl");
+  ASSERT_EQ(h.steps.size(), 7u);
+  for (size_t i = 0; i < 7; ++i) {
+    EXPECT_EQ(h.steps[i].step, static_cast<int64_t>(i));
+    const double total = i < 4 ? 4.0 : 7.0;
+    EXPECT_NEAR(h.steps[i].lr, 2e-3 * (1.0 - static_cast<double>(i) / total), 1e-15) << i;
+  }
+  // The same batches as a 7-step run from the start (the shuffle depends on seed and epoch only).
+  const auto straight = test::run_llmft(tiny_args(dir / "straight", {"--max-steps", "7",
+                                                                      "--no-test-answers"}));
+  ASSERT_EQ(straight.exit_code, 0) << describe(straight);
+  const auto hs = read_metrics(dir / "straight" / "metrics.jsonl");
+  for (size_t i = 0; i < 7; ++i) EXPECT_EQ(h.steps[i].batch, hs.steps[i].batch) << i;
+  // Evaluated at the old and the new last step.
+  EXPECT_EQ(h.evals.back().step, 6);
+  EXPECT_EQ(read_json(run / "config.json")["total_steps"], 7);
+  EXPECT_EQ(read_json(run / "config.json")["options"]["max_steps"], 7);
+  const json summary = read_json(run / "summary.json");
+  EXPECT_EQ(summary["steps"], 7);
+  EXPECT_DOUBLE_EQ(summary["epochs"].get<double>(), 1.4);
+  EXPECT_EQ(summary["steps_per_epoch"], 5);
+  // --epochs replaces the recorded --max-steps.
+  const auto epochs = test::run_llmft({"finetune", "--resume", run.string(), "--epochs", "2",
+                                       "--no-judge"});
+  ASSERT_EQ(epochs.exit_code, 0) << describe(epochs);
+  EXPECT_EQ(read_metrics(run / "metrics.jsonl").steps.size(), 10u);
+}
+
+// Entries longer than the length limit are counted before training, with those that keep
+// template tokens only.
+TEST(Finetune, SaysBeforeTrainingWhatTheLengthLimitCrops) {
+  test::TempDir dir;
+  const auto r = test::run_llmft(tiny_args(dir / "run", {"--max-steps", "1", "--max-length", "10",
+                                                         "--no-test-answers"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const std::string line = "Data: 24 of 24 entries are longer than 10 tokens: training crops "
+                           "their end; 24 of them lose their whole response (train on template "
+                           "tokens only) (--max-length 10, context ";
+  const size_t at = r.out.find(line);
+  EXPECT_NE(at, std::string::npos) << r.out;
+  EXPECT_LT(at, r.out.find("Ep 1 (Step 000000)")) << r.out;
+  // Within the limit: no such line.
+  const auto ok = test::run_llmft(tiny_args(dir / "ok", {"--max-steps", "1", "--no-test-answers"}));
+  ASSERT_EQ(ok.exit_code, 0) << describe(ok);
+  EXPECT_EQ(ok.out.find("longer than"), std::string::npos) << ok.out;
+}
+
+// tests/data/chat-tiny.jsonl: the tiny dataset as `messages` conversations (some with a system
+// message and an earlier turn) and prompt/completion entries. It trains with the prompt masked
+// (only the assistant's answers count) and answers its test split, echoing each entry's shape.
+TEST(Finetune, TrainsOnChatAndPromptCompletionData) {
+  test::TempDir dir;
+  const fs::path data = test::test_data_dir() / "chat-tiny.jsonl";
+  std::vector<std::string> a = tiny_args(dir / "run", {"--max-steps", "2", "--mask-prompt"});
+  a[4] = data.string();  // --data
+  const auto r = test::run_llmft(a);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("Data: " + data.string() + ": 24 entries -> train 20, validation 2, test 2"),
+            std::string::npos)
+      << r.out;
+  const auto h = read_metrics(dir / "run" / "metrics.jsonl");
+  ASSERT_EQ(h.steps.size(), 2u);
+  EXPECT_TRUE(std::isfinite(h.steps[0].loss) && h.steps[0].loss > 0);
+  const json answers = read_json(dir / "run" / "test-responses.json");
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_TRUE(answers[0].contains("completion")) << answers.dump();  // entry 20: prompt/completion
+  EXPECT_TRUE(answers[1].contains("messages")) << answers.dump();    // entry 21: a conversation
+  EXPECT_TRUE(answers[1]["model_response"].is_string());
+
+  // An unknown shape is one error line listing its keys.
+  test::TempDir bad;
+  write_file_atomic(bad / "qa.json", R"([{"question": "q", "answer": "a"}])");
+  a[4] = (bad / "qa.json").string();
+  *(std::find(a.begin(), a.end(), "--output") + 1) = (bad / "run").string();
+  const auto e = test::run_llmft(a);
+  EXPECT_EQ(e.exit_code, 1) << describe(e);
+  EXPECT_EQ(e.err.substr(0, e.err.find('\n')),
+            "llmft: error: " + (bad / "qa.json").string() +
+                ": entry 0: unknown entry shape, with keys \"question\", \"answer\"");
+}
+
+// One step, one evaluation: the summary says so in the singular, and epochs as a fraction.
+TEST(Finetune, SummaryCountsStepsAndEpochsTruthfully) {
+  test::TempDir dir;
+  const auto r = test::run_llmft(tiny_args(dir / "run", {"--max-steps", "1",
+                                                         "--no-test-answers"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("training      1 step (0.20 of an epoch of 5 steps), "),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("(one evaluation, at step 0)"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("1 steps"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("steps 0 and 0"), std::string::npos) << r.out;
+  const json summary = read_json(dir / "run" / "summary.json");
+  EXPECT_DOUBLE_EQ(summary["epochs"].get<double>(), 0.2);
+}
+
+// A stop signal after the loop (model folder, test answers) does not speak of training; the run
+// goes on and writes everything.
+TEST(Finetune, StopSignalAfterTrainingSpeaksOfTheOutputs) {
+  test::TempDir dir;
+  const auto r = test::run_llmft(tiny_args(dir / "run", {"--max-steps", "2",
+                                                         "--term-after-training"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.err.find("llmft: SIGTERM: writing the outputs (model folder, test answers) goes "
+                       "on; a second signal (Ctrl-C) stops now, and --resume writes them later"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("training"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "run" / "test-responses.json"));
 }
 
 TEST(Finetune, FallsBackToARandomModelWhenOffline) {

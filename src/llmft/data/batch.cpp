@@ -47,7 +47,12 @@ Batch collate(std::span<const CollateItem> items, const CollateOptions& options)
     if (options.mask_prompt) {
       // targets[:prompt_len - 1] = -100 (Python slicing: a prefix longer than the row masks it all).
       const int64_t masked = std::clamp<int64_t>(it.prompt_len - 1, 0, longest);
-      std::fill(row_targets.begin(), row_targets.begin() + masked, kIgnoreIndex);
+      size_t span = 0;  // it.kept is in order
+      for (int64_t p = 0; p < masked; ++p) {
+        while (span < it.kept.size() && it.kept[span].second <= p + 1) ++span;
+        const bool keep = span < it.kept.size() && it.kept[span].first <= p + 1;
+        if (!keep) row_targets[p] = kIgnoreIndex;
+      }
     }
     int32_t* tg = &b.targets[r * T];
     std::copy(row_targets.begin(), row_targets.begin() + T, tg);

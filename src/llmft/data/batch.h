@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace llmft {
@@ -26,6 +27,10 @@ struct CollateItem {
   std::span<const int32_t> tokens;  // the training text's ids (prompt + response), not empty
   int64_t prompt_len = 0;           // len(tokenize(prompt)), used when mask_prompt
   int64_t index = 0;                // dataset index, echoed in Batch::indices
+  // Token ranges [begin, end) inside the prompt whose targets stay when mask_prompt (a
+  // conversation's earlier answers): target position p, which predicts token p + 1, is kept
+  // when begin <= p + 1 < end.
+  std::span<const std::pair<int64_t, int64_t>> kept = {};
 };
 
 // What the model consumes: S sequences, sequence s at [seq_offsets[s], seq_offsets[s+1]) of

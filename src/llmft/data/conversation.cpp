@@ -9,13 +9,12 @@ namespace llmft {
 std::string format_conversation(PromptTemplate t, std::string_view system,
                                 std::span<const ChatTurn> turns, size_t first) {
   LLMFT_CHECK(first < turns.size(), "conversation of {} turns from turn {}", turns.size(), first);
-  std::string p(system);
-  for (size_t k = first; k + 1 < turns.size(); ++k) {
-    if (!p.empty()) p += "\n\n";
-    p += format_training_text(t, turns[k].user, "", turns[k].assistant);
-  }
-  if (!p.empty()) p += "\n\n";
-  return p + format_prompt(t, turns.back().user, "");
+  // The same text as a dataset conversation's prompt (format_prompt of an InstructionEntry).
+  InstructionEntry e;
+  e.system = system;
+  e.history.assign(turns.begin() + static_cast<std::ptrdiff_t>(first), turns.end() - 1);
+  e.instruction = turns.back().user;
+  return format_prompt(t, e);
 }
 
 FittedConversation fit_conversation(PromptTemplate t, const BpeTokenizer& tok,

@@ -15,9 +15,8 @@ namespace llmft {
 
 class BpeTokenizer;
 
-struct ChatTurn {
-  std::string user, assistant;  // the last turn's assistant is the answer to come (ignored)
-};
+// The last turn's assistant is the answer to come (ignored).
+using ChatTurn = DialogueTurn;
 
 // turns[first..] as one prompt (turns non-empty, first < turns.size()).
 std::string format_conversation(PromptTemplate t, std::string_view system,

@@ -194,7 +194,78 @@ std::string parse_reason(const nlohmann::json::parse_error& e) {
               hint ? hint : "check the file with a JSON validator (e.g. python3 -m json.tool FILE)");
 }
 
-// Checks one entry's object and moves it into an InstructionEntry.
+// The string at obj[key], checked: present, a string, no literal end-of-text. `what` names it in
+// messages ("field \"output\"", "messages[2].content").
+const std::string& checked_string(const ojson& obj, const char* key, const std::string& what,
+                                  const std::string& at, const char* hint) {
+  const auto it = obj.find(key);
+  if (it == obj.end()) throw Error(fmt::format("{}: {} is missing", at, what), hint);
+  if (!it->is_string()) {
+    throw Error(fmt::format("{}: {} is {}, expected a string", at, what, type_name(*it)), hint);
+  }
+  const auto& s = it->get_ref<const std::string&>();
+  if (s.find(kEndOfTextText) != std::string::npos) {
+    throw Error(fmt::format("{}: {} contains the literal text \"{}\"", at, what, kEndOfTextText),
+                "remove it: it is GPT-2's end-of-text token, used for padding and to end answers");
+  }
+  return s;
+}
+
+constexpr const char* kMessagesHint =
+    "\"messages\" is a list of {\"role\": ..., \"content\": ...}: system messages first, then "
+    "user and assistant alternating, ending with the assistant's answer";
+
+// A conversation: system messages, then user/assistant pairs; the last pair becomes the
+// instruction and the output, the earlier ones the history.
+void read_messages(const ojson& messages, const std::string& key, const std::string& at,
+                   InstructionEntry& e) {
+  if (!messages.is_array()) {
+    throw Error(fmt::format("{}: field \"{}\" is {}, expected a list of messages", at, key,
+                            type_name(messages)),
+                kMessagesHint);
+  }
+  std::string user;
+  bool have_user = false, seen_turn = false;
+  for (size_t k = 0; k < messages.size(); ++k) {
+    const ojson& m = messages[k];
+    const std::string what = fmt::format("{}[{}]", key, k);
+    if (!m.is_object()) {
+      throw Error(fmt::format("{}: {} is {}, expected an object with \"role\" and \"content\"",
+                              at, what, type_name(m)),
+                  kMessagesHint);
+    }
+    const std::string& role = checked_string(m, "role", what + ".role", at, kMessagesHint);
+    const std::string& content = checked_string(m, "content", what + ".content", at, kMessagesHint);
+    const bool expect_user = !have_user;
+    if (role == "system" && !seen_turn) {
+      e.system += (e.system.empty() ? "" : "\n\n") + content;
+    } else if (role == "user" && expect_user) {
+      user = content;
+      have_user = seen_turn = true;
+    } else if (role == "assistant" && !expect_user) {
+      e.history.push_back({std::move(user), content});
+      have_user = false;
+    } else if (role != "system" && role != "user" && role != "assistant") {
+      throw Error(fmt::format("{}: {}.role is \"{}\", expected system, user or assistant", at,
+                              what, role),
+                  kMessagesHint);
+    } else {
+      throw Error(fmt::format("{}: {} is a \"{}\" message where a{} was expected", at, what,
+                              role, expect_user ? " user message" : "n assistant message"),
+                  kMessagesHint);
+    }
+  }
+  if (e.history.empty() || have_user) {
+    throw Error(fmt::format("{}: {} does not end with an assistant message after a user message",
+                            at, key),
+                "the last message is the answer the model learns; end each conversation with it");
+  }
+  e.instruction = std::move(e.history.back().user);
+  e.output = std::move(e.history.back().assistant);
+  e.history.pop_back();
+}
+
+// Checks one entry's object and moves it into an InstructionEntry, whichever shape it has.
 InstructionEntry make_entry(ojson&& obj, const std::filesystem::path& name, size_t index,
                             const std::string& line_note) {
   if (!obj.is_object()) {
@@ -203,28 +274,32 @@ InstructionEntry make_entry(ojson&& obj, const std::filesystem::path& name, size
                             name.string(), index, line_note, type_name(obj)),
                 kFieldsHint);
   }
+  const std::string at = fmt::format("{}: entry {}{}", name.string(), index, line_note);
   InstructionEntry e;
-  std::string* dst[3] = {&e.instruction, &e.input, &e.output};
-  const char* fields[3] = {"instruction", "input", "output"};
-  for (int f = 0; f < 3; ++f) {
-    const auto it = obj.find(fields[f]);
-    if (it == obj.end()) {
-      throw Error(fmt::format("{}: entry {}{}: field \"{}\" is missing", name.string(), index,
-                              line_note, fields[f]),
-                  kFieldsHint);
+  if (obj.contains("instruction") || obj.contains("input") || obj.contains("output")) {
+    e.instruction = checked_string(obj, "instruction", "field \"instruction\"", at, kFieldsHint);
+    e.input = checked_string(obj, "input", "field \"input\"", at, kFieldsHint);
+    e.output = checked_string(obj, "output", "field \"output\"", at, kFieldsHint);
+  } else if (obj.contains("messages")) {
+    read_messages(obj["messages"], "messages", at, e);
+  } else if (obj.contains("prompt") && obj.contains("completion")) {
+    if (obj["prompt"].is_array() && obj["completion"].is_array()) {
+      ojson all = obj["prompt"];
+      for (const ojson& m : obj["completion"]) all.push_back(m);
+      read_messages(all, "prompt + completion", at, e);
+    } else {
+      const char* hint = "\"prompt\" and \"completion\" are both strings, or both lists of "
+                         "messages";
+      e.instruction = checked_string(obj, "prompt", "field \"prompt\"", at, hint);
+      e.output = checked_string(obj, "completion", "field \"completion\"", at, hint);
     }
-    if (!it->is_string()) {
-      throw Error(fmt::format("{}: entry {}{}: field \"{}\" is {}, expected a string",
-                              name.string(), index, line_note, fields[f], type_name(*it)),
-                  kFieldsHint);
-    }
-    const auto& s = it->get_ref<const std::string&>();
-    if (s.find(kEndOfTextText) != std::string::npos) {
-      throw Error(fmt::format("{}: entry {}{}: field \"{}\" contains the literal text \"{}\"",
-                              name.string(), index, line_note, fields[f], kEndOfTextText),
-                  "remove it: it is GPT-2's end-of-text token, used for padding and to end answers");
-    }
-    *dst[f] = s;
+  } else {
+    std::string keys;
+    for (const auto& kv : obj.items()) keys += (keys.empty() ? "\"" : ", \"") + kv.key() + "\"";
+    throw Error(fmt::format("{}: unknown entry shape, with keys {}", at,
+                            keys.empty() ? "(none)" : keys),
+                "expected instruction/input/output (Alpaca), messages (chat) or "
+                "prompt/completion");
   }
   e.raw = std::move(obj);
   return e;

@@ -11,11 +11,20 @@
 
 namespace llmft {
 
+// One exchange of a conversation: what the user said and what the assistant answered.
+struct DialogueTurn {
+  std::string user, assistant;
+};
+
 // One example. instruction/input/output are copies of the JSON fields; `raw` is the whole original
 // object (key order kept, extra fields such as `chosen`, `rejected`, `model_response` included), so
-// later stages can echo an entry with an added field.
+// later stages can echo an entry with an added field. A conversation (`messages`) keeps its last
+// user message as the instruction, its last assistant message as the output, and what came before
+// in `system` and `history` (format_prompt puts them in front of the instruction).
 struct InstructionEntry {
   std::string instruction, input, output;
+  std::string system;                 // the system message(s) of a conversation
+  std::vector<DialogueTurn> history;  // a conversation's turns before the last one
   nlohmann::ordered_json raw;
 };
 
@@ -26,9 +35,14 @@ struct InstructionDataset {
 };
 
 // Loads a JSON array of objects, or one object per line when the file is named *.jsonl or
-// *.ndjson (JSON Lines; blank lines skipped). `instruction`, `input` and `output` are required
-// strings in every entry (`input` may be ""; a missing `input` is an error, as it is a KeyError in
-// the reference's format_input).
+// *.ndjson (JSON Lines; blank lines skipped). Each entry is one of three shapes (docs/data.md):
+//   Alpaca: `instruction`, `input` and `output` strings (`input` may be ""; a missing `input` is an
+//     error, as it is a KeyError in the reference's format_input);
+//   chat: `messages`, a list of {role, content}: system messages first, then user and assistant
+//     alternating, ending with the assistant's answer;
+//   prompt/completion (TRL's): `prompt` and `completion` strings (instruction and output), or two
+//     lists of messages (a conversation and its answer).
+// An object of none of these shapes is an error listing the keys it has.
 // Throws Error with one line naming the file, the entry index (0-based) and the field for: not
 // JSON (with line:column), not an array of objects, a missing or non-string field, invalid UTF-8,
 // an empty dataset, a literal "<|endoftext|>" in a field.

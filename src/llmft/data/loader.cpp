@@ -97,10 +97,9 @@ std::vector<int64_t> DataLoader::batch_indices(int64_t epoch, int64_t batch) con
 
 Batch DataLoader::batch(int64_t epoch, int64_t batch) const {
   const std::vector<int64_t> idx = batch_indices(epoch, batch);
-  std::vector<CollateItem> items(idx.size());
-  for (size_t k = 0; k < idx.size(); ++k) {
-    items[k] = {data_->ids(idx[k]), data_->prompt_lens[idx[k]], idx[k]};
-  }
+  std::vector<CollateItem> items;
+  items.reserve(idx.size());
+  for (int64_t i : idx) items.push_back(data_->item(i));
   return collate(items, options_.collate);
 }
 

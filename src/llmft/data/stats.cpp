@@ -1,6 +1,8 @@
 // Dataset statistics: length summaries and per-epoch token counts.
 #include "llmft/data/stats.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <string_view>
 #include <unordered_map>
@@ -64,13 +66,25 @@ ExactDuplicates exact_duplicates(const InstructionDataset& ds) {
   return d;
 }
 
-OverContext over_context(const TokenizedDataset& data, int64_t context) {
-  OverContext o;
+Truncation truncation(const TokenizedDataset& data, int64_t max_len) {
+  Truncation t;
+  t.max_len = max_len;
   for (size_t i = 0; i < data.size(); ++i) {
-    o.entries += data.length(i) > context;
-    o.prompt_only += data.prompt_lens[i] >= context;
+    if (data.length(i) <= max_len) continue;
+    ++t.entries;
+    // Target position p predicts token p + 1, so tokens 1 .. max_len are learned.
+    t.response_lost += data.response_starts[i] > max_len;
   }
-  return o;
+  return t;
+}
+
+std::string describe_truncation(const Truncation& t, size_t total_entries) {
+  if (t.entries == 0) return fmt::format("no entry is longer than {} tokens", t.max_len);
+  return fmt::format("{} of {} entries {} longer than {} tokens: training crops their end; {} of "
+                     "them {} {} whole response (train{} on template tokens only)",
+                     t.entries, total_entries, t.entries == 1 ? "is" : "are", t.max_len,
+                     t.response_lost, t.response_lost == 1 ? "loses" : "lose",
+                     t.response_lost == 1 ? "its" : "their", t.response_lost == 1 ? "s" : "");
 }
 
 }  // namespace llmft

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "llmft/data/dataset.h"
 #include "llmft/data/loader.h"
@@ -38,11 +39,17 @@ struct ExactDuplicates {
 };
 ExactDuplicates exact_duplicates(const InstructionDataset& ds);
 
-// Entries whose training text is longer than `context` tokens: training crops them, so they lose
-// their end (and the end-of-text target). `prompt_only`: those whose prompt alone is that long.
-struct OverContext {
-  int64_t entries = 0, prompt_only = 0;
+// Entries whose training text is longer than `max_len` tokens (the smaller of the maximum length
+// and the model's context): training crops their end, the end-of-text target included.
+// `response_lost`: those cropped before the first token of their output, which train on the
+// prompt and the template's response marker only.
+struct Truncation {
+  int64_t max_len = 0;
+  int64_t entries = 0, response_lost = 0;
 };
-OverContext over_context(const TokenizedDataset& data, int64_t context);
+Truncation truncation(const TokenizedDataset& data, int64_t max_len);
+// "3 of 1100 entries are longer than 1024 tokens: training crops their end; 1 of them loses its
+// whole response (trains on template tokens only)", or "no entry is longer than 1024 tokens".
+std::string describe_truncation(const Truncation& t, size_t total_entries);
 
 }  // namespace llmft

@@ -50,4 +50,42 @@ std::string format_training_text(PromptTemplate t, std::string_view instruction,
   return s;
 }
 
+namespace {
+
+// format_prompt of a conversation; with `ranges`, the byte ranges of the earlier answers.
+std::string conversation_prompt(PromptTemplate t, const InstructionEntry& e,
+                                std::vector<std::pair<size_t, size_t>>* ranges) {
+  std::string p = e.system;
+  for (const DialogueTurn& turn : e.history) {
+    if (!p.empty()) p += "\n\n";
+    p += format_prompt(t, turn.user, "");
+    p += response_prefix(t);
+    if (ranges) ranges->emplace_back(p.size(), p.size() + turn.assistant.size());
+    p += turn.assistant;
+  }
+  if (!p.empty()) p += "\n\n";
+  return p + format_prompt(t, e.instruction, e.input);
+}
+
+}  // namespace
+
+std::string format_prompt(PromptTemplate t, const InstructionEntry& e) {
+  if (e.system.empty() && e.history.empty()) return format_prompt(t, e.instruction, e.input);
+  return conversation_prompt(t, e, nullptr);
+}
+
+std::string format_training_text(PromptTemplate t, const InstructionEntry& e) {
+  std::string s = format_prompt(t, e);
+  s += response_prefix(t);
+  s += e.output;
+  return s;
+}
+
+std::vector<std::pair<size_t, size_t>> history_answer_ranges(PromptTemplate t,
+                                                             const InstructionEntry& e) {
+  std::vector<std::pair<size_t, size_t>> ranges;
+  if (!e.history.empty()) conversation_prompt(t, e, &ranges);
+  return ranges;
+}
+
 }  // namespace llmft

@@ -4,6 +4,8 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "llmft/data/dataset.h"
 
@@ -25,11 +27,16 @@ std::string_view response_prefix(PromptTemplate t);
 std::string format_training_text(PromptTemplate t, std::string_view instruction,
                                  std::string_view input, std::string_view output);
 
-inline std::string format_prompt(PromptTemplate t, const InstructionEntry& e) {
-  return format_prompt(t, e.instruction, e.input);
-}
-inline std::string format_training_text(PromptTemplate t, const InstructionEntry& e) {
-  return format_training_text(t, e.instruction, e.input, e.output);
-}
+// An entry's prompt. A conversation's (system or history not empty) is the system text, each
+// earlier turn as a training text (user message + response marker + answer), then the last user
+// message as the instruction, separated by blank lines (what `llmft chat` sends).
+std::string format_prompt(PromptTemplate t, const InstructionEntry& e);
+// format_prompt(t, e) + response_prefix(t) + e.output.
+std::string format_training_text(PromptTemplate t, const InstructionEntry& e);
+// The byte ranges [begin, end) of a conversation's earlier answers inside format_prompt(t, e), in
+// order (none for an entry without history): the assistant's text that a prompt-masked loss
+// still learns.
+std::vector<std::pair<size_t, size_t>> history_answer_ranges(PromptTemplate t,
+                                                             const InstructionEntry& e);
 
 }  // namespace llmft

@@ -100,8 +100,8 @@ int64_t drop_near_duplicates(std::vector<Generated>& gen, const std::vector<std:
   std::sort(gen.begin(), gen.end(), [](const Generated& a, const Generated& b) { return a.seed < b.seed; });
   InstructionDataset ds;
   ds.path = "(existing and generated instructions)";
-  for (const std::string& s : against) ds.entries.push_back({s, "", "", {}});
-  for (const Generated& g : gen) ds.entries.push_back({g.instruction, "", "", {}});
+  for (const std::string& s : against) ds.entries.push_back({.instruction = s});
+  for (const Generated& g : gen) ds.entries.push_back({.instruction = g.instruction});
   DedupOptions o;
   o.threshold = threshold;
   o.fields = {"instruction"};

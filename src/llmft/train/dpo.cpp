@@ -102,8 +102,7 @@ class Dpo {
                       train_loader_options(o_.batch_size, o_.seed)),
         val_loader_(pref_.chosen, data_.split.val, eval_loader_options(o_.batch_size)),
         steps_per_epoch_(train_loader_.num_batches()),
-        total_steps_(o_.max_steps > 0 ? o_.max_steps : steps_per_epoch_ * o_.epochs),
-        epochs_((total_steps_ + steps_per_epoch_ - 1) / steps_per_epoch_),
+        total_steps_(run_total_steps(o_, steps_per_epoch_)),
         schedule_{parse_lr_schedule(o_.schedule), o_.lr, o_.warmup_steps, total_steps_} {}
   Dpo(const Dpo&) = delete;  // the loaders keep references into pref_
   Dpo& operator=(const Dpo&) = delete;
@@ -151,7 +150,7 @@ class Dpo {
   const int64_t max_length_;
   AdamW adamw_;
   const DataLoader train_loader_, val_loader_;
-  const int64_t steps_per_epoch_, total_steps_, epochs_;
+  const int64_t steps_per_epoch_, total_steps_;
   const LrSchedule schedule_;
   ReferenceScores ref_;
   TrainState st_;
@@ -177,12 +176,7 @@ void Dpo::start_or_resume() {
                          {"command", "dpo"},
                          {"options", to_json(opts_)},
                          {"model", model_record(source_, model_.table().total())},
-                         {"data",
-                          {{"path", o_.data_path().string()},
-                           {"entries", data_.ds.size()},
-                           {"train", data_.split.train.size()},
-                           {"val", data_.split.val.size()},
-                           {"test", data_.split.test.size()}}},
+                         {"data", data_record(o_, data_)},
                          {"steps_per_epoch", steps_per_epoch_},
                          {"total_steps", total_steps_}};
     write_file_atomic(folder_.config_file, config.dump(2) + "\n");
@@ -198,10 +192,9 @@ void Dpo::print_header() {
                         o_.data_path().string(), data_.ds.size(), split.train.size(),
                         split.val.size(), split.test.size()));
   con_.line(fmt::format(
-      "DPO: beta {:g}, {} steps ({} per epoch, {} epoch{}), batch {} pairs, AdamW lr {:g} ({}), "
-      "weight decay {:g}, {} matrix products, {} thread{}",
-      opts_.beta, total_steps_, steps_per_epoch_, epochs_, epochs_ == 1 ? "" : "s",
-      o_.batch_size, o_.lr, o_.schedule, o_.weight_decay, o_.precision, threads_,
+      "DPO: beta {:g}, {}, batch {} pairs, AdamW lr {:g} ({}), weight decay {:g}, {} matrix "
+      "products, {} thread{}",
+      opts_.beta, describe_steps(total_steps_, steps_per_epoch_), o_.batch_size, o_.lr, o_.schedule, o_.weight_decay, o_.precision, threads_,
       threads_ == 1 ? "" : "s"));
   if (o_.lora) con_.line(describe_lora(model_, o_));
   con_.line(fmt::format("Output: {}", folder_.dir.string()));
@@ -479,7 +472,8 @@ json Dpo::summary_json() const {
             {"description", source_.description}}},
           {"beta", opts_.beta},
           {"steps", st_.step},
-          {"epochs", epochs_},
+          {"epochs", epochs_done(st_.step, steps_per_epoch_)},
+          {"steps_per_epoch", steps_per_epoch_},
           {"tokens_seen", st_.tokens_seen},
           {"train_seconds", train_s},
           {"reference_seconds", reference_seconds_},
@@ -514,13 +508,19 @@ FinetuneResult Dpo::summarise() {
     con_.line("  NOTE: the model was randomly initialised, NOT finetuned: its answers are noise.");
   }
   con_.line(fmt::format("  model         {}", source_.description));
-  con_.line(fmt::format("  training      {} steps in {}, reference scores {}", st_.step,
+  con_.line(fmt::format("  training      {} in {}, reference scores {}",
+                        describe_steps(st_.step, steps_per_epoch_),
                         human_duration(st_.train_seconds), human_duration(reference_seconds_)));
   if (!evals_.empty()) {
     const EvalRecord &a = evals_.front(), &z = evals_.back();
-    con_.line(fmt::format("  loss          train {:.3f} -> {:.3f}, val {:.3f} -> {:.3f} (steps {} "
-                          "and {})",
-                          a.train_loss, z.train_loss, a.val_loss, z.val_loss, a.step, z.step));
+    con_.line(evals_.size() == 1
+                  ? fmt::format("  loss          train {:.3f}, val {:.3f} (one evaluation, at "
+                                "step {})",
+                                a.train_loss, a.val_loss, a.step)
+                  : fmt::format("  loss          train {:.3f} -> {:.3f}, val {:.3f} -> {:.3f} "
+                                "(steps {} and {})",
+                                a.train_loss, z.train_loss, a.val_loss, z.val_loss, a.step,
+                                z.step));
     con_.line(fmt::format("  reward margin train {:.3f} -> {:.3f}, val {:.3f} -> {:.3f}",
                           a.train_rewards->margin(), z.train_rewards->margin(),
                           a.val_rewards->margin(), z.val_rewards->margin()));
@@ -540,7 +540,7 @@ FinetuneResult Dpo::summarise() {
 }  // namespace
 
 FinetuneResult run_dpo(const DpoOptions& opts_in, const fs::path& resume_dir,
-                       const std::atomic<bool>* stop) {
+                       StopControl* stop) {
   const auto t_start = Clock::now();
   DpoOptions opts = opts_in;
   opts.validate();
@@ -550,7 +550,9 @@ FinetuneResult run_dpo(const DpoOptions& opts_in, const fs::path& resume_dir,
   Console con;
 
   RunFolder folder = resolve_run_folder(o, resume_dir);
-  RunData data = load_data(o);
+  if (!folder.note.empty()) con.line(folder.note);
+  if (folder.finished) return {folder.dir, false, /*finished_before=*/true, {}, {}};
+  RunData data = load_data(o, folder);
   LoadedModel source = load_starting_model(o, folder, con);
   Gpt2& model = *source.model;  // owned by source, which the run keeps
   PreferenceTokens pref = tokenize_preferences(
@@ -564,7 +566,8 @@ FinetuneResult run_dpo(const DpoOptions& opts_in, const fs::path& resume_dir,
   run.print_header();
   run.reference_scores();
   run.answer_with_start_model();
-  if (!run.train_loop(stop)) return run.interrupted();
+  if (!run.train_loop(stop ? &stop->requested : nullptr)) return run.interrupted();
+  if (stop) stop->after_training = true;
   run.save_model();
   run.answer_test_set();
   return run.summarise();

@@ -32,6 +32,6 @@ DpoOptions dpo_options_from_json(const nlohmann::json& j);
 
 // Runs DPO with `opts`, or resumes the run in `resume_dir`; as run_finetune (trainer.h).
 FinetuneResult run_dpo(const DpoOptions& opts, const std::filesystem::path& resume_dir,
-                       const std::atomic<bool>* stop);
+                       StopControl* stop);
 
 }  // namespace llmft

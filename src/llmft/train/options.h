@@ -65,6 +65,7 @@ struct FinetuneOptions {
   int64_t interrupt_after_step = -1;
   int64_t kill_after_step = -1;
   int64_t term_after_step = -1;  // raise SIGTERM after this step (the real handler takes it)
+  bool term_after_training = false;  // raise SIGTERM once the loop is done (before the outputs)
   // Benchmark hooks (not on the command line): write no checkpoint and no model folder (a
   // gpt2-medium checkpoint is ~5 GB; such a run cannot be resumed), and print the greedy sample
   // after the last step as well when a --max-steps run ends inside an epoch (so a shortened run

@@ -45,30 +45,119 @@ RunFolder resolve_run_folder(const FinetuneOptions& opts, const fs::path& resume
   f.config_file = f.dir / "config.json";
   f.metrics_file = f.dir / "metrics.jsonl";
   std::error_code ec;
-  if (!f.resuming && fs::exists(f.config_file, ec)) {
-    throw UsageError(
-        fmt::format("{} already holds a finetuning run", f.dir.string()),
-        "continue it with --resume " + f.dir.string() + ", or choose another --output");
-  }
-  if (f.resuming) {
-    const std::string config_text = read_file(f.config_file);
-    check_json_limits(config_text, f.config_file.string());
-    f.saved_config = json::parse(config_text, nullptr, false);
-    f.checkpoint = latest_checkpoint(f.dir);
-    if (!f.checkpoint) {
-      throw Error(fmt::format("{}: no checkpoint to resume from", f.dir.string()),
-                  "the run stopped before its first checkpoint; start it again");
+  if (!f.resuming) {
+    if (!fs::exists(f.config_file, ec)) return f;
+    if (latest_checkpoint(f.dir)) {
+      throw UsageError(fmt::format("{} already holds a run with a checkpoint", f.dir.string()),
+                       "continue it with --resume " + f.dir.string() +
+                           ", or choose another --output");
     }
+    f.note = fmt::format("{}: the run there stopped before its first checkpoint; starting it "
+                         "again in place",
+                         f.dir.string());
+    return f;
+  }
+  const std::string config_text = read_file(f.config_file);
+  check_json_limits(config_text, f.config_file.string());
+  f.saved_config = json::parse(config_text, nullptr, false);
+  f.checkpoint = latest_checkpoint(f.dir);
+  if (!f.checkpoint) {
+    f.resuming = false;  // a new run with the recorded options, in the same folder
+    f.note = fmt::format("{}: the run stopped before its first checkpoint; starting it again "
+                         "from step 0 with its recorded options",
+                         f.dir.string());
+    return f;
+  }
+  const fs::path state_file = *f.checkpoint / "state.json";
+  const std::string state_text = read_file(state_file);
+  check_json_limits(state_text, state_file.string());
+  f.checkpoint_step =
+      train_state_from_json(json::parse(state_text, nullptr, false), state_file.string()).step;
+  const int64_t per_epoch = f.saved_config.value("steps_per_epoch", int64_t{0});
+  const int64_t recorded = f.saved_config.value("total_steps", int64_t{0});
+  const int64_t total = run_total_steps(opts, per_epoch);
+  if (per_epoch <= 0 || recorded <= 0) {
+    throw Error(fmt::format("{}: no \"steps_per_epoch\" and \"total_steps\"",
+                            f.config_file.string()),
+                "the run folder is damaged; start the run again");
+  }
+  if (total < recorded) {
+    throw UsageError(fmt::format("--max-steps / --epochs give {}, fewer than the run's {}",
+                                 describe_steps(total, per_epoch), recorded),
+                     "a run can be extended, not shortened; give a larger --max-steps or --epochs");
+  }
+  if (total > recorded) {
+    f.extending = true;
+    json& o = f.saved_config["options"];
+    o["max_steps"] = opts.max_steps;
+    o["epochs"] = opts.epochs;
+    f.saved_config["total_steps"] = total;
+    f.note = fmt::format("Extending the run from {} to {}; the learning rate follows a {}-step "
+                         "schedule from here",
+                         describe_steps(recorded, per_epoch), describe_steps(total, per_epoch),
+                         total);
+  } else if (f.checkpoint_step >= total && fs::exists(f.dir / "summary.json", ec)) {
+    f.finished = true;
+    f.note = fmt::format("{}: the run is finished ({}); nothing to do. To train on, resume with a "
+                         "larger --max-steps or --epochs",
+                         f.dir.string(), describe_steps(f.checkpoint_step, per_epoch));
   }
   return f;
 }
 
-// Loads and splits the dataset; the splits must hold a training batch and a validation entry.
-RunData load_data(const FinetuneOptions& opts) {
+int64_t run_total_steps(const FinetuneOptions& opts, int64_t steps_per_epoch) {
+  return opts.max_steps > 0 ? opts.max_steps : steps_per_epoch * opts.epochs;
+}
+
+double epochs_done(int64_t steps, int64_t steps_per_epoch) {
+  return steps_per_epoch > 0 ? static_cast<double>(steps) / static_cast<double>(steps_per_epoch)
+                             : 0.0;
+}
+
+std::string describe_steps(int64_t steps, int64_t steps_per_epoch) {
+  std::string s = fmt::format("{} step{}", steps, steps == 1 ? "" : "s");
+  if (steps_per_epoch <= 0) return s;
+  const std::string per =
+      fmt::format("{} step{}", steps_per_epoch, steps_per_epoch == 1 ? "" : "s");
+  if (steps % steps_per_epoch == 0) {
+    const int64_t e = steps / steps_per_epoch;
+    return fmt::format("{} ({} epoch{} of {})", s, e, e == 1 ? "" : "s", per);
+  }
+  const double e = epochs_done(steps, steps_per_epoch);
+  if (e < 1) return fmt::format("{} ({:.2f} of an epoch of {})", s, e, per);
+  return fmt::format("{} ({:.2f} epochs of {})", s, e, per);
+}
+
+namespace {
+
+std::string fnv1a_hex(std::string_view bytes) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return fmt::format("{:016x}", h);
+}
+
+}  // namespace
+
+RunData load_data(const FinetuneOptions& opts, const RunFolder& folder) {
   RunData d;
   d.tmpl = parse_template(opts.prompt_template);
-  d.ds = load_dataset(opts.data_path());
+  const std::string bytes = read_file(opts.data_path());
+  d.fingerprint = fnv1a_hex(bytes);
+  d.ds = parse_dataset(bytes, opts.data_path());
   d.split = split_dataset(d.ds.size());
+  if (folder.resuming) {
+    const json rec = folder.saved_config.value("data", json::object());
+    const std::string was = rec.value("fingerprint", d.fingerprint);
+    if (was != d.fingerprint || rec.value("entries", d.ds.size()) != d.ds.size()) {
+      throw Error(fmt::format("{}: the dataset changed since the run in {} started",
+                              opts.data_path().string(), folder.dir.string()),
+                  "a run continues on the data it started with; restore the file, or start a "
+                  "new run with --output");
+    }
+  }
   if (d.split.train.size() < static_cast<size_t>(opts.batch_size)) {
     throw UsageError(fmt::format("{}: the train split has {} entries, fewer than --batch-size {}",
                                  opts.data_path().string(), d.split.train.size(), opts.batch_size),
@@ -80,6 +169,15 @@ RunData load_data(const FinetuneOptions& opts) {
                      "the 85/10/5 split needs at least 2 entries for validation; use more data");
   }
   return d;
+}
+
+json data_record(const FinetuneOptions& opts, const RunData& data) {
+  return {{"path", opts.data_path().string()},
+          {"fingerprint", data.fingerprint},
+          {"entries", data.ds.size()},
+          {"train", data.split.train.size()},
+          {"val", data.split.val.size()},
+          {"test", data.split.test.size()}};
 }
 
 void Console::line(const std::string& s) {
@@ -206,9 +304,6 @@ SavedModel save_trained_model(Gpt2& model, const FinetuneOptions& opts, const Lo
 
 bool run_train_loop(const TrainLoop& loop, const FinetuneOptions& opts, TrainState& st,
                     const std::atomic<bool>* stop, Console& con) {
-  ProgressBar bar(loop.name, loop.total_steps, "step");
-  con.bar = &bar;
-  bar.update(st.step);
   const auto t_loop = std::chrono::steady_clock::now();
   auto t_checkpoint = t_loop;
   const double seconds_before = st.train_seconds;
@@ -219,11 +314,20 @@ bool run_train_loop(const TrainLoop& loop, const FinetuneOptions& opts, TrainSta
                             loop.steps_per_epoch),
                 "the checkpoint is damaged or from another run: resume from another one");
   }
+  if (st.step >= loop.total_steps) {  // resumed after the last step: only the outputs are left
+    con.bar = nullptr;
+    con.line(fmt::format("Training was complete ({}); writing the outputs.",
+                         describe_steps(st.step, loop.steps_per_epoch)));
+    return true;
+  }
+  ProgressBar bar(loop.name, loop.total_steps, "step");
+  con.bar = &bar;
+  bar.update(st.step);
   bool interrupted = false;
   while (st.step < loop.total_steps && !interrupted) {
     const int64_t epoch = st.epoch;
     const StepRecord rec = loop.step();  // advances st.step and st.batch_in_epoch
-    if (rec.step % opts.eval_freq == 0) loop.evaluate(epoch, rec);
+    if (rec.step % opts.eval_freq == 0 || st.step == loop.total_steps) loop.evaluate(epoch, rec);
     const bool epoch_end = st.batch_in_epoch == loop.steps_per_epoch;
     if (epoch_end || (opts.sample_at_end && st.step == loop.total_steps)) loop.sample();
     if (epoch_end) {
@@ -256,6 +360,7 @@ void write_run_checkpoint(Gpt2& model, const AdamW& adamw, TrainState& st,
   st.adam_step = adamw.step_count();
   const Gpt2::Trainable t = model.trainable();
   save_checkpoint(folder.dir, t.table, t.params, adamw.m(), adamw.v(), st, folder.metrics_file);
+  if (folder.extending) write_file_atomic(folder.config_file, folder.saved_config.dump(2) + "\n");
 }
 
 std::string greedy_sample(Gpt2& model, const BpeTokenizer& tok, const RunData& data,

@@ -29,11 +29,28 @@ struct RunFolder {
   bool resuming = false;
   nlohmann::json saved_config;                      // resuming: the run's config.json
   std::optional<std::filesystem::path> checkpoint;  // resuming: the checkpoint to continue from
+  int64_t checkpoint_step = 0;  // resuming: the optimizer steps done at that checkpoint
+  // Resuming a run that wrote its summary and is asked for no more steps: there is nothing to do.
+  bool finished = false;
+  // Resuming with more steps than the run recorded: saved_config holds the new length, written
+  // to config.json with each checkpoint (so the record matches the newest checkpoint).
+  bool extending = false;
+  std::string note;  // one line for the console: a restart in place, an extension, a finished run
 };
 
-// opts.output (or runs/<date>-<time>) for a new run, which must not hold one already; or
-// resume_dir, which must hold a checkpoint. Throws UsageError / Error naming the folder.
+// opts.output (or runs/<date>-<time>) for a new run, which must not hold a run with a checkpoint
+// (one that stopped before its first checkpoint is started again in place); or resume_dir, which
+// holds the run to continue: from its newest checkpoint, from step 0 when it has none (its
+// recorded options again), or not at all when it is finished. Resuming, opts' total steps may grow
+// (an extension) but not shrink. Throws UsageError / Error naming the folder.
 RunFolder resolve_run_folder(const FinetuneOptions& opts, const std::filesystem::path& resume_dir);
+
+// Optimizer steps of a run: --max-steps, or --epochs whole epochs.
+int64_t run_total_steps(const FinetuneOptions& opts, int64_t steps_per_epoch);
+// "20 steps (0.17 of an epoch of 116 steps)", "1 step (...)", "232 steps (2 epochs of 116 steps)".
+std::string describe_steps(int64_t steps, int64_t steps_per_epoch);
+// Epochs completed after `steps` steps, a fraction (summary.json's "epochs").
+double epochs_done(int64_t steps, int64_t steps_per_epoch);
 
 // The dataset, its 85/10/5 split, and (once the model's tokenizer is known) its tokens.
 struct RunData {
@@ -41,10 +58,14 @@ struct RunData {
   InstructionDataset ds;
   DatasetSplits split;
   TokenizedDataset tokens;
+  std::string fingerprint;  // FNV-1a 64 of the file's bytes, hex: a resumed run checks it
 };
 
 // Loads and splits the dataset; the splits must hold a training batch and a validation entry.
-RunData load_data(const FinetuneOptions& opts);
+// Resuming, the file must be the one the run started with (throws Error otherwise).
+RunData load_data(const FinetuneOptions& opts, const RunFolder& folder);
+// config.json's "data": path, fingerprint, entries and split sizes.
+nlohmann::json data_record(const FinetuneOptions& opts, const RunData& data);
 
 class ProgressBar;
 
@@ -87,7 +108,8 @@ SavedModel save_trained_model(Gpt2& model, const FinetuneOptions& opts, const Lo
                               const std::filesystem::path& run_dir, Console& con);
 
 // The loop of a training run, the reference's train_model_simple (and train_model_dpo_simple):
-// until st.step reaches total_steps: a step; an evaluation when its global step % eval_freq == 0;
+// until st.step reaches total_steps: a step; an evaluation when its global step % eval_freq == 0
+// and after the last step;
 // at each epoch end (and at the last step with sample_at_end) the sample; a checkpoint at each
 // epoch end, at the last step, every checkpoint_every steps, checkpoint_minutes after the last
 // one, and when a stop is requested (then it returns false: interrupted). The progress bar shows
@@ -111,7 +133,8 @@ std::string greedy_sample(Gpt2& model, const BpeTokenizer& tok, const RunData& d
                           int64_t tokens);
 
 // A checkpoint of what the run trains (the model's or the adapters' parameters) with AdamW's
-// state and the loop's position (st.adam_step is set from `adamw`).
+// state and the loop's position (st.adam_step is set from `adamw`). An extended run's config.json
+// is rewritten beside it with the new length.
 void write_run_checkpoint(Gpt2& model, const AdamW& adamw, TrainState& st,
                           const RunFolder& folder);
 

@@ -1,4 +1,4 @@
-// The finetuning loop (SPEC §6), following the reference's train_model_simple step by step:
+// The finetuning loop, following the reference's train_model_simple step by step:
 //   for each epoch, for each batch: zero grads, loss, backward, AdamW step,
 //   tokens_seen += batch numel, global_step += 1 (from -1), evaluate when global_step % eval_freq
 //   == 0; after each epoch, a greedy sample from the first validation prompt.
@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <nlohmann/json.hpp>
@@ -23,6 +24,7 @@
 #include "llmft/data/batch.h"
 #include "llmft/data/dataset.h"
 #include "llmft/data/loader.h"
+#include "llmft/data/stats.h"
 #include "llmft/data/template.h"
 #include "llmft/data/tokenized.h"
 #include "llmft/generate/answer.h"
@@ -51,10 +53,7 @@ namespace {
 // The items of dataset indices [first, last) of `idx` for collate().
 std::vector<CollateItem> items_for(const TokenizedDataset& data, std::span<const int64_t> idx) {
   std::vector<CollateItem> items;
-  for (int64_t i : idx) {
-    const auto k = static_cast<size_t>(i);
-    items.push_back({data.ids(k), data.prompt_lens[k], i});
-  }
+  for (int64_t i : idx) items.push_back(data.item(i));
   return items;
 }
 
@@ -100,8 +99,7 @@ class Finetune {
                       train_loader_options(opts.batch_size, opts.seed, collate_)),
         val_loader_(data_.tokens, data_.split.val, eval_loader_options(opts.batch_size, collate_)),
         steps_per_epoch_(train_loader_.num_batches()),
-        total_steps_(opts.max_steps > 0 ? opts.max_steps : steps_per_epoch_ * opts.epochs),
-        epochs_((total_steps_ + steps_per_epoch_ - 1) / steps_per_epoch_),
+        total_steps_(run_total_steps(opts, steps_per_epoch_)),
         schedule_{parse_lr_schedule(opts.schedule), opts.lr, opts.warmup_steps, total_steps_} {
     n_params_ = model.table().numel();
     n_trainable_ = model.trainable().table.numel();
@@ -143,7 +141,7 @@ class Finetune {
   const CollateOptions collate_;
   AdamW adamw_;
   const DataLoader train_loader_, val_loader_;
-  const int64_t steps_per_epoch_, total_steps_, epochs_;
+  const int64_t steps_per_epoch_, total_steps_;
   const LrSchedule schedule_;
   int64_t n_params_ = 0, n_trainable_ = 0;
   TrainState st_;
@@ -169,19 +167,18 @@ void Finetune::start_or_resume() {
     write_file_atomic(folder_.config_file, run_config().dump(2) + "\n");
   }
   metrics_.emplace(folder_.metrics_file, /*truncate=*/!folder_.resuming);
-  if (folder_.resuming) evals_ = read_metrics(folder_.metrics_file).evals;
+  if (folder_.resuming) {
+    MetricsHistory h = read_metrics(folder_.metrics_file);
+    evals_ = std::move(h.evals);
+    if (!h.steps.empty()) last_loss_ = h.steps.back().loss;
+  }
 }
 
 json Finetune::run_config() const {
   return {{"llmft_version", LLMFT_VERSION},
           {"options", to_json(opts_)},
           {"model", model_record(source_, model_.table().total())},
-          {"data",
-           {{"path", opts_.data_path().string()},
-            {"entries", data_.ds.size()},
-            {"train", data_.split.train.size()},
-            {"val", data_.split.val.size()},
-            {"test", data_.split.test.size()}}},
+          {"data", data_record(opts_, data_)},
           {"steps_per_epoch", steps_per_epoch_},
           {"total_steps", total_steps_}};
 }
@@ -196,10 +193,17 @@ void Finetune::print_header() {
                         opts_.data_path().string(), data_.ds.size(), split.train.size(),
                         split.val.size(), split.test.size(), opts_.prompt_template,
                         opts_.mask_prompt ? ", prompt masked" : ""));
+  // Nothing is cut silently: the limit is the smaller of --max-length and the model's context.
+  const Truncation cut = truncation(data_.tokens, *collate_.allowed_max_length);
+  if (cut.entries > 0) {
+    con_.line(fmt::format("Data: {} (--max-length {}, context {})",
+                          describe_truncation(cut, data_.ds.size()), opts_.max_length,
+                          model_.config().maxT));
+  }
   con_.line(fmt::format(
-      "Training: {} steps ({} per epoch, {} epoch{}), batch {}{}, AdamW lr {:g} ({}{}), weight "
-      "decay {:g}{}, {} matrix products, {} thread{}",
-      total_steps_, steps_per_epoch_, epochs_, epochs_ == 1 ? "" : "s", opts_.batch_size,
+      "Training: {}, batch {}{}, AdamW lr {:g} ({}{}), weight decay {:g}{}, {} matrix products, "
+      "{} thread{}",
+      describe_steps(total_steps_, steps_per_epoch_), opts_.batch_size,
       opts_.grad_accum > 1 ? fmt::format(" in {} micro-batches", opts_.grad_accum) : "",
       opts_.lr, opts_.schedule,
       opts_.warmup_steps ? fmt::format(", {} warmup", opts_.warmup_steps) : "",
@@ -434,7 +438,8 @@ json Finetune::summary_json() const {
         {"parameters", n_params_},
         {"trainable_parameters", n_trainable_}}},
       {"steps", st_.step},
-      {"epochs", epochs_},
+      {"epochs", epochs_done(st_.step, steps_per_epoch_)},
+      {"steps_per_epoch", steps_per_epoch_},
       {"tokens_seen", st_.tokens_seen},
       {"train_seconds", train_s},
       {"tokens_per_s", train_s > 0 ? static_cast<double>(st_.tokens_seen) / train_s : 0.0},
@@ -466,7 +471,8 @@ void Finetune::print_summary(const json& summary) {
               "meaningful.");
   }
   con_.line(fmt::format("  model         {}", source_.description));
-  con_.line(fmt::format("  training      {} steps, {} in {} ({}/s)", st_.step,
+  con_.line(fmt::format("  training      {}, {} in {} ({}/s)",
+                        describe_steps(st_.step, steps_per_epoch_),
                         human_count(double(st_.tokens_seen), "tok"),
                         human_duration(st_.train_seconds),
                         human_count(summary["tokens_per_s"].get<double>(), "tok")));
@@ -476,8 +482,11 @@ void Finetune::print_summary(const json& summary) {
                         answers_info_.is_null()
                             ? std::string()
                             : ", test answers " + human_duration(ph_.answers_seconds)));
-  if (!evals_.empty()) {
-    // Name the evaluation steps: with few evaluations the last one can be far from the end.
+  if (evals_.size() == 1) {
+    con_.line(fmt::format("  losses        train {:.3f}, val {:.3f} (one evaluation, at step {})",
+                          evals_.front().train_loss, evals_.front().val_loss,
+                          evals_.front().step));
+  } else if (!evals_.empty()) {
     con_.line(fmt::format("  losses        train {:.3f} -> {:.3f}, val {:.3f} -> {:.3f} "
                           "(evaluations at steps {} and {})",
                           evals_.front().train_loss, evals_.back().train_loss,
@@ -521,7 +530,7 @@ json to_json(const FinetunePhases& p) {
 }
 
 FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resume_dir,
-                            const std::atomic<bool>* stop) {
+                            StopControl* stop) {
   const auto t_start = Clock::now();
   FinetuneOptions opts = opts_in;
   opts.validate();
@@ -530,7 +539,9 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
   Console con;
 
   RunFolder folder = resolve_run_folder(opts, resume_dir);
-  RunData data = load_data(opts);
+  if (!folder.note.empty()) con.line(folder.note);
+  if (folder.finished) return {folder.dir, false, /*finished_before=*/true, {}, {}};
+  RunData data = load_data(opts, folder);
   LoadedModel source = load_starting_model(opts, folder, con);
   data.tokens = tokenize_dataset(data.ds, data.tmpl, *source.tokenizer, threads);
   Gpt2& model = *source.model;  // owned by source, which the run keeps
@@ -541,7 +552,9 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
                model, con);
   run.start_or_resume();
   run.print_header();
-  if (!run.train_loop(stop)) return run.interrupted();
+  if (!run.train_loop(stop ? &stop->requested : nullptr)) return run.interrupted();
+  if (stop) stop->after_training = true;
+  if (opts.term_after_training) std::raise(SIGTERM);
   run.save_model();
   run.answer_test_set();
   run.write_loss_plot();

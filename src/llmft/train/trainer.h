@@ -1,4 +1,4 @@
-// The finetuning loop of the reference recipe (SPEC §6): AdamW over pre-tokenized, shuffled
+// The finetuning loop of the reference recipe: AdamW over pre-tokenized, shuffled
 // batches; evaluation every eval_freq steps; a greedy sample after each epoch; then the test-set
 // answers, the finetuned model as a Hugging Face folder, the metrics log, the loss plot and a
 // summary, all in one run folder. Checkpoints make an interrupted run resumable, bit for bit.
@@ -38,17 +38,28 @@ struct FinetunePhases {
 // The totals and counts (not the per-step lists), as summary.json's "phases".
 nlohmann::json to_json(const FinetunePhases& p);
 
+// How a caller stops a run: `requested` becomes true (Ctrl-C) and the loop stops after the current
+// step with a checkpoint. The run sets `after_training` when its loop is done and the outputs
+// (model folder, test answers) are being written, so a signal handler can say what a stop means.
+struct StopControl {
+  std::atomic<bool> requested{false};
+  std::atomic<bool> after_training{false};
+};
+
 struct FinetuneResult {
   std::filesystem::path run_dir;
   bool interrupted = false;   // stopped early (Ctrl-C): a checkpoint was written, resume later
+  bool finished_before = false;  // --resume of a finished run: nothing was done or written
   nlohmann::json summary;     // what summary.json holds (empty when interrupted)
   FinetunePhases phases;      // filled in interrupted runs too
 };
 
 // Runs the recipe with `opts` (validated), or resumes the run in `resume_dir` (non-empty) from its
-// last checkpoint. Log lines go to stdout, the progress bar to stderr. When `*stop` becomes true
-// (Ctrl-C) the loop finishes the current step, checkpoints and returns with interrupted = true.
+// last checkpoint (see resolve_run_folder: a run without one starts again, a finished one does
+// nothing unless opts ask for more steps). Log lines go to stdout, the progress bar to stderr.
+// When stop->requested becomes true (Ctrl-C) the loop finishes the current step, checkpoints and
+// returns with interrupted = true.
 FinetuneResult run_finetune(const FinetuneOptions& opts, const std::filesystem::path& resume_dir,
-                            const std::atomic<bool>* stop);
+                            StopControl* stop);
 
 }  // namespace llmft

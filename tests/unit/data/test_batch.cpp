@@ -122,6 +122,23 @@ TEST(Collate, PromptMaskingOnAndOff) {
   EXPECT_EQ(on.target_tokens, 5);
 }
 
+TEST(Collate, MaskedPromptKeepsTheEarlierAnswersOfAConversation) {
+  // Tokens 0..9, prompt of 8 (targets 0..6 masked), an earlier answer at tokens [3, 5): target
+  // positions 2 and 3 (predicting tokens 3 and 4) stay, as assistant-only loss.
+  const std::vector<int32_t> ids{10, 11, 12, 13, 14, 15, 16, 17, 18, 19};
+  const std::vector<std::pair<int64_t, int64_t>> kept{{3, 5}};
+  CollateOptions o;
+  o.mask_prompt = true;
+  const CollateItem item{ids, 8, 0, kept};
+  const Batch b = collate(std::span(&item, 1), o);
+  expect_padded(b, 1, 10, {{10, 11, 12, 13, 14, 15, 16, 17, 18, 19}},
+                {{X, X, 13, 14, X, X, X, 18, 19, E}});
+  EXPECT_EQ(b.target_tokens, 5);
+  // Without masking the spans change nothing.
+  const Batch all = collate(std::span(&item, 1), CollateOptions{});
+  EXPECT_EQ(all.target_tokens, 10);
+}
+
 TEST(Collate, PromptLongerThanMaxLength) {
   // Row 0 untruncated targets [2 3 4 5 6 E], prompt 5 masks 4 -> [X X X X 6 E]; cut to 3: all X.
   // Row 1 [8 E X X X X] -> [8 E X]. Row 0 has nothing to learn: an empty packed sequence.

@@ -24,7 +24,10 @@ TEST(DataStatsCli, BundledDatasetCounts) {
   EXPECT_TRUE(has(r.out, "exact duplicates  0 entries repeat an earlier entry (0 in another split); "
                          "same instruction 146, same non-empty input 11, same output 0\n"))
       << r.out;
-  EXPECT_TRUE(has(r.out, "longer than the context (1024 tokens)  0 entries\n")) << r.out;
+  // The same limit as finetune by default.
+  EXPECT_TRUE(has(r.out, "length limit  1024 tokens (--max-length 1024, context 1024): no entry is "
+                         "longer than 1024 tokens\n"))
+      << r.out;
   // split, entries, tokens, min, median, mean, max (tiktoken lengths; SOURCES.md for "all").
   EXPECT_TRUE(has(r.out, "train       935    52760    40      56    56.4    91")) << r.out;
   EXPECT_TRUE(has(r.out, "test        110     6149    41      55    55.9    85")) << r.out;
@@ -40,10 +43,24 @@ TEST(DataStatsCli, ShortContextCountsLongEntries) {
       {"data", "stats", (data_dir() / "instruction-data.json").string(), "--context", "60"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   // From tiktoken's ids in tests/data/tokenizer/instruction_dataset.jsonl: 289 training texts
-  // have more than 60 tokens; the longest prompt has 59.
-  EXPECT_TRUE(has(r.out, "longer than the context (60 tokens)  289 entries (training crops their "
-                         "end; 0 with a prompt alone that long)\n"))
+  // have more than 60 tokens; of those, 11 have a prompt of 55 or more tokens, so their output
+  // starts after token 60 (the response marker "\n\n### Response:\n" is 6 more tokens).
+  EXPECT_TRUE(has(r.out, "length limit  60 tokens (--max-length 1024, context 60): 289 of 1100 "
+                         "entries are longer than 60 tokens: training crops their end; 11 of them "
+                         "lose their whole response (train on template tokens only)\n"))
       << r.out;
+}
+
+// --max-length below every prompt: each entry keeps template tokens only, and says so.
+TEST(DataStatsCli, ShortMaxLengthLosesEveryResponse) {
+  const auto r = test::run_llmft({"data", "stats", (data_dir() / "instruction-data.json").string(),
+                                  "--max-length", "10"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(has(r.out, "length limit  10 tokens (--max-length 10, context 1024): 1100 of 1100 "
+                         "entries are longer than 10 tokens: training crops their end; 1100 of "
+                         "them lose their whole response (train on template tokens only)\n"))
+      << r.out;
+  EXPECT_TRUE(has(r.out, "max length 10)")) << r.out;
 }
 
 TEST(DataStatsCli, BadFileExitsOneWithOneLine) {

@@ -1,5 +1,5 @@
 // Dataset loading (JSON array, JSONL), one-line errors for every bad file, the reference split and
-// the prompt templates byte for byte (SPEC §1).
+// the prompt templates byte for byte, and the chat and prompt/completion shapes.
 #include <string>
 #include <vector>
 
@@ -182,4 +182,91 @@ TEST(DatasetErrors, InvalidUtf8InJsonl) {
   // 0xC3 followed by '(' on line 2, column 32.
   expect_load_error("invalid_utf8.jsonl",
                     {"invalid UTF-8", "line 2, column 32", "entry 1", "field \"input\""});
+}
+
+namespace {
+
+// parse_dataset of `text` as d.json; the Error's one-line message when it throws.
+std::string parse_error(const std::string& text) {
+  try {
+    parse_dataset(text, "d.json");
+  } catch (const Error& e) {
+    EXPECT_FALSE(e.hint().empty());
+    return e.what();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+// A `messages` conversation: system first, turns alternating, the last answer is the output and
+// the earlier turns come before the instruction, as `llmft chat` sends them.
+TEST(DatasetShapes, MessagesMapOntoTheTemplateAsAConversation) {
+  const InstructionDataset ds = parse_dataset(R"([{"messages": [
+      {"role": "system", "content": "Be brief."},
+      {"role": "user", "content": "Hi"},
+      {"role": "assistant", "content": "Hello."},
+      {"role": "user", "content": "Name a color."},
+      {"role": "assistant", "content": "Blue."}]}])",
+                                              "chat.json");
+  ASSERT_EQ(ds.size(), 1u);
+  const InstructionEntry& e = ds.entries[0];
+  EXPECT_EQ(e.instruction, "Name a color.");
+  EXPECT_EQ(e.input, "");
+  EXPECT_EQ(e.output, "Blue.");
+  EXPECT_EQ(e.system, "Be brief.");
+  ASSERT_EQ(e.history.size(), 1u);
+  const std::string head =
+      "Below is an instruction that describes a task. Write a response that appropriately "
+      "completes the request.\n\n### Instruction:\n";
+  const std::string prompt = "Be brief.\n\n" + head + "Hi\n\n### Response:\nHello.\n\n" + head +
+                             "Name a color.";
+  EXPECT_EQ(format_prompt(PromptTemplate::kAlpaca, e), prompt);
+  EXPECT_EQ(format_training_text(PromptTemplate::kAlpaca, e),
+            prompt + "\n\n### Response:\nBlue.");
+  // The earlier answer's bytes, for the assistant-only loss.
+  const auto ranges = history_answer_ranges(PromptTemplate::kAlpaca, e);
+  ASSERT_EQ(ranges.size(), 1u);
+  EXPECT_EQ(prompt.substr(ranges[0].first, ranges[0].second - ranges[0].first), "Hello.");
+  // The original object is kept for echoing.
+  EXPECT_TRUE(e.raw.contains("messages"));
+}
+
+TEST(DatasetShapes, PromptCompletionStringsAndConversations) {
+  const InstructionDataset ds = parse_dataset(
+      "{\"prompt\": \"Add 2 and 3.\", \"completion\": \"5\"}\n"
+      "{\"prompt\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"completion\": "
+      "[{\"role\": \"assistant\", \"content\": \"Hello.\"}]}\n",
+      "pc.jsonl");
+  ASSERT_EQ(ds.size(), 2u);
+  EXPECT_EQ(ds.entries[0].instruction, "Add 2 and 3.");
+  EXPECT_EQ(ds.entries[0].output, "5");
+  EXPECT_EQ(format_training_text(PromptTemplate::kAlpaca, ds.entries[0]),
+            format_training_text(PromptTemplate::kAlpaca, "Add 2 and 3.", "", "5"));
+  EXPECT_EQ(ds.entries[1].instruction, "Hi");
+  EXPECT_EQ(ds.entries[1].output, "Hello.");
+  EXPECT_TRUE(ds.entries[1].history.empty());
+}
+
+TEST(DatasetShapes, BadShapesAreOneLineNamingEntryAndKeys) {
+  EXPECT_EQ(parse_error(R"([{"question": "q", "answer": "a"}])"),
+            "d.json: entry 0: unknown entry shape, with keys \"question\", \"answer\"");
+  EXPECT_EQ(parse_error(R"([{"messages": [{"role": "user", "content": "q"}]}])"),
+            "d.json: entry 0: messages does not end with an assistant message after a user "
+            "message");
+  EXPECT_EQ(parse_error(R"([{"messages": [{"role": "user", "content": "q"},
+                                         {"role": "user", "content": "q"}]}])"),
+            "d.json: entry 0: messages[1] is a \"user\" message where an assistant message was "
+            "expected");
+  EXPECT_EQ(parse_error(R"([{"messages": [{"role": "tool", "content": "q"}]}])"),
+            "d.json: entry 0: messages[0].role is \"tool\", expected system, user or assistant");
+  EXPECT_EQ(parse_error(R"([{"messages": [{"role": "user", "content": 3}]}])"),
+            "d.json: entry 0: messages[0].content is a number, expected a string");
+  EXPECT_EQ(parse_error(R"([{"messages": "hi"}])"),
+            "d.json: entry 0: field \"messages\" is a string, expected a list of messages");
+  EXPECT_EQ(parse_error(R"([{"prompt": "p", "completion": 1}])"),
+            "d.json: entry 0: field \"completion\" is a number, expected a string");
+  // An Alpaca entry missing a field still says which.
+  EXPECT_EQ(parse_error(R"([{"instruction": "i", "output": "o"}])"),
+            "d.json: entry 0: field \"input\" is missing");
 }

@@ -1,5 +1,5 @@
 // Dataset statistics for `llmft data stats`: exact duplicates (with the split of each copy) and
-// the entries longer than the model's context.
+// the entries longer than the length limit and those that lose their whole response.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -31,14 +31,27 @@ TEST(DataStats, ExactDuplicatesAndTheirSplits) {
   EXPECT_EQ(d.output, 3);       // 5, 9, 18
 }
 
-TEST(DataStats, EntriesLongerThanTheContext) {
+TEST(DataStats, EntriesLongerThanTheLimitAndThoseThatLoseTheirResponse) {
+  // Lengths 10, 11, 30; outputs start at tokens 6, 7, 14. Target position p learns token p + 1,
+  // so a limit L learns tokens 1 .. L: a response starting at token s survives when s <= L.
   const TokenizedDataset td = make_tokenized_dataset(
       {std::vector<int32_t>(10, 1), std::vector<int32_t>(11, 1), std::vector<int32_t>(30, 1)},
-      {4, 5, 12});
-  EXPECT_EQ(over_context(td, 10).entries, 2);  // 10 tokens fit a context of 10
-  EXPECT_EQ(over_context(td, 10).prompt_only, 1);
-  EXPECT_EQ(over_context(td, 30).entries, 0);
-  EXPECT_EQ(over_context(td, 5).prompt_only, 2);
+      {4, 5, 12}, {6, 7, 14});
+  const Truncation t10 = truncation(td, 10);  // 10 tokens fit a limit of 10
+  EXPECT_EQ(t10.entries, 2);
+  EXPECT_EQ(t10.response_lost, 1);
+  EXPECT_EQ(describe_truncation(t10, 3),
+            "2 of 3 entries are longer than 10 tokens: training crops their end; 1 of them loses "
+            "its whole response (trains on template tokens only)");
+  EXPECT_EQ(truncation(td, 30).entries, 0);
+  EXPECT_EQ(describe_truncation(truncation(td, 30), 3), "no entry is longer than 30 tokens");
+  const Truncation t6 = truncation(td, 6);
+  EXPECT_EQ(t6.entries, 3);
+  EXPECT_EQ(t6.response_lost, 2);  // 7 > 6 and 14 > 6; the first keeps its token 6
+  // Without response starts the prompt lengths stand in.
+  const TokenizedDataset bare = make_tokenized_dataset({std::vector<int32_t>(30, 1)}, {12});
+  EXPECT_EQ(truncation(bare, 11).response_lost, 1);
+  EXPECT_EQ(truncation(bare, 12).response_lost, 0);
 }
 
 }  // namespace

@@ -72,3 +72,27 @@ TEST(Tokenized, ValidationLoaderPaddingInFileOrder) {
   EXPECT_EQ(e.packed_tokens, 3116);
   EXPECT_EQ(e.target_tokens, 3116);
 }
+
+// A conversation's earlier answer is a token span inside the prompt; its tokens are the answer's
+// own ids. The response start is the prompt with its marker.
+TEST(Tokenized, ConversationAnswerSpansAndResponseStart) {
+  const InstructionDataset ds = parse_dataset(R"([{"messages": [
+      {"role": "user", "content": "Hi"}, {"role": "assistant", "content": " Hello there"},
+      {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye."}]}])",
+                                              "chat.json");
+  const BpeTokenizer tok = BpeTokenizer::load_bundled();
+  const TokenizedDataset td = tokenize_dataset(ds, PromptTemplate::kAlpaca, tok, 1);
+  ASSERT_EQ(td.answer_spans.size(), 1u);
+  ASSERT_EQ(td.answer_spans[0].size(), 1u);
+  const auto [b, e] = td.answer_spans[0][0];
+  const auto ids = td.ids(0);
+  EXPECT_EQ(tok.decode(std::vector<int32_t>(ids.begin() + b, ids.begin() + e)), " Hello there");
+  EXPECT_LT(e, td.prompt_lens[0]);
+  EXPECT_EQ(tok.decode(std::vector<int32_t>(ids.begin() + td.response_starts[0], ids.end())),
+            "Bye.");
+  // Alpaca entries have no spans.
+  const TokenizedDataset plain = tokenize_dataset(
+      parse_dataset(R"([{"instruction": "i", "input": "", "output": "o"}])", "a.json"),
+      PromptTemplate::kAlpaca, tok, 1);
+  EXPECT_TRUE(plain.answer_spans.empty());
+}

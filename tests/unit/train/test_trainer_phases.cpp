@@ -60,8 +60,8 @@ TEST(TrainerPhases, CountTheWorkOfEachPartAndSkipTheModelWrites) {
   const FinetunePhases& p = r.phases;
 
   // The same batches, from the loaders the trainer uses: step s is batch s % 5 of epoch s / 5;
-  // an evaluation after step s (s % 3 == 0: 0, 3, 6) reads the first 2 batches of that epoch's
-  // train order and the validation loader's only batch.
+  // an evaluation after step s (s % 3 == 0: 0, 3, 6; the last step, 6, is one of them) reads the
+  // first 2 batches of that epoch's train order and the validation loader's only batch.
   const InstructionDataset ds = load_dataset(o.data);
   const TokenizedDataset td =
       tokenize_dataset(ds, PromptTemplate::kAlpaca, BpeTokenizer::load_bundled(), 1);
@@ -124,7 +124,7 @@ TEST(TrainerPhases, ByDefaultWritesAreTimedAndNoExtraSample) {
   const FinetuneResult r = run_finetune(o, {}, nullptr);
   ASSERT_FALSE(r.interrupted);
   EXPECT_EQ(r.phases.steps, 2);
-  EXPECT_EQ(r.phases.evaluations, 1);
+  EXPECT_EQ(r.phases.evaluations, 2);  // after step 0 and after the last step, 1
   EXPECT_EQ(r.phases.samples, 0);
   EXPECT_EQ(r.phases.sample_seconds, 0.0);
   EXPECT_TRUE(fs::is_directory(dir / "run" / "checkpoints"));
