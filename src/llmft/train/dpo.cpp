@@ -30,6 +30,7 @@
 #include "llmft/train/dpo_loss.h"
 #include "llmft/train/metrics.h"
 #include "llmft/train/plot.h"
+#include "llmft/dist/dist.h"
 #include "llmft/train/run_setup.h"
 #include "llmft/train/schedule.h"
 
@@ -539,6 +540,10 @@ FinetuneResult run_dpo(const DpoOptions& opts_in, const fs::path& resume_dir,
   const auto t_start = Clock::now();
   DpoOptions opts = opts_in;
   opts.validate();
+  if (dist::size() > 1) {
+    throw UsageError("llmft dpo runs as one process; data-parallel runs (mpirun) are finetune's",
+                     "start it without mpirun");
+  }
   const FinetuneOptions& o = opts.train;
   const int threads = o.threads > 0 ? o.threads : omp_get_num_procs();
   const kernels::ScopedThreads scoped_threads(threads);

@@ -55,6 +55,8 @@ struct Console {
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t);
+// --threads: the requested count, or (0) the cores divided among the ranks on this machine.
+int default_threads(int requested);
 
 // A new run's model from opts.model; a resumed run's from its record (weights: the checkpoint).
 LoadedModel load_starting_model(const FinetuneOptions& opts, const RunFolder& folder,
