@@ -22,10 +22,11 @@ std::vector<Command>& commands() {
 }  // namespace llmft::app
 
 namespace {
-// A failed rank of a data-parallel job ends the job (the others would wait for it); alone, the
-// process just returns its exit code.
+// A rank of a data-parallel job that fails (exit 1) ends the job, since the others would wait for
+// it; usage errors and stops (2, 128 + signal) happen on every rank alike. Alone, the process just
+// returns its exit code.
 int finish(int code) {
-  if (code != 0 && code != 2 && llmft::dist::size() > 1) llmft::dist::abort(code);
+  if (code == 1 && llmft::dist::size() > 1) llmft::dist::abort(code);
   return code;
 }
 int run(int argc, char** argv);
