@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "llmft/core/io.h"
 #include "llmft/train/metrics.h"
 #include "test_util.h"
 
@@ -86,6 +87,35 @@ TEST(Mpi, ResumesWithAnotherNumberOfRanks) {
   const RunResult rest2 = mpirun(2, {"finetune", "--resume", (tmp / "split1").string()});
   ASSERT_EQ(rest2.exit_code, 0) << rest2.out << rest2.err;
   expect_same_trajectory(tmp / "one", tmp / "split1");
+}
+
+TEST(Mpi, DpoWithTwoRanksFollowsOneProcess) {
+  // Each rank scores its share of every batch's pairs and of the reference pairs.
+  TempDir tmp;
+  auto args = [&](const char* out) {
+    return std::vector<std::string>{"dpo",          "--model",         "random:tiny",
+                                    "--max-steps",  "10",              "--eval-freq",
+                                    "5",            "--eval-batches",  "2",
+                                    "--no-test-answers", "--sample-tokens", "0",
+                                    "-o",           (tmp / out).string()};
+  };
+  const RunResult one = run_llmft(args("one"));
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  const RunResult two = mpirun(2, args("two"));
+  ASSERT_EQ(two.exit_code, 0) << two.out << two.err;
+  EXPECT_EQ(read_file(tmp / "one" / "reference-logprobs.json"),
+            read_file(tmp / "two" / "reference-logprobs.json"));
+  const MetricsHistory ma = read_metrics(tmp / "one" / "metrics.jsonl");
+  const MetricsHistory mb = read_metrics(tmp / "two" / "metrics.jsonl");
+  ASSERT_EQ(ma.steps.size(), 10u);
+  ASSERT_EQ(mb.steps.size(), 10u);
+  for (size_t i = 0; i < ma.steps.size(); ++i) {
+    // fp32 sums in another order: the loss within 1e-5 relative; the rewards (differences of
+    // log-probs, ~1e-4 here) within 1e-6 absolute.
+    EXPECT_NEAR(ma.steps[i].loss, mb.steps[i].loss, 1e-5 * ma.steps[i].loss) << i;
+    EXPECT_NEAR(ma.steps[i].rewards->chosen, mb.steps[i].rewards->chosen, 1e-6) << i;
+    EXPECT_NEAR(ma.steps[i].rewards->rejected, mb.steps[i].rewards->rejected, 1e-6) << i;
+  }
 }
 
 TEST(Mpi, ARankThatDiesEndsTheJob) {
