@@ -17,8 +17,9 @@ using namespace llmft::test;
 namespace {
 
 // A tiny random model, 20 steps, evaluations every 5: seconds per run.
-std::vector<std::string> finetune_args(const std::filesystem::path& out) {
-  return {"finetune",         "--model",       "random:tiny", "--max-steps", "20",
+std::vector<std::string> finetune_args(const std::filesystem::path& out,
+                                       const std::string& steps = "20") {
+  return {"finetune",         "--model",       "random:tiny", "--max-steps", steps,
           "--eval-freq",      "5",             "--eval-batches", "2",        "--no-test-answers",
           "--no-judge",       "--sample-tokens", "0",         "-o",          out.string()};
 }
@@ -66,6 +67,21 @@ TEST(Mpi, TwoRanksFollowOneProcess) {
   // Rank 0 alone prints and writes.
   EXPECT_EQ(count(two.out, "Summary ("), 1u) << two.out;
   EXPECT_TRUE(std::filesystem::exists(tmp / "two" / "model" / "model.safetensors"));
+}
+
+TEST(Mpi, LoraWithTwoRanksFollowsOneProcess) {
+  // Only the adapters' gradients are summed; the frozen base has none.
+  TempDir tmp;
+  auto args = [&](const char* out) {
+    auto a = finetune_args(tmp / out, "10");
+    a.push_back("--lora");
+    return a;
+  };
+  ASSERT_EQ(run_llmft(args("one")).exit_code, 0);
+  const RunResult two = mpirun(2, args("two"));
+  ASSERT_EQ(two.exit_code, 0) << two.out << two.err;
+  expect_same_trajectory(tmp / "one", tmp / "two");
+  EXPECT_TRUE(std::filesystem::exists(tmp / "two" / "adapter" / "adapter_model.safetensors"));
 }
 
 TEST(Mpi, ResumesWithAnotherNumberOfRanks) {
