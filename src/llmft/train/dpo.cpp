@@ -199,10 +199,10 @@ void Dpo::print_header() {
                         split.val.size(), split.test.size()));
   con_.line(fmt::format(
       "DPO: beta {:g}, {} steps ({} per epoch, {} epoch{}), batch {} pairs, AdamW lr {:g} ({}), "
-      "weight decay {:g}, {} matrix products, {} thread{}",
+      "weight decay {:g}, {} matrix products, {}",
       opts_.beta, total_steps_, steps_per_epoch_, epochs_, epochs_ == 1 ? "" : "s",
-      o_.batch_size, o_.lr, o_.schedule, o_.weight_decay, o_.precision, threads_,
-      threads_ == 1 ? "" : "s"));
+      o_.batch_size, o_.lr, o_.schedule, o_.weight_decay, o_.precision,
+      describe_threads(threads_)));
   if (o_.lora) con_.line(describe_lora(model_, o_));
   con_.line(fmt::format("Output: {}", folder_.dir.string()));
   if (folder_.resuming) {
@@ -515,6 +515,7 @@ json Dpo::summary_json() const {
           {"first_eval", evals_.empty() ? json(nullptr) : eval_json(evals_.front())},
           {"last_eval", evals_.empty() ? json(nullptr) : eval_json(evals_.back())},
           {"threads", threads_},
+          {"ranks", dist::size()},
           {"precision", o_.precision},
           {"total_seconds", ph_.total_seconds},
           {"phases", to_json(ph_)},

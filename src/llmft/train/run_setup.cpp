@@ -98,6 +98,11 @@ int default_threads(int requested) {
   return std::max(1, omp_get_num_procs() / dist::local_size());
 }
 
+std::string describe_threads(int threads) {
+  const std::string t = fmt::format("{} thread{}", threads, threads == 1 ? "" : "s");
+  return dist::size() > 1 ? fmt::format("{} ranks x {}", dist::size(), t) : t;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }

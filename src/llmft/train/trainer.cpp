@@ -201,14 +201,14 @@ void Finetune::print_header() {
                         opts_.mask_prompt ? ", prompt masked" : ""));
   con_.line(fmt::format(
       "Training: {} steps ({} per epoch, {} epoch{}), batch {}{}, AdamW lr {:g} ({}{}), weight "
-      "decay {:g}{}, {} matrix products, {} thread{}",
+      "decay {:g}{}, {} matrix products, {}",
       total_steps_, steps_per_epoch_, epochs_, epochs_ == 1 ? "" : "s", opts_.batch_size,
       opts_.grad_accum > 1 ? fmt::format(" in {} micro-batches", opts_.grad_accum) : "",
       opts_.lr, opts_.schedule,
       opts_.warmup_steps ? fmt::format(", {} warmup", opts_.warmup_steps) : "",
       opts_.weight_decay,
       opts_.grad_clip > 0 ? fmt::format(", grad clip {:g}", opts_.grad_clip) : "",
-      opts_.precision, threads_, threads_ == 1 ? "" : "s"));
+      opts_.precision, describe_threads(threads_)));
   con_.line(fmt::format("Output: {}", folder_.dir.string()));
   if (folder_.resuming) {
     con_.line(fmt::format("Resuming from {} (after step {}, epoch {}, batch {})",
@@ -462,6 +462,7 @@ json Finetune::summary_json() const {
       {"first_train_loss", evals_.empty() ? json(nullptr) : json(evals_.front().train_loss)},
       {"first_val_loss", evals_.empty() ? json(nullptr) : json(evals_.front().val_loss)},
       {"threads", threads_},
+      {"ranks", dist::size()},
       {"precision", opts_.precision},
       {"total_seconds", ph_.total_seconds},
       {"phases", to_json(ph_)},
