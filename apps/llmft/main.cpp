@@ -9,6 +9,8 @@
 
 #include "command.h"
 #include "llmft/core/error.h"
+#include "llmft/core/progress.h"
+#include "llmft/dist/dist.h"
 #include "llmft/model/kernels/matmul.h"
 #include "usage.h"
 
@@ -19,9 +21,35 @@ std::vector<Command>& commands() {
 }
 }  // namespace llmft::app
 
+namespace {
+// A rank of a data-parallel job that fails (exit 1) ends the job, since the others would wait for
+// it; usage errors and stops (2, 128 + signal) happen on every rank alike. Alone, the process just
+// returns its exit code.
+int finish(int code) {
+  if (code == 1 && llmft::dist::size() > 1) llmft::dist::abort(code);
+  return code;
+}
+int run(int argc, char** argv);
+}  // namespace
+
 int main(int argc, char** argv) {
+  llmft::kernels::use_native_blas_kernels(argv);  // may run the program again with better kernels
+  try {
+    llmft::dist::init(&argc, &argv);
+    if (!llmft::dist::is_root()) {  // rank 0 alone prints (errors still go to stderr)
+      if (!std::freopen("/dev/null", "w", stdout)) return 1;
+      llmft::ProgressBar::silence();
+    }
+  } catch (const llmft::Error& e) {
+    std::fprintf(stderr, "llmft: error: %s\nhint: %s\n", e.what(), e.hint().c_str());
+    return 1;
+  }
+  return finish(run(argc, argv));
+}
+
+namespace {
+int run(int argc, char** argv) {
   using namespace llmft;
-  kernels::use_native_blas_kernels(argv);  // may run the program again with better kernels
   CLI::App cli{
       "llmft: finetune GPT-2 models to follow instructions, then generate answers and judge them.",
       "llmft"};
@@ -73,3 +101,4 @@ int main(int argc, char** argv) {
     return 1;
   }
 }
+}  // namespace

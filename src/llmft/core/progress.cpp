@@ -30,11 +30,17 @@ std::string human_duration(double s) {
   return fmt::format("{:02}:{:02}", t / 60, t % 60);
 }
 
+namespace {
+bool g_silent = false;
+}  // namespace
+
+void ProgressBar::silence() { g_silent = true; }
+
 ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit)
     : label_(std::move(label)),
       unit_(std::move(unit)),
       total_(total),
-      tty_(isatty(STDERR_FILENO) != 0),
+      tty_(isatty(STDERR_FILENO) != 0 && !g_silent),
       start_(std::chrono::steady_clock::now()),
       last_draw_() {}
 
@@ -86,7 +92,7 @@ void ProgressBar::draw(bool final) {
   if (!extra_.empty()) line += " " + extra_;
   if (tty_) {
     std::fprintf(stderr, "\r\033[K%s%s", line.c_str(), final ? "\n" : "");
-  } else if (final) {
+  } else if (final && !g_silent) {
     std::fprintf(stderr, "%s\n", line.c_str());
   }
   std::fflush(stderr);

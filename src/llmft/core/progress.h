@@ -10,6 +10,8 @@ namespace llmft {
 
 class ProgressBar {
  public:
+  // Off for the whole process (the ranks of a data-parallel run but the first).
+  static void silence();
   // total: units of work (0 = unknown). unit: what is counted ("step", "B", "tok").
   ProgressBar(std::string label, int64_t total, std::string unit);
   ~ProgressBar();

@@ -164,7 +164,7 @@ TrainState load_checkpoint(const fs::path& dir, const TensorTable& table, std::s
   const SafetensorsFile opt(dir / "optimizer.safetensors");
   read_table(opt, table, m, "m.");
   read_table(opt, table, v, "v.");
-  write_file_atomic(metrics_file, read_file(dir / "metrics.jsonl"));
+  if (!metrics_file.empty()) write_file_atomic(metrics_file, read_file(dir / "metrics.jsonl"));
   return s;
 }
 

@@ -51,7 +51,8 @@ std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::pa
 // Every complete checkpoint folder, newest (highest step) first. save_checkpoint keeps two.
 std::vector<std::filesystem::path> checkpoints_newest_first(const std::filesystem::path& run_dir);
 
-// Reads a checkpoint back into params/m/v (laid out by `table`) and restores `metrics_file`
+// Reads a checkpoint back into params/m/v (laid out by `table`) and restores `metrics_file` (when
+// not empty)
 // from the checkpoint's copy. Throws Error naming the file on any mismatch.
 TrainState load_checkpoint(const std::filesystem::path& ckpt_dir, const TensorTable& table,
                            std::span<float> params, std::span<float> m, std::span<float> v,

@@ -31,6 +31,7 @@
 #include "llmft/train/dpo_loss.h"
 #include "llmft/train/metrics.h"
 #include "llmft/train/plot.h"
+#include "llmft/dist/dist.h"
 #include "llmft/train/run_setup.h"
 #include "llmft/train/schedule.h"
 
@@ -125,7 +126,7 @@ class Dpo {
   };
   StepRecord train_step();
   void print_sample();
-  DpoStats batch_stats(const PreferenceBatch& b, bool with_gradient);
+  DpoStats batch_stats(std::span<const int64_t> idx, bool with_gradient);
   Eval evaluate_loader(const DataLoader& loader, int64_t epoch, int64_t n);
   void evaluate(int64_t epoch, const StepRecord& step);
   void checkpoint();
@@ -135,7 +136,7 @@ class Dpo {
   fs::path reference_file() const { return folder_.dir / "reference-logprobs.json"; }
   fs::path start_answers_file() const { return folder_.dir / "sft-test-responses.json"; }
   fs::path answers_file() const { return folder_.dir / "test-responses.json"; }
-  bool writes() const { return !o_.skip_model_writes; }
+  bool writes() const { return !o_.skip_model_writes && dist::is_root(); }
 
   const DpoOptions& opts_;
   const FinetuneOptions& o_;
@@ -166,10 +167,11 @@ class Dpo {
 void Dpo::start_or_resume() {
   if (folder_.resuming) {
     const Gpt2::Trainable t = model_.trainable();
+    // Every rank reads the checkpoint; rank 0 alone restores the metrics log and writes.
     st_ = load_checkpoint(*folder_.checkpoint, t.table, t.params, adamw_.m(), adamw_.v(),
-                          folder_.metrics_file);
+                          dist::is_root() ? folder_.metrics_file : fs::path());
     adamw_.set_step_count(st_.adam_step);
-  } else {
+  } else if (dist::is_root()) {
     std::error_code ec;
     fs::create_directories(folder_.dir, ec);
     const json config = {{"llmft_version", LLMFT_VERSION},
@@ -181,6 +183,7 @@ void Dpo::start_or_resume() {
                          {"total_steps", total_steps_}};
     write_file_atomic(folder_.config_file, config.dump(2) + "\n");
   }
+  if (!dist::is_root()) return;
   metrics_.emplace(folder_.metrics_file, /*truncate=*/!folder_.resuming);
   if (folder_.resuming) evals_ = read_metrics(folder_.metrics_file).evals;
 }
@@ -193,9 +196,9 @@ void Dpo::print_header() {
                         split.val.size(), split.test.size()));
   con_.line(fmt::format(
       "DPO: beta {:g}, {}, batch {} pairs, AdamW lr {:g} ({}), weight decay {:g}, {} matrix "
-      "products, {} thread{}",
-      opts_.beta, describe_steps(total_steps_, steps_per_epoch_), o_.batch_size, o_.lr, o_.schedule, o_.weight_decay, o_.precision, threads_,
-      threads_ == 1 ? "" : "s"));
+      "products, {}",
+      opts_.beta, describe_steps(total_steps_, steps_per_epoch_), o_.batch_size, o_.lr,
+      o_.schedule, o_.weight_decay, o_.precision, describe_threads(threads_)));
   if (o_.lora) con_.line(describe_lora(model_, o_));
   con_.line(fmt::format("Output: {}", folder_.dir.string()));
   if (folder_.resuming) {
@@ -214,17 +217,23 @@ void Dpo::reference_scores() {
     return;
   }
   const auto t0 = Clock::now();
+  // NaN for the test pairs (never scored); the ranks score every size()-th batch of the others
+  // and sum their parts.
   ref_.chosen.assign(n, NAN);
   ref_.rejected.assign(n, NAN);
   std::vector<int64_t> todo;
   for (const IndexRange r : {data_.split.train, data_.split.val})
-    for (size_t i = r.begin; i < r.end; ++i) todo.push_back(static_cast<int64_t>(i));
+    for (size_t i = r.begin; i < r.end; ++i) {
+      todo.push_back(static_cast<int64_t>(i));
+      ref_.chosen[i] = ref_.rejected[i] = 0.0;
+    }
   Lora* const adapter = model_.lora();
   model_.set_lora(nullptr);
   ProgressBar bar("reference", static_cast<int64_t>(todo.size()), "pair");
   con_.bar = &bar;
   const auto B = static_cast<size_t>(o_.batch_size);
-  for (size_t k = 0; k < todo.size(); k += B) {
+  for (size_t k = B * static_cast<size_t>(dist::rank()); k < todo.size();
+       k += B * static_cast<size_t>(dist::size())) {
     const auto idx = std::span(todo).subspan(k, std::min(B, todo.size() - k));
     const PreferenceBatch b = collate_preferences(pref_, idx, max_length_);
     const auto s = score_pairs(model_, b, /*training=*/false);
@@ -237,7 +246,9 @@ void Dpo::reference_scores() {
   bar.finish();
   con_.bar = nullptr;
   model_.set_lora(adapter);
-  write_file_atomic(reference_file(), to_json(ref_).dump() + "\n");
+  dist::sum(ref_.chosen);
+  dist::sum(ref_.rejected);
+  if (dist::is_root()) write_file_atomic(reference_file(), to_json(ref_).dump() + "\n");
   reference_seconds_ = seconds_since(t0);
   con_.line(fmt::format("Reference log-probabilities of {} pairs in {:.1f} s -> {}", todo.size(),
                         reference_seconds_, reference_file().string()));
@@ -246,7 +257,7 @@ void Dpo::reference_scores() {
 // The starting model's test answers, written before its weights change (a resumed run has them).
 void Dpo::answer_with_start_model() {
   const IndexRange test = data_.split.test;
-  if (!o_.test_answers || test.size() == 0 || folder_.resuming) return;
+  if (!o_.test_answers || test.size() == 0 || folder_.resuming || !dist::is_root()) return;
   const auto t0 = Clock::now();
   AnswerOptions a;
   a.gen.max_new_tokens = o_.max_new_tokens;
@@ -276,22 +287,44 @@ bool Dpo::train_loop(const std::atomic<bool>* stop) {
 }
 
 void Dpo::print_sample() {
-  if (o_.sample_tokens == 0) return;
+  if (o_.sample_tokens == 0 || !dist::is_root()) return;
   const auto t0 = Clock::now();
   con_.line(greedy_sample(model_, *source_.tokenizer, data_, o_.sample_tokens));
   ph_.sample_seconds += seconds_since(t0);
   ++ph_.samples;
 }
 
-// The batch's DPO loss and rewards; with_gradient: a training forward and the backward, the
-// gradient accumulated into the model's (zeroed) gradients.
-DpoStats Dpo::batch_stats(const PreferenceBatch& b, bool with_gradient) {
-  const auto policy = score_pairs(model_, b, /*training=*/with_gradient);
-  const auto reference = ref_.gather(b.indices);
-  if (!with_gradient) return dpo_loss(policy, reference, opts_.beta);
-  std::vector<float> dlosses(static_cast<size_t>(b.target_tokens()));
-  const DpoStats s = dpo_loss(policy, reference, opts_.beta, b.target_offsets, dlosses);
-  model_.backward(dlosses);
+// The DPO loss and rewards of the batch of pairs `idx`; with_gradient: a training forward and the
+// backward, the gradient accumulated into the model's (zeroed) gradients. With several ranks
+// (dist.h) each scores its token-balanced share of the pairs and the gradients and statistics are
+// summed across the ranks: what one process gets for the whole batch.
+DpoStats Dpo::batch_stats(std::span<const int64_t> idx, bool with_gradient) {
+  std::vector<int64_t> costs, mine;
+  for (int64_t i : idx) {
+    const auto k = static_cast<size_t>(i);
+    costs.push_back(pref_.chosen.length(k) + pref_.rejected.length(k));
+  }
+  for (size_t k : dist::share(costs)) mine.push_back(idx[k]);
+  DpoStats s;
+  if (!mine.empty()) {
+    const PreferenceBatch b = collate_preferences(pref_, mine, max_length_);
+    const auto policy = score_pairs(model_, b, /*training=*/with_gradient);
+    const auto reference = ref_.gather(b.indices);
+    const auto pairs = static_cast<int64_t>(idx.size());
+    if (with_gradient) {
+      std::vector<float> dlosses(static_cast<size_t>(b.target_tokens()));
+      s = dpo_loss(policy, reference, opts_.beta, b.target_offsets, dlosses, pairs);
+      model_.backward(dlosses);
+    } else {
+      s = dpo_loss(policy, reference, opts_.beta, {}, {}, pairs);
+    }
+  }
+  if (dist::size() > 1) {
+    if (with_gradient) dist::sum(model_.trainable().grads);
+    double v[3] = {s.loss, s.chosen_reward, s.rejected_reward};
+    dist::sum(std::span<double>(v));
+    s = {v[0], v[1], v[2]};
+  }
   return s;
 }
 
@@ -299,10 +332,11 @@ StepRecord Dpo::train_step() {
   const int64_t epoch = st_.epoch;
   const auto t_step = Clock::now();
   const std::vector<int64_t> idx = train_loader_.batch_indices(epoch, st_.batch_in_epoch);
-  const PreferenceBatch b = collate_preferences(pref_, idx, max_length_);
+  const PreferenceBatch b = collate_preferences(pref_, idx, max_length_);  // the whole batch's
   model_.zero_grad();
-  model_.set_dropout_seed(o_.seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(st_.step + 1)));
-  const DpoStats s = batch_stats(b, /*with_gradient=*/true);
+  model_.set_dropout_seed(o_.seed ^ (0x9E3779B97F4A7C15ull *
+                                     static_cast<uint64_t>(st_.step * 64 + dist::rank() + 1)));
+  const DpoStats s = batch_stats(idx, /*with_gradient=*/true);
   const double grad_norm =
       o_.grad_clip > 0 ? model_.clip_grad_norm(o_.grad_clip) : model_.grad_norm();
   check_finite_step(st_.step, s.loss, grad_norm);
@@ -332,7 +366,7 @@ StepRecord Dpo::train_step() {
   rec.tokens_per_s = step_s > 0 ? static_cast<double>(b.padded_tokens) / step_s : 0.0;
   rec.batch = idx;
   rec.rewards = Rewards{s.chosen_reward, s.rejected_reward};
-  metrics_->write(rec);
+  if (metrics_) metrics_->write(rec);
   last_step_ = rec;
   return rec;
 }
@@ -342,9 +376,9 @@ Dpo::Eval Dpo::evaluate_loader(const DataLoader& loader, int64_t epoch, int64_t 
   Eval e;
   n = std::min(n, loader.num_batches());
   for (int64_t k = 0; k < n; ++k) {
-    const PreferenceBatch b =
-        collate_preferences(pref_, loader.batch_indices(epoch, k), max_length_);
-    const DpoStats s = batch_stats(b, /*with_gradient=*/false);
+    const std::vector<int64_t> idx = loader.batch_indices(epoch, k);
+    const PreferenceBatch b = collate_preferences(pref_, idx, max_length_);  // for the counts
+    const DpoStats s = batch_stats(idx, /*with_gradient=*/false);
     e.stats.loss += s.loss;
     e.stats.chosen_reward += s.chosen_reward;
     e.stats.rejected_reward += s.rejected_reward;
@@ -373,7 +407,7 @@ void Dpo::evaluate(int64_t epoch, const StepRecord& step) {
   e.val_loss = va.stats.loss;
   e.train_rewards = Rewards{tr.stats.chosen_reward, tr.stats.rejected_reward};
   e.val_rewards = Rewards{va.stats.chosen_reward, va.stats.rejected_reward};
-  metrics_->write(e);
+  if (metrics_) metrics_->write(e);
   evals_.push_back(e);
   const double s = seconds_since(t0);
   ++ph_.evaluations;
@@ -480,6 +514,7 @@ json Dpo::summary_json() const {
           {"first_eval", evals_.empty() ? json(nullptr) : eval_json(evals_.front())},
           {"last_eval", evals_.empty() ? json(nullptr) : eval_json(evals_.back())},
           {"threads", threads_},
+          {"ranks", dist::size()},
           {"precision", o_.precision},
           {"total_seconds", ph_.total_seconds},
           {"phases", to_json(ph_)},
@@ -545,7 +580,7 @@ FinetuneResult run_dpo(const DpoOptions& opts_in, const fs::path& resume_dir,
   DpoOptions opts = opts_in;
   opts.validate();
   const FinetuneOptions& o = opts.train;
-  const int threads = o.threads > 0 ? o.threads : omp_get_num_procs();
+  const int threads = default_threads(o.threads);
   const kernels::ScopedThreads scoped_threads(threads);
   Console con;
 
@@ -568,6 +603,7 @@ FinetuneResult run_dpo(const DpoOptions& opts_in, const fs::path& resume_dir,
   run.answer_with_start_model();
   if (!run.train_loop(stop ? &stop->requested : nullptr)) return run.interrupted();
   if (stop) stop->after_training = true;
+  if (!dist::is_root()) return {};  // rank 0 writes the outputs
   run.save_model();
   run.answer_test_set();
   return run.summarise();

@@ -36,10 +36,12 @@ std::vector<double> score_pairs(Gpt2& model, const PreferenceBatch& b, bool trai
 }
 
 DpoStats dpo_loss(std::span<const double> policy, std::span<const double> reference, double beta,
-                  std::span<const int64_t> target_offsets, std::span<float> dlosses) {
+                  std::span<const int64_t> target_offsets, std::span<float> dlosses,
+                  int64_t batch_pairs) {
   LLMFT_CHECK(policy.size() == reference.size() && policy.size() >= 2 && policy.size() % 2 == 0,
               "dpo_loss: {} policy and {} reference scores", policy.size(), reference.size());
   const size_t B = policy.size() / 2;
+  const double n = batch_pairs > 0 ? static_cast<double>(batch_pairs) : static_cast<double>(B);
   const bool grad = !dlosses.empty();
   if (grad) {
     LLMFT_CHECK(target_offsets.size() == 2 * B + 1 &&
@@ -58,7 +60,7 @@ DpoStats dpo_loss(std::span<const double> policy, std::span<const double> refere
     st.rejected_reward += pr - rr;
     if (!grad) continue;
     // d(mean loss)/d(pc) = -beta * sigmoid(-z) / B = -d/d(pr); pi_s = -mean(token losses of s).
-    const double dpc = -beta * sigmoid(-z) / static_cast<double>(B);
+    const double dpc = -beta * sigmoid(-z) / n;
     for (const size_t s : {2 * i, 2 * i + 1}) {
       const double dpi = s == 2 * i ? dpc : -dpc;
       const int64_t a = target_offsets[s], b = target_offsets[s + 1];
@@ -66,7 +68,6 @@ DpoStats dpo_loss(std::span<const double> policy, std::span<const double> refere
       for (int64_t t = a; t < b; ++t) dlosses[static_cast<size_t>(t)] = d;
     }
   }
-  const auto n = static_cast<double>(B);
   st.loss /= n;
   st.chosen_reward /= n;
   st.rejected_reward /= n;

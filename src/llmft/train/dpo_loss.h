@@ -32,8 +32,11 @@ std::vector<double> score_pairs(Gpt2& model, const PreferenceBatch& b, bool trai
 
 // B pairs: policy and reference scores (2B) laid out as a PreferenceBatch orders its texts,
 // pair i at 2i (chosen) and 2i + 1 (rejected). With `dlosses` (M = target_offsets.back() floats) also writes
-// d(loss)/d(token_losses[i]) for the policy, ready for Gpt2::backward(dlosses).
+// d(loss)/d(token_losses[i]) for the policy, ready for Gpt2::backward(dlosses). batch_pairs: the
+// pairs the means are over (0: these B; a data-parallel rank passes the whole batch's, so the
+// ranks' results sum to the batch's).
 DpoStats dpo_loss(std::span<const double> policy, std::span<const double> reference, double beta,
-                  std::span<const int64_t> target_offsets = {}, std::span<float> dlosses = {});
+                  std::span<const int64_t> target_offsets = {}, std::span<float> dlosses = {},
+                  int64_t batch_pairs = 0);
 
 }  // namespace llmft

@@ -9,10 +9,13 @@
 #include <cstdio>
 #include <ctime>
 
+#include <omp.h>
+
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
 #include "llmft/core/json.h"
 #include "llmft/core/progress.h"
+#include "llmft/dist/dist.h"
 #include "llmft/generate/generate.h"
 #include "llmft/io/hf_folder.h"
 #include "llmft/io/peft.h"
@@ -42,11 +45,14 @@ RunFolder resolve_run_folder(const FinetuneOptions& opts, const fs::path& resume
   f.resuming = !resume_dir.empty();
   f.dir = f.resuming ? resume_dir
                      : (opts.output.empty() ? fs::path("runs") / timestamp_name() : opts.output);
+  std::string dir = f.dir.string();
+  dist::broadcast(dir);  // rank 0's name (a timestamp) on every rank
+  f.dir = dir;
   f.config_file = f.dir / "config.json";
   f.metrics_file = f.dir / "metrics.jsonl";
   std::error_code ec;
   if (!f.resuming) {
-    if (!fs::exists(f.config_file, ec)) return f;
+    if (!dist::is_root() || !fs::exists(f.config_file, ec)) return f;  // rank 0 decides
     if (latest_checkpoint(f.dir)) {
       throw UsageError(fmt::format("{} already holds a run with a checkpoint", f.dir.string()),
                        "continue it with --resume " + f.dir.string() +
@@ -185,6 +191,17 @@ void Console::line(const std::string& s) {
   std::fputs(s.c_str(), stdout);
   std::fputc('\n', stdout);
   std::fflush(stdout);
+}
+
+int default_threads(int requested) {
+  if (requested > 0) return requested;
+  // Ranks on one machine share its cores.
+  return std::max(1, omp_get_num_procs() / dist::local_size());
+}
+
+std::string describe_threads(int threads) {
+  const std::string t = fmt::format("{} thread{}", threads, threads == 1 ? "" : "s");
+  return dist::size() > 1 ? fmt::format("{} ranks x {}", dist::size(), t) : t;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
@@ -337,7 +354,9 @@ bool run_train_loop(const TrainLoop& loop, const FinetuneOptions& opts, TrainSta
     st.train_seconds = seconds_before + seconds_since(t_loop);
     bar.update(st.step, loop.bar_text(rec));
     if (opts.term_after_step == rec.step) std::raise(SIGTERM);
-    const bool want_stop = (stop && stop->load()) || opts.interrupt_after_step == rec.step;
+    // Every rank of a data-parallel run stops at the same step.
+    const bool want_stop =
+        dist::any((stop && stop->load()) || opts.interrupt_after_step == rec.step);
     const bool timed = opts.checkpoint_minutes > 0 &&
                        seconds_since(t_checkpoint) >= 60.0 * opts.checkpoint_minutes;
     if (epoch_end || want_stop || timed || st.step == loop.total_steps ||

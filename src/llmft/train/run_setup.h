@@ -76,6 +76,10 @@ struct Console {
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t);
+// --threads: the requested count, or (0) the cores divided among the ranks on this machine.
+int default_threads(int requested);
+// "2 threads", or for a data-parallel run "2 ranks x 1 thread".
+std::string describe_threads(int threads);
 
 // A new run's model from opts.model; a resumed run's from its record (weights: the checkpoint).
 LoadedModel load_starting_model(const FinetuneOptions& opts, const RunFolder& folder,

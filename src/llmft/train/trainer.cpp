@@ -39,6 +39,7 @@
 #include "llmft/train/metrics.h"
 #include "llmft/train/model_source.h"
 #include "llmft/train/plot.h"
+#include "llmft/dist/dist.h"
 #include "llmft/train/run_setup.h"
 #include "llmft/train/schedule.h"
 
@@ -158,14 +159,16 @@ class Finetune {
 void Finetune::start_or_resume() {
   if (folder_.resuming) {
     const Gpt2::Trainable t = model_.trainable();
+    // Every rank reads the checkpoint; rank 0 alone restores the metrics log and writes.
     st_ = load_checkpoint(*folder_.checkpoint, t.table, t.params, adamw_.m(), adamw_.v(),
-                          folder_.metrics_file);
+                          dist::is_root() ? folder_.metrics_file : fs::path());
     adamw_.set_step_count(st_.adam_step);
-  } else {
+  } else if (dist::is_root()) {
     std::error_code ec;
     fs::create_directories(folder_.dir, ec);
     write_file_atomic(folder_.config_file, run_config().dump(2) + "\n");
   }
+  if (!dist::is_root()) return;
   metrics_.emplace(folder_.metrics_file, /*truncate=*/!folder_.resuming);
   if (folder_.resuming) {
     MetricsHistory h = read_metrics(folder_.metrics_file);
@@ -202,14 +205,14 @@ void Finetune::print_header() {
   }
   con_.line(fmt::format(
       "Training: {}, batch {}{}, AdamW lr {:g} ({}{}), weight decay {:g}{}, {} matrix products, "
-      "{} thread{}",
+      "{}",
       describe_steps(total_steps_, steps_per_epoch_), opts_.batch_size,
       opts_.grad_accum > 1 ? fmt::format(" in {} micro-batches", opts_.grad_accum) : "",
       opts_.lr, opts_.schedule,
       opts_.warmup_steps ? fmt::format(", {} warmup", opts_.warmup_steps) : "",
       opts_.weight_decay,
       opts_.grad_clip > 0 ? fmt::format(", grad clip {:g}", opts_.grad_clip) : "",
-      opts_.precision, threads_, threads_ == 1 ? "" : "s"));
+      opts_.precision, describe_threads(threads_)));
   con_.line(fmt::format("Output: {}", folder_.dir.string()));
   if (folder_.resuming) {
     con_.line(fmt::format("Resuming from {} (after step {}, epoch {}, batch {})",
@@ -272,28 +275,41 @@ StepRecord Finetune::train_step() {
   rec.tokens_seen = st_.tokens_seen;
   rec.tokens_per_s = step_s > 0 ? static_cast<double>(full.padded_tokens) / step_s : 0.0;
   rec.batch = idx;
-  metrics_->write(rec);
+  if (metrics_) metrics_->write(rec);
   return rec;
 }
 
 // zero_grad; loss; backward: the gradient of (sum of token losses) / (unmasked tokens in the
-// whole batch), accumulated micro-batch by micro-batch. Returns that mean loss.
+// whole batch), accumulated micro-batch by micro-batch. With several ranks (dist.h) each takes
+// its share of the batch's entries (balanced by tokens, then in --grad-accum micro-batches) and
+// the gradients and loss sums are summed across the ranks: the gradient of one process over the
+// whole batch. Returns that mean loss.
 double Finetune::loss_and_gradient(const std::vector<int64_t>& idx, const Batch& full) {
-  const int64_t micro = opts_.batch_size / opts_.grad_accum;
   model_.zero_grad();
-  double loss_sum = 0;
   const int64_t count = full.target_tokens;
-  for (int64_t k = 0; k < opts_.grad_accum; ++k) {
+  std::vector<int64_t> costs, mine;
+  for (int64_t i : idx) costs.push_back(data_.tokens.length(static_cast<size_t>(i)));
+  for (size_t k : dist::share(costs)) mine.push_back(idx[k]);
+  const bool whole = dist::size() == 1 && opts_.grad_accum == 1;
+  const auto n = static_cast<int64_t>(mine.size());
+  const int64_t micro = (n + opts_.grad_accum - 1) / opts_.grad_accum;
+  double loss_sum = 0;
+  for (int64_t k = 0; k * micro < n; ++k) {
     const Batch mb =
-        opts_.grad_accum == 1
-            ? Batch{}
-            : collate(items_for(data_.tokens, std::span(idx).subspan(k * micro, micro)), collate_);
-    const Batch& use = opts_.grad_accum == 1 ? full : mb;
+        whole ? Batch{}
+              : collate(items_for(data_.tokens, std::span(mine).subspan(
+                                                    k * micro, std::min(micro, n - k * micro))),
+                        collate_);
+    const Batch& use = whole ? full : mb;
     if (use.target_tokens == 0) continue;  // every target masked: no loss, no gradient
-    model_.set_dropout_seed(opts_.seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(
-                                                                      st_.step * 1024 + k + 1)));
+    const auto id = static_cast<uint64_t>(st_.step * 1024 + dist::rank() * 64 + k + 1);
+    model_.set_dropout_seed(opts_.seed ^ (0x9E3779B97F4A7C15ull * id));
     loss_sum +=
         run_batch(model_, use, static_cast<float>(1.0 / static_cast<double>(count))).loss_sum;
+  }
+  if (dist::size() > 1) {
+    dist::sum(model_.trainable().grads);
+    loss_sum = dist::sum(loss_sum);
   }
   return count > 0 ? loss_sum / static_cast<double>(count) : 0.0;
 }
@@ -308,7 +324,7 @@ void Finetune::evaluate(int64_t epoch, const StepRecord& step) {
   e.tokens_seen = st_.tokens_seen;
   e.train_loss = calc_loss_loader(train_loader_, epoch, opts_.eval_batches);
   e.val_loss = calc_loss_loader(val_loader_, 0, opts_.eval_batches);
-  metrics_->write(e);
+  if (metrics_) metrics_->write(e);
   evals_.push_back(e);
   const double eval_s = seconds_since(t_eval);
   ++ph_.evaluations;
@@ -318,23 +334,25 @@ void Finetune::evaluate(int64_t epoch, const StepRecord& step) {
                         step.step, e.train_loss, e.val_loss));
 }
 
-// Mean of the per-batch mean losses over the first `n` batches (eval mode: no dropout).
+// Mean of the per-batch mean losses over the first `n` batches (eval mode: no dropout). Ranks
+// take every size()-th batch and sum their sums.
 double Finetune::calc_loss_loader(const DataLoader& loader, int64_t epoch, int64_t n) {
   n = std::min(n, loader.num_batches());
   double sum = 0;
-  for (int64_t b = 0; b < n; ++b) {
+  for (int64_t b = dist::rank(); b < n; b += dist::size()) {
     const Batch batch = loader.batch(epoch, b);
     sum += run_batch(model_, batch, std::nullopt).mean();
     ++ph_.eval_batches;
     ph_.eval_tokens += batch.packed_tokens();
     ph_.eval_target_tokens += batch.target_tokens;
   }
+  sum = dist::sum(sum);
   return n > 0 ? sum / static_cast<double>(n) : NAN;
 }
 
 // --sample-tokens greedy tokens after the first validation prompt, printed on one line.
 void Finetune::print_sample() {
-  if (opts_.sample_tokens == 0) return;
+  if (opts_.sample_tokens == 0 || !dist::is_root()) return;
   const auto t_sample = Clock::now();
   con_.line(greedy_sample(model_, *source_.tokenizer, data_, opts_.sample_tokens));
   ph_.sample_seconds += seconds_since(t_sample);
@@ -342,7 +360,7 @@ void Finetune::print_sample() {
 }
 
 void Finetune::checkpoint() {
-  if (opts_.skip_model_writes) return;
+  if (opts_.skip_model_writes || !dist::is_root()) return;
   const auto t_write = Clock::now();
   write_run_checkpoint(model_, adamw_, st_, folder_);
   write_file_atomic(plot_file(),
@@ -449,6 +467,7 @@ json Finetune::summary_json() const {
       {"first_train_loss", evals_.empty() ? json(nullptr) : json(evals_.front().train_loss)},
       {"first_val_loss", evals_.empty() ? json(nullptr) : json(evals_.front().val_loss)},
       {"threads", threads_},
+      {"ranks", dist::size()},
       {"precision", opts_.precision},
       {"total_seconds", ph_.total_seconds},
       {"phases", to_json(ph_)},
@@ -534,7 +553,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
   const auto t_start = Clock::now();
   FinetuneOptions opts = opts_in;
   opts.validate();
-  const int threads = opts.threads > 0 ? opts.threads : omp_get_num_procs();
+  const int threads = default_threads(opts.threads);
   const kernels::ScopedThreads scoped_threads(threads);
   Console con;
 
@@ -555,6 +574,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opts_in, const fs::path& resu
   if (!run.train_loop(stop ? &stop->requested : nullptr)) return run.interrupted();
   if (stop) stop->after_training = true;
   if (opts.term_after_training) std::raise(SIGTERM);
+  if (!dist::is_root()) return {};  // rank 0 writes the outputs
   run.save_model();
   run.answer_test_set();
   run.write_loss_plot();
