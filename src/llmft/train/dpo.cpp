@@ -126,7 +126,7 @@ class Dpo {
   };
   StepRecord train_step();
   void print_sample();
-  DpoStats batch_stats(std::span<const int64_t> idx, bool with_gradient);
+  DpoStats batch_stats(const PreferenceBatch& batch, bool with_gradient);
   Eval evaluate_loader(const DataLoader& loader, int64_t epoch, int64_t n);
   void evaluate(int64_t epoch, const StepRecord& step);
   void checkpoint();
@@ -297,8 +297,9 @@ void Dpo::print_sample() {
 // The DPO loss and rewards of the batch of pairs `idx`; with_gradient: a training forward and the
 // backward, the gradient accumulated into the model's (zeroed) gradients. With several ranks
 // (dist.h) each scores its token-balanced share of the pairs and the gradients and statistics are
-// summed across the ranks: what one process gets for the whole batch.
-DpoStats Dpo::batch_stats(std::span<const int64_t> idx, bool with_gradient) {
+// summed across the ranks: what one process gets for the whole batch (which it scores as it is).
+DpoStats Dpo::batch_stats(const PreferenceBatch& batch, bool with_gradient) {
+  const std::span<const int64_t> idx = batch.indices;
   std::vector<int64_t> costs, mine;
   for (int64_t i : idx) {
     const auto k = static_cast<size_t>(i);
@@ -307,7 +308,10 @@ DpoStats Dpo::batch_stats(std::span<const int64_t> idx, bool with_gradient) {
   for (size_t k : dist::share(costs)) mine.push_back(idx[k]);
   DpoStats s;
   if (!mine.empty()) {
-    const PreferenceBatch b = collate_preferences(pref_, mine, max_length_);
+    const PreferenceBatch share = dist::size() > 1
+                                      ? collate_preferences(pref_, mine, max_length_)
+                                      : PreferenceBatch{};
+    const PreferenceBatch& b = dist::size() > 1 ? share : batch;
     const auto policy = score_pairs(model_, b, /*training=*/with_gradient);
     const auto reference = ref_.gather(b.indices);
     const auto pairs = static_cast<int64_t>(idx.size());
@@ -332,11 +336,11 @@ StepRecord Dpo::train_step() {
   const int64_t epoch = st_.epoch;
   const auto t_step = Clock::now();
   const std::vector<int64_t> idx = train_loader_.batch_indices(epoch, st_.batch_in_epoch);
-  const PreferenceBatch b = collate_preferences(pref_, idx, max_length_);  // the whole batch's
+  const PreferenceBatch b = collate_preferences(pref_, idx, max_length_);
   model_.zero_grad();
   model_.set_dropout_seed(o_.seed ^ (0x9E3779B97F4A7C15ull *
                                      static_cast<uint64_t>(st_.step * 64 + dist::rank() + 1)));
-  const DpoStats s = batch_stats(idx, /*with_gradient=*/true);
+  const DpoStats s = batch_stats(b, /*with_gradient=*/true);
   const double grad_norm =
       o_.grad_clip > 0 ? model_.clip_grad_norm(o_.grad_clip) : model_.grad_norm();
   check_finite_step(st_.step, s.loss, grad_norm);
@@ -377,8 +381,8 @@ Dpo::Eval Dpo::evaluate_loader(const DataLoader& loader, int64_t epoch, int64_t 
   n = std::min(n, loader.num_batches());
   for (int64_t k = 0; k < n; ++k) {
     const std::vector<int64_t> idx = loader.batch_indices(epoch, k);
-    const PreferenceBatch b = collate_preferences(pref_, idx, max_length_);  // for the counts
-    const DpoStats s = batch_stats(idx, /*with_gradient=*/false);
+    const PreferenceBatch b = collate_preferences(pref_, idx, max_length_);
+    const DpoStats s = batch_stats(b, /*with_gradient=*/false);
     e.stats.loss += s.loss;
     e.stats.chosen_reward += s.chosen_reward;
     e.stats.rejected_reward += s.rejected_reward;
