@@ -5,12 +5,15 @@
 //       comma-separated list), fp32 and bf16 (median of repeats after a warm-up),
 //       e.g. bench_generate gpt2,gpt2-medium 128 3 1,8
 //   bench_generate testset [--precision fp32|bf16] [--batch-size N] [--new-tokens 256]
-//                          [--model gpt2-medium] [--single-tokens 64]
+//                          [--model gpt2-medium] [--single-tokens 64] [--prompts N]
+//                          [--profile]
 //       The issue-6 workload: the bundled dataset's test split (SPEC §1, 110 prompts), alpaca
 //       prompts, greedy, --new-tokens each with no early stop, through generate(); prints wall
 //       time, tokens/s, peak RSS and the load average; then one stream decoding --single-tokens
 //       tokens in fp32 and in bf16 (0 skips it): decode tokens/s and time to the first token
-//       (bf16's includes packing the bf16 weights).
+//       (bf16's includes packing the bf16 weights). --prompts N answers only the first N test
+//       prompts (0, the default: all 110), for quick runs at low thread counts. --profile adds one line per kernel
+//       of the test-set run (seconds, share of the wall time).
 #include <fmt/format.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -30,6 +33,7 @@
 #include "llmft/generate/generate.h"
 #include "llmft/generate/sampler.h"
 #include "llmft/model/params.h"
+#include "llmft/model/profile.h"
 #include "llmft/tokenizer/bpe.h"
 #include "common.h"
 #include "llmft/model/kernels/matmul.h"
@@ -156,7 +160,8 @@ SingleStream single_stream(Gpt2& model,
 int testset_mode(int argc, char** argv) {
   std::string model = "gpt2-medium";
   Precision precision = Precision::kFp32;
-  int64_t batch = GenerateOptions{}.batch_size, new_tokens = 256, single_tokens = 64;
+  int64_t batch = GenerateOptions{}.batch_size, new_tokens = 256, single_tokens = 64, limit = 0;
+  bool prof = false;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -168,6 +173,8 @@ int testset_mode(int argc, char** argv) {
     else if (a == "--new-tokens") new_tokens = std::stoll(next());
     else if (a == "--model") model = next();
     else if (a == "--single-tokens") single_tokens = std::stoll(next());
+    else if (a == "--prompts") limit = std::stoll(next());
+    else if (a == "--profile") prof = true;
     else throw std::runtime_error("unknown option " + a);
   }
   Gpt2Config cfg = Gpt2Config::from_name(model);
@@ -176,7 +183,9 @@ int testset_mode(int argc, char** argv) {
   const InstructionDataset ds = load_dataset(data_dir() / "instruction-data.json");
   const DatasetSplits split = split_dataset(ds.size());
   std::vector<std::string> texts;
-  for (size_t i = split.test.begin; i < split.test.end; ++i)
+  const size_t end = limit > 0 ? std::min(split.test.end, split.test.begin + static_cast<size_t>(limit))
+                                : split.test.end;
+  for (size_t i = split.test.begin; i < end; ++i)
     texts.push_back(format_prompt(PromptTemplate::kAlpaca, ds.entries[i]));
   const BpeTokenizer tok = BpeTokenizer::load_bundled();
   const auto prompts = tok.encode_batch(texts, SpecialTokens::kAllow);
@@ -193,9 +202,11 @@ int testset_mode(int argc, char** argv) {
   o.precision = precision;
   const double load_before = load1();
   GenerateStats st;
+  profile::enable(prof);
   const double t0 = now_s();
   generate(gpt2, prompts, o, &st);
   const double wall = now_s() - t0;
+  profile::enable(false);
   fmt::print("{{\"bench\": \"generate_testset\", \"model\": \"{}\", \"precision\": \"{}\", "
              "\"threads\": {}, \"prompts\": {}, \"prompt_tokens\": {}, \"longest_prompt\": {}, "
              "\"new_tokens_each\": {}, \"batch_size\": {}, \"new_tokens\": {}, \"wall_s\": {:.1f}, "
@@ -204,6 +215,10 @@ int testset_mode(int argc, char** argv) {
              model, to_string(precision), omp_get_max_threads(), prompts.size(), prompt_tokens,
              longest, new_tokens, batch, st.new_tokens, wall,
              static_cast<double>(st.new_tokens) / wall, peak_rss_gib(), load_before, load1());
+  for (const auto& e : profile::entries())
+    fmt::print("{{\"bench\": \"generate_testset_kernel\", \"kernel\": \"{}\", \"seconds\": {:.3f}, "
+               "\"calls\": {}, \"share\": {:.4f}}}\n",
+               e.name, e.seconds, e.calls, e.seconds / wall);
   std::fflush(stdout);
   if (single_tokens > 1) {
     const auto f32 = single_stream(gpt2, prompts[0], single_tokens, Precision::kFp32);

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "llmft/core/error.h"
+#include "llmft/model/profile.h"
 
 namespace llmft {
 
@@ -83,6 +84,7 @@ const std::vector<Batcher::Event>& Batcher::step() {
   if (chunks_.empty()) return events_;
   logits_.resize(chunks_.size() * static_cast<size_t>(V_));
   dec_.forward(chunks_, logits_);  // logits (chunks, V)
+  profile::Scope ps("decode.sample");
   for (size_t c = 0; c < chunks_.size(); ++c) {
     const int64_t s = chunk_slot_[c];
     Seq& q = seqs_[static_cast<size_t>(s)];

@@ -8,6 +8,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/model/kernels/bf16.h"
+#include "llmft/model/profile.h"
 
 namespace llmft {
 
@@ -125,6 +126,7 @@ void Decoder::pass(std::span<const DecodeChunk> chunks, std::span<const int64_t>
     ++W;
   }
   if (W == 0) return;
+  profile::Scope ps("decode.head");
   const auto wc = static_cast<size_t>(W * C_);
   Act x{std::span<const float>(last_).first(wc), {}};
   if (precision_ == Precision::kBf16) {
