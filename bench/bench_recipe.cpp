@@ -1,8 +1,8 @@
 // The recipe's exact workload through the product's own code path: llmft::run_finetune on
 // random:<model> (random weights, the model's real shapes) with the bundled dataset, the recipe's
 // options (batch 8, seed 123, 2 epochs = 232 AdamW steps, an evaluation of 5 train + 5 validation
-// batches every 5 steps = 47 evaluations, a 50-token greedy sample after each epoch), no test
-// answers, no judge, and no checkpoint or model writes (a hidden trainer hook: 5 GB each for
+// batches every 5 steps and at the last = 48 evaluations, a 50-token greedy sample after each
+// epoch), no test answers, no judge, and no checkpoint or model writes (a hidden trainer hook: 5 GB each for
 // gpt2-medium). Prints a readable summary on stderr and one JSON line on stdout: wall time in
 // total and per phase, real tokens/s, GFLOP/s against a peak measured in the same process, and
 // peak RSS.
@@ -11,7 +11,7 @@
 // extrapolates to the whole recipe (the JSON says "extrapolated_from_steps": K):
 //   train  = t(step 0) + (t(steps 1..K-1) / tokens(steps 1..K-1)) * tokens(steps 1..231)
 //            (step 0 stands apart: it pays the first touch of every buffer, once per run)
-//   eval   = t(evaluations) / tokens(evaluations) * tokens(all 47 evaluations)
+//   eval   = t(evaluations) / tokens(evaluations) * tokens(all 48 evaluations)
 //   sample = t(one sample) * 2
 // Token counts are real tokens: the packed positions llmft computes (each entry's own tokens, no
 // padding). The plan of batches comes from the same data module calls as the trainer's, and the
@@ -99,8 +99,7 @@ double peak_gflops(bool bf16, int reps = 5) {
       llmft::kernels::gemm_bf16(false, false, M, N, K, ah.data(), K, bh.data(), N, 0.0f, c.data(),
                                 N);
     } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a.data(), K, b.data(),
-                  N, 0.0f, c.data(), N);
+      llmft::kernels::sgemm(false, false, M, N, K, a.data(), K, b.data(), N, 0.0f, c.data(), N);
     }
     if (r > 0) t.push_back(now_s() - t0);
   }
@@ -138,6 +137,7 @@ struct Plan {
     int64_t step = 0;  // the training step it belongs to (evaluations follow their step)
     llmft::Batch batch;
     BatchWork work;
+    bool full = true;  // part of the whole recipe (false: the short run's closing evaluation)
   };
   std::vector<Item> items;
   std::vector<int32_t> sample_prompt;  // the first validation prompt's ids
@@ -161,8 +161,8 @@ Plan make_plan(const llmft::FinetuneOptions& o, const llmft::Gpt2Config& cfg) {
   const int64_t run_steps = o.max_steps > 0 ? o.max_steps : p.total_steps;
   for (int64_t s = 0; s < p.total_steps; ++s) {
     const int64_t epoch = s / p.steps_per_epoch;
-    auto add = [&](const char* kind, Batch b) {
-      Plan::Item it{kind, s, std::move(b), {}};
+    auto add = [&](const char* kind, Batch b, bool full = true) {
+      Plan::Item it{kind, s, std::move(b), {}, full};
       it.work = work_of(it.batch);
       if (s >= run_steps) {  // counted for the extrapolation, not kept
         it.batch = Batch{};
@@ -170,13 +170,16 @@ Plan make_plan(const llmft::FinetuneOptions& o, const llmft::Gpt2Config& cfg) {
       p.items.push_back(std::move(it));
     };
     add("train", train.batch(epoch, s % p.steps_per_epoch));
-    if (s % o.eval_freq == 0) {
-      ++p.evaluations;
+    // As the trainer: every eval_freq steps and at the last step, which for a run cut short
+    // by --max-steps is one the whole recipe does not have.
+    const bool scheduled = s % o.eval_freq == 0 || s == p.total_steps - 1;
+    if (scheduled || s == run_steps - 1) {
+      if (scheduled) ++p.evaluations;
       for (int64_t b = 0; b < std::min(o.eval_batches, train.num_batches()); ++b) {
-        add("eval_train", train.batch(epoch, b));
+        add("eval_train", train.batch(epoch, b), scheduled);
       }
       for (int64_t b = 0; b < std::min(o.eval_batches, val.num_batches()); ++b) {
-        add("eval_val", val.batch(0, b));
+        add("eval_val", val.batch(0, b), scheduled);
       }
     }
   }
@@ -263,10 +266,12 @@ int run(int argc, char** argv) {
   for (const auto& it : plan.items) {
     const bool train = it.kind == "train";
     const double f = shapes.forward_flops(it.work) * (train ? (o.lora ? 2 : 3) : 1);
-    Sum& full = train ? full_train : full_eval;
-    full.tokens += it.work.tokens;
-    full.flops += f;
-    ++full.batches;
+    if (it.full) {
+      Sum& full = train ? full_train : full_eval;
+      full.tokens += it.work.tokens;
+      full.flops += f;
+      ++full.batches;
+    }
     if (it.step < K) {
       Sum& r = train ? run_train : run_eval;
       r.tokens += it.work.tokens;

@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <exception>
+
 #include "llmft/core/error.h"
 #include "llmft/model/profile.h"
 
@@ -85,13 +87,29 @@ const std::vector<Batcher::Event>& Batcher::step() {
   logits_.resize(chunks_.size() * static_cast<size_t>(V_));
   dec_.forward(chunks_, logits_);  // logits (chunks, V)
   profile::Scope ps("decode.sample");
+  // Each sequence draws from its own sampler (own generator and scratch): in parallel.
+  const auto n = static_cast<int64_t>(chunks_.size());
+  sampled_.resize(chunks_.size());
+  std::exception_ptr failed;
+#pragma omp parallel for schedule(dynamic) if (n > 1)
+  for (int64_t c = 0; c < n; ++c) {
+    Seq& q = seqs_[static_cast<size_t>(chunk_slot_[static_cast<size_t>(c)])];
+    const auto row = std::span<const float>(logits_).subspan(
+        static_cast<size_t>(c) * static_cast<size_t>(V_), static_cast<size_t>(V_));
+    try {
+      // q.tokens: the repeat penalty's history
+      sampled_[static_cast<size_t>(c)] = q.sampler.sample(row, q.tokens);
+    } catch (...) {  // an exception cannot leave the parallel region
+#pragma omp critical(llmft_batcher_sample)
+      if (!failed) failed = std::current_exception();
+    }
+  }
+  if (failed) std::rethrow_exception(failed);
   for (size_t c = 0; c < chunks_.size(); ++c) {
     const int64_t s = chunk_slot_[c];
     Seq& q = seqs_[static_cast<size_t>(s)];
     q.cached = dec_.length(s);
-    const auto row = std::span<const float>(logits_).subspan(c * static_cast<size_t>(V_),
-                                                             static_cast<size_t>(V_));
-    const int32_t tok = q.sampler.sample(row, q.tokens);  // q.tokens: the repeat penalty's history
+    const int32_t tok = sampled_[c];
     Event e{s, -1, FinishReason::kNone};
     if (q.opts.stop_at_eos && tok == q.opts.eos_id) {
       e.finish = FinishReason::kEos;

@@ -78,6 +78,7 @@ class Batcher {
   std::vector<DecodeChunk> chunks_;
   std::vector<int64_t> chunk_slot_;
   std::vector<float> logits_;
+  std::vector<int32_t> sampled_;  // per chunk, drawn in parallel
   std::vector<Event> events_;
 };
 

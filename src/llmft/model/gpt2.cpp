@@ -497,7 +497,7 @@ LossResult Gpt2::head_loss(bool with_backward, float dloss_scale) {
   if (with_backward) {
     profile::Scope ps("head_crossentropy");
     const auto dxg = work(off_dxg_, M * C);
-    std::fill(dxg.begin(), dxg.end(), 0.0f);
+    kernels::fill(dxg, 0.0f);
     head_crossentropy_forward_backward(losses, work(off_lse_, M), dxg, g_.lm_head,
                                        work(off_head_, std::min(M, R) * V), work(off_xg_, M * C),
                                        w_.lm_head, {gtargets_.data(), static_cast<size_t>(M)},
@@ -637,8 +637,7 @@ Act Gpt2::round(std::span<const float> x, std::span<bf16> buf) const {
 
 void Gpt2::zero_grad() {
   profile::Scope ps("zero_grad");
-  const std::span<float> g = trainable_grads();
-  std::fill(g.begin(), g.end(), 0.0f);
+  kernels::fill(trainable_grads(), 0.0f);
 }
 
 double Gpt2::grad_norm() {
@@ -657,7 +656,11 @@ double Gpt2::clip_grad_norm(double max_norm) {
   const double coef = max_norm / (norm + 1e-6);
   if (coef < 1.0) {
     const float c = static_cast<float>(coef);
-    for (float& g : trainable_grads()) g *= c;
+    const std::span<float> grads = trainable_grads();
+    float* g = grads.data();
+    const int64_t n = static_cast<int64_t>(grads.size());
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) g[i] *= c;
   }
   return norm;
 }

@@ -8,6 +8,7 @@
 #include "llmft/model/kernels/crossentropy.h"
 #include "llmft/model/kernels/dropout.h"
 #include "llmft/model/kernels/encoder.h"
+#include "llmft/model/kernels/common.h"
 #include "llmft/model/kernels/gelu.h"
 #include "llmft/model/kernels/layernorm.h"
 #include "llmft/model/profile.h"
@@ -45,7 +46,7 @@ void Gpt2::backward_head(float dloss_scale, std::span<const float> row_dloss) {
   if (M == 0) return;
   // losses = crossentropy(xg @ head^T, targets);  xg = lnf[rows]
   const auto dxg = work(off_dxg_, M * C);
-  std::fill(dxg.begin(), dxg.end(), 0.0f);
+  kernels::fill(dxg, 0.0f);
   profile::Scope ps("bwd.head_crossentropy");
   HeadBf16 ops;
   if (lowp())
@@ -64,10 +65,10 @@ void Gpt2::backward_trunk() {
   const auto dres = work(off_dres_, N * C);  // (N, C) d(residual stream)
   const auto dc = work(off_dc_, N * C);      // (N, C) d(lnf / atty / ln1 / ln2)
   // d(lnf): the head rows' gradients, zero elsewhere.
-  std::fill(dc.begin(), dc.end(), 0.0f);
+  kernels::fill(dc, 0.0f);
   for (int64_t m = 0; m < M; ++m)
     std::copy_n(work(off_dxg_, M * C).data() + m * C, C, dc.data() + rows_[m] * C);
-  std::fill(dres.begin(), dres.end(), 0.0f);
+  kernels::fill(dres, 0.0f);
   {
     // lnf = LN(res3_{L-1}), res3_{L-1} = res2 + drop(fcproj branch + mlp.c_proj.b)
     profile::Scope ps("bwd.layernorm_residual");
@@ -87,7 +88,7 @@ void Gpt2::backward_trunk() {
   profile::Scope ps("bwd.encoder");
   if (dropout_on_) {
     const auto d = work(off_dbranch_, N * C);
-    std::fill(d.begin(), d.end(), 0.0f);
+    kernels::fill(d, 0.0f);
     dropout_backward(d, dres, p, site_seed(-1, kDropEmb), N * C);
     denc = d;
   }
@@ -116,7 +117,7 @@ void Gpt2::backward_block(int64_t l, float p) {
   const std::span<const float> dbr = dropout_on_ ? std::span<const float>(dbranch) : dres;
   auto zero = [](std::span<float> x) {
     profile::Scope ps("bwd.fill");
-    std::fill(x.begin(), x.end(), 0.0f);
+    kernels::fill(x, 0.0f);
   };
   auto rounded = [&](std::span<const float> x) {
     return round(x, bf ? bwork(boff_dout_, static_cast<int64_t>(x.size())) : std::span<bf16>{});

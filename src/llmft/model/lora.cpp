@@ -153,7 +153,7 @@ void LoraLayer::add_input_gradient(std::span<float> dx, int64_t N) {
   const int64_t n = N * IC_;
   if (static_cast<int64_t>(scratch_->size()) < n) scratch_->resize(static_cast<size_t>(n));
   const auto t = std::span<float>(*scratch_).first(static_cast<size_t>(n));
-  std::fill(t.begin(), t.end(), 0.0f);
+  kernels::fill(t, 0.0f);
   kernels::matmul_backward(t, {}, {}, du_, {}, A_, N, IC_, r_, WeightLayout::kOutIn);
   kernels::dropout_backward(dx.first(n), t, p_, seed_, n);
 }
@@ -239,7 +239,7 @@ Lora::Lora(const Gpt2Config& cfg, const LoraConfig& lc) : cfg_(cfg), lc_(lc) {
   }
 }
 
-void Lora::zero_grad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+void Lora::zero_grad() { kernels::fill(grads_, 0.0f); }
 
 void Lora::init(uint64_t seed) {
   std::fill(params_.begin(), params_.end(), 0.0f);  // every B

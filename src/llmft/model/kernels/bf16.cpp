@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "llmft/model/kernels/common.h"
+#include "llmft/model/kernels/matmul.h"
 
 namespace llmft::kernels {
 
@@ -177,9 +178,8 @@ void gemm_portable(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
           }
         });
         const float blk_beta = k0 == 0 ? beta : 1.0f;
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                    trans_b ? CblasTrans : CblasNoTrans, mb, nb, kb, 1.0f, a32, a_cols, b32, b_cols,
-                    blk_beta, C + m0 * ldc + n0, ldc);
+        sgemm(trans_a, trans_b, mb, nb, kb, a32, a_cols, b32, b_cols, blk_beta, C + m0 * ldc + n0,
+              ldc);
       }
     }
   }

@@ -12,6 +12,15 @@ namespace llmft::kernels {
 // Work (in elements touched) under which we stay single-threaded.
 inline constexpr int64_t kParallelMin = 1 << 14;
 
+// x[i] = v for all i, split over the threads when large (gradient buffers of hundreds of MB,
+// cleared every step: one thread alone is bound by its own bandwidth, a tenth of the machine's).
+inline void fill(std::span<float> x, float v) {
+  const auto n = static_cast<int64_t>(x.size());
+  float* p = x.data();
+#pragma omp parallel for simd schedule(static) if (n >= 16 * kParallelMin)
+  for (int64_t i = 0; i < n; ++i) p[i] = v;
+}
+
 // Fused backward kernels sum columns (bias and LayerNorm weight gradients) in fixed chunks of
 // kSumRows rows, then add the chunk partials in chunk order: the result does not depend on the
 // thread count, and one parallel region does both. Scratch floats for `nsums` sums of `cols`

@@ -133,6 +133,12 @@ bool pre_avx2_core(std::string_view name) {
 }
 }  // namespace
 
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+              trans_b ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
 const char* blas_kernels() {
   const char* name = openblas_get_corename();
   return name != nullptr ? name : "unknown";
@@ -180,12 +186,10 @@ void matmul_forward(std::span<float> out, std::span<const float> inp, std::span<
   const float beta = init_with_bias(out, bias, N, OC);
   if (layout == WeightLayout::kInOut) {
     // out (N, OC) += inp (N, IC) @ W (IC, OC)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, IC, 1.0f, inp.data(), IC,
-                w.data(), OC, beta, out.data(), OC);
+    sgemm(false, false, N, OC, IC, inp.data(), IC, w.data(), OC, beta, out.data(), OC);
   } else {
     // out (N, OC) += inp (N, IC) @ W^T, W (OC, IC)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp.data(), IC,
-                w.data(), IC, beta, out.data(), OC);
+    sgemm(false, true, N, OC, IC, inp.data(), IC, w.data(), IC, beta, out.data(), OC);
   }
 }
 
@@ -200,20 +204,18 @@ void matmul_backward(std::span<float> dinp, std::span<float> dw, std::span<float
     check_size(dinp, N * IC, "matmul dinp");
     check_size(w, IC * OC, "matmul w");
     // dinp (N, IC) += dout (N, OC) @ W^T  (kInOut: W (IC, OC); kOutIn: W (OC, IC))
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, in_out ? CblasTrans : CblasNoTrans, N, IC, OC, 1.0f,
-                dout.data(), OC, w.data(), in_out ? OC : IC, 1.0f, dinp.data(), IC);
+    sgemm(false, in_out, N, IC, OC, dout.data(), OC, w.data(), in_out ? OC : IC, 1.0f,
+          dinp.data(), IC);
   }
   if (!dw.empty()) {
     check_size(dw, IC * OC, "matmul dw");
     check_size(inp, N * IC, "matmul inp");
     if (in_out) {
       // dW (IC, OC) += inp^T (IC, N) @ dout (N, OC)
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IC, OC, N, 1.0f, inp.data(), IC,
-                  dout.data(), OC, 1.0f, dw.data(), OC);
+      sgemm(true, false, IC, OC, N, inp.data(), IC, dout.data(), OC, 1.0f, dw.data(), OC);
     } else {
       // dW (OC, IC) += dout^T (OC, N) @ inp (N, IC)
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout.data(), OC,
-                  inp.data(), IC, 1.0f, dw.data(), IC);
+      sgemm(true, false, OC, IC, N, dout.data(), OC, inp.data(), IC, 1.0f, dw.data(), IC);
     }
   }
   if (!dbias.empty()) bias_backward(dbias, dout, N, OC);

@@ -38,6 +38,11 @@ void matmul_backward(std::span<float> dinp, std::span<float> dw, std::span<float
                      std::span<const bf16> inp, std::span<const bf16> w, int64_t N, int64_t IC,
                      int64_t OC, WeightLayout layout = WeightLayout::kInOut);
 
+// C (M, N) = op(A) @ op(B) + beta * C, row-major, op = transpose where asked: every fp32 product
+// goes through here (OpenBLAS; oneDNN's dnnl_sgemm measured no better, docs/performance.md).
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
 // OpenBLAS picks its kernels from the CPU's model name, and on a CPU it does not recognise (cloud
 // VMs report a generic "Intel Xeon Processor") it falls back to SSE3 ("Prescott") kernels, 4-5x
 // slower than the AVX-512 ones the CPU runs. It reads OPENBLAS_CORETYPE only when the process
