@@ -118,6 +118,7 @@ TEST(Dpo, WritesEveryOutputAndLearnsThePreference) {
   EXPECT_EQ(summary["command"], "dpo");
   EXPECT_EQ(summary["steps"], 10);
   EXPECT_EQ(summary["last_eval"]["val_loss"].get<double>(), h.evals.back().val_loss);
+  EXPECT_EQ(summary["optimizer"]["lr"], 2e-3);
   EXPECT_EQ(read_json(run / "config.json")["options"]["beta"], 0.5);
   EXPECT_NE(read_file(run / "loss-plot.svg").find("DPO loss"), std::string::npos);
   EXPECT_NE(read_file(run / "reward-margin-plot.svg").find("Validation margin"), std::string::npos);

@@ -133,6 +133,14 @@ TEST(Finetune, WritesEveryOutputWithConsistentContent) {
   EXPECT_EQ(summary["model"]["tied"], false);
   EXPECT_EQ(summary["tokens_seen"], tokens);
   EXPECT_EQ(summary["final_val_loss"].get<double>(), h.evals.back().val_loss);
+  // What the optimizer ran with, in the file and in the printed summary.
+  EXPECT_EQ(summary["optimizer"]["lr"], 2e-3);
+  EXPECT_EQ(summary["optimizer"]["schedule"], "constant");
+  EXPECT_TRUE(summary["optimizer"]["grad_clip"].is_null());
+  EXPECT_NE(r.out.find("optimizer     AdamW, lr 0.002 (constant), weight decay "),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("grad clip off"), std::string::npos) << r.out;
   const json config = read_json(run / "config.json");
   EXPECT_EQ(config["options"]["batch_size"], 4);
   EXPECT_EQ(config["data"]["train"], 20);

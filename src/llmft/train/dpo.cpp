@@ -517,6 +517,7 @@ json Dpo::summary_json() const {
           {"reference_seconds", reference_seconds_},
           {"first_eval", evals_.empty() ? json(nullptr) : eval_json(evals_.front())},
           {"last_eval", evals_.empty() ? json(nullptr) : eval_json(evals_.back())},
+          {"optimizer", optimizer_json(o_)},
           {"threads", threads_},
           {"ranks", dist::size()},
           {"precision", o_.precision},
@@ -550,6 +551,7 @@ FinetuneResult Dpo::summarise() {
   con_.line(fmt::format("  training      {} in {}, reference scores {}",
                         describe_steps(st_.step, steps_per_epoch_),
                         human_duration(st_.train_seconds), human_duration(reference_seconds_)));
+  con_.line(fmt::format("  optimizer     {}, beta {:g}", describe_optimizer(o_), opts_.beta));
   if (!evals_.empty()) {
     const EvalRecord &a = evals_.front(), &z = evals_.back();
     con_.line(evals_.size() == 1

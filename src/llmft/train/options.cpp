@@ -177,4 +177,18 @@ FinetuneOptions options_from_json(const nlohmann::json& j) {
   return o;
 }
 
+nlohmann::json optimizer_json(const FinetuneOptions& o) {
+  return {{"lr", o.lr},
+          {"schedule", o.schedule},
+          {"warmup_steps", o.warmup_steps},
+          {"weight_decay", o.weight_decay},
+          {"grad_clip", o.grad_clip > 0 ? nlohmann::json(o.grad_clip) : nlohmann::json(nullptr)}};
+}
+
+std::string describe_optimizer(const FinetuneOptions& o) {
+  return fmt::format("AdamW, lr {:g} ({}{}), weight decay {:g}, grad clip {}", o.lr, o.schedule,
+                     o.warmup_steps > 0 ? fmt::format(", {} warm-up steps", o.warmup_steps) : "",
+                     o.weight_decay, o.grad_clip > 0 ? fmt::format("{:g}", o.grad_clip) : "off");
+}
+
 }  // namespace llmft

@@ -80,6 +80,10 @@ struct FinetuneOptions {
 };
 
 nlohmann::json to_json(const FinetuneOptions& o);
+// What the optimizer ran with, for a run's summary: {"lr", "schedule", "warmup_steps",
+// "weight_decay", "grad_clip" (null when off)}, and the same as one line for people.
+nlohmann::json optimizer_json(const FinetuneOptions& o);
+std::string describe_optimizer(const FinetuneOptions& o);
 // Reads what to_json wrote (a run's config.json); unknown keys are ignored, missing ones keep
 // their defaults. Throws Error naming the field on a wrong type.
 FinetuneOptions options_from_json(const nlohmann::json& j);

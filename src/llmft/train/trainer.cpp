@@ -466,6 +466,7 @@ json Finetune::summary_json() const {
       {"final_val_loss", evals_.empty() ? json(nullptr) : json(evals_.back().val_loss)},
       {"first_train_loss", evals_.empty() ? json(nullptr) : json(evals_.front().train_loss)},
       {"first_val_loss", evals_.empty() ? json(nullptr) : json(evals_.front().val_loss)},
+      {"optimizer", optimizer_json(opts_)},
       {"threads", threads_},
       {"ranks", dist::size()},
       {"precision", opts_.precision},
@@ -495,6 +496,7 @@ void Finetune::print_summary(const json& summary) {
                         human_count(double(st_.tokens_seen), "tok"),
                         human_duration(st_.train_seconds),
                         human_count(summary["tokens_per_s"].get<double>(), "tok")));
+  con_.line(fmt::format("  optimizer     {}", describe_optimizer(opts_)));
   con_.line(fmt::format("  time          steps {}, evaluations {}, samples {}, writes {}{}",
                         human_duration(ph_.train_seconds), human_duration(ph_.eval_seconds),
                         human_duration(ph_.sample_seconds), human_duration(ph_.write_seconds),

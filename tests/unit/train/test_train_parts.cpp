@@ -152,3 +152,23 @@ TEST(Options, JsonRoundTrip) {
   bad["lr"] = "fast";
   EXPECT_THROW(options_from_json(bad), Error);
 }
+
+TEST(TrainOptions, OptimizerSummaryNamesLearningRateAndClipping) {
+  FinetuneOptions o;
+  o.lr = 3e-4;
+  o.schedule = "cosine";
+  o.warmup_steps = 10;
+  o.weight_decay = 0.05;
+  o.grad_clip = 1.0;
+  const nlohmann::json j = optimizer_json(o);
+  EXPECT_EQ(j["lr"], 3e-4);
+  EXPECT_EQ(j["schedule"], "cosine");
+  EXPECT_EQ(j["warmup_steps"], 10);
+  EXPECT_EQ(j["weight_decay"], 0.05);
+  EXPECT_EQ(j["grad_clip"], 1.0);
+  EXPECT_EQ(describe_optimizer(o),
+            "AdamW, lr 0.0003 (cosine, 10 warm-up steps), weight decay 0.05, grad clip 1");
+  o.grad_clip = 0;
+  EXPECT_TRUE(optimizer_json(o)["grad_clip"].is_null());
+  EXPECT_NE(describe_optimizer(o).find("grad clip off"), std::string::npos);
+}
