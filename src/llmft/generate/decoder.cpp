@@ -49,6 +49,11 @@ int64_t Decoder::memory_bytes() const {
          static_cast<int64_t>(last_bf_.size()) * 2 + model_.bf16_bytes();
 }
 
+int64_t Decoder::stream_bytes(const Gpt2Config& cfg, int64_t Tcap, Precision precision) {
+  const int64_t value = precision == Precision::kBf16 ? 2 : 4;
+  return cfg.L * 2 * Tcap * cfg.C * value + cfg.V * 4 + cfg.C * 6;
+}
+
 void Decoder::reset(int64_t stream) {
   LLMFT_CHECK(stream >= 0 && stream < streams(), "stream {} out of [0, {})", stream, streams());
   len_[static_cast<size_t>(stream)] = 0;

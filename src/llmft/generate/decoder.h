@@ -42,6 +42,8 @@ class Decoder {
   void forward(std::span<const DecodeChunk> chunks, std::span<float> logits);
   // Bytes held by the KV cache, the activation arena and the model's bf16 weight copy.
   int64_t memory_bytes() const;
+  // What one more stream of Tcap tokens adds: its KV cache and its row of logits.
+  static int64_t stream_bytes(const Gpt2Config& cfg, int64_t Tcap, Precision precision);
 
  private:
   void check(std::span<const DecodeChunk> chunks, std::span<float> logits);

@@ -15,6 +15,13 @@ AdamW::AdamW(int64_t n, const AdamWConfig& cfg) : cfg_(cfg) {
   v_.assign(static_cast<size_t>(n), 0.0f);
 }
 
+int64_t AdamW::release_state() {
+  const auto bytes = static_cast<int64_t>((m_.capacity() + v_.capacity()) * sizeof(float));
+  std::vector<float>().swap(m_);
+  std::vector<float>().swap(v_);
+  return bytes;
+}
+
 void AdamW::step(std::span<float> params, std::span<const float> grads) {
   step(params, grads, cfg_.lr);
 }

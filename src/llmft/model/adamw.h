@@ -40,6 +40,9 @@ class AdamW {
   std::span<const float> v() const { return v_; }
   int64_t step_count() const { return t_; }
   void set_step_count(int64_t t) { t_ = t; }
+  // Frees m and v once training is over (their last values are in the final checkpoint); a
+  // later step() is refused. Returns the bytes freed.
+  int64_t release_state();
 
  private:
   AdamWConfig cfg_;

@@ -131,7 +131,10 @@ void Gpt2::keep_base_in_bf16() {
   bf16_pass_ = Pass::kTrain;
 }
 
-void Gpt2::release_training_memory() {
+int64_t Gpt2::release_training_memory() {
+  const auto bytes = acts_.bytes() + static_cast<int64_t>((work_.capacity() + scratch_.capacity()) *
+                                                          sizeof(float)) +
+                     static_cast<int64_t>(bwork_.capacity() * sizeof(bf16));
   acts_ = Activations{};
   std::vector<float>().swap(work_);
   std::vector<float>().swap(scratch_);
@@ -139,6 +142,7 @@ void Gpt2::release_training_memory() {
   cap_tokens_ = 0;
   ready_for_backward_ = false;
   head_has_logits_ = false;
+  return bytes;
 }
 
 std::span<float> Gpt2::trainable_grads() { return lora_ ? lora_->grads() : grads(); }

@@ -85,8 +85,8 @@ class Gpt2 {
   void keep_base_in_bf16();
   bool base_in_bf16() const { return base_bf16_; }
   // Frees the training arena (activations and backward buffers); the next training call
-  // re-lays it. For generation after training.
-  void release_training_memory();
+  // re-lays it. For generation after training. Returns the bytes freed.
+  int64_t release_training_memory();
 
   // GPT-2's initialisation: N(0, 0.02) weights and embeddings, c_proj weights
   // N(0, 0.02/sqrt(2L)), zero biases, LayerNorm scale 1 and shift 0. Deterministic per seed.

@@ -16,6 +16,7 @@
 #include "llmft/core/json.h"
 #include "llmft/core/progress.h"
 #include "llmft/dist/dist.h"
+#include "llmft/generate/decoder.h"
 #include "llmft/generate/generate.h"
 #include "llmft/io/hf_folder.h"
 #include "llmft/io/peft.h"
@@ -380,6 +381,12 @@ void write_run_checkpoint(Gpt2& model, const AdamW& adamw, TrainState& st,
   const Gpt2::Trainable t = model.trainable();
   save_checkpoint(folder.dir, t.table, t.params, adamw.m(), adamw.v(), st, folder.metrics_file);
   if (folder.extending) write_file_atomic(folder.config_file, folder.saved_config.dump(2) + "\n");
+}
+
+int64_t answer_streams(int64_t freed, const Gpt2Config& cfg, Precision precision, int64_t tokens) {
+  const int64_t per_stream =
+      Decoder::stream_bytes(cfg, std::clamp<int64_t>(tokens, 1, cfg.maxT), precision);
+  return std::clamp<int64_t>(freed / per_stream, 8, GenerateOptions{}.batch_size);
 }
 
 std::string greedy_sample(Gpt2& model, const BpeTokenizer& tok, const RunData& data,

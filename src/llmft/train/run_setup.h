@@ -133,6 +133,12 @@ bool run_train_loop(const TrainLoop& loop, const FinetuneOptions& opts, TrainSta
 // The sample after each epoch: `tokens` greedy tokens after the first validation entry's prompt
 // (no stop at <|endoftext|>, as generate_text_simple), the prompt and the tokens decoded on one
 // line (newlines as spaces).
+// Streams for answering the test split once training is over: as many as the memory training
+// gave back (`freed` bytes: its arena and the optimizer state) holds, so that answering does not
+// raise the run's peak; at least 8, at most generate()'s default. A stream holds `tokens`
+// (the longest prompt and its new tokens, cropped to the context).
+int64_t answer_streams(int64_t freed, const Gpt2Config& cfg, Precision precision, int64_t tokens);
+
 std::string greedy_sample(Gpt2& model, const BpeTokenizer& tok, const RunData& data,
                           int64_t tokens);
 

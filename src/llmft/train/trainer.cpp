@@ -400,12 +400,18 @@ void Finetune::answer_test_set() {
   const IndexRange test = data_.split.test;
   if (!opts_.test_answers || test.size() == 0) return;
   const auto t_ans = Clock::now();
-  model_.release_training_memory();  // generation has its own, smaller buffers
+  // Generation has its own, smaller buffers; training's arena and the optimizer state (its last
+  // values are in the final checkpoint) make room for more streams.
+  const int64_t freed = model_.release_training_memory() + adamw_.release_state();
   AnswerOptions a;
   a.prompt_template = data_.tmpl;
   a.gen.max_new_tokens = opts_.max_new_tokens;
   a.gen.precision = model_.precision();
-  a.gen.batch_size = 8;
+  int64_t longest = 0;  // a test entry's tokens bound its prompt's
+  for (size_t i = test.begin; i < test.end; ++i)
+    longest = std::max<int64_t>(longest, data_.tokens.length(i));
+  a.gen.batch_size = answer_streams(freed, model_.config(), model_.precision(),
+                                    longest + opts_.max_new_tokens);
   a.label = "answers";
   GenerateStats gs;
   const fs::path answers = folder_.dir / "test-responses.json";

@@ -297,5 +297,14 @@ TEST(AdamW, MatchesTheFormula) {
   EXPECT_NEAR(opt.v()[3], v[3], 1e-7);
 }
 
+TEST(AdamW, ReleasedStateFreesItsBytesAndRefusesAnotherStep) {
+  AdamW opt(1000, AdamWConfig{});
+  std::vector<float> p(1000, 1.0f), g(1000, 0.5f);
+  opt.step(p, g);
+  EXPECT_EQ(opt.release_state(), 2 * 1000 * 4);  // m and v
+  EXPECT_TRUE(opt.m().empty());
+  EXPECT_THROW(opt.step(p, g), InternalError);
+}
+
 }  // namespace
 }  // namespace llmft

@@ -5,6 +5,8 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/generate/decoder.h"
+#include "llmft/train/run_setup.h"
 #include "llmft/train/metrics.h"
 #include "llmft/train/options.h"
 #include "llmft/train/plot.h"
@@ -171,4 +173,20 @@ TEST(TrainOptions, OptimizerSummaryNamesLearningRateAndClipping) {
   o.grad_clip = 0;
   EXPECT_TRUE(optimizer_json(o)["grad_clip"].is_null());
   EXPECT_NE(describe_optimizer(o).find("grad clip off"), std::string::npos);
+}
+
+TEST(AnswerStreams, AsManyAsTheMemoryTrainingGaveBackHolds) {
+  const Gpt2Config cfg = Gpt2Config::from_name("gpt2-medium");
+  // gpt2-medium's AdamW m and v: 2 x 4 bytes x 406,286,336 parameters (untied).
+  const int64_t adam = 2 * 4 * int64_t{406286336};
+  const int64_t tokens = 56 + 256;  // the longest test prompt and 256 new tokens
+  const int64_t fp32 = answer_streams(adam, cfg, Precision::kFp32, tokens);
+  EXPECT_EQ(fp32, 52);  // 24 layers x 2 x 312 x 1024 fp32 values + a row of logits: 61.5 MB each
+  EXPECT_LE(fp32 * Decoder::stream_bytes(cfg, tokens, Precision::kFp32), adam);
+  EXPECT_GT((fp32 + 1) * Decoder::stream_bytes(cfg, tokens, Precision::kFp32), adam);
+  EXPECT_EQ(answer_streams(adam, cfg, Precision::kBf16, tokens), 64);  // bf16 cache: capped
+  EXPECT_EQ(answer_streams(0, cfg, Precision::kFp32, tokens), 8);      // never fewer than 8
+  // A stream never holds more than the context.
+  EXPECT_EQ(answer_streams(adam, cfg, Precision::kFp32, 5000),
+            answer_streams(adam, cfg, Precision::kFp32, cfg.maxT));
 }
