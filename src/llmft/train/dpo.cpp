@@ -462,10 +462,14 @@ void Dpo::answer_test_set() {
                             start_answers_file().string(), test.size()),
                 "the run folder is damaged; answer the test split with `llmft generate`");
   }
+  // As finetune: the memory training frees sets the streams; the prompts are not tokenized
+  // here, so a stream is sized for the whole context.
+  const int64_t freed = model_.release_training_memory() + adamw_.release_state();
   AnswerOptions a;
   a.gen.max_new_tokens = o_.max_new_tokens;
   a.gen.precision = model_.precision();
-  a.gen.batch_size = 8;
+  a.gen.batch_size =
+      answer_streams(freed, model_.config(), model_.precision(), model_.config().maxT);
   a.label = "answers (tuned)";
   GenerateStats gs;
   nlohmann::ordered_json answered =
