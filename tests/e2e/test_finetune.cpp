@@ -247,6 +247,31 @@ TEST(Finetune, ResumeAfterKill9EqualsUninterruptedRun) {
   EXPECT_TRUE(model_params(dir / "cut") == model_params(dir / "full"));
 }
 
+// Issue 16: one flipped bit in the newest checkpoint's optimizer state is caught by the sha256
+// state.json records; --resume says so and resumes from the older kept checkpoint (step 5, the
+// first epoch's end; checkpoints came after steps 3, 5 and 6), to the same
+// result as the uninterrupted run.
+TEST(Finetune, ResumeFallsBackWhenTheNewestCheckpointIsDamaged) {
+  test::TempDir dir;
+  const auto full = test::run_llmft(tiny_args(dir / "full", {"--no-test-answers"}));
+  ASSERT_EQ(full.exit_code, 0) << describe(full);
+  const auto killed = test::run_llmft(tiny_args(
+      dir / "cut", {"--no-test-answers", "--checkpoint-every", "3", "--kill-after-step", "7"}));
+  ASSERT_EQ(killed.exit_code, 128 + 9) << describe(killed);
+  const fs::path opt = dir / "cut" / "checkpoints" / "step-000006" / "optimizer.safetensors";
+  std::string bytes = read_file(opt);
+  bytes[bytes.size() - 5] ^= 0x04;
+  write_file_atomic(opt, bytes);
+  const auto res = test::run_llmft({"finetune", "--resume", (dir / "cut").string()});
+  ASSERT_EQ(res.exit_code, 0) << describe(res);
+  EXPECT_NE(res.err.find(opt.string() + ": sha256 "), std::string::npos) << res.err;
+  EXPECT_NE(res.err.find("resuming from the older checkpoint step-000005"), std::string::npos)
+      << res.err;
+  expect_same_steps(read_metrics(dir / "cut" / "metrics.jsonl"),
+                    read_metrics(dir / "full" / "metrics.jsonl"));
+  EXPECT_TRUE(model_params(dir / "cut") == model_params(dir / "full"));
+}
+
 // SIGTERM (what schedulers and container runtimes send) stops like Ctrl-C: the real handler takes
 // the signal raised after step 4, the loop checkpoints, the run exits 143 and resumes to the
 // uninterrupted result; the two newest checkpoints stay.

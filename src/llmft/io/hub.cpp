@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include "llmft/core/http.h"
 #include "llmft/core/io.h"
 #include "llmft/core/progress.h"
+#include "llmft/io/sha1.h"
 #include "llmft/io/sha256.h"
 #include "llmft/model/config.h"
 
@@ -50,6 +52,12 @@ bool safe_component(const std::string& s) {
 
 bool is_sha256_hex(const std::string& s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](unsigned char c) {
+           return std::isdigit(c) || (c >= 'a' && c <= 'f');
+         });
+}
+
+bool is_sha1_hex(const std::string& s) {
+  return s.size() == 40 && std::all_of(s.begin(), s.end(), [](unsigned char c) {
            return std::isdigit(c) || (c >= 'a' && c <= 'f');
          });
 }
@@ -114,8 +122,11 @@ std::optional<RemoteFile> head_file(const std::string& endpoint, const std::stri
     throw Error(fmt::format("{}: server sent no usable X-Repo-Commit header ('{}')", req.url,
                             rf.commit), "HF_ENDPOINT must point to a Hugging Face hub server");
   }
-  if (!safe_component(rf.etag)) {
-    throw Error(fmt::format("{}: server sent no usable ETag ('{}')", req.url, rf.etag),
+  // The hub names every file by its hash: sha256 for LFS files, the git blob sha1 otherwise.
+  // Both are checked on download and on every use of the cached copy.
+  if (!is_sha256_hex(rf.etag) && !is_sha1_hex(rf.etag)) {
+    throw Error(fmt::format("{}: server sent no usable ETag ('{}'): expected the file's sha256 "
+                            "or git blob id", req.url, rf.etag),
                 "HF_ENDPOINT must point to a Hugging Face hub server");
   }
   if (!size.empty()) {
@@ -137,6 +148,68 @@ void hash_file(const fs::path& path, Sha256& sha) {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
     sha.update(std::string_view(buf.data(), static_cast<size_t>(in.gcount())));
   }
+}
+
+// The hash a blob's etag names: "sha256" (LFS) or "git blob sha1" (small git-stored files).
+const char* hash_kind(const std::string& etag) {
+  return is_sha256_hex(etag) ? "sha256" : "git blob sha1";
+}
+std::string blob_hash(const fs::path& blob, const std::string& etag) {
+  return is_sha256_hex(etag) ? sha256_file(blob) : git_blob_sha1_file(blob);
+}
+
+// A verified blob is remembered in <cache>/.locks/<repo folder>/<etag>.verified ("<size>
+// <mtime ns>", written atomically after the hash matched; .locks is where huggingface_hub keeps
+// its own lock files and what its cache scan skips). A cached blob is hashed again only when its
+// size or modification time no longer match that record, so using a cached model costs a stat.
+fs::path verified_stamp(const fs::path& cache, const fs::path& repo, const std::string& etag) {
+  return cache / ".locks" / repo.filename() / (etag + ".verified");
+}
+std::string stat_stamp(const fs::path& blob) {
+  std::error_code ec;
+  const auto size = fs::file_size(blob, ec);
+  if (ec) return {};
+  const auto mtime = fs::last_write_time(blob, ec);
+  if (ec) return {};
+  return fmt::format("{} {}\n", size,
+                     std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         mtime.time_since_epoch()).count());
+}
+void record_verified(const fs::path& cache, const fs::path& repo, const std::string& etag,
+                     const fs::path& blob) {
+  const std::string stamp = stat_stamp(blob);
+  if (stamp.empty()) return;
+  std::error_code ec;
+  fs::create_directories(verified_stamp(cache, repo, etag).parent_path(), ec);
+  try {
+    write_file_atomic(verified_stamp(cache, repo, etag), stamp);
+  } catch (const Error&) {
+    // Not fatal: the blob is hashed again next time.
+  }
+}
+
+// Empty when `blob` holds what its etag names, else a message naming the file and both hashes.
+// Hashes it only when its stamp is stale, or always with `rehash` (what `llmft download` does, so
+// damage that kept the size and time, such as a disk's bit rot, is found there).
+std::string check_cached_blob(const fs::path& cache, const fs::path& repo, const fs::path& blob,
+                              const std::string& etag, const std::string& file, bool rehash) {
+  if (!is_sha256_hex(etag) && !is_sha1_hex(etag)) return {};  // not named by a hash: nothing to check
+  const fs::path stamp_file = verified_stamp(cache, repo, etag);
+  std::error_code ec;
+  const std::string now = stat_stamp(blob);
+  if (!rehash && !now.empty() && fs::is_regular_file(stamp_file, ec)) {
+    try {
+      if (read_file(stamp_file) == now) return {};
+    } catch (const Error&) {
+    }
+  }
+  const std::string got = blob_hash(blob, etag);
+  if (got != etag) {
+    return fmt::format("{}: the cached copy {} is corrupt: {} {}, expected {}", file,
+                       blob.string(), hash_kind(etag), got, etag);
+  }
+  record_verified(cache, repo, etag, blob);
+  return {};
 }
 
 struct FileCloser {
@@ -228,14 +301,12 @@ void fetch_blob(const RemoteFile& rf, const fs::path& blob, const std::string& f
       throw Error(fmt::format("{}: connection ended after {} of {} bytes", rf.url, done, rf.size),
                   "run the command again: the download resumes");
     }
-    if (lfs) {
-      const std::string got = sha.hex_digest();
-      if (got != rf.etag) {
-        fs::remove(part, ec);
-        throw Error(fmt::format("{}: sha256 {} does not match the server's {}: the download is "
-                                "corrupt and was deleted", rf.url, got, rf.etag),
-                    "run the command again");
-      }
+    const std::string got = lfs ? sha.hex_digest() : git_blob_sha1_file(part);
+    if (got != rf.etag) {
+      fs::remove(part, ec);
+      throw Error(fmt::format("{}: {} {} does not match the server's {}: the download is "
+                              "corrupt and was deleted", rf.url, hash_kind(rf.etag), got, rf.etag),
+                  "run the command again");
     }
     if (bar) bar->finish();
     fs::rename(part, blob, ec);
@@ -288,6 +359,25 @@ bool complete_snapshot(const fs::path& dir) {
   std::error_code ec;
   return fs::is_regular_file(dir / "config.json", ec) &&
          fs::is_regular_file(dir / "model.safetensors", ec);
+}
+
+// Checks each file of a cached snapshot that links to ../../blobs/<hash> against that hash.
+void verify_cached_snapshot(const fs::path& cache, const fs::path& snap, const std::string& name) {
+  const fs::path repo = snap.parent_path().parent_path();
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(snap, ec)) {
+    if (!e.is_symlink(ec)) continue;  // a copy (no symlinks on this file system): nothing names it
+    const fs::path target = fs::read_symlink(e.path(), ec);
+    if (ec || target.parent_path() != fs::path("..") / ".." / "blobs") continue;
+    const std::string etag = target.filename().string();
+    const fs::path blob = repo / "blobs" / etag;
+    if (!fs::is_regular_file(blob, ec)) continue;  // a dangling link fails where it is read
+    if (const std::string bad = check_cached_blob(cache, repo, blob, etag,
+                                                  e.path().filename().string(), false);
+        !bad.empty()) {
+      throw Error(bad, fmt::format("run `llmft download {}`: it replaces the damaged file", name));
+    }
+  }
 }
 
 std::string strip_org(const std::string& name) {
@@ -377,9 +467,21 @@ fs::path download_model(const std::string& name, const DownloadOptions& opts) {
     const fs::path blob = repo / "blobs" / rf->etag;
     const BlobLock lock(cache, repo, rf->etag);
     std::error_code e2;
-    const bool cached = fs::is_regular_file(blob, e2) &&
+    bool cached = fs::is_regular_file(blob, e2) &&
                         (rf->size < 0 || static_cast<int64_t>(fs::file_size(blob, e2)) == rf->size);
-    if (!cached) fetch_blob(*rf, blob, file, opts);
+    if (cached) {
+      // A damaged cached copy is replaced, as deleting it and downloading again would.
+      if (const std::string bad = check_cached_blob(cache, repo, blob, rf->etag, file, true);
+          !bad.empty()) {
+        fmt::print(stderr, "{}; downloading it again\n", bad);
+        fs::remove(blob, e2);
+        cached = false;
+      }
+    }
+    if (!cached) {
+      fetch_blob(*rf, blob, file, opts);
+      record_verified(cache, repo, rf->etag, blob);
+    }
     link_snapshot(repo, commit, file, rf->etag);
   };
   for (const char* f : kRequiredFiles) get(f, true);
@@ -403,7 +505,10 @@ fs::path resolve_model(const std::string& name_or_dir, bool allow_download) {
                      "and model.safetensors");
   }
   const fs::path cache = hub_cache_dir();
-  if (auto dir = find_cached_model(name, cache)) return *dir;
+  if (auto dir = find_cached_model(name, cache)) {
+    verify_cached_snapshot(cache, *dir, name);
+    return *dir;
+  }
   if (!allow_download || env_true("HF_HUB_OFFLINE")) {
     throw Error(fmt::format("model {} is not in the Hugging Face cache {} and downloads are off",
                             name, cache.string()),

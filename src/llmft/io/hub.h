@@ -34,15 +34,21 @@ struct DownloadOptions {
 
 // Downloads config.json, model.safetensors, vocab.json, merges.txt (and generation_config.json when
 // the repo has one) of a known model name from $HF_ENDPOINT into the cache; files already in the
-// cache are reused. Partial files resume (HTTP Range); sizes and, for LFS files, sha256 are
-// verified before a file enters the cache. Returns the snapshot folder. Throws Error when the
-// server cannot be reached or a file fails verification (nothing unverified is left in snapshots/).
+// cache are reused. Partial files resume (HTTP Range). Every file is verified against the hash the
+// hub names it by (ETag: sha256 for LFS files, the git blob sha1 for the others) before it enters
+// the cache, and cached files are hashed again: a damaged one is reported on stderr and downloaded
+// again. Returns the snapshot folder. Throws Error when the server cannot be reached or a download
+// fails verification (nothing unverified is left in blobs/ or snapshots/).
 std::filesystem::path download_model(const std::string& name, const DownloadOptions& opts = {});
 
 // What every --model option goes through: an existing folder is returned as is; a known name
 // (gpt2, gpt2-medium, gpt2-large, gpt2-xl, optionally "openai-community/"-prefixed) is looked up in
 // the cache, then downloaded when allow_download and $HF_HUB_OFFLINE is not set. Throws Error
-// saying what is missing and how to get it otherwise.
+// saying what is missing and how to get it otherwise. A cached file is checked against its hash
+// (the blob's name) unless its size and modification time match those recorded when it was last
+// verified (<cache>/.locks/<repo folder>/<hash>.verified), so a file changed since is caught at the
+// cost of one hash, and an unchanged one costs a stat; a mismatch throws Error naming the file,
+// both hashes and `llmft download <name>`, which replaces it.
 std::filesystem::path resolve_model(const std::string& name_or_dir, bool allow_download);
 
 }  // namespace llmft

@@ -1,6 +1,12 @@
 #include "llmft/io/sha256.h"
 
+#include <fmt/format.h>
+
+#include <cerrno>
 #include <cstring>
+#include <fstream>
+
+#include "llmft/core/error.h"
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -153,6 +159,19 @@ std::string Sha256::hex_digest() {
 std::string sha256_hex(std::string_view bytes) {
   Sha256 h;
   h.update(bytes);
+  return h.hex_digest();
+}
+
+std::string sha256_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("{}: cannot read: {}", path.string(), std::strerror(errno)));
+  Sha256 h;
+  std::string buf(1 << 20, '\0');
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    h.update(std::string_view(buf.data(), static_cast<size_t>(in.gcount())));
+  }
+  if (in.bad()) throw Error(fmt::format("{}: read failed", path.string()));
   return h.hex_digest();
 }
 

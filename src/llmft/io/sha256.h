@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <string_view>
 
@@ -26,5 +27,7 @@ class Sha256 {
 };
 
 std::string sha256_hex(std::string_view bytes);
+// The sha256 of a file's contents, streamed. Throws Error when it cannot be read.
+std::string sha256_file(const std::filesystem::path& path);
 
 }  // namespace llmft

@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdio>
+#include <future>
 #include <random>
 #include <utility>
 #include <vector>
@@ -13,6 +16,7 @@
 #include "llmft/core/json.h"
 #include "llmft/io/hf_folder.h"
 #include "llmft/io/safetensors.h"
+#include "llmft/io/sha256.h"
 
 namespace llmft {
 
@@ -21,6 +25,28 @@ using nlohmann::json;
 
 namespace {
 constexpr int kFormatVersion = 1;
+// The files whose sha256 state.json records (state.json itself is parsed and range-checked).
+constexpr size_t kNumHashed = 3;
+const char* const kHashedFiles[kNumHashed] = {"model.safetensors", "optimizer.safetensors",
+                                              "metrics.jsonl"};
+
+// The sha256 of each of kHashedFiles in `dir`, one thread per file (the optimizer state, 2/3 of
+// the bytes, sets the time). A file that cannot be read gives its Error's message prefixed by '!'.
+std::array<std::string, kNumHashed> hash_checkpoint_files(const fs::path& dir) {
+  std::array<std::future<std::string>, kNumHashed> jobs;
+  for (size_t i = 0; i < kNumHashed; ++i) {
+    jobs[i] = std::async(std::launch::async, [&dir, i] {
+      try {
+        return sha256_file(dir / kHashedFiles[i]);
+      } catch (const Error& e) {
+        return "!" + std::string(e.what());
+      }
+    });
+  }
+  std::array<std::string, kNumHashed> out;
+  for (size_t i = 0; i < kNumHashed; ++i) out[i] = jobs[i].get();
+  return out;
+}
 
 void copy_file_atomic(const fs::path& from, const fs::path& to) {
   std::error_code ec;
@@ -98,7 +124,14 @@ fs::path save_checkpoint(const fs::path& run_dir, const TensorTable& table,
     write_safetensors(tmp / "optimizer.safetensors", opt,
                       {{"adam_step", std::to_string(state.adam_step)}});
     copy_file_atomic(metrics_file, tmp / "metrics.jsonl");
-    write_file_atomic(tmp / "state.json", to_json(state).dump(2) + "\n");
+    // state.json, written last, records each file's sha256 (checked by resumable_checkpoint).
+    json state_json = to_json(state);
+    const auto sums = hash_checkpoint_files(tmp);
+    for (size_t i = 0; i < kNumHashed; ++i) {
+      if (sums[i].starts_with("!")) throw Error(sums[i].substr(1));
+      state_json["sha256"][kHashedFiles[i]] = sums[i];
+    }
+    write_file_atomic(tmp / "state.json", state_json.dump(2) + "\n");
     // Same step written twice (an epoch end that is also a --checkpoint-every step): replace.
     if (fs::exists(final_dir, ec)) fs::remove_all(final_dir, ec);
     fs::rename(tmp, final_dir, ec);
@@ -147,6 +180,65 @@ std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
   const auto all = checkpoints_newest_first(run_dir);
   if (all.empty()) return std::nullopt;
   return all.front();
+}
+
+std::string checkpoint_damage(const fs::path& dir) {
+  const fs::path state_file = dir / "state.json";
+  std::string text;
+  try {
+    text = read_file(state_file);
+    check_json_limits(text, state_file.string());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return fmt::format("{}: not valid JSON", state_file.string());
+  if (!j.contains("sha256")) return {};  // written before checksums: nothing to compare
+  const json& sums = j["sha256"];
+  for (const char* f : kHashedFiles) {
+    if (!sums.is_object() || !sums.contains(f) || !sums[f].is_string()) {
+      return fmt::format("{}: no sha256 recorded for {}", state_file.string(), f);
+    }
+  }
+  const auto got_all = hash_checkpoint_files(dir);
+  for (size_t i = 0; i < kNumHashed; ++i) {
+    const char* f = kHashedFiles[i];
+    const std::string want = sums[f].get<std::string>();
+    const std::string& got = got_all[i];
+    if (got.starts_with("!")) return got.substr(1);
+    if (got != want) {
+      return fmt::format("{}: sha256 {} does not match {} recorded in state.json: the checkpoint "
+                         "is damaged", (dir / f).string(), got, want);
+    }
+  }
+  return {};
+}
+
+std::optional<fs::path> resumable_checkpoint(const fs::path& run_dir) {
+  const auto all = checkpoints_newest_first(run_dir);
+  std::string first_damage;
+  for (size_t i = 0; i < all.size(); ++i) {
+    const std::string damage = checkpoint_damage(all[i]);
+    if (damage.empty()) {
+      if (i > 0) {
+        fmt::print(stderr, "note: resuming from the older checkpoint {} instead\n",
+                   all[i].filename().string());
+      }
+      const std::string text = read_file(all[i] / "state.json");
+      const json j = json::parse(text, nullptr, false);
+      if (j.is_object() && !j.contains("sha256")) {
+        fmt::print(stderr, "note: {} has no checksums (written by an older llmft): resuming from "
+                           "it unverified\n", all[i].string());
+      }
+      return all[i];
+    }
+    fmt::print(stderr, "warning: {}\n", damage);
+    if (first_damage.empty()) first_damage = damage;
+  }
+  if (all.empty()) return std::nullopt;
+  throw Error(first_damage, all.size() > 1
+                                ? "the older checkpoint is damaged too: start the run again"
+                                : "no older checkpoint is kept: start the run again");
 }
 
 TrainState load_checkpoint(const fs::path& dir, const TensorTable& table, std::span<float> params,

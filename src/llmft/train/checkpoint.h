@@ -38,7 +38,8 @@ nlohmann::json to_json(const TrainState& s);
 TrainState train_state_from_json(const nlohmann::json& j, const std::string& origin);
 
 // Writes a checkpoint of `params` and AdamW's `m`, `v` (all laid out by `table`), `state` and a
-// copy of the metrics log, then points `latest` at it and removes older checkpoints.
+// copy of the metrics log, with each file's sha256 recorded in state.json, then points `latest` at
+// it and removes older checkpoints.
 // Returns the checkpoint folder.
 std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, const TensorTable& table,
                                       std::span<const float> params, std::span<const float> m,
@@ -51,9 +52,20 @@ std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::pa
 // Every complete checkpoint folder, newest (highest step) first. save_checkpoint keeps two.
 std::vector<std::filesystem::path> checkpoints_newest_first(const std::filesystem::path& run_dir);
 
+// Checks a checkpoint folder against the sha256 of each file its state.json records (written
+// last, so a complete checkpoint always has them). Returns "" when they match or when state.json
+// records none (a checkpoint from before checksums), else one line naming the damaged file and
+// both hashes.
+std::string checkpoint_damage(const std::filesystem::path& ckpt_dir);
+
+// What --resume loads: the newest complete checkpoint that passes checkpoint_damage. A damaged
+// newest one is reported on stderr and the older kept one is used (saying so); nullopt when the run
+// has no checkpoint; throws Error naming the damaged file when none verifies.
+std::optional<std::filesystem::path> resumable_checkpoint(const std::filesystem::path& run_dir);
+
 // Reads a checkpoint back into params/m/v (laid out by `table`) and restores `metrics_file` (when
-// not empty)
-// from the checkpoint's copy. Throws Error naming the file on any mismatch.
+// not empty) from the checkpoint's copy. Throws Error naming the file on any mismatch. Checksums
+// are resumable_checkpoint's job (so a resumed checkpoint is hashed once).
 TrainState load_checkpoint(const std::filesystem::path& ckpt_dir, const TensorTable& table,
                            std::span<float> params, std::span<float> m, std::span<float> v,
                            const std::filesystem::path& metrics_file);

@@ -67,7 +67,7 @@ RunFolder resolve_run_folder(const FinetuneOptions& opts, const fs::path& resume
   const std::string config_text = read_file(f.config_file);
   check_json_limits(config_text, f.config_file.string());
   f.saved_config = json::parse(config_text, nullptr, false);
-  f.checkpoint = latest_checkpoint(f.dir);
+  f.checkpoint = resumable_checkpoint(f.dir);  // verified; the older one if the newest is damaged
   if (!f.checkpoint) {
     f.resuming = false;  // a new run with the recorded options, in the same folder
     f.note = fmt::format("{}: the run stopped before its first checkpoint; starting it again "

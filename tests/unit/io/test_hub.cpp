@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <mutex>
 #include <thread>
 
@@ -16,6 +18,7 @@
 #include "llmft/core/io.h"
 #include "llmft/io/hf_folder.h"
 #include "llmft/io/hub.h"
+#include "llmft/io/sha1.h"
 #include "llmft/io/sha256.h"
 #include "test_util.h"
 
@@ -53,8 +56,10 @@ class HubServer {
                  res.set_redirect("/cdn/" + sha, 302);
                  return;
                }
-               res.set_header("ETag", "W/\"" + sha.substr(0, 40) + "\"");  // a git blob id
-               res.set_content(body, "application/octet-stream");
+               res.set_header("ETag", "\"" + git_blob_sha1_hex(body) + "\"");  // git's blob id
+               std::string sent = body;
+               if (file == corrupt_file && req.method == "GET") sent[sent.size() / 2] ^= 0x01;
+               res.set_content(sent, "application/octet-stream");
              });
     svr_.Get(R"(/cdn/([0-9a-f]+))", [this](const httplib::Request& req, httplib::Response& res) {
       record(req);
@@ -90,7 +95,8 @@ class HubServer {
     std::lock_guard<std::mutex> lock(mu_);
     return log_;
   }
-  bool corrupt = false;
+  bool corrupt = false;      // model.safetensors (LFS) arrives with one bit flipped
+  std::string corrupt_file;  // this small (git-stored) file arrives with one bit flipped
   bool drop_first = false;
 
  private:
@@ -200,7 +206,7 @@ TEST_F(Hub, FreshDownloadFillsTheCacheLayout) {
   for (const auto& [name, bytes] : files_) {
     const fs::path ptr = snap / name;
     ASSERT_TRUE(fs::is_symlink(ptr)) << name;
-    const std::string etag = name == "model.safetensors" ? model_sha() : sha256_hex(bytes).substr(0, 40);
+    const std::string etag = name == "model.safetensors" ? model_sha() : git_blob_sha1_hex(bytes);
     EXPECT_EQ(fs::read_symlink(ptr), fs::path("../../blobs") / etag) << name;
     EXPECT_EQ(read_file(ptr), bytes) << name;
   }
@@ -266,6 +272,85 @@ TEST_F(Hub, CorruptDownloadIsRejectedAndDeleted) {
   EXPECT_FALSE(fs::exists(repo() / "blobs" / (model_sha() + ".incomplete")));
   EXPECT_FALSE(fs::exists(repo() / "refs" / "main"));
   EXPECT_EQ(find_cached_model("gpt2", cache()), std::nullopt);
+}
+
+TEST_F(Hub, CorruptSmallFileIsRejectedAndDeleted) {
+  for (const char* file : {"config.json", "vocab.json", "merges.txt"}) {
+    HubServer server(files_);
+    server.corrupt_file = file;
+    ::setenv("HF_ENDPOINT", server.url().c_str(), 1);
+    const std::string id = git_blob_sha1_hex(files_.at(file));
+    try {
+      download_model("gpt2", opts());
+      ADD_FAILURE() << "corrupt " << file << " accepted";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(file), std::string::npos) << msg;
+      EXPECT_NE(msg.find("git blob sha1"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(id), std::string::npos) << msg;  // the expected hash
+      std::string bad = files_.at(file);
+      bad[bad.size() / 2] ^= 0x01;
+      EXPECT_NE(msg.find(git_blob_sha1_hex(bad)), std::string::npos) << msg;  // the actual one
+    }
+    EXPECT_FALSE(fs::exists(repo() / "blobs" / id)) << file;
+    EXPECT_FALSE(fs::exists(repo() / "blobs" / (id + ".incomplete"))) << file;
+    EXPECT_FALSE(fs::exists(repo() / "snapshots" / kCommit / file)) << file;
+  }
+}
+
+TEST_F(Hub, CorruptedCachedBlobOfTheRightSizeIsCaught) {
+  std::optional<fs::path> snap;
+  {
+    HubServer server(files_);
+    ::setenv("HF_ENDPOINT", server.url().c_str(), 1);
+    snap = download_model("gpt2", opts());
+  }
+  // Unchanged: used as is (and without network: the server is gone).
+  EXPECT_EQ(resolve_model("gpt2", false), *snap);
+  for (const char* file : {"model.safetensors", "merges.txt"}) {
+    const std::string id = std::string(file) == "model.safetensors"
+                               ? model_sha() : git_blob_sha1_hex(files_.at(file));
+    const fs::path blob = repo() / "blobs" / id;
+    std::string bytes = files_.at(file);
+    bytes[bytes.size() / 3] ^= 0x10;  // same size, other contents, written later
+    write_file_atomic(blob, bytes);
+    fs::last_write_time(blob, fs::last_write_time(blob) + std::chrono::seconds(5));
+    try {
+      resolve_model("gpt2", false);
+      ADD_FAILURE() << "corrupt cached " << file << " accepted";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(std::string(file) + ": the cached copy"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(id), std::string::npos) << msg;
+      const std::string got = std::string(file) == "model.safetensors" ? sha256_hex(bytes)
+                                                                        : git_blob_sha1_hex(bytes);
+      EXPECT_NE(msg.find(got), std::string::npos) << msg;
+      EXPECT_NE(e.hint().find("llmft download gpt2"), std::string::npos) << e.hint();
+    }
+    // `llmft download` replaces the damaged copy; then the cache is used again.
+    HubServer server(files_);
+    ::setenv("HF_ENDPOINT", server.url().c_str(), 1);
+    EXPECT_EQ(download_model("gpt2", opts()), *snap);
+    EXPECT_EQ(read_file(blob), files_.at(file));
+    EXPECT_EQ(resolve_model("gpt2", false), *snap);
+  }
+}
+
+TEST_F(Hub, DownloadRehashesCachedFilesEvenWhenTheirStampMatches) {
+  HubServer server(files_);
+  ::setenv("HF_ENDPOINT", server.url().c_str(), 1);
+  download_model("gpt2", opts());
+  // Bit rot: contents change, size and modification time do not.
+  const fs::path blob = repo() / "blobs" / model_sha();
+  const auto mtime = fs::last_write_time(blob);
+  std::string bytes = files_.at("model.safetensors");
+  bytes[bytes.size() / 2] ^= 0x02;
+  write_file_atomic(blob, bytes);
+  fs::last_write_time(blob, mtime);
+  const int before = count_gets(server.requests(), "/cdn/");
+  download_model("gpt2", opts());
+  EXPECT_EQ(count_gets(server.requests(), "/cdn/"), before + 1);  // fetched again
+  EXPECT_EQ(read_file(blob), files_.at("model.safetensors"));
 }
 
 TEST_F(Hub, ServerDownIsAClearError) {

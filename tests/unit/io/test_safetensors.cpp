@@ -11,6 +11,7 @@
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
 #include "llmft/io/safetensors.h"
+#include "llmft/io/sha1.h"
 #include "llmft/io/sha256.h"
 #include "test_util.h"
 
@@ -78,6 +79,31 @@ TEST(Sha256, HardwareAndPortablePathsAgree) {
     Sha256::use_fast = true;
     EXPECT_EQ(sha256_hex(v), portable) << len;
   }
+}
+
+// Expected values: Python's hashlib.sha1 of the same inputs (git's empty blob id is the well-known
+// e69de29...).
+TEST(Sha1, VectorsFromHashlib) {
+  EXPECT_EQ(sha1_hex(""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+  EXPECT_EQ(sha1_hex("abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+  EXPECT_EQ(sha1_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "84983e441c3bd26ebaae4aa1f95129e5e54670f1");
+  Sha1 h;
+  const std::string chunk(997, 'a');
+  for (size_t left = 1000000; left > 0;) {
+    const size_t n = std::min(left, chunk.size());
+    h.update(std::string_view(chunk.data(), n));
+    left -= n;
+  }
+  EXPECT_EQ(h.hex_digest(), "34aa973cd4c4daa4f61eeb2bdbad27316534016f");
+  EXPECT_EQ(git_blob_sha1_hex(""), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
+  EXPECT_EQ(git_blob_sha1_hex("hello\n"), "ce013625030ba8dba906f756967f9e9ca394464a");
+  llmft::test::TempDir dir;
+  write_file_atomic(dir / "f", std::string("hello\n"));
+  EXPECT_EQ(git_blob_sha1_file(dir / "f"), "ce013625030ba8dba906f756967f9e9ca394464a");
+  EXPECT_EQ(sha256_file(dir / "f"), sha256_hex("hello\n"));
+  EXPECT_THROW(git_blob_sha1_file(dir / "missing"), Error);
+  EXPECT_THROW(sha256_file(dir / "missing"), Error);
 }
 
 TEST(Safetensors, F16ConversionIsExactForAll65536Values) {

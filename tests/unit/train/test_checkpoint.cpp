@@ -9,6 +9,7 @@
 
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/io/sha256.h"
 #include "llmft/model/params.h"
 #include "llmft/train/checkpoint.h"
 #include "llmft/train/run_setup.h"
@@ -129,6 +130,64 @@ TEST(Checkpoint, MissingOrDamagedIsAnError) {
   std::vector<float> q(static_cast<size_t>(table2.total()));
   const auto ck2 = save_checkpoint(dir.path(), table, p, p, p, st, dir / "absent.jsonl");
   EXPECT_THROW(load_checkpoint(ck2, table2, q, q, q, dir / "m.jsonl"), Error);
+}
+
+namespace {
+void flip_byte(const fs::path& file, size_t at) {
+  std::string bytes = read_file(file);
+  bytes[at % bytes.size()] ^= 0x01;
+  write_file_atomic(file, bytes);  // same size: only the checksum can tell
+}
+}  // namespace
+
+// Issue 16: a bit flip in the optimizer state went undetected. state.json records each file's
+// sha256; --resume falls back to the older kept checkpoint, and stops when that is damaged too.
+TEST(Checkpoint, ChecksumsCatchABitFlipAndResumeFallsBack) {
+  test::TempDir dir;
+  const ParamTable table(tiny());
+  const auto p = ramp(table.total(), 0.5f);
+  TrainState st;
+  st.step = 1;
+  const auto older = save_checkpoint(dir.path(), table, p, p, p, st, dir / "absent.jsonl");
+  st.step = 2;
+  const auto newer = save_checkpoint(dir.path(), table, p, p, p, st, dir / "absent.jsonl");
+  EXPECT_EQ(checkpoint_damage(newer), "");
+  EXPECT_EQ(resumable_checkpoint(dir.path()), newer);
+
+  flip_byte(newer / "optimizer.safetensors", 1000);
+  const std::string damage = checkpoint_damage(newer);
+  EXPECT_NE(damage.find((newer / "optimizer.safetensors").string() + ": sha256 "), std::string::npos)
+      << damage;
+  EXPECT_NE(damage.find("the checkpoint is damaged"), std::string::npos) << damage;
+  EXPECT_EQ(resumable_checkpoint(dir.path()), older);  // with a note on stderr
+
+  flip_byte(older / "model.safetensors", 200);
+  try {
+    resumable_checkpoint(dir.path());
+    ADD_FAILURE() << "damaged checkpoints accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), damage);  // the newest one's damage
+    EXPECT_NE(e.hint().find("older checkpoint is damaged too"), std::string::npos) << e.hint();
+  }
+  EXPECT_EQ(resumable_checkpoint(dir / "no-run"), std::nullopt);
+}
+
+TEST(Checkpoint, OldCheckpointsWithoutChecksumsStillResume) {
+  test::TempDir dir;
+  const ParamTable table(tiny());
+  auto p = ramp(table.total(), 0.5f);
+  TrainState st;
+  st.step = 3;
+  const auto ck = save_checkpoint(dir.path(), table, p, p, p, st, dir / "absent.jsonl");
+  auto j = nlohmann::json::parse(read_file(ck / "state.json"));
+  ASSERT_TRUE(j.contains("sha256"));
+  EXPECT_EQ(j["sha256"]["optimizer.safetensors"], sha256_file(ck / "optimizer.safetensors"));
+  j.erase("sha256");
+  write_file_atomic(ck / "state.json", j.dump(2));
+  EXPECT_EQ(checkpoint_damage(ck), "");
+  EXPECT_EQ(resumable_checkpoint(dir.path()), ck);
+  std::vector<float> q(p.size());
+  EXPECT_EQ(load_checkpoint(ck, table, q, q, q, {}).step, 3);
 }
 
 // Issue 16: counters a run cannot have are one clear error naming the file and the field (they
