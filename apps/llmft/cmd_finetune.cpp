@@ -18,7 +18,7 @@ namespace {
 void record_judge(const std::filesystem::path& run_dir, const JudgeOptions& judge,
                   const JudgeSummary& s) {
   const auto path = run_dir / "summary.json";
-  nlohmann::json j = nlohmann::json::parse(read_file(path));
+  nlohmann::json j = parse_json(read_file(path), path.string());
   j["judge"] = {{"model", judge.model},
                 {"url", judge.url},
                 {"scored", s.stats.count},
