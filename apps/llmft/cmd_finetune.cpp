@@ -7,6 +7,7 @@
 #include "train_cli.h"
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 #include "llmft/judge/judge.h"
 #include "llmft/train/options.h"
 #include "llmft/train/trainer.h"

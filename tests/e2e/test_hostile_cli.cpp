@@ -109,7 +109,7 @@ TEST(HostileCli, MalformedJsonIsNamedInPlainWords) {
       {{"tokenize", "--decode"}, "[1, 2\n",
        "stdin: line 2, column 1: the JSON ends early (an array is not closed)"},
       {{"tokenize", "--jsonl", jsonl}, "",
-       jsonl + ": line 2, column 10: not a JSON value: 'tru}' (values are strings, numbers, "
+       jsonl + ": line 2, column 13: not a JSON value: 'tru}' (values are strings, numbers, "
                "objects, arrays, true, false or null)"},
       {{"data", "stats", bad}, "", bad + ": line 1, column 10 (byte 9) in entry 0"},
   };

@@ -133,7 +133,9 @@ std::string json_error_reason(std::string_view text, const nlohmann::json::parse
   }
   if (detail.substr(0, 15) == "invalid literal" || detail.substr(0, 14) == "invalid number") {
     std::string_view read = between(detail, "last read: '", "'");
-    // The token nlohmann read so far may span earlier bytes; show its last few.
+    // What nlohmann read may start at earlier tokens ("1,\n tru"): show the last word only.
+    const size_t cut = read.find_last_of(" \t\r\n,:[{");
+    if (cut != std::string_view::npos && cut + 1 < read.size()) read = read.substr(cut + 1);
     if (read.size() > 20) read = read.substr(read.size() - 20);
     const bool number = detail.substr(0, 14) == "invalid number";
     return fmt::format("{} '{}'{}", number ? "invalid number" : "not a JSON value:",
