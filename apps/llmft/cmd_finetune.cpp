@@ -7,6 +7,7 @@
 #include "train_cli.h"
 #include "llmft/core/error.h"
 #include "llmft/core/io.h"
+#include "llmft/core/json.h"
 #include "llmft/judge/judge.h"
 #include "llmft/train/options.h"
 #include "llmft/train/trainer.h"
@@ -18,7 +19,7 @@ namespace {
 void record_judge(const std::filesystem::path& run_dir, const JudgeOptions& judge,
                   const JudgeSummary& s) {
   const auto path = run_dir / "summary.json";
-  nlohmann::json j = nlohmann::json::parse(read_file(path));
+  nlohmann::json j = parse_json(read_file(path), path.string());
   j["judge"] = {{"model", judge.model},
                 {"url", judge.url},
                 {"scored", s.stats.count},
@@ -133,7 +134,9 @@ Runner setup(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--judge-model", judge->model, "Judge model name on that server")
       ->capture_default_str();
-  app.add_flag("--no-judge", *no_judge, "Do not look for a judge after training");
+  app.add_flag("--no-judge", *no_judge,
+               "Do not look for a judge after training (a resumed run keeps the judge options "
+               "it was started with unless given again)");
   add_resume_options(app, *o, *resume,
                      "Continue the run in this folder from its last checkpoint (its config.json "
                      "holds the options; only --threads and the judge options may be given, and "
@@ -149,7 +152,15 @@ Runner setup(CLI::App& app) {
           "a resumed run keeps the options in its config.json; only --threads, the judge "
           "options and (to extend it) --max-steps and --epochs may change"));
       keep_resume_settings(app, *o, resume_dir, opts);
+      // The recorded judge, unless options given now override it (naming a judge judges).
+      if (app.count("--judge-url")) opts.judge_url = judge->url;
+      if (app.count("--judge-model")) opts.judge_model = judge->model;
+      if (app.count("--judge-url") || app.count("--judge-model")) opts.judge = true;
+      if (*no_judge) opts.judge = false;
     } else {
+      opts.judge_url = judge->url;
+      opts.judge_model = judge->model;
+      opts.judge = !*no_judge;
       if (!data->empty()) opts.data = *data;
       if (!output->empty()) opts.output = *output;
       if (*untied && opts.tied) throw UsageError("--tied and --untied contradict each other");
@@ -164,8 +175,11 @@ Runner setup(CLI::App& app) {
     if (r.interrupted) return stop_exit_code();
     if (r.finished_before) return 0;
     const auto answers = r.run_dir / "test-responses.json";
-    if (opts.test_answers && !*no_judge && std::filesystem::exists(answers)) {
-      judge_answers(*judge, answers);
+    if (opts.test_answers && opts.judge && std::filesystem::exists(answers)) {
+      JudgeOptions j = *judge;
+      if (!opts.judge_url.empty()) j.url = opts.judge_url;
+      if (!opts.judge_model.empty()) j.model = opts.judge_model;
+      judge_answers(j, answers);
     }
     return 0;
   };

@@ -20,6 +20,7 @@
 #include "llmft/generate/stream.h"
 #include "llmft/io/model_loader.h"
 #include "llmft/tokenizer/bpe.h"
+#include "stop_signal.h"
 
 namespace llmft::app {
 
@@ -127,6 +128,8 @@ struct Options {
   GenerationCliOptions gen;
   std::string instruction, file, input, data, output;
   int64_t batch_size = GenerateOptions{}.batch_size;
+  bool no_resume = false;
+  int64_t interrupt_after_answers = -1;  // test hook: as if Ctrl-C came after N answers
 };
 
 // The instruction from the argument, stdin ("-") or --file, without trailing line breaks.
@@ -203,10 +206,43 @@ int run(Options& o) {
         longest, static_cast<int64_t>(
                      m.tokenizer->encode(format_prompt(tmpl, e), SpecialTokens::kAllow).size()));
   warn_if_over_context(maxT, longest, g.max_new_tokens);
-  const auto arr = answer_dataset(model, *m.tokenizer, ds.entries, o.output, a, &st);
-  std::printf("wrote %zu answers to %s (%lld new tokens in %.1f s, %.1f tok/s)\n", arr.size(),
-              o.output.c_str(), static_cast<long long>(st.new_tokens), st.seconds,
-              st.seconds > 0 ? static_cast<double>(st.new_tokens) / st.seconds : 0.0);
+  // Ctrl-C or SIGTERM: the answers finished so far are written; a rerun answers the rest.
+  a.resume = !o.no_resume;
+  StopControl* stop = install_stop_handler(
+      ": writing the answers finished so far; run the same command again to answer the rest; "
+      "a second signal (Ctrl-C) stops at once\n");
+  a.stop_requested = &stop->requested;
+  int64_t finished = 0;
+  if (o.interrupt_after_answers >= 0) {
+    if (o.interrupt_after_answers == 0) stop->requested.store(true);
+    a.gen.on_finish = [&](size_t) {
+      if (++finished == o.interrupt_after_answers) stop->requested.store(true);
+    };
+  }
+  a.on_resume = [&](const AnswerProgress& kept) {
+    std::printf("%s: keeping %zu answers of an earlier run (--no-resume answers them again); "
+                "answering the other %zu\n",
+                o.output.c_str(), kept.kept, ds.entries.size() - kept.kept);
+    std::fflush(stdout);
+  };
+  AnswerProgress pr;
+  const auto arr = answer_dataset(model, *m.tokenizer, ds.entries, o.output, a, &st, &pr);
+  remove_stop_handler();
+  if (pr.left > 0) {
+    std::printf("stopped: %zu of %zu entries answered in %s; run the same command again to "
+                "answer the other %zu\n",
+                pr.kept + pr.answered, arr.size(), o.output.c_str(), pr.left);
+    std::fflush(stdout);
+    return stop_exit_code();
+  }
+  if (pr.answered == 0 && pr.kept > 0) {
+    std::printf("%s already holds all %zu answers; nothing to do\n", o.output.c_str(),
+                arr.size());
+    return 0;
+  }
+  std::printf("wrote %zu answers to %s (%zu new: %lld new tokens in %.1f s, %.1f tok/s)\n",
+              arr.size(), o.output.c_str(), pr.answered, static_cast<long long>(st.new_tokens),
+              st.seconds, st.seconds > 0 ? static_cast<double>(st.new_tokens) / st.seconds : 0.0);
   if (o.gen.verbose) print_timings(st);
   return 0;
 }
@@ -219,7 +255,14 @@ Runner setup(CLI::App& app) {
   app.add_option("-f,--file", o->file, "Read the instruction from this file");
   app.add_option("--input", o->input, "Optional input for the instruction")->capture_default_str();
   app.add_option("--data", o->data, "Dataset file (JSON array / JSONL of instruction, input, output)");
-  app.add_option("--output", o->output, "With --data: where to write entries + model_response");
+  app.add_option("--output", o->output,
+                 "With --data: where to write entries + model_response (written atomically; on "
+                 "Ctrl-C or SIGTERM with the answers finished so far, and a rerun with the same "
+                 "--output answers only the others)");
+  app.add_flag("--no-resume", o->no_resume,
+               "With --data: answer every entry again instead of keeping the answers an existing "
+               "--output holds");
+  app.add_option("--interrupt-after-answers", o->interrupt_after_answers)->group("");
   app.add_option("--batch-size", o->batch_size,
                  "Prompts decoded together (more is faster up to ~all of them; each holds a KV "
                  "cache: gpt2-medium, 256 new tokens: ~61 MB fp32, ~31 MB bf16)")

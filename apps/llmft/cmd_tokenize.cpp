@@ -49,8 +49,9 @@ void run_jsonl(const BpeTokenizer& tok, const TokenizeOptions& o) {
     check_json_limits(line, fmt::format("{}:{}", name, line_no));
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(fmt::format("{}:{}: not JSON: {}", name, line_no, e.what()),
+    } catch (const nlohmann::json::parse_error& e) {
+      throw Error(fmt::format("{}: line {}, column {}: {}", name, line_no,
+                              json_error_offset(line, e) + 1, json_error_reason(line, e)),
                   "each line must be {\"text\": ..., \"mode\": \"ordinary\" | \"all\"}");
     }
     if (!j.is_object() || !j.contains("text") || !j["text"].is_string()) {
@@ -127,9 +128,9 @@ Runner setup(CLI::App& app) {
     const std::string source = o->has_text ? "the argument" : o->file.empty() ? "stdin" : o->file;
     if (o->decode) {
       std::vector<int32_t> ids;
-      check_json_limits(input, source);
+      const std::string hint = "e.g. echo '[15496, 995]' | llmft tokenize --decode";
+      const auto j = parse_json(input, source, hint);
       try {
-        const auto j = nlohmann::json::parse(input);
         if (!j.is_array()) throw Error("not an array");
         for (const auto& v : j) {
           if (!v.is_number_integer() || v.get<int64_t>() < INT32_MIN ||

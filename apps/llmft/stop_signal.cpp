@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstring>
 
 namespace llmft::app {
 namespace {
@@ -11,6 +12,7 @@ namespace {
 constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP};
 StopControl g_control;
 volatile std::sig_atomic_t g_signal = SIGINT;
+const char* volatile g_on_stop = nullptr;
 
 extern "C" void on_stop_signal(int sig) {
   g_signal = sig;
@@ -31,13 +33,18 @@ extern "C" void on_stop_signal(int sig) {
   const size_t n = sig == SIGTERM ? sizeof(term) : sig == SIGHUP ? sizeof(hup) : sizeof(intr);
   const bool after = g_control.after_training.load();
   [[maybe_unused]] auto w = write(STDERR_FILENO, head, n - 1);
+  if (const char* own = g_on_stop) {
+    w = write(STDERR_FILENO, own, std::strlen(own));  // strlen is async-signal-safe
+    return;
+  }
   w = after ? write(STDERR_FILENO, outputs, sizeof(outputs) - 1)
             : write(STDERR_FILENO, training, sizeof(training) - 1);
 }
 
 }  // namespace
 
-StopControl* install_stop_handler() {
+StopControl* install_stop_handler(const char* on_stop) {
+  g_on_stop = on_stop;
   g_control.requested.store(false);
   g_control.after_training.store(false);
   g_signal = SIGINT;

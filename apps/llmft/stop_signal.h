@@ -8,8 +8,10 @@
 
 namespace llmft::app {
 
-// Installs the handler and returns the control it sets (cleared first).
-StopControl* install_stop_handler();
+// Installs the handler and returns the control it sets (cleared first). `on_stop` (a string
+// literal, or null for the training commands' text) is what the first signal prints after
+// "llmft: Ctrl-C".
+StopControl* install_stop_handler(const char* on_stop = nullptr);
 // Restores the default handlers.
 void remove_stop_handler();
 // The exit code of a run stopped by the handler: 128 + the signal's number (130 for Ctrl-C).

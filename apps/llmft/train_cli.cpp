@@ -65,10 +65,9 @@ nlohmann::json resume_options(const std::vector<CLI::Option*>& run_opts,
       throw UsageError(fmt::format("{} cannot be combined with --resume", opt->get_name()), hint);
   const auto file = dir / "config.json";
   const std::string text = read_file(file);
-  check_json_limits(text, file.string());
-  auto j = nlohmann::json::parse(text, nullptr, false);
+  auto j = parse_json(text, file.string());
   // Runs of the first releases have no "command": they are finetune runs.
-  if (j.is_discarded() || !j.is_object() || !j.contains("options") ||
+  if (!j.is_object() || !j.contains("options") ||
       j.value("command", std::string("finetune")) != command) {
     throw Error(fmt::format("{}: not a llmft {} run", file.string(), command),
                 fmt::format("--resume takes the run folder of an earlier llmft {}", command));

@@ -678,3 +678,59 @@ TEST(Finetune, UnknownModelNameIsAnErrorNotAFallback) {
   EXPECT_NE(r.err.find("gpt2-meduim"), std::string::npos) << describe(r);
   EXPECT_FALSE(fs::exists(dir / "run" / "summary.json"));
 }
+
+// A resumed run judges with the judge it was started with (config.json records --judge-url,
+// --judge-model and --no-judge); options given with --resume still override.
+TEST(Finetune, ResumedRunKeepsItsJudge) {
+  test::FakeJudge judge;
+  std::atomic<int> phi3_asked{0};
+  judge.chat = [&](const test::FakeJudge::Chat& c, const httplib::Request& req,
+                   httplib::Response& res) {
+    phi3_asked += c.body.value("model", std::string()) == "phi3";
+    test::FakeJudge::reply(req, res, c.body.value("stream", true), "42");
+    return true;
+  };
+  test::TempDir dir;
+  const fs::path run = dir / "run";
+  auto args = tiny_args(run, {"--max-steps", "2", "--interrupt-after-step", "0"});
+  args.erase(std::find(args.begin(), args.end(), "--no-judge"));
+  args.insert(args.end(), {"--judge-url", judge.url(), "--judge-model", "phi3"});
+  const auto cut = test::run_llmft(args);
+  ASSERT_EQ(cut.exit_code, 130) << describe(cut);
+  const json options = read_json(run / "config.json")["options"];
+  EXPECT_EQ(options["judge_url"], judge.url());
+  EXPECT_EQ(options["judge_model"], "phi3");
+  const auto resumed = test::run_llmft({"finetune", "--resume", run.string()});
+  ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
+  EXPECT_NE(resumed.out.find("Scoring the test answers with phi3 at " + judge.url()),
+            std::string::npos)
+      << describe(resumed);
+  const json summary = read_json(run / "summary.json");
+  ASSERT_TRUE(summary.contains("judge")) << summary.dump(2);
+  EXPECT_EQ(summary["judge"]["model"], "phi3");
+  EXPECT_EQ(summary["judge"]["url"], judge.url());
+  EXPECT_EQ(phi3_asked.load(), judge.chat_requests.load());
+
+  // --no-judge is kept as well: the resumed run looks for no judge at all.
+  const fs::path quiet = dir / "quiet";
+  const auto cut2 = test::run_llmft(tiny_args(quiet, {"--max-steps", "2",
+                                                      "--interrupt-after-step", "0"}));
+  ASSERT_EQ(cut2.exit_code, 130) << describe(cut2);
+  EXPECT_EQ(read_json(quiet / "config.json")["options"]["judge"], false);
+  const auto resumed2 = test::run_llmft({"finetune", "--resume", quiet.string()});
+  ASSERT_EQ(resumed2.exit_code, 0) << describe(resumed2);
+  EXPECT_EQ(resumed2.out.find("Scoring"), std::string::npos) << describe(resumed2);
+  EXPECT_EQ(resumed2.out.find("No judge LLM answers"), std::string::npos) << describe(resumed2);
+  EXPECT_FALSE(fs::exists(quiet / "test-responses-scored.json"));
+
+  // A judge named with --resume overrides the recorded --no-judge.
+  const auto cut3 = test::run_llmft(tiny_args(dir / "late", {"--max-steps", "2",
+                                                             "--interrupt-after-step", "0"}));
+  ASSERT_EQ(cut3.exit_code, 130) << describe(cut3);
+  const auto resumed3 = test::run_llmft({"finetune", "--resume", (dir / "late").string(),
+                                         "--judge-url", judge.url()});
+  ASSERT_EQ(resumed3.exit_code, 0) << describe(resumed3);
+  EXPECT_NE(resumed3.out.find("Scoring the test answers with llama3 at " + judge.url()),
+            std::string::npos)
+      << describe(resumed3);
+}

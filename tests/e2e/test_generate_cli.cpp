@@ -361,3 +361,83 @@ TEST(GenerateCli, WarnsWhenTheAnswerCannotFitTheContextAndTimesWithVerbose) {
   EXPECT_NE(v.err.find(" tokens/s); decode: 19 tokens in "), std::string::npos) << v.err;
   EXPECT_NE(v.err.find("; 20 new tokens in all\n"), std::string::npos) << v.err;
 }
+
+// Ctrl-C (here the hidden --interrupt-after-answers hook) writes the answers finished so far; a
+// rerun with the same --output keeps them, answers only the others and ends with the file an
+// uninterrupted run writes; a finished output is not redone.
+TEST(GenerateCli, DatasetRunResumesAfterCtrlC) {
+  TinyModel m;
+  test::TempDir t;
+  std::string data = "[";
+  for (int i = 0; i < 6; ++i)
+    data += fmt::format("{}{{\"instruction\": \"Task {}.\", \"input\": \"\", \"output\": \"x\"}}",
+                        i ? ", " : "", i);
+  write_file_atomic(t / "data.json", data + "]");
+  auto args = [&](const std::filesystem::path& out, std::vector<std::string> extra = {}) {
+    std::vector<std::string> a = {"generate", "--model", m.dir.string(), "--data",
+                                  (t / "data.json").string(), "--output", out.string(),
+                                  "--batch-size", "2", "--max-new-tokens", "10"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  const auto full = test::run_llmft(args(t / "full.json"));
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  const std::string want = read_file(t / "full.json");
+
+  const auto cut = test::run_llmft(args(t / "part.json", {"--interrupt-after-answers", "2"}));
+  ASSERT_EQ(cut.exit_code, 130) << cut.out << cut.err;
+  auto part = nlohmann::ordered_json::parse(read_file(t / "part.json"));
+  ASSERT_EQ(part.size(), 6u);
+  size_t kept = 0;
+  for (auto& e : part) {
+    if (!e.contains("model_response")) continue;
+    e["model_response"] = fmt::format("kept {}", kept++);  // a rerun must not regenerate these
+  }
+  ASSERT_GE(kept, 2u);
+  ASSERT_LT(kept, 6u);
+  EXPECT_NE(cut.out.find(fmt::format("stopped: {} of 6 entries answered", kept)),
+            std::string::npos)
+      << cut.out;
+  write_file_atomic(t / "marked.json", dump_answers(part));
+
+  // The interrupted file, rerun: byte for byte what the uninterrupted run wrote.
+  const auto again = test::run_llmft(args(t / "part.json"));
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find(fmt::format("keeping {} answers of an earlier run", kept)),
+            std::string::npos)
+      << again.out;
+  EXPECT_NE(again.out.find(fmt::format("answering the other {}", 6 - kept)), std::string::npos)
+      << again.out;
+  EXPECT_EQ(read_file(t / "part.json"), want);
+
+  // The kept answers are not asked again: the marked ones survive, the rest are the real answers.
+  const auto marked = test::run_llmft(args(t / "marked.json"));
+  ASSERT_EQ(marked.exit_code, 0) << marked.err;
+  const auto got = nlohmann::ordered_json::parse(read_file(t / "marked.json"));
+  const auto ref = nlohmann::ordered_json::parse(want);
+  size_t seen = 0;
+  for (size_t i = 0; i < 6; ++i) {
+    if (part[i].contains("model_response")) {
+      EXPECT_EQ(got[i]["model_response"], fmt::format("kept {}", seen++));
+    } else {
+      EXPECT_EQ(got[i], ref[i]);
+    }
+  }
+
+  // A finished output is not redone; --no-resume answers everything again.
+  const auto done = test::run_llmft(args(t / "marked.json"));
+  ASSERT_EQ(done.exit_code, 0) << done.err;
+  EXPECT_NE(done.out.find("already holds all 6 answers; nothing to do"), std::string::npos)
+      << done.out;
+  EXPECT_EQ(read_file(t / "marked.json"), dump_answers(got));
+  const auto redo = test::run_llmft(args(t / "marked.json", {"--no-resume"}));
+  ASSERT_EQ(redo.exit_code, 0) << redo.err;
+  EXPECT_EQ(read_file(t / "marked.json"), want);
+
+  // An output written for other entries is never overwritten.
+  write_file_atomic(t / "other.json", "[{\"instruction\": \"a\", \"input\": \"\", \"output\": "
+                                      "\"b\", \"model_response\": \"c\"}]");
+  const auto other = test::run_llmft(args(t / "other.json"));
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_NE(other.err.find("does not hold the 6 entries"), std::string::npos) << other.err;
+}

@@ -90,3 +90,35 @@ TEST(HostileCli, VocabularyNestedDeepOrMergesCutShort) {
                                             "the 256 bytes: the file is empty or cut short");
   EXPECT_EQ(load_error(dir, vocab, merges), "");
 }
+
+// Malformed JSON anywhere: one line naming the file, line and column in our words, never
+// nlohmann's "[json.exception.parse_error.101] ...".
+TEST(HostileCli, MalformedJsonIsNamedInPlainWords) {
+  TempDir dir;
+  write_file_atomic(dir / "bad.json", "[{\"a\": 1,}");
+  write_file_atomic(dir / "in.jsonl", "{\"text\": \"a\"}\n{\"text\": tru}\n");
+  const std::string bad = (dir / "bad.json").string();
+  const std::string jsonl = (dir / "in.jsonl").string();
+  struct Case {
+    std::vector<std::string> args;
+    std::string stdin_text, want;
+  };
+  const std::vector<Case> cases = {
+      {{"judge", "--input", bad, "--output", (dir / "o.json").string()}, "",
+       bad + ": line 1, column 10: expected a string (an object key) but found '}'"},
+      {{"tokenize", "--decode"}, "[1, 2\n",
+       "stdin: line 2, column 1: the JSON ends early (an array is not closed)"},
+      {{"tokenize", "--jsonl", jsonl}, "",
+       jsonl + ": line 2, column 13: not a JSON value: 'tru}' (values are strings, numbers, "
+               "objects, arrays, true, false or null)"},
+      {{"data", "stats", bad}, "", bad + ": line 1, column 10 (byte 9) in entry 0"},
+  };
+  for (const Case& c : cases) {
+    const auto r = test::run_llmft(c.args, c.stdin_text);
+    EXPECT_EQ(r.exit_code, 1) << c.args[0];
+    EXPECT_TRUE(r.out.empty()) << r.out;
+    EXPECT_EQ(first_line(r.err).rfind("llmft: error: " + c.want, 0), 0u) << r.err;
+    EXPECT_EQ(r.err.find("json.exception"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("json.exception"), std::string::npos) << r.out;
+  }
+}

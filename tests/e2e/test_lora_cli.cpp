@@ -237,6 +237,6 @@ TEST(LoraCli, BadAdaptersAreClearErrors) {
   EXPECT_NE(dora.err.find("DoRA"), std::string::npos) << dora.err;
   write_file_atomic(dir / "dora" / "adapter_config.json", "{\"peft_type\": ");
   const auto bad_json = gen(dir / "dora");
-  EXPECT_NE(bad_json.err.find("adapter_config.json: not valid JSON"), std::string::npos)
+  EXPECT_NE(bad_json.err.find("adapter_config.json: line 1, column 15: the JSON ends early (a value is missing)"), std::string::npos)
       << bad_json.err;
 }

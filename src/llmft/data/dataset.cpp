@@ -148,18 +148,6 @@ std::string where(long entry, const std::string& field) {
   return s;
 }
 
-// nlohmann's message without its "[json.exception...] parse error at line L, column C: " prefix.
-std::string parse_reason(const nlohmann::json::parse_error& e) {
-  std::string_view w = e.what();
-  const size_t col = w.find("column ");
-  if (col != std::string_view::npos) {
-    const size_t colon = w.find(": ", col);
-    if (colon != std::string_view::npos) return std::string(w.substr(colon + 2));
-  }
-  const size_t bracket = w.find("] ");
-  return std::string(bracket == std::string_view::npos ? w : w.substr(bracket + 2));
-}
-
 // Turns a parse error at `offset` (0-based byte of `bytes`, which starts at `base` in the file)
 // into one line naming the file, line:column, entry and field.
 [[noreturn]] void throw_parse_error(const std::filesystem::path& name, std::string_view file,
@@ -168,10 +156,9 @@ std::string parse_reason(const nlohmann::json::parse_error& e) {
                                     bool count_entries, int key_depth,
                                     const char* hint = nullptr) {
   // e.byte is the 1-based count of bytes read when the error was found: the bad byte is the last.
-  size_t offset = e.byte > 0 ? e.byte - 1 : 0;
-  if (offset > bytes.size()) offset = bytes.size();
-  const std::string reason = parse_reason(e);
-  const bool utf8 = reason.find("UTF-8") != std::string::npos;
+  size_t offset = json_error_offset(bytes, e);
+  const std::string reason = json_error_reason(bytes, e);
+  const bool utf8 = std::string_view(e.what()).find("UTF-8") != std::string_view::npos;
   if (utf8) offset = std::min(offset, first_invalid_utf8(bytes));
   JsonLocation loc = locate(bytes, offset, count_entries, key_depth);
   if (!count_entries) loc.entry = entry;
@@ -189,7 +176,7 @@ std::string parse_reason(const nlohmann::json::parse_error& e) {
                             line, column, abs, where(loc.entry, loc.field)),
                 "the dataset must be UTF-8 text; re-save the file as UTF-8");
   }
-  throw Error(fmt::format("{}: not valid JSON at line {}, column {} (byte {}){}: {}", name.string(),
+  throw Error(fmt::format("{}: line {}, column {} (byte {}){}: {}", name.string(),
                           line, column, abs, where(loc.entry, loc.field), reason),
               hint ? hint : "check the file with a JSON validator (e.g. python3 -m json.tool FILE)");
 }

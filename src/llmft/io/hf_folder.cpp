@@ -168,14 +168,9 @@ std::string hf_config_json(const Gpt2Config& cfg) {
 }
 
 Gpt2Config parse_hf_config(const std::string& text, const std::string& origin) {
-  json j;
-  check_json_limits(text, origin);
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: not valid JSON: {}", origin, e.what()),
-                "the model folder's config.json is damaged: restore or download it again");
-  }
+  const json j = parse_json(text, origin,
+                            "the model folder's config.json is damaged: restore or download it "
+                            "again");
   if (!j.is_object()) throw Error(fmt::format("{}: must be a JSON object", origin));
   const auto field_error = [&](const std::string& key, const std::string& expected) {
     const std::string got = j.contains(key) ? j[key].dump() : std::string("nothing");

@@ -146,9 +146,7 @@ PeftAdapter read_peft_adapter(const fs::path& dir, const Gpt2Config& cfg) {
                 "pass the folder that holds adapter_config.json and adapter_model.safetensors");
   const fs::path config_file = dir / kConfigFile;
   const std::string config_text = read_file(config_file);
-  check_json_limits(config_text, config_file.string());
-  const json j = json::parse(config_text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) throw Error(fmt::format("{}: not valid JSON", config_file.string()));
+  const json j = parse_json(config_text, config_file.string());
   LoraConfig lc = parse_config(j, config_file.string());
   PeftAdapter out;
   out.base_model = j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string()

@@ -145,8 +145,10 @@ ojson parse_header(const std::string& p, std::string_view text) {
         duplicate = v.get<std::string>();
       return true;
     });
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: header is not valid JSON: {}", p, e.what()), kCorruptHint);
+  } catch (const json::parse_error& e) {
+    throw Error(fmt::format("{}: header: {}", p, describe_json_error(text, e)), kCorruptHint);
+  } catch (const json::exception&) {
+    throw Error(fmt::format("{}: header is not valid JSON", p), kCorruptHint);
   }
   if (!header.is_object()) {
     throw Error(fmt::format("{}: header is JSON {} but must be an object", p, header.type_name()),

@@ -22,16 +22,11 @@ namespace {
 
 const char* api_name(JudgeApi api) { return api == JudgeApi::kOllama ? "Ollama" : "OpenAI-compatible"; }
 
-ojson parse_json(std::string_view text, const char* what) {
+ojson parse_reply(std::string_view text, const char* what) {
   try {
-    check_json_limits(text, what);
-  } catch (const Error& e) {
-    throw EntryError(e.what());  // this reply is bad; the next one may be fine
-  }
-  try {
-    return ojson::parse(text);
-  } catch (const ojson::exception&) {
-    throw EntryError(fmt::format("{} is not valid JSON: {}", what, quote_truncated(text)));
+    return parse_json<ojson>(text, what);
+  } catch (const Error& e) {  // this reply is bad; the next one may be fine
+    throw EntryError(fmt::format("{}: {}", e.what(), quote_truncated(text)));
   }
 }
 
@@ -120,7 +115,7 @@ namespace {
 template <typename Piece>
 std::string parse_ndjson(std::string_view body, bool streamed, Piece&& piece) {
   if (!streamed) {
-    const ojson j = parse_json(trim(body), "the reply");
+    const ojson j = parse_reply(trim(body), "the reply");
     throw_if_error_object(j);
     return piece(j, "the reply");
   }
@@ -128,7 +123,7 @@ std::string parse_ndjson(std::string_view body, bool streamed, Piece&& piece) {
   bool done = false;
   for_each_line(body, [&](std::string_view line) {
     if (trim(line).empty()) return true;
-    const ojson j = parse_json(line, "a line of the streamed reply");
+    const ojson j = parse_reply(line, "a line of the streamed reply");
     if (!j.is_object()) {
       throw EntryError(fmt::format("a line of the streamed reply is JSON {}, expected an object: {}",
                                    j.type_name(), quote_truncated(line)));
@@ -153,7 +148,7 @@ std::string parse_sse(std::string_view body, bool streamed, Whole&& whole, Delta
   const std::string_view t = trim(body);
   // Some servers ignore "stream": true and answer with one JSON object; accept that too.
   if (!streamed || (!t.empty() && t.front() == '{')) {
-    const ojson j = parse_json(t, "the reply");
+    const ojson j = parse_reply(t, "the reply");
     throw_if_error_object(j);
     return whole(first_choice(j, "the reply"));
   }
@@ -168,7 +163,7 @@ std::string parse_sse(std::string_view body, bool streamed, Whole&& whole, Delta
       done = true;
       return false;
     }
-    const ojson j = parse_json(data, "an event of the streamed reply");
+    const ojson j = parse_reply(data, "an event of the streamed reply");
     throw_if_error_object(j);
     text += delta(first_choice(j, "a streamed event"));
     return true;
@@ -304,11 +299,10 @@ void JudgeClient::check(long connect_timeout_s, double read_timeout_s) const {
                : "is it an OpenAI-compatible server? For Ollama pass --api ollama")));
   }
   ojson j;
-  check_json_limits(resp.body, "GET " + req.url);
   try {
-    j = ojson::parse(resp.body);
-  } catch (const ojson::exception&) {
-    throw Error(fmt::format("GET {} did not return JSON: {}", req.url, quote_truncated(resp.body)));
+    j = parse_json<ojson>(resp.body, "GET " + req.url);
+  } catch (const Error& e) {
+    throw Error(fmt::format("{} (not JSON): {}", e.what(), quote_truncated(resp.body)));
   }
   const char* list_key = ollama ? "models" : "data";
   const char* name_key = ollama ? "name" : "id";

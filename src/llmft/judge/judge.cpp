@@ -55,15 +55,9 @@ const std::string& string_field(const ojson& e, const fs::path& file, size_t i, 
 
 ojson load_entries(const fs::path& file, const std::string& response_field) {
   const std::string text = read_file(file);
-  ojson j;
-  check_json_limits(text, file.string());
-  try {
-    j = ojson::parse(text);
-  } catch (const ojson::parse_error& e) {
-    throw Error(fmt::format("{}: not valid JSON: {}", file.string(), e.what()),
-                "expected a JSON array of objects with instruction, input, output and " +
-                    response_field);
-  }
+  const ojson j = parse_json<ojson>(
+      text, file.string(),
+      "expected a JSON array of objects with instruction, input, output and " + response_field);
   if (!j.is_array()) {
     throw Error(fmt::format("{}: expected a JSON array of entries, found {}", file.string(),
                             j.type_name()));
@@ -89,15 +83,7 @@ void resume_from(const fs::path& out, const ojson& in, const std::string& respon
   if (!fs::exists(out, ec)) return;
   const std::string hint = fmt::format(
       "delete {} or choose another --output (or pass --no-resume to score again)", out.string());
-  ojson prev;
-  const std::string prev_text = read_file(out);
-  check_json_limits(prev_text, out.string());
-  try {
-    prev = ojson::parse(prev_text);
-  } catch (const ojson::parse_error& e) {
-    throw Error(fmt::format("{}: existing output is not valid JSON: {}", out.string(), e.what()),
-                hint);
-  }
+  const ojson prev = parse_json<ojson>(read_file(out), out.string() + " (existing output)", hint);
   if (!prev.is_array() || prev.size() != in.size()) {
     throw Error(fmt::format("{}: existing output does not hold the {} entries of {}", out.string(),
                             in.size(), input.string()),

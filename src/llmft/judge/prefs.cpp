@@ -42,9 +42,8 @@ void resume_from(const fs::path& out, const InstructionDataset& in, std::vector<
   const std::string hint = fmt::format(
       "delete {} or choose another --output (or pass --no-resume to start again)", out.string());
   const std::string prev_text = read_file(out);
-  check_json_limits(prev_text, out.string());
-  const ojson prev = ojson::parse(prev_text, nullptr, false);
-  if (prev.is_discarded() || !prev.is_array() || prev.size() != in.size()) {
+  const ojson prev = parse_json<ojson>(prev_text, out.string(), hint);
+  if (!prev.is_array() || prev.size() != in.size()) {
     throw Error(fmt::format("{}: existing output does not hold the {} entries of {}", out.string(),
                             in.size(), in.path.string()),
                 hint);

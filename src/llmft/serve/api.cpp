@@ -235,14 +235,11 @@ GenRequest parse_request(Route route, std::string_view body, const ServedModel& 
                          const Limits& lim, uint64_t fresh_seed) {
   json j;
   try {
-    check_json_limits(body, "the request body");
+    j = parse_json(body, "the request body");
   } catch (const Error& e) {
     bad(e.what());
-  }
-  try {
-    j = json::parse(body);
-  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e400
-    bad(fmt::format("invalid JSON body: {}", e.what()));
+  } catch (const json::exception&) {  // anything the limits check missed: never nlohmann's words
+    bad("the request body: not valid JSON");
   }
   if (!j.is_object()) bad(fmt::format("the body must be a JSON object, got {}", type_name(j)));
   GenRequest r;

@@ -162,10 +162,9 @@ void Server::Impl::routes() {
   svr.Post("/api/show", [this](const httplib::Request& req, httplib::Response& res) {
     ordered_json body;
     try {
-      check_json_limits(req.body, "the request body");
-      body = ordered_json::parse(req.body);
+      body = parse_json<ordered_json>(req.body, "the request body");
     } catch (const std::exception& e) {
-      return send_error(res, 400, std::string("invalid JSON body: ") + e.what(), false);
+      return send_error(res, 400, e.what(), false);
     }
     const auto it = body.is_object() ? body.find("model") : body.end();
     const auto name_it = body.is_object() ? body.find("name") : body.end();

@@ -121,14 +121,9 @@ namespace {
 // encoder.json / vocab.json -> the token strings by id.
 std::vector<std::string> read_encoder_json(const fs::path& encoder_json) {
   const std::string json_text = read_file(encoder_json);
-  nlohmann::json j;
-  check_json_limits(json_text, encoder_json.string());
-  try {
-    j = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(fmt::format("{}: not valid JSON: {}", encoder_json.string(), e.what()),
-                "the vocabulary must be a JSON object mapping token strings to ids");
-  }
+  const nlohmann::json j =
+      parse_json(json_text, encoder_json.string(),
+                 "the vocabulary must be a JSON object mapping token strings to ids");
   if (!j.is_object() || j.empty()) {
     throw Error(fmt::format("{}: expected a JSON object mapping token strings to ids",
                             encoder_json.string()));

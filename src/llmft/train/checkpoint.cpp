@@ -248,9 +248,8 @@ TrainState load_checkpoint(const fs::path& dir, const TensorTable& table, std::s
               "checkpoint buffers do not match the table ({} floats)", table.total());
   const fs::path state_file = dir / "state.json";
   const std::string state_text = read_file(state_file);
-  check_json_limits(state_text, state_file.string());
-  json j = json::parse(state_text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) throw Error(fmt::format("{}: not valid JSON", state_file.string()));
+  const json j = parse_json(state_text, state_file.string(),
+                            "the checkpoint is damaged; resume from an earlier one");
   TrainState s = train_state_from_json(j, state_file.string());
   read_table(SafetensorsFile(dir / "model.safetensors"), table, params);
   const SafetensorsFile opt(dir / "optimizer.safetensors");

@@ -69,10 +69,9 @@ json to_json(const ReferenceScores& s) {
 
 ReferenceScores reference_scores_from_file(const fs::path& file, size_t n) {
   const std::string text = read_file(file);
-  check_json_limits(text, file.string());
-  const json j = json::parse(text, nullptr, false);
-  ReferenceScores s;
   const std::string hint = "the run folder is damaged; start the run again";
+  const json j = parse_json(text, file.string(), hint);
+  ReferenceScores s;
   for (auto [key, out] : {std::pair{"chosen", &s.chosen}, std::pair{"rejected", &s.rejected}}) {
     if (j.is_discarded() || !j.contains(key) || !j[key].is_array() || j[key].size() != n) {
       throw Error(fmt::format("{}: expected \"{}\" with {} scores", file.string(), key, n), hint);
@@ -455,9 +454,10 @@ void Dpo::answer_test_set() {
   if (!o_.test_answers || test.size() == 0) return;
   const auto t0 = Clock::now();
   const std::string start_text = read_file(start_answers_file());
-  check_json_limits(start_text, start_answers_file().string());
-  const json start = json::parse(start_text, nullptr, false);
-  if (start.is_discarded() || !start.is_array() || start.size() != test.size()) {
+  const json start = parse_json(start_text, start_answers_file().string(),
+                                "the run folder is damaged; answer the test split with `llmft "
+                                "generate`");
+  if (!start.is_array() || start.size() != test.size()) {
     throw Error(fmt::format("{}: expected the starting model's {} answers",
                             start_answers_file().string(), test.size()),
                 "the run folder is damaged; answer the test split with `llmft generate`");

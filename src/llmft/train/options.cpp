@@ -105,6 +105,9 @@ nlohmann::json to_json(const FinetuneOptions& o) {
       {"max_new_tokens", o.max_new_tokens},
       {"test_answers", o.test_answers},
       {"sample_tokens", o.sample_tokens},
+      {"judge", o.judge},
+      {"judge_url", o.judge_url},
+      {"judge_model", o.judge_model},
       {"lora", o.lora},
       {"lora_rank", o.lora_rank},
       {"lora_alpha", o.lora_alpha},
@@ -161,6 +164,9 @@ FinetuneOptions options_from_json(const nlohmann::json& j) {
   get("max_new_tokens", o.max_new_tokens);
   get("test_answers", o.test_answers);
   get("sample_tokens", o.sample_tokens);
+  get("judge", o.judge);
+  get("judge_url", o.judge_url);
+  get("judge_model", o.judge_model);
   std::string adapter;
   get("lora", o.lora);
   get("lora_rank", o.lora_rank);

@@ -59,6 +59,12 @@ struct FinetuneOptions {
   int64_t max_new_tokens = 256;       // for the test-set answers
   bool test_answers = true;
   int64_t sample_tokens = 50;         // greedy tokens printed after each epoch
+  // The judge that scores the test answers after training (finetune's --judge-url,
+  // --judge-model, --no-judge), kept in config.json so a resumed run judges the same way.
+  // Empty: the judge's defaults (runs recorded before these fields also read as empty).
+  std::string judge_url;
+  std::string judge_model;
+  bool judge = true;
 
   // Test hooks (hidden on the command line): behave as if Ctrl-C came after this step (>= 0), or
   // die by SIGKILL after it (nothing flushed beyond what a real kill -9 would leave).

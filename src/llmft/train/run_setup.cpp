@@ -65,8 +65,8 @@ RunFolder resolve_run_folder(const FinetuneOptions& opts, const fs::path& resume
     return f;
   }
   const std::string config_text = read_file(f.config_file);
-  check_json_limits(config_text, f.config_file.string());
-  f.saved_config = json::parse(config_text, nullptr, false);
+  f.saved_config = parse_json(config_text, f.config_file.string(),
+                              "the run folder is damaged; start the run again");
   f.checkpoint = resumable_checkpoint(f.dir);  // verified; the older one if the newest is damaged
   if (!f.checkpoint) {
     f.resuming = false;  // a new run with the recorded options, in the same folder
@@ -77,9 +77,8 @@ RunFolder resolve_run_folder(const FinetuneOptions& opts, const fs::path& resume
   }
   const fs::path state_file = *f.checkpoint / "state.json";
   const std::string state_text = read_file(state_file);
-  check_json_limits(state_text, state_file.string());
   f.checkpoint_step =
-      train_state_from_json(json::parse(state_text, nullptr, false), state_file.string()).step;
+      train_state_from_json(parse_json(state_text, state_file.string()), state_file.string()).step;
   const int64_t per_epoch = f.saved_config.value("steps_per_epoch", int64_t{0});
   const int64_t recorded = f.saved_config.value("total_steps", int64_t{0});
   const int64_t total = run_total_steps(opts, per_epoch);

@@ -45,3 +45,47 @@ TEST(JsonDepth, BracketsInStringsAndSiblingsDoNotCount) {
   // Stray closers cannot lower the count below zero and hide a deep value after them.
   EXPECT_NE(error_of(std::string(1000, ']') + nested(300)), "");
 }
+
+namespace {
+std::string parse_error_of(std::string_view text) {
+  try {
+    parse_json(text, "f.json");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(JsonParse, NamesLineColumnAndTheProblemInPlainWords) {
+  EXPECT_EQ(parse_error_of("[{\"a\": 1,}"),
+            "f.json: line 1, column 10: expected a string (an object key) but found '}'");
+  EXPECT_EQ(parse_error_of("[1, 2\n"), "f.json: line 2, column 1: the JSON ends early (an array is "
+                                       "not closed)");
+  EXPECT_EQ(parse_error_of("{\"a\": 1"),
+            "f.json: line 1, column 8: the JSON ends early (an object is not closed)");
+  EXPECT_EQ(parse_error_of("[1,\n tru]"),
+            "f.json: line 2, column 5: not a JSON value: 'tru]' (values are strings, numbers, "
+            "objects, arrays, true, false or null)");
+  EXPECT_EQ(parse_error_of(""), "f.json: line 1, column 1: the input is empty, expected a JSON value");
+  EXPECT_EQ(parse_error_of(" \n"),
+            "f.json: line 2, column 1: the input is empty, expected a JSON value");
+  EXPECT_EQ(parse_error_of("[1]\n[2]"),
+            "f.json: line 2, column 1: unexpected text after the JSON value");
+  EXPECT_EQ(parse_error_of("{\"a\" 1}"),
+            "f.json: line 1, column 6: expected ':' (after an object key) but found a number");
+  EXPECT_EQ(parse_error_of("[1 2]"), "f.json: line 1, column 4: expected ',' or ']' but found a number");
+}
+
+TEST(JsonParse, NeverShowsNlohmannsMessage) {
+  for (const char* bad : {"[", "{", "[1,]", "{\"a\":}", "nul", "\"abc", "\"a\nb\"", "[1] x", "1.e5",
+                          "[-]", "{1: 2}", "\xff"}) {
+    const std::string msg = parse_error_of(bad);
+    EXPECT_NE(msg, "") << bad;
+    EXPECT_EQ(msg.find("json.exception"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("syntax error"), std::string::npos) << msg;
+    EXPECT_EQ(msg.rfind("f.json: line 1, column ", 0), 0u) << msg;
+  }
+  EXPECT_EQ(parse_json("{\"a\": [1, 2]}", "f.json")["a"][1], 2);
+  EXPECT_EQ(parse_json<nlohmann::ordered_json>("{\"b\": 1, \"a\": 2}", "f").begin().key(), "b");
+}

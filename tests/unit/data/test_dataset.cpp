@@ -39,7 +39,7 @@ void expect_load_error(const std::string& name, const std::vector<std::string>& 
 TEST(DatasetErrors, NotJsonNamesLineColumnEntryAndField) {
   // `oops` starts at line 3, column 53 (1-based); entry 1's value of "output".
   expect_load_error("not_json.json",
-                    {"not valid JSON", "line 3, column 53", "entry 1", "field \"output\""});
+                    {"not_json.json: line 3, column 53", "entry 1", "field \"output\""});
 }
 
 TEST(DatasetErrors, TopLevelObjectIsNotAnArray) {
@@ -77,7 +77,7 @@ TEST(DatasetErrors, LiteralEndOfText) {
 
 TEST(DatasetErrors, BadJsonlLine) {
   expect_load_error("bad_line.jsonl",
-                    {"not valid JSON", "line 3", "entry 2", "field \"output\""});
+                    {"bad_line.jsonl: line 3", "entry 2", "field \"output\""});
 }
 
 TEST(DatasetErrors, MissingFile) {

@@ -291,7 +291,7 @@ TEST(HfConfig, ClearErrors) {
     }
   };
   const std::string base = R"("n_embd": 8, "n_layer": 2, "n_head": 2, "vocab_size": 11, "n_positions": 8)";
-  expect("{", "not valid JSON");
+  expect("{", "line 1, column 2: the JSON ends early (an object is not closed)");
   expect("[]", "object");
   expect(R"({"n_layer": 2, "n_head": 2, "vocab_size": 11, "n_positions": 8})", "'n_embd'");
   expect("{" + base + R"(, "model_type": "llama"})", "'model_type'");

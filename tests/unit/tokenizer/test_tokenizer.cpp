@@ -210,7 +210,7 @@ TEST(Tokenizer, BadVocabularyFilesRaise) {
   TempDir dir;
   const std::string good_vocab = read_file(data_dir() / "gpt2" / "encoder.json");
   const std::string good_merges = read_file(data_dir() / "gpt2" / "vocab.bpe");
-  expect_load_error(dir, "{not json", good_merges, "vocab.json: not valid JSON");
+  expect_load_error(dir, "{not json", good_merges, "vocab.json: line 1, column 3: not a JSON value: 'no'");
   expect_load_error(dir, "[1, 2]", good_merges, "vocab.json: expected a JSON object");
   expect_load_error(dir, R"({"a": "x"})", good_merges, "vocab.json: token \"a\" has id");
   expect_load_error(dir, R"({"a": 0, "<|endoftext|>": 1})", good_merges,
