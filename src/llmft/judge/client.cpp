@@ -24,9 +24,15 @@ const char* api_name(JudgeApi api) { return api == JudgeApi::kOllama ? "Ollama" 
 
 ojson parse_reply(std::string_view text, const char* what) {
   try {
-    return parse_json<ojson>(text, what);
-  } catch (const Error& e) {  // this reply is bad; the next one may be fine
-    throw EntryError(fmt::format("{}: {}", e.what(), quote_truncated(text)));
+    check_json_limits(text, what);
+  } catch (const Error& e) {
+    throw EntryError(e.what());  // this reply is bad; the next one may be fine
+  }
+  try {
+    return ojson::parse(text);
+  } catch (const ojson::parse_error& e) {
+    throw EntryError(
+        fmt::format("{}: {}: {}", what, describe_json_error(text, e), quote_truncated(text)));
   }
 }
 

@@ -464,7 +464,7 @@ TEST(JudgeServer, GarbledStreamFailsThatEntryAndTheRunContinues) {
   EXPECT_EQ(srv.chat_requests, 3);  // not retried: the server answered, badly
   EXPECT_EQ(s.failed, 1);
   EXPECT_EQ(s.stats.count, 2);
-  EXPECT_TRUE(r.reported("entry 1: failed, left out: a line of the streamed reply: line 1, column 1: not a JSON value"))
+  EXPECT_TRUE(r.reported("entry 1: failed, left out: a line of the streamed reply: line 1, column 3: not a JSON value: 'no'"))
       << all_lines(r.reports);
   EXPECT_EQ(r.output()[1]["judge_status"], "failed");
   EXPECT_TRUE(r.output()[1]["score"].is_null());
