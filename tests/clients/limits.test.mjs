@@ -58,7 +58,7 @@ function openStream(numPredict = 100000) {
 }
 
 const bad = [
-  ["malformed JSON", '{"model": "tiny", "prompt": ', 400, /invalid JSON/],
+  ["malformed JSON", '{"model": "tiny", "prompt": ', 400, /^the request body: line 1, column 29: the JSON ends early/],
   ["not an object", '[1, 2]', 400, /JSON object/],
   ["wrong type", '{"model": "tiny", "prompt": 42}', 400, /prompt: expected a string/],
   ["huge number", '{"model": "tiny", "prompt": "x", "options": {"num_predict": 1e300}}', 400, /num_predict/],
