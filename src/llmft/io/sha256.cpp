@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "llmft/core/error.h"
+#include "llmft/io/md_hash.h"
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -140,20 +141,8 @@ void Sha256::update(std::string_view bytes) {
 }
 
 std::string Sha256::hex_digest() {
-  const uint64_t bits = total_ * 8;
-  const uint8_t pad = 0x80;
-  update(std::string_view(reinterpret_cast<const char*>(&pad), 1));
-  const uint8_t zero[64] = {0};
-  const size_t fill = (buf_len_ <= 56) ? 56 - buf_len_ : 120 - buf_len_;
-  update(std::string_view(reinterpret_cast<const char*>(zero), fill));
-  uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = uint8_t(bits >> (56 - 8 * i));
-  update(std::string_view(reinterpret_cast<const char*>(len), 8));
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (uint32_t v : h_)
-    for (int s = 28; s >= 0; s -= 4) out.push_back(kHex[(v >> s) & 0xf]);
-  return out;
+  update(md_hash::padding(total_));
+  return md_hash::hex(h_);
 }
 
 std::string sha256_hex(std::string_view bytes) {

@@ -69,6 +69,23 @@ TEST(Sha256, Fips180Vectors) {
   EXPECT_EQ(h.hex_digest(), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
+// Lengths at the padding's edges (55 fits the length in the last block, 56 needs another;
+// 64 and 119 likewise one block on): hashlib's digests of that many 'a'.
+TEST(Sha256, PaddingEdgesMatchHashlib) {
+  const std::pair<size_t, const char*> sha256[] = {
+      {55, "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318"},
+      {56, "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a"},
+      {64, "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb"},
+      {119, "31eba51c313a5c08226adf18d4a359cfdfd8d2e816b13f4af952f7ea6584dcfb"}};
+  const std::pair<size_t, const char*> sha1[] = {
+      {55, "c1c8bbdc22796e28c0e15163d20899b65621d65a"},
+      {56, "c2db330f6083854c99d4b5bfb6e8f29f201be699"},
+      {64, "0098ba824b5c16427bd7a1122a5a442a25ec644d"},
+      {119, "ee971065aaa017e0632a8ca6c77bb3bf8b1dfc56"}};
+  for (const auto& [n, want] : sha256) EXPECT_EQ(sha256_hex(std::string(n, 'a')), want) << n;
+  for (const auto& [n, want] : sha1) EXPECT_EQ(sha1_hex(std::string(n, 'a')), want) << n;
+}
+
 TEST(Sha256, HardwareAndPortablePathsAgree) {
   std::string data(5000, '\0');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 2654435761u) >> 13);
