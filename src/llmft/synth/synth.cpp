@@ -100,8 +100,13 @@ int64_t drop_near_duplicates(std::vector<Generated>& gen, const std::vector<std:
   std::sort(gen.begin(), gen.end(), [](const Generated& a, const Generated& b) { return a.seed < b.seed; });
   InstructionDataset ds;
   ds.path = "(existing and generated instructions)";
-  for (const std::string& s : against) ds.entries.push_back({.instruction = s});
-  for (const Generated& g : gen) ds.entries.push_back({.instruction = g.instruction});
+  auto entry = [](const std::string& instruction) {
+    InstructionEntry e;
+    e.instruction = instruction;
+    return e;
+  };
+  for (const std::string& s : against) ds.entries.push_back(entry(s));
+  for (const Generated& g : gen) ds.entries.push_back(entry(g.instruction));
   DedupOptions o;
   o.threshold = threshold;
   o.fields = {"instruction"};
