@@ -10,13 +10,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
 
 #include "llmft/core/error.h"
 #include "llmft/core/http.h"
 #include "llmft/core/io.h"
 #include "llmft/core/progress.h"
+#include "llmft/io/md_hash.h"
 #include "llmft/io/sha1.h"
 #include "llmft/io/sha256.h"
 #include "llmft/model/config.h"
@@ -140,16 +140,6 @@ std::optional<RemoteFile> head_file(const std::string& endpoint, const std::stri
   return rf;
 }
 
-// Hashes the bytes already in a partial file (for a resumed download).
-void hash_file(const fs::path& path, Sha256& sha) {
-  std::ifstream in(path, std::ios::binary);
-  std::string buf(1 << 20, '\0');
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    sha.update(std::string_view(buf.data(), static_cast<size_t>(in.gcount())));
-  }
-}
-
 // The hash a blob's etag names: "sha256" (LFS) or "git blob sha1" (small git-stored files).
 const char* hash_kind(const std::string& etag) {
   return is_sha256_hex(etag) ? "sha256" : "git blob sha1";
@@ -233,7 +223,7 @@ void fetch_blob(const RemoteFile& rf, const fs::path& blob, const std::string& f
       have = 0;
     }
     Sha256 sha;
-    if (lfs && have > 0) hash_file(part, sha);
+    if (lfs && have > 0) md_hash::update_from_file(sha, part);  // what a resumed download has
     std::unique_ptr<std::FILE, FileCloser> out(std::fopen(part.c_str(), have > 0 ? "ab" : "wb"));
     if (!out) {
       throw Error(fmt::format("{}: cannot write: {}", part.string(), std::strerror(errno)),

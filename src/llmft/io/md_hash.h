@@ -1,10 +1,19 @@
 // What SHA-1 and SHA-256 share (both Merkle-Damgard over 64-byte blocks, FIPS 180-4 5.1.1): the
-// final padding and the big-endian hex of the state words.
+// final padding, the big-endian hex of the state words, and feeding a file to either.
 #pragma once
 
+#include <fmt/format.h>
+
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <span>
 #include <string>
+#include <string_view>
+
+#include "llmft/core/error.h"
 
 namespace llmft::md_hash {
 
@@ -25,6 +34,19 @@ inline std::string hex(std::span<const uint32_t> words) {
   for (uint32_t v : words)
     for (int s = 28; s >= 0; s -= 4) out.push_back(kHex[(v >> s) & 0xf]);
   return out;
+}
+
+// Streams a file's bytes into `h` (Sha1 or Sha256). Throws Error when it cannot be read.
+template <typename Hash>
+void update_from_file(Hash& h, const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("{}: cannot read: {}", path.string(), std::strerror(errno)));
+  std::string buf(1 << 20, '\0');
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    h.update(std::string_view(buf.data(), static_cast<size_t>(in.gcount())));
+  }
+  if (in.bad()) throw Error(fmt::format("{}: read failed", path.string()));
 }
 
 }  // namespace llmft::md_hash

@@ -3,9 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
-#include <fstream>
 
 #include "llmft/core/error.h"
 #include "llmft/io/md_hash.h"
@@ -77,20 +75,11 @@ std::string git_blob_sha1_hex(std::string_view contents) {
 std::string git_blob_sha1_file(const std::filesystem::path& path) {
   std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
-  std::ifstream in(path, std::ios::binary);
-  if (ec || !in) {
-    throw Error(fmt::format("{}: cannot read: {}", path.string(),
-                            ec ? ec.message() : std::strerror(errno)));
-  }
+  if (ec) throw Error(fmt::format("{}: cannot read: {}", path.string(), ec.message()));
   Sha1 h;
   const std::string head = fmt::format("blob {}", size);
   h.update(std::string_view(head.c_str(), head.size() + 1));
-  std::string buf(1 << 20, '\0');
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    h.update(std::string_view(buf.data(), static_cast<size_t>(in.gcount())));
-  }
-  if (in.bad()) throw Error(fmt::format("{}: read failed", path.string()));
+  md_hash::update_from_file(h, path);
   return h.hex_digest();
 }
 

@@ -2,9 +2,7 @@
 
 #include <fmt/format.h>
 
-#include <cerrno>
 #include <cstring>
-#include <fstream>
 
 #include "llmft/core/error.h"
 #include "llmft/io/md_hash.h"
@@ -152,15 +150,8 @@ std::string sha256_hex(std::string_view bytes) {
 }
 
 std::string sha256_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot read: {}", path.string(), std::strerror(errno)));
   Sha256 h;
-  std::string buf(1 << 20, '\0');
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    h.update(std::string_view(buf.data(), static_cast<size_t>(in.gcount())));
-  }
-  if (in.bad()) throw Error(fmt::format("{}: read failed", path.string()));
+  md_hash::update_from_file(h, path);
   return h.hex_digest();
 }
 

@@ -182,22 +182,27 @@ std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
   return all.front();
 }
 
-std::string checkpoint_damage(const fs::path& dir) {
+namespace {
+// What checkpoint_damage says, and whether state.json recorded checksums at all.
+struct Verdict {
+  std::string damage;
+  bool checksummed = false;
+};
+
+Verdict verify_checkpoint(const fs::path& dir) {
   const fs::path state_file = dir / "state.json";
-  std::string text;
+  json j;
   try {
-    text = read_file(state_file);
-    check_json_limits(text, state_file.string());
+    j = parse_json(read_file(state_file), state_file.string());
   } catch (const Error& e) {
-    return e.what();
+    return {e.what()};
   }
-  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return fmt::format("{}: not valid JSON", state_file.string());
+  if (!j.is_object()) return {fmt::format("{}: not a JSON object", state_file.string())};
   if (!j.contains("sha256")) return {};  // written before checksums: nothing to compare
   const json& sums = j["sha256"];
   for (const char* f : kHashedFiles) {
     if (!sums.is_object() || !sums.contains(f) || !sums[f].is_string()) {
-      return fmt::format("{}: no sha256 recorded for {}", state_file.string(), f);
+      return {fmt::format("{}: no sha256 recorded for {}", state_file.string(), f), true};
     }
   }
   const auto got_all = hash_checkpoint_files(dir);
@@ -205,35 +210,38 @@ std::string checkpoint_damage(const fs::path& dir) {
     const char* f = kHashedFiles[i];
     const std::string want = sums[f].get<std::string>();
     const std::string& got = got_all[i];
-    if (got.starts_with("!")) return got.substr(1);
+    if (got.starts_with("!")) return {got.substr(1), true};
     if (got != want) {
-      return fmt::format("{}: sha256 {} does not match {} recorded in state.json: the checkpoint "
-                         "is damaged", (dir / f).string(), got, want);
+      return {fmt::format("{}: sha256 {} does not match {} recorded in state.json: the checkpoint "
+                          "is damaged",
+                          (dir / f).string(), got, want),
+              true};
     }
   }
-  return {};
+  return {{}, true};
 }
+}  // namespace
+
+std::string checkpoint_damage(const fs::path& dir) { return verify_checkpoint(dir).damage; }
 
 std::optional<fs::path> resumable_checkpoint(const fs::path& run_dir) {
   const auto all = checkpoints_newest_first(run_dir);
   std::string first_damage;
   for (size_t i = 0; i < all.size(); ++i) {
-    const std::string damage = checkpoint_damage(all[i]);
-    if (damage.empty()) {
+    const Verdict v = verify_checkpoint(all[i]);
+    if (v.damage.empty()) {
       if (i > 0) {
         fmt::print(stderr, "note: resuming from the older checkpoint {} instead\n",
                    all[i].filename().string());
       }
-      const std::string text = read_file(all[i] / "state.json");
-      const json j = json::parse(text, nullptr, false);
-      if (j.is_object() && !j.contains("sha256")) {
+      if (!v.checksummed) {
         fmt::print(stderr, "note: {} has no checksums (written by an older llmft): resuming from "
                            "it unverified\n", all[i].string());
       }
       return all[i];
     }
-    fmt::print(stderr, "warning: {}\n", damage);
-    if (first_damage.empty()) first_damage = damage;
+    fmt::print(stderr, "warning: {}\n", v.damage);
+    if (first_damage.empty()) first_damage = v.damage;
   }
   if (all.empty()) return std::nullopt;
   throw Error(first_damage, all.size() > 1
