@@ -27,29 +27,44 @@ void AdamW::step(std::span<float> params, std::span<const float> grads) {
 }
 
 void AdamW::step(std::span<float> params, std::span<const float> grads, double lr) {
-  const int64_t n = static_cast<int64_t>(m_.size());
+  const auto n = static_cast<int64_t>(m_.size());
   LLMFT_CHECK(static_cast<int64_t>(params.size()) == n && static_cast<int64_t>(grads.size()) == n,
               "AdamW over {} floats got params {} grads {}", n, params.size(), grads.size());
+  begin_step(lr);
+  update(params, 0, grads);
+}
+
+void AdamW::begin_step(double lr) {
   ++t_;
   const double t = static_cast<double>(t_);
-  const float b1 = static_cast<float>(cfg_.beta1), b2 = static_cast<float>(cfg_.beta2);
-  const float eps = static_cast<float>(cfg_.eps);
-  const float decay = static_cast<float>(1.0 - lr * cfg_.weight_decay);
-  const float step_size = static_cast<float>(lr / (1.0 - std::pow(cfg_.beta1, t)));
-  const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(cfg_.beta2, t)));
-  const float one_m_b1 = static_cast<float>(1.0 - cfg_.beta1);
-  const float one_m_b2 = static_cast<float>(1.0 - cfg_.beta2);
-  float* p = params.data();
+  k_.b1 = static_cast<float>(cfg_.beta1);
+  k_.b2 = static_cast<float>(cfg_.beta2);
+  k_.eps = static_cast<float>(cfg_.eps);
+  k_.decay = static_cast<float>(1.0 - lr * cfg_.weight_decay);
+  k_.step_size = static_cast<float>(lr / (1.0 - std::pow(cfg_.beta1, t)));
+  k_.bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(cfg_.beta2, t)));
+  k_.one_m_b1 = static_cast<float>(1.0 - cfg_.beta1);
+  k_.one_m_b2 = static_cast<float>(1.0 - cfg_.beta2);
+}
+
+void AdamW::update(std::span<float> params, int64_t offset, std::span<const float> grads) {
+  const auto n = static_cast<int64_t>(grads.size());
+  LLMFT_CHECK(t_ > 0 && static_cast<int64_t>(params.size()) == static_cast<int64_t>(m_.size()) &&
+                  offset >= 0 && offset + n <= static_cast<int64_t>(m_.size()),
+              "AdamW over {} floats: slice {}+{} of params {} (step {})", m_.size(), offset, n,
+              params.size(), t_);
+  const Scalars k = k_;
+  float* p = params.data() + offset;
   const float* g = grads.data();
-  float* m = m_.data();
-  float* v = v_.data();
+  float* m = m_.data() + offset;
+  float* v = v_.data() + offset;
 #pragma omp parallel for simd if (n >= kernels::kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
-    p[i] *= decay;
-    m[i] = m[i] * b1 + g[i] * one_m_b1;
-    v[i] = v[i] * b2 + one_m_b2 * g[i] * g[i];
-    const float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
-    p[i] = p[i] + (-step_size) * m[i] / denom;
+    p[i] *= k.decay;
+    m[i] = m[i] * k.b1 + g[i] * k.one_m_b1;
+    v[i] = v[i] * k.b2 + k.one_m_b2 * g[i] * g[i];
+    const float denom = std::sqrt(v[i]) / k.bc2_sqrt + k.eps;
+    p[i] = p[i] + (-k.step_size) * m[i] / denom;
   }
 }
 

@@ -30,6 +30,11 @@ class AdamW {
   // config's lr is the default). params, grads: (n).
   void step(std::span<float> params, std::span<const float> grads);
   void step(std::span<float> params, std::span<const float> grads, double lr);
+  // The same step in slices, for an optimizer inside the backward pass (Gpt2::set_fused_update):
+  // begin_step(lr) once, then update() for each slice of the flat layout, each element once.
+  // params: the whole flat buffer; grads: the slice's gradient, from `offset` on.
+  void begin_step(double lr);
+  void update(std::span<float> params, int64_t offset, std::span<const float> grads);
 
   const AdamWConfig& config() const { return cfg_; }
   AdamWConfig& config() { return cfg_; }
@@ -45,9 +50,14 @@ class AdamW {
   int64_t release_state();
 
  private:
+  // This step's scalars (begin_step).
+  struct Scalars {
+    float b1, b2, eps, decay, step_size, bc2_sqrt, one_m_b1, one_m_b2;
+  };
   AdamWConfig cfg_;
   std::vector<float> m_, v_;
   int64_t t_ = 0;
+  Scalars k_{};
 };
 
 }  // namespace llmft

@@ -60,20 +60,54 @@ void Gpt2::bind_linears() {
 
 std::span<float> Gpt2::grads() {
   LLMFT_CHECK(lora_ == nullptr, "the base model is frozen while LoRA adapters are attached");
-  if (grads_.empty()) {
+  LLMFT_CHECK(!fused_update_, "no whole-model gradient is kept while a fused update is set");
+  lay_out_grads();
+  return grads_;
+}
+
+void Gpt2::lay_out_grads() {
+  if (!grads_.empty()) return;
+  if (fused_update_) {
+    grads_.assign(static_cast<size_t>(fused_block0_ + 2 * fused_stride_ + table_.total() -
+                                      fused_tail_),
+                  0.0f);
+    float* base = grads_.data();
+    g_ = table_.bind([&](const ParamSpec& s) { return base + fused_slot(s.offset); });
+  } else {
     grads_.assign(static_cast<size_t>(table_.total()), 0.0f);
     g_ = table_.bind(std::span<float>(grads_));
-    for (int64_t l = 0; l < cfg_.L; ++l) {
-      const BlockTensors<float>& g = g_.h[static_cast<size_t>(l)];
-      BlockLinears& k = lin_[static_cast<size_t>(l)];
-      k.c_attn.set_grad(g.c_attn.w);
-      k.attn_proj.set_grad(g.attn_proj.w);
-      k.c_fc.set_grad(g.c_fc.w);
-      k.mlp_proj.set_grad(g.mlp_proj.w);
-    }
-    head_.set_grad(g_.lm_head);
   }
-  return grads_;
+  for (int64_t l = 0; l < cfg_.L; ++l) {
+    const BlockTensors<float>& g = g_.h[static_cast<size_t>(l)];
+    BlockLinears& k = lin_[static_cast<size_t>(l)];
+    k.c_attn.set_grad(g.c_attn.w);
+    k.attn_proj.set_grad(g.attn_proj.w);
+    k.c_fc.set_grad(g.c_fc.w);
+    k.mlp_proj.set_grad(g.mlp_proj.w);
+  }
+  head_.set_grad(g_.lm_head);
+}
+
+void Gpt2::set_fused_update(GradUpdate update) {
+  LLMFT_CHECK(lora_ == nullptr || !update, "a fused update is for the whole model, not LoRA");
+  std::vector<float>().swap(grads_);  // laid out again by the next training call
+  g_ = Gpt2Tensors<float>{};
+  g_.h.resize(static_cast<size_t>(cfg_.L));
+  fused_update_ = std::move(update);
+  fused_sumsq_ = 0.0;
+  // Every block has the same layout (each tensor 16-float aligned from an aligned start), so
+  // block l spans [block0 + l * stride, block0 + (l + 1) * stride) and ln_f starts the tail.
+  auto offset = [&](const std::string& name) { return table_.find(name)->offset; };
+  fused_block0_ = offset("h.0.ln_1.weight");
+  fused_tail_ = offset("ln_f.weight");
+  fused_stride_ = (fused_tail_ - fused_block0_) / cfg_.L;
+}
+
+int64_t Gpt2::fused_slot(int64_t offset) const {
+  if (offset < fused_block0_) return offset;
+  if (offset >= fused_tail_) return fused_block0_ + 2 * fused_stride_ + (offset - fused_tail_);
+  const int64_t l = (offset - fused_block0_) / fused_stride_;
+  return fused_block0_ + (l % 2) * fused_stride_ + (offset - fused_block0_ - l * fused_stride_);
 }
 
 Gpt2Tensors<float> Gpt2::grad_tensors() {
@@ -82,6 +116,7 @@ Gpt2Tensors<float> Gpt2::grad_tensors() {
 }
 
 void Gpt2::set_lora(Lora* lora) {
+  LLMFT_CHECK(!fused_update_ || lora == nullptr, "LoRA adapters with a fused update set");
   lora_ = lora;
   if (lora) {
     std::vector<float>().swap(grads_);  // frozen: the base's gradient buffers go
@@ -149,8 +184,7 @@ std::span<float> Gpt2::trainable_grads() { return lora_ ? lora_->grads() : grads
 
 Gpt2::Trainable Gpt2::trainable() {
   if (lora_) return {lora_->table(), lora_->params(), lora_->grads()};
-  std::span<float> g = grads();
-  return {table_, params(), g};
+  return {table_, params(), fused_update_ ? std::span<float>{} : std::span<float>(grads_)};
 }
 
 void Gpt2::init_random(uint64_t seed) {
@@ -572,7 +606,7 @@ LossResult Gpt2::forward_backward(std::span<const int32_t> inputs,
                                   std::span<const int32_t> targets,
                                   std::span<const int64_t> seq_offsets, float dloss_scale) {
   check_batch(inputs, &targets, seq_offsets);
-  if (!lora_) grads();
+  if (!lora_) lay_out_grads();
   ready_for_backward_ = false;
   ++forward_count_;
   forward_packed(inputs, seq_offsets, {}, /*dropout=*/true);
@@ -641,21 +675,54 @@ Act Gpt2::round(std::span<const float> x, std::span<bf16> buf) const {
 
 void Gpt2::zero_grad() {
   profile::Scope ps("zero_grad");
-  kernels::fill(trainable_grads(), 0.0f);
+  if (lora_) {
+    kernels::fill(lora_->grads(), 0.0f);
+  } else {
+    lay_out_grads();
+    kernels::fill(std::span<float>(grads_), 0.0f);
+  }
 }
 
-double Gpt2::grad_norm() {
-  const std::span<const float> grads = trainable_grads();
-  const float* g = grads.data();
-  const int64_t n = static_cast<int64_t>(grads.size());
+namespace {
+double sum_squares(std::span<const float> x) {
+  const float* g = x.data();
+  const int64_t n = static_cast<int64_t>(x.size());
   double s = 0.0;
 #pragma omp parallel for reduction(+ : s) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) s += static_cast<double>(g[i]) * g[i];
-  return std::sqrt(s);
+  return s;
+}
+}  // namespace
+
+double Gpt2::grad_norm() {
+  return std::sqrt(fused_update_ ? fused_sumsq_ : sum_squares(trainable_grads()));
+}
+
+void Gpt2::hand_over(int64_t offset, std::span<float> g) {
+  if (!fused_update_) return;
+  profile::Scope ps("bwd.fused_update");
+  const bool finite_before = std::isfinite(fused_sumsq_);
+  fused_sumsq_ += sum_squares(g);
+  if (!finite_before || !std::isfinite(fused_sumsq_)) return;  // kept back, and all after it
+  fused_update_(offset, g);
+  kernels::fill(g, 0.0f);
+}
+
+void Gpt2::hand_over_block(int64_t l) {
+  hand_over(fused_block0_ + l * fused_stride_,
+            std::span<float>(grads_).subspan(static_cast<size_t>(fused_block0_ + (l % 2) * fused_stride_),
+                                             static_cast<size_t>(fused_stride_)));
+}
+
+void Gpt2::hand_over_rest() {
+  const std::span<float> g(grads_);
+  hand_over(0, g.first(static_cast<size_t>(fused_block0_)));
+  hand_over(fused_tail_, g.subspan(static_cast<size_t>(fused_block0_ + 2 * fused_stride_)));
 }
 
 double Gpt2::clip_grad_norm(double max_norm) {
   LLMFT_CHECK(max_norm > 0.0, "max_norm {}", max_norm);
+  LLMFT_CHECK(!fused_update_, "no clipping with a fused update (it needs the whole gradient)");
   const double norm = grad_norm();
   const double coef = max_norm / (norm + 1e-6);
   if (coef < 1.0) {

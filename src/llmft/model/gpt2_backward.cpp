@@ -24,7 +24,7 @@ constexpr int kDropEmb = 0, kDropAtt = 1, kDropAttProj = 2, kDropMlp = 3;
 void Gpt2::backward(float dloss_scale) {
   LLMFT_CHECK(ready_for_backward_, "backward() needs a training forward() just before it");
   ready_for_backward_ = false;
-  if (!lora_) grads();
+  if (!lora_) lay_out_grads();
   backward_head(dloss_scale, {});
   head_has_logits_ = false;
   backward_trunk();
@@ -35,7 +35,7 @@ void Gpt2::backward(std::span<const float> dlosses) {
   LLMFT_CHECK(static_cast<int64_t>(dlosses.size()) == M_, "{} token weights for {} targets",
               dlosses.size(), M_);
   ready_for_backward_ = false;
-  if (!lora_) grads();
+  if (!lora_) lay_out_grads();
   backward_head(1.0f, dlosses);
   head_has_logits_ = false;
   backward_trunk();
@@ -81,19 +81,26 @@ void Gpt2::backward_trunk() {
         stats.subspan(static_cast<size_t>(N), static_cast<size_t>(N)), N, C, p,
         site_seed(L - 1, kDropMlp));
   }
-  for (int64_t l = L - 1; l >= 0; --l) backward_block(l, p);
-  if (lora_) return;  // frozen embeddings
-  // enc = drop(wte[inp] + wpe[pos])
-  std::span<const float> denc = dres;
-  profile::Scope ps("bwd.encoder");
-  if (dropout_on_) {
-    const auto d = work(off_dbranch_, N * C);
-    kernels::fill(d, 0.0f);
-    dropout_backward(d, dres, p, site_seed(-1, kDropEmb), N * C);
-    denc = d;
+  fused_sumsq_ = 0.0;
+  for (int64_t l = L - 1; l >= 0; --l) {
+    backward_block(l, p);
+    if (fused_update_) hand_over_block(l);  // block l's gradient is complete
   }
-  encoder_backward(g_.wte, g_.wpe, denc, {inputs_.data(), static_cast<size_t>(N)},
-                   {pos_.data(), static_cast<size_t>(N)}, N, C);
+  if (lora_) return;  // frozen embeddings
+  {
+    // enc = drop(wte[inp] + wpe[pos])
+    std::span<const float> denc = dres;
+    profile::Scope ps("bwd.encoder");
+    if (dropout_on_) {
+      const auto d = work(off_dbranch_, N * C);
+      kernels::fill(d, 0.0f);
+      dropout_backward(d, dres, p, site_seed(-1, kDropEmb), N * C);
+      denc = d;
+    }
+    encoder_backward(g_.wte, g_.wpe, denc, {inputs_.data(), static_cast<size_t>(N)},
+                     {pos_.data(), static_cast<size_t>(N)}, N, C);
+  }
+  if (fused_update_) hand_over_rest();
 }
 
 // Block l's backward; dres holds d(res3_l) on entry and d(res3_{l-1}) (or d(enc)) on exit.

@@ -87,23 +87,30 @@ const ParamSpec* ParamTable::find_gguf(const std::string& gguf_name) const {
   return nullptr;
 }
 
-template <typename T>
-Gpt2Tensors<T> ParamTable::bind_impl(std::span<T> flat) const {
-  LLMFT_CHECK(static_cast<int64_t>(flat.size()) >= total(), "flat buffer has {} floats, need {}",
-              flat.size(), total());
+template <typename T, typename At>
+Gpt2Tensors<T> ParamTable::bind_impl(const At& at) const {
   Gpt2Tensors<T> t;
   size_t i = 0;
   visit(t, cfg_, [&](const ParamSpec&, std::span<T>& field) {
     const ParamSpec& s = specs()[i++];
-    field = flat.subspan(static_cast<size_t>(s.offset), static_cast<size_t>(s.numel));
+    field = std::span<T>(at(s), static_cast<size_t>(s.numel));
   });
   if (cfg_.tied) t.lm_head = t.wte;
   return t;
 }
 
-Gpt2Tensors<float> ParamTable::bind(std::span<float> flat) const { return bind_impl(flat); }
+Gpt2Tensors<float> ParamTable::bind(std::span<float> flat) const {
+  LLMFT_CHECK(static_cast<int64_t>(flat.size()) >= total(), "flat buffer has {} floats, need {}",
+              flat.size(), total());
+  return bind_impl<float>([&](const ParamSpec& s) { return flat.data() + s.offset; });
+}
 Gpt2Tensors<const float> ParamTable::bind(std::span<const float> flat) const {
-  return bind_impl(flat);
+  LLMFT_CHECK(static_cast<int64_t>(flat.size()) >= total(), "flat buffer has {} floats, need {}",
+              flat.size(), total());
+  return bind_impl<const float>([&](const ParamSpec& s) { return flat.data() + s.offset; });
+}
+Gpt2Tensors<float> ParamTable::bind(const std::function<float*(const ParamSpec&)>& at) const {
+  return bind_impl<float>(at);
 }
 
 }  // namespace llmft

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -96,10 +97,12 @@ class ParamTable : public TensorTable {
   // The typed view of a flat buffer laid out by this table (params, grads, m or v).
   Gpt2Tensors<float> bind(std::span<float> flat) const;
   Gpt2Tensors<const float> bind(std::span<const float> flat) const;
+  // The typed view of tensors that live wherever `at` says (a buffer laid out otherwise).
+  Gpt2Tensors<float> bind(const std::function<float*(const ParamSpec&)>& at) const;
 
  private:
-  template <typename T>
-  Gpt2Tensors<T> bind_impl(std::span<T> flat) const;
+  template <typename T, typename At>
+  Gpt2Tensors<T> bind_impl(const At& at) const;
   Gpt2Config cfg_;
 };
 

@@ -103,7 +103,10 @@ class Dpo {
         val_loader_(pref_.chosen, data_.split.val, eval_loader_options(o_.batch_size)),
         steps_per_epoch_(train_loader_.num_batches()),
         total_steps_(run_total_steps(o_, steps_per_epoch_)),
-        schedule_{parse_lr_schedule(o_.schedule), o_.lr, o_.warmup_steps, total_steps_} {}
+        schedule_{parse_lr_schedule(o_.schedule), o_.lr, o_.warmup_steps, total_steps_} {
+    fuse_adamw(model_, adamw_, o_);
+  }
+  ~Dpo() { model_.set_fused_update({}); }
   Dpo(const Dpo&) = delete;  // the loaders keep references into pref_
   Dpo& operator=(const Dpo&) = delete;
 
@@ -339,13 +342,17 @@ StepRecord Dpo::train_step() {
   model_.zero_grad();
   model_.set_dropout_seed(o_.seed ^ (0x9E3779B97F4A7C15ull *
                                      static_cast<uint64_t>(st_.step * 64 + dist::rank() + 1)));
+  const double lr = schedule_.lr(st_.step);
+  const bool fused = model_.fused_update();
+  if (fused) adamw_.begin_step(static_cast<float>(lr));  // the backward updates the weights
   const DpoStats s = batch_stats(b, /*with_gradient=*/true);
   const double grad_norm =
       o_.grad_clip > 0 ? model_.clip_grad_norm(o_.grad_clip) : model_.grad_norm();
   check_finite_step(st_.step, s.loss, grad_norm);
-  const double lr = schedule_.lr(st_.step);
-  const Gpt2::Trainable t = model_.trainable();
-  adamw_.step(t.params, t.grads, static_cast<float>(lr));
+  if (!fused) {
+    const Gpt2::Trainable t = model_.trainable();
+    adamw_.step(t.params, t.grads, static_cast<float>(lr));
+  }
 
   st_.tokens_seen += b.padded_tokens;
   const int64_t global_step = st_.step;

@@ -279,6 +279,13 @@ AdamWConfig adamw_config(const FinetuneOptions& opts) {
           static_cast<float>(opts.weight_decay)};
 }
 
+void fuse_adamw(Gpt2& model, AdamW& adamw, const FinetuneOptions& opts) {
+  if (opts.lora || opts.grad_clip > 0 || opts.grad_accum != 1 || dist::size() != 1) return;
+  model.set_fused_update([&model, &adamw](int64_t offset, std::span<const float> g) {
+    adamw.update(model.params(), offset, g);
+  });
+}
+
 void check_finite_step(int64_t step, double loss, double grad_norm) {
   if (std::isfinite(loss) && std::isfinite(grad_norm)) return;
   throw Error(fmt::format("step {}: the loss is {} and the gradient norm {}: training stopped "

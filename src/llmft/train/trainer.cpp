@@ -104,7 +104,9 @@ class Finetune {
         schedule_{parse_lr_schedule(opts.schedule), opts.lr, opts.warmup_steps, total_steps_} {
     n_params_ = model.table().numel();
     n_trainable_ = model.trainable().table.numel();
+    fuse_adamw(model_, adamw_, opts);
   }
+  ~Finetune() { model_.set_fused_update({}); }
   Finetune(const Finetune&) = delete;  // the loaders keep references into data_
   Finetune& operator=(const Finetune&) = delete;
 
@@ -245,13 +247,17 @@ StepRecord Finetune::train_step() {
   const auto t_step = Clock::now();
   const std::vector<int64_t> idx = train_loader_.batch_indices(epoch, st_.batch_in_epoch);
   const Batch full = collate(items_for(data_.tokens, idx), collate_);
+  const double lr = schedule_.lr(st_.step);
+  const bool fused = model_.fused_update();
+  if (fused) adamw_.begin_step(static_cast<float>(lr));  // the backward updates the weights
   const double loss = loss_and_gradient(idx, full);
   const double grad_norm =
       opts_.grad_clip > 0 ? model_.clip_grad_norm(opts_.grad_clip) : model_.grad_norm();
   check_finite_step(st_.step, loss, grad_norm);
-  const double lr = schedule_.lr(st_.step);
-  const Gpt2::Trainable t = model_.trainable();
-  adamw_.step(t.params, t.grads, static_cast<float>(lr));
+  if (!fused) {
+    const Gpt2::Trainable t = model_.trainable();
+    adamw_.step(t.params, t.grads, static_cast<float>(lr));
+  }
 
   st_.tokens_seen += full.padded_tokens;
   const int64_t global_step = st_.step;  // the reference's global_step after its += 1
