@@ -154,6 +154,13 @@ int main(int argc, char** argv) {
     }
   }
 
+  // As the trainer runs it (fuse_adamw): AdamW inside the backward pass for full finetuning.
+  const bool fused = !lora;
+  if (fused)
+    model.set_fused_update([&](int64_t offset, std::span<const float> g) {
+      opt.update(model.params(), offset, g);
+    });
+
   // Matmul weights (what 6 * params * tokens counts): every linear layer plus the head.
   const int64_t C = cfg.C, L = cfg.L;
   const double matmul_params = static_cast<double>(L) * 12 * C * C + static_cast<double>(cfg.V) * C;
@@ -168,9 +175,10 @@ int main(int argc, char** argv) {
     }
     const double t0 = now_s();
     model.zero_grad();
+    if (fused) opt.begin_step(opt.config().lr);
     // Every target counts (none is -100), so the mean's scale is 1 / tokens.
     model.forward_backward(B.in, B.tg, B.off, 1.0f / static_cast<float>(B.in.size()));
-    {
+    if (!fused) {
       llmft::profile::Scope ps("adamw");
       const llmft::Gpt2::Trainable t = model.trainable();
       opt.step(t.params, t.grads);
