@@ -300,9 +300,10 @@ void BpeTokenizer::encode_stream(const TextSource& read, const IdsSink& emit,
       emit(ids);
       ids.clear();
     }
-    // A piece longer than a chunk is read whole before it is split again: waiting until the
-    // text has grown by half keeps the re-scans of it linear in its length.
-    want = std::max(chunk_bytes, text.size() + text.size() / 2);
+    // Read at least a chunk, and more than waits now (or nothing could move). A piece longer
+    // than a chunk is read whole before it is split again: waiting until the text has grown by
+    // half keeps the re-scans of it linear in its length.
+    want = std::max(chunk_bytes, text.size() + std::max(text.size() / 2, 2 * kLookahead));
     if (text.capacity() < want + 3 * chunk_bytes) text.reserve(want + 3 * chunk_bytes);
   }
 }
