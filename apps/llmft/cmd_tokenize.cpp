@@ -264,26 +264,25 @@ Runner setup(CLI::App& app) {
     }
     const std::string input = o->has_text ? o->text : read_input(o->file);
     const std::string source = o->has_text ? "the argument" : o->file.empty() ? "stdin" : o->file;
-    {
-      std::vector<int32_t> ids;
-      const std::string hint = "e.g. echo '[15496, 995]' | llmft tokenize --decode";
-      const auto j = parse_json(input, source, hint);
-      try {
-        if (!j.is_array()) throw Error("not an array");
-        for (const auto& v : j) {
-          if (!v.is_number_integer() || v.get<int64_t>() < INT32_MIN ||
-              v.get<int64_t>() > INT32_MAX) {
-            throw Error(fmt::format("element {} is not a token id", v.dump()));
-          }
-          ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+    // --decode: a JSON array of ids -> their text.
+    std::vector<int32_t> ids;
+    const std::string hint = "e.g. echo '[15496, 995]' | llmft tokenize --decode";
+    const auto j = parse_json(input, source, hint);
+    try {
+      if (!j.is_array()) throw Error("not an array");
+      for (const auto& v : j) {
+        if (!v.is_number_integer() || v.get<int64_t>() < INT32_MIN ||
+            v.get<int64_t>() > INT32_MAX) {
+          throw Error(fmt::format("element {} is not a token id", v.dump()));
         }
-      } catch (const std::exception& e) {
-        throw Error(fmt::format("{}: expected a JSON array of token ids: {}", source, e.what()),
-                    "e.g. echo '[15496, 995]' | llmft tokenize --decode");
+        ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
       }
-      print(tok.decode(ids));
-      return 0;
+    } catch (const std::exception& e) {
+      throw Error(fmt::format("{}: expected a JSON array of token ids: {}", source, e.what()),
+                  "e.g. echo '[15496, 995]' | llmft tokenize --decode");
     }
+    print(tok.decode(ids));
+    return 0;
   };
 }
 

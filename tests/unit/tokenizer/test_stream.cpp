@@ -208,5 +208,34 @@ TEST(TokenizerStream, LongPiecesFollowTheMergeRule) {
   }
 }
 
+// `llmft tokenize --file` on 2.5 MiB (the command reads 1 MiB chunks): a 3-byte character cut
+// by the first chunk boundary and <|endoftext|> by the second; the output is nlohmann's dump of
+// encode()'s ids, byte for byte, as before streaming; stdin gives the same.
+TEST(TokenizeCommand, StreamsLargeFilesAsEncode) {
+  std::string text;
+  for (int i = 0; text.size() < (size_t(1) << 20) - 1; ++i) text += i % 7 ? "word " : "日本 ";
+  text.resize((size_t(1) << 20) - 1, 'x');
+  text += "\xE6\x9D\xB1 tail";  // bytes 1 MiB - 1 .. 1 MiB + 1
+  while (text.size() < (size_t(2) << 20) - 5) text += "Grüße, we'll see. ";
+  text.resize((size_t(2) << 20) - 5, 'y');
+  text += "<|endoftext|> and more";
+  while (text.size() < (size_t(5) << 19)) text += "\xFF\xC3 invalid ";
+  test::TempDir dir;
+  write_file_atomic(dir / "in.txt", text);
+  const auto r = test::run_llmft({"tokenize", "--file", (dir / "in.txt").string(), "--allow-special"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string want = nlohmann::json(tok().encode(text, SpecialTokens::kAllow)).dump() + "\n";
+  EXPECT_TRUE(r.out == want) << "output differs from encode() (" << r.out.size() << " vs "
+                             << want.size() << " bytes)";
+  const auto r2 = test::run_llmft({"tokenize", "--allow-special"}, text);
+  EXPECT_TRUE(r2.out == want);
+  // Disallowed special token 2 MiB in: from a file, nothing is printed.
+  const auto r3 = test::run_llmft({"tokenize", "--file", (dir / "in.txt").string()});
+  EXPECT_EQ(r3.exit_code, 1);
+  EXPECT_TRUE(r3.out.empty());
+  EXPECT_NE(r3.err.find("at byte " + std::to_string((size_t(2) << 20) - 5)), std::string::npos)
+      << r3.err;
+}
+
 }  // namespace
 }  // namespace llmft
