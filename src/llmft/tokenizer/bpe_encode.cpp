@@ -69,7 +69,8 @@ void BpeTokenizer::Impl::merge_large(const char* p, size_t n, std::vector<int32_
   constexpr uint16_t kGone = 0xFFFF;  // ids and ranks are < 0xFFFF (PairTable::kMaxTokens)
   constexpr size_t kBlock = 32;
   std::vector<uint16_t> tok(n), rank(n);
-  for (size_t i = 0; i < n; ++i) tok[i] = static_cast<uint16_t>(byte_id[static_cast<uint8_t>(p[i])]);
+  for (size_t i = 0; i < n; ++i)
+    tok[i] = static_cast<uint16_t>(byte_id[static_cast<uint8_t>(p[i])]);
   for (size_t i = 0; i + 1 < n; ++i) {
     rank[i] = byte_pair[(size_t(uint8_t(p[i])) << 8) | uint8_t(p[i + 1])];  // 0xFFFF: none
   }
@@ -219,7 +220,8 @@ size_t utf8_ready(std::string_view s) {
   const size_t n = s.size();
   for (size_t k = 1; k <= 3 && k <= n; ++k) {
     const auto b = static_cast<uint8_t>(s[n - k]);
-    if ((b & 0xC0) != 0x80) return b >= 0xC0 && static_cast<size_t>(utf8::seq_len(b)) > k ? n - k : n;
+    if ((b & 0xC0) != 0x80)
+      return b >= 0xC0 && static_cast<size_t>(utf8::seq_len(b)) > k ? n - k : n;
   }
   return n;
 }
@@ -232,12 +234,12 @@ constexpr size_t kLookahead = 16;
 
 }  // namespace
 
-void BpeTokenizer::encode_stream(const TextSource& read, const IdsSink& emit,
-                                 SpecialTokens special, size_t chunk_bytes) const {
+void BpeTokenizer::encode_stream(const TextSource& read, const IdsSink& emit, SpecialTokens special,
+                                 size_t chunk_bytes) const {
   if (chunk_bytes == 0) throw UsageError("encode_stream: chunk_bytes must be at least 1");
   const size_t special_len = kEndOfTextText.size();
-  std::string raw;     // read, not yet repaired: an incomplete UTF-8 sequence held back, then a chunk
-  std::string text;    // valid UTF-8 not yet encoded; starts where a piece starts
+  std::string raw;   // read, not yet repaired: an incomplete UTF-8 sequence held back, then a chunk
+  std::string text;  // valid UTF-8 not yet encoded; starts where a piece starts
   std::string recent;  // kDisallow: the input's last bytes, to see <|endoftext|> across reads
   std::vector<int32_t> ids;
   uint64_t offset = 0;  // input bytes before `recent`

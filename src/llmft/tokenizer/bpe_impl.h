@@ -40,11 +40,9 @@ struct BpeTokenizer::Impl {
   // to `out`; with `flush` set, a long piece hands its ids to it in batches as it goes.
   void encode_ordinary(std::string_view text, std::vector<int32_t>& out,
                        const IdsSink* flush = nullptr) const;
-  void encode_piece(const char* p, size_t n, std::vector<int32_t>& out,
-                    const IdsSink* flush) const;
+  void encode_piece(const char* p, size_t n, std::vector<int32_t>& out, const IdsSink* flush) const;
   void merge_small(const char* p, size_t n, std::vector<int32_t>& out) const;
-  void merge_large(const char* p, size_t n, std::vector<int32_t>& out,
-                   const IdsSink* flush) const;
+  void merge_large(const char* p, size_t n, std::vector<int32_t>& out, const IdsSink* flush) const;
 };
 
 }  // namespace llmft

@@ -43,7 +43,8 @@ std::vector<int32_t> streamed(std::string_view text, SpecialTokens special, size
   return ids;
 }
 
-// Every chunk size from 1 to 40 bytes (and a few reads shorter than the chunk) gives encode()'s ids.
+// Every chunk size from 1 to 40 bytes (and a few reads shorter than the chunk) gives encode()'s
+// ids.
 void expect_same_for_all_chunks(const std::string& text, SpecialTokens special) {
   const auto want = tok().encode(text, special);
   for (size_t chunk = 1; chunk <= 40; ++chunk) {
@@ -63,8 +64,9 @@ TEST(TokenizerStream, CutsEverywhereGiveTheIdsOfEncode) {
   const std::vector<std::string> texts = {
       "Hello world, we'll see what they've done: it's 2024!\n\n  indented\tand  spaced   ",
       "don't 're 've 'm 'll 'd 's 't ' 'x 'L '",  // contractions cut after the apostrophe
-      "Grüße aus Köln — 東京で会いましょう 🙂🚀 Привет, мир! ١٢٣ 42.5e10",  // 2-, 3-, 4-byte UTF-8
-      "   \n\n\t  x  \u00a0\u3000y\r\n",       // whitespace runs before a non-space
+      "Grüße aus Köln — 東京で会いましょう 🙂🚀 Привет, мир! ١٢٣ "
+      "42.5e10",                          // 2-, 3-, 4-byte UTF-8
+      "   \n\n\t  x  \u00a0\u3000y\r\n",  // whitespace runs before a non-space
       std::string(300, 'a') + " " + std::string(150, '7') + "!!!" + std::string(100, ' ') + "z",
   };
   for (const auto& t : texts) expect_same_for_all_chunks(t, SpecialTokens::kDisallow);
@@ -74,14 +76,20 @@ TEST(TokenizerStream, MultiByteCharacterSplitAcrossReads) {
   // "é" (2 bytes), "東" (3), "🙂" (4), each cut inside by 1-byte and 2-byte chunks.
   const std::string text = "caf\xC3\xA9 \xE6\x9D\xB1\xE4\xBA\xAC \xF0\x9F\x99\x82!";
   const auto want = tok().encode(text);
-  for (size_t chunk : {1, 2, 3, 5}) EXPECT_EQ(streamed(text, SpecialTokens::kDisallow, chunk), want);
+  for (size_t chunk : {1, 2, 3, 5})
+    EXPECT_EQ(streamed(text, SpecialTokens::kDisallow, chunk), want);
   EXPECT_EQ(tok().decode(want), text);
 }
 
 TEST(TokenizerStream, InvalidUtf8IsRepairedAsInEncode) {
   const std::vector<std::string> texts = {
-      "a\xFF" "b\xC3" "c\xE6\x9D" "d\xF0\x9F\x99" "e",  // lone, truncated 2-, 3-, 4-byte sequences
-      "\x80\x80\x80\x80\x80 x \xED\xA0\x80 y \xF4\x90\x80\x80 z",  // continuations, surrogate, >U+10FFFF
+      "a\xFF"
+      "b\xC3"
+      "c\xE6\x9D"
+      "d\xF0\x9F\x99"
+      "e",  // lone, truncated 2-, 3-, 4-byte sequences
+      "\x80\x80\x80\x80\x80 x \xED\xA0\x80 y \xF4\x90\x80\x80 z",  // continuations, surrogate,
+                                                                   // >U+10FFFF
       "\xE0\x80\xAF \xC0\xAF ok \xF0\x9F",  // overlong forms; truncated at the very end
   };
   for (const auto& t : texts) expect_same_for_all_chunks(t, SpecialTokens::kOrdinary);
@@ -222,7 +230,8 @@ TEST(TokenizeCommand, StreamsLargeFilesAsEncode) {
   while (text.size() < (size_t(5) << 19)) text += "\xFF\xC3 invalid ";
   test::TempDir dir;
   write_file_atomic(dir / "in.txt", text);
-  const auto r = test::run_llmft({"tokenize", "--file", (dir / "in.txt").string(), "--allow-special"});
+  const auto r =
+      test::run_llmft({"tokenize", "--file", (dir / "in.txt").string(), "--allow-special"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string want = nlohmann::json(tok().encode(text, SpecialTokens::kAllow)).dump() + "\n";
   EXPECT_TRUE(r.out == want) << "output differs from encode() (" << r.out.size() << " vs "
