@@ -1,5 +1,6 @@
 // Tokenizer throughput on a few MB of generated mixed multilingual text (deterministic), one
 // thread and all cores, against tiktoken's reference speed. One JSON line per result.
+// `--write FILE [MB]` writes the text instead, for timing `llmft tokenize` end to end.
 #include <fmt/format.h>
 #include <omp.h>
 
@@ -184,6 +185,25 @@ void report(const char* name, const Timing& t, int threads, size_t bytes, size_t
 
 int main(int argc, char** argv) {
   using namespace llmft;
+  if (argc > 1 && std::string(argv[1]) == "--write") {
+    // `bench_tokenizer --write FILE [MB=3]`: the same documents, concatenated, as the input of
+    // `llmft tokenize` end to end (bench/tokenize_cli.sh).
+    if (argc < 3) {
+      std::fprintf(stderr, "usage: bench_tokenizer --write FILE [MB=3]\n");
+      return 2;
+    }
+    const size_t wmb = argc > 3 ? std::stoul(argv[3]) : 3;
+    std::FILE* f = std::fopen(argv[2], "wb");
+    if (!f) {
+      std::fprintf(stderr, "bench_tokenizer: cannot write %s\n", argv[2]);
+      return 1;
+    }
+    size_t written = 0;
+    for (const auto& d : make_documents(wmb << 20)) written += std::fwrite(d.data(), 1, d.size(), f);
+    if (std::fclose(f) != 0) return 1;
+    std::printf("{\"wrote\": \"%s\", \"bytes\": %zu}\n", argv[2], written);
+    return 0;
+  }
   const size_t mb = argc > 1 ? std::stoul(argv[1]) : 4;
   const int repeats = argc > 2 ? std::stoi(argv[2]) : 7;
   const BpeTokenizer tok = BpeTokenizer::load_bundled();

@@ -1,9 +1,18 @@
 // `llmft tokenize [TEXT]`: text (the argument, --file or stdin) -> GPT-2 token ids as a JSON
 // array, --decode for the reverse, and
 // --jsonl for many texts at once ({"text", "mode"} per line in, {"ids"} per line out, in order).
+// Text is read in chunks and its ids are written as they are made (BpeTokenizer::encode_stream).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "command.h"
@@ -27,6 +36,109 @@ std::string read_input(const std::string& file) {
 }
 
 void print(std::string_view s) { std::fwrite(s.data(), 1, s.size(), stdout); }
+
+// Ids as JSON arrays ("[15496,995]", nlohmann's compact form) and other text to stdout, in
+// blocks of 1 MiB: nothing is written before the first block fills, so an early error leaves
+// stdout empty.
+class IdsWriter {
+ public:
+  void text(std::string_view s) {
+    if (used_ + s.size() > kCap) flush();
+    if (s.size() > kCap) return write(s);
+    std::memcpy(buf_.get() + used_, s.data(), s.size());
+    used_ += s.size();
+  }
+  void begin_list() {
+    text("[");
+    first_ = true;
+  }
+  void ids(std::span<const int32_t> ids) {
+    for (const int32_t id : ids) {
+      if (used_ + 12 > kCap) flush();  // "," and at most 11 characters
+      char* p = buf_.get() + used_;
+      if (!first_) *p++ = ',';
+      first_ = false;
+      used_ = static_cast<size_t>(std::to_chars(p, p + 11, id).ptr - buf_.get());
+    }
+  }
+  void flush() {
+    write({buf_.get(), used_});
+    used_ = 0;
+  }
+
+ private:
+  static constexpr size_t kCap = size_t(1) << 20;
+  static void write(std::string_view s) {
+    if (std::fwrite(s.data(), 1, s.size(), stdout) != s.size() || std::fflush(stdout) != 0) {
+      throw Error(fmt::format("stdout: write failed: {}", std::strerror(errno)));
+    }
+  }
+  std::unique_ptr<char[]> buf_ = std::make_unique<char[]>(kCap);
+  size_t used_ = 0;
+  bool first_ = true;
+};
+
+// --file or stdin, read in chunks (with read_file's errors).
+class InputFile {
+ public:
+  explicit InputFile(const std::string& file) : name_(file.empty() ? "stdin" : file) {
+    if (file.empty()) return;
+    std::error_code ec;
+    if (std::filesystem::is_directory(file, ec))
+      throw Error(fmt::format("{}: is a folder, expected a file", file));
+    fd_ = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) {
+      throw Error(fmt::format("{}: cannot open: {}", file, std::strerror(errno)), "check the path");
+    }
+  }
+  ~InputFile() {
+    if (fd_ > 0) ::close(fd_);
+  }
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
+
+  // Fills `buf` unless the input ends first; returns the bytes read.
+  size_t read(std::span<char> buf) {
+    size_t got = 0;
+    while (got < buf.size()) {
+      const ssize_t n = ::read(fd_, buf.data() + got, buf.size() - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw Error(fmt::format("{}: read failed: {}", name_, std::strerror(errno)));
+      if (n == 0) break;
+      got += static_cast<size_t>(n);
+    }
+    return got;
+  }
+
+  // A regular file (--file, or stdin redirected from one) is searched for a literal
+  // <|endoftext|> before any id is printed, then read again from its start; a pipe cannot be,
+  // and its ids before such a token may have been printed when the error comes.
+  void check_no_special_token() {
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) return;
+    const off_t start = ::lseek(fd_, 0, SEEK_CUR);
+    if (start < 0) return;
+    const std::string_view token = "<|endoftext|>";
+    std::string window;
+    std::vector<char> buf(size_t(1) << 20);
+    uint64_t offset = 0;  // bytes before `window`
+    for (size_t got; (got = read(buf)) > 0;) {
+      window.append(buf.data(), got);
+      const size_t at = window.find(token);
+      if (at != std::string::npos) throw BpeTokenizer::special_token_error(offset + at);
+      const size_t drop = window.size() - std::min(window.size(), token.size() - 1);
+      offset += drop;
+      window.erase(0, drop);
+    }
+    if (::lseek(fd_, start, SEEK_SET) != start) {
+      throw Error(fmt::format("{}: cannot read: {}", name_, std::strerror(errno)));
+    }
+  }
+
+ private:
+  std::string name_;
+  int fd_ = 0;  // stdin unless a file was named
+};
 
 // Each line {"text": str, "mode": "ordinary" | "all"} -> one line {"ids": [...]}. Without
 // "mode", --allow-special decides. Everything is checked before anything is printed.
@@ -82,12 +194,14 @@ void run_jsonl(const BpeTokenizer& tok, const TokenizeOptions& o) {
   }
   std::vector<std::vector<int32_t>> ids[3];
   for (int m = 0; m < 3; ++m) ids[m] = tok.encode_batch(texts[m], kModes[m]);
-  std::string out;
+  IdsWriter out;
   for (const auto& [mode, i] : where) {
-    out += nlohmann::json{{"ids", ids[mode][i]}}.dump();
-    out += '\n';
+    out.text("{\"ids\":");
+    out.begin_list();
+    out.ids(ids[mode][i]);
+    out.text("]}\n");
   }
-  print(out);
+  out.flush();
 }
 
 Runner setup(CLI::App& app) {
@@ -124,31 +238,50 @@ Runner setup(CLI::App& app) {
       run_jsonl(tok, *o);
       return 0;
     }
-    const std::string input = o->has_text ? o->text : read_input(o->file);
-    const std::string source = o->has_text ? "the argument" : o->file.empty() ? "stdin" : o->file;
-    if (o->decode) {
-      std::vector<int32_t> ids;
-      const std::string hint = "e.g. echo '[15496, 995]' | llmft tokenize --decode";
-      const auto j = parse_json(input, source, hint);
-      try {
-        if (!j.is_array()) throw Error("not an array");
-        for (const auto& v : j) {
-          if (!v.is_number_integer() || v.get<int64_t>() < INT32_MIN ||
-              v.get<int64_t>() > INT32_MAX) {
-            throw Error(fmt::format("element {} is not a token id", v.dump()));
-          }
-          ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
-        }
-      } catch (const std::exception& e) {
-        throw Error(fmt::format("{}: expected a JSON array of token ids: {}", source, e.what()),
-                    "e.g. echo '[15496, 995]' | llmft tokenize --decode");
+    const auto special = o->allow_special ? SpecialTokens::kAllow : SpecialTokens::kDisallow;
+    if (!o->decode) {
+      IdsWriter out;
+      out.begin_list();
+      const BpeTokenizer::IdsSink emit = [&](std::span<const int32_t> ids) { out.ids(ids); };
+      if (o->has_text) {
+        std::string_view rest = o->text;
+        tok.encode_stream(
+            [&](std::span<char> buf) {
+              const size_t n = std::min(buf.size(), rest.size());
+              std::memcpy(buf.data(), rest.data(), n);
+              rest.remove_prefix(n);
+              return n;
+            },
+            emit, special);
+      } else {
+        InputFile in(o->file);
+        if (special == SpecialTokens::kDisallow) in.check_no_special_token();
+        tok.encode_stream([&](std::span<char> buf) { return in.read(buf); }, emit, special);
       }
-      print(tok.decode(ids));
+      out.text("]\n");
+      out.flush();
       return 0;
     }
-    const auto ids =
-        tok.encode(input, o->allow_special ? SpecialTokens::kAllow : SpecialTokens::kDisallow);
-    print(nlohmann::json(ids).dump() + "\n");
+    const std::string input = o->has_text ? o->text : read_input(o->file);
+    const std::string source = o->has_text ? "the argument" : o->file.empty() ? "stdin" : o->file;
+    // --decode: a JSON array of ids -> their text.
+    std::vector<int32_t> ids;
+    const std::string hint = "e.g. echo '[15496, 995]' | llmft tokenize --decode";
+    const auto j = parse_json(input, source, hint);
+    try {
+      if (!j.is_array()) throw Error("not an array");
+      for (const auto& v : j) {
+        if (!v.is_number_integer() || v.get<int64_t>() < INT32_MIN ||
+            v.get<int64_t>() > INT32_MAX) {
+          throw Error(fmt::format("element {} is not a token id", v.dump()));
+        }
+        ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+      }
+    } catch (const std::exception& e) {
+      throw Error(fmt::format("{}: expected a JSON array of token ids: {}", source, e.what()),
+                  "e.g. echo '[15496, 995]' | llmft tokenize --decode");
+    }
+    print(tok.decode(ids));
     return 0;
   };
 }

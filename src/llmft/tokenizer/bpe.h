@@ -4,11 +4,14 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "llmft/core/error.h"
 
 namespace llmft {
 
@@ -55,6 +58,23 @@ class BpeTokenizer {
   // Text must be UTF-8; invalid sequences are replaced by U+FFFD first (WHATWG rule).
   std::vector<int32_t> encode(std::string_view text,
                               SpecialTokens special = SpecialTokens::kDisallow) const;
+  // Where encode_stream reads its text: fills `buf` with up to buf.size() bytes and returns how
+  // many; 0 means the text has ended.
+  using TextSource = std::function<size_t(std::span<char> buf)>;
+  // Where encode_stream puts the ids: called with the next ids, in order, in batches.
+  using IdsSink = std::function<void(std::span<const int32_t> ids)>;
+  static constexpr size_t kStreamChunk = size_t(1) << 20;
+  // encode() of a text that is read piece by piece: the same ids, handed to `emit` as they are
+  // made. It holds about 4 x chunk_bytes of text and ids, plus the longest pre-tokenizer piece
+  // (its bytes and, while it is merged, 4 bytes per byte: docs/tokenizer.md), never the whole
+  // text or all its ids. With kDisallow a literal <|endoftext|> throws special_token_error (the
+  // byte offset counts the whole input) once it is read; ids of the text before it may have been
+  // emitted by then.
+  void encode_stream(const TextSource& read, const IdsSink& emit,
+                     SpecialTokens special = SpecialTokens::kDisallow,
+                     size_t chunk_bytes = kStreamChunk) const;
+  // The error encode() throws (kDisallow) for a literal <|endoftext|> at byte `at` of the text.
+  static Error special_token_error(uint64_t at);
   // Many texts at once, over `threads` threads (0 = all cores). Same results as encode().
   std::vector<std::vector<int32_t>> encode_batch(std::span<const std::string> texts,
                                                  SpecialTokens special = SpecialTokens::kDisallow,

@@ -31,8 +31,13 @@ class TokenTable {
   static constexpr uint32_t kNone = 0xFFFFFFFFu;
 
   // `tokens[id]` are the bytes of token id. `indexed[id]` false keeps it out of the lookup
-  // (special tokens, which only the special-token path may produce).
-  void build(const std::vector<std::string>& tokens, const std::vector<bool>& indexed);
+  // (special tokens, which only the special-token path may produce). Returns the first indexed
+  // id whose bytes an earlier id already has (kNone when all are unique).
+  uint32_t build(const std::vector<std::string>& tokens, const std::vector<bool>& indexed);
+
+  // False when no token has hash h (a 64 KiB bit set, ~10% false positives for GPT-2): lets a
+  // loop of mostly failing lookups skip the larger table.
+  bool may_have(uint64_t h) const { return (filter_[(h >> 40) & kFilterMask] >> (h & 63)) & 1; }
 
   uint32_t find(std::string_view bytes) const {
     return find(bytes, hash_bytes(bytes.data(), bytes.size()));
@@ -57,7 +62,10 @@ class TokenTable {
   };
   std::string arena_;
   std::vector<size_t> offsets_;
+  static constexpr size_t kFilterWords = size_t(1) << 13;
+  static constexpr size_t kFilterMask = kFilterWords - 1;
   std::vector<Slot> slots_;
+  std::vector<uint64_t> filter_;
   size_t mask_ = 0;
 };
 
