@@ -11,3 +11,8 @@ cmake --build --preset ci
 # binary and Node.js 20, pinned in the lockfile; no install scripts, so nothing is built or fetched.
 (cd tests/llama && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error)
 ctest --preset ci
+# The same tests again, and each fuzz harness for a short fixed time, over a clang build with
+# AddressSanitizer and UndefinedBehaviorSanitizer (the dev preset; docs/reliability.md).
+cmake --preset dev >/dev/null
+cmake --build --preset dev
+ctest --preset dev

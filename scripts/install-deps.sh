@@ -5,6 +5,7 @@ pkgs=(g++ cmake ninja-build pkg-config git
       nlohmann-json3-dev libfmt-dev libcli11-dev libcurl4-openssl-dev libcpp-httplib-dev libssl-dev
       libopenblas-dev libopenblas0-openmp libdnnl-dev libgtest-dev libicu-dev
       libopenmpi-dev openmpi-bin
+      clang libclang-rt-dev libomp-dev
       chromium)
 missing=()
 for p in "${pkgs[@]}"; do

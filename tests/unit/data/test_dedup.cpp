@@ -240,7 +240,7 @@ TEST(DedupClean, SaveDatasetKeepsExtraFieldsAndReadsBack) {
     const InstructionDataset back = load_dataset(d / name);
     ASSERT_EQ(back.size(), 2u);
     EXPECT_EQ(back.entries[0].instruction, "é \"q\"\nx");
-    EXPECT_EQ(back.entries[0].raw["extra"], json({1, 2}));
+    EXPECT_EQ(back.entries[0].raw["extra"], nlohmann::ordered_json({1, 2}));
     EXPECT_EQ(back.entries[1].input, "i");
   }
   // The array form is indented as Python's json.dump(indent=4).

@@ -297,8 +297,9 @@ class MatmulBf16 : public ::testing::TestWithParam<std::tuple<bool, WeightLayout
 
 TEST_P(MatmulBf16, ForwardMatchesFp32) {
   const WeightLayout layout = std::get<1>(GetParam());
-  for (auto [N, IC, OC] : {std::tuple<int64_t, int64_t, int64_t>{1, 16, 48}, {7, 33, 17},
-                          {45, 128, 96}}) {
+  for (const auto& d : {std::tuple<int64_t, int64_t, int64_t>{1, 16, 48}, {7, 33, 17},
+                        {45, 128, 96}}) {
+    const int64_t N = std::get<0>(d), IC = std::get<1>(d), OC = std::get<2>(d);
     const VB inp = rand_bf16(static_cast<size_t>(N * IC), 1), w = rand_bf16(static_cast<size_t>(IC * OC), 2);
     const VF bias = randf(static_cast<size_t>(OC), 3);
     for (bool with_bias : {false, true}) {
@@ -313,8 +314,9 @@ TEST_P(MatmulBf16, ForwardMatchesFp32) {
 
 TEST_P(MatmulBf16, BackwardMatchesFp32AndAccumulates) {
   const WeightLayout layout = std::get<1>(GetParam());
-  for (auto [N, IC, OC] : {std::tuple<int64_t, int64_t, int64_t>{1, 16, 48}, {7, 33, 17},
-                          {45, 128, 96}}) {
+  for (const auto& d : {std::tuple<int64_t, int64_t, int64_t>{1, 16, 48}, {7, 33, 17},
+                        {45, 128, 96}}) {
+    const int64_t N = std::get<0>(d), IC = std::get<1>(d), OC = std::get<2>(d);
     const VB inp = rand_bf16(static_cast<size_t>(N * IC), 4), w = rand_bf16(static_cast<size_t>(IC * OC), 5);
     const VF dout_f32 = randf(static_cast<size_t>(N * OC), 6);
     VB dout(dout_f32.size());

@@ -121,7 +121,8 @@ TEST(FusedKernels, FlashAttentionMatchesReference) {
   // blocks (online softmax over 2 and 3 key blocks). Head sizes 4, 12, 20 (padded to 16 and
   // 32), 64 (GPT-2's) and 128.
   const std::vector<std::vector<int64_t>> all_lens{{1}, {3, 1, 7}, {8, 17}, {70, 5}, {130}};
-  for (auto [C, NH] : {std::pair<int64_t, int64_t>{12, 3}, {36, 3}, {40, 2}, {128, 2}, {128, 1}}) {
+  for (const auto& d : {std::pair<int64_t, int64_t>{12, 3}, {36, 3}, {40, 2}, {128, 2}, {128, 1}}) {
+    const int64_t C = d.first, NH = d.second;
     for (const auto& lens : all_lens) {
       for (float p : {0.0f, 0.3f}) {
         const auto off = offsets_of(lens);
@@ -289,7 +290,8 @@ TEST(FusedKernels, ReferenceAttentionWithDropoutMatchesFiniteDifferences) {
 
 TEST(FusedKernels, ResidualLayernormMatchesReference) {
   // N = 33 and 70 cross the 32-row chunks of the column sums, C = 300 the 256-column blocks.
-  for (auto [N, C] : {std::pair<int64_t, int64_t>{1, 3}, {3, 7}, {7, 36}, {33, 65}, {70, 300}}) {
+  for (const auto& d : {std::pair<int64_t, int64_t>{1, 3}, {3, 7}, {7, 36}, {33, 65}, {70, 300}}) {
+    const int64_t N = d.first, C = d.second;
     for (float p : {0.0f, 0.25f}) {
       for (bool with_bias : {false, true}) {
         SCOPED_TRACE(testing::Message() << N << "x" << C << " p=" << p << " bias=" << with_bias);
@@ -384,7 +386,8 @@ TEST(FusedKernels, ReferenceResidualLayernormMatchesFiniteDifferences) {
 }
 
 TEST(FusedKernels, BiasGeluMatchesReference) {
-  for (auto [N, OC] : {std::pair<int64_t, int64_t>{1, 3}, {7, 5}, {33, 65}, {70, 300}}) {
+  for (const auto& d : {std::pair<int64_t, int64_t>{1, 3}, {7, 5}, {33, 65}, {70, 300}}) {
+    const int64_t N = d.first, OC = d.second;
     SCOPED_TRACE(testing::Message() << N << "x" << OC);
     VF x = randf(N * OC, 60, 2.0f), bias = randf(OC, 61), g = randf(N * OC, 62);
     VF xf = x, y(N * OC);

@@ -64,8 +64,9 @@ double dot(const VD& a, const VD& b) {
 }
 
 TEST(Kernels, Matmul) {
-  for (auto [N, IC, OC] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {3, 7, 5},
-                           {7, 36, 108}, {17, 33, 65}}) {
+  for (const auto& d : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {3, 7, 5},
+                        {7, 36, 108}, {17, 33, 65}}) {
+    const int64_t N = std::get<0>(d), IC = std::get<1>(d), OC = std::get<2>(d);
     for (bool out_in : {false, true}) {
       const auto layout = out_in ? WeightLayout::kOutIn : WeightLayout::kInOut;
       VF x = randf(N * IC, 1), w = randf(IC * OC, 2), b = randf(OC, 3), g = randf(N * OC, 4);
@@ -99,7 +100,8 @@ TEST(Kernels, Matmul) {
 }
 
 TEST(Kernels, Layernorm) {
-  for (auto [N, C] : {std::pair<int64_t, int64_t>{1, 3}, {3, 7}, {7, 36}, {9, 65}}) {
+  for (const auto& d : {std::pair<int64_t, int64_t>{1, 3}, {3, 7}, {7, 36}, {9, 65}}) {
+    const int64_t N = d.first, C = d.second;
     VF x = randf(N * C, 5, 2.0f), w = randf(C, 6), b = randf(C, 7), g = randf(N * C, 8);
     for (auto& v : x) v += 0.5f;  // non-zero mean
     VF y(N * C), mean(N), rstd(N);
@@ -194,7 +196,8 @@ TEST(Kernels, GeluResidual) {
 TEST(Kernels, Attention) {
   // packed sequences of awkward lengths, including a single token
   for (auto lens : {std::vector<int64_t>{1}, {3, 1, 7}, {8, 17}}) {
-    for (auto [C, NH] : {std::pair<int64_t, int64_t>{12, 3}, {36, 3}}) {
+    for (const auto& d : {std::pair<int64_t, int64_t>{12, 3}, {36, 3}}) {
+      const int64_t C = d.first, NH = d.second;
       std::vector<int64_t> off{0};
       for (auto l : lens) off.push_back(off.back() + l);
       const int64_t N = off.back();

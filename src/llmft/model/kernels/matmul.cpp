@@ -167,8 +167,10 @@ ScopedThreads::ScopedThreads(int n) : omp_(omp_get_max_threads()), blas_(openbla
 }
 
 ScopedThreads::~ScopedThreads() {
-  omp_set_num_threads(omp_);
+  // OpenBLAS built for OpenMP sets OpenMP's count too (to its own, which may differ when another
+  // OpenMP runtime served its start): OpenMP's is restored last.
   openblas_set_num_threads(blas_);
+  omp_set_num_threads(omp_);
 }
 
 void matmul_forward(std::span<float> out, std::span<const float> inp, std::span<const float> w,

@@ -18,7 +18,10 @@ namespace llmft::kernels {
 inline float vexp(float x) {
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  // NaN fails both comparisons: it is computed as 0 (converting it to an integer below would be
+  // undefined) and given back at the end.
+  const float in = x;
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : (x == x ? x : 0.0f));
   // x = n ln2 + r, |r| <= ln2/2; exp(r) by its Taylor series to degree 7 (error < 5e-9).
   // Round to nearest by the 1.5 * 2^23 trick (__builtin_roundevenf blocks GCC 12's vectoriser).
   constexpr float kRound = 12582912.0f;
@@ -34,7 +37,7 @@ inline float vexp(float x) {
   p = p * r + 1.0f;
   // 2^n built in the exponent bits; n in [-126, 127] after the clamp.
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  return p * std::bit_cast<float>(bits);
+  return in == in ? p * std::bit_cast<float>(bits) : in;
 }
 
 // x[i] = exp(x[i] - shift) in place over n values (a softmax's numerators); returns their sum.
