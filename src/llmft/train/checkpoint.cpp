@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <future>
@@ -63,17 +64,28 @@ json to_json(const TrainState& s) {
 }
 
 TrainState train_state_from_json(const json& j, const std::string& origin) {
+  // Whole numbers only: nlohmann converts a float (1e30, or an integer too long for 64 bits) to
+  // an integer type with a plain cast, undefined when it does not fit.
+  auto integer = [&](const char* key) {
+    const json& v = j.at(key);
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > INT64_MAX)) {
+      throw Error(fmt::format("{}: bad checkpoint state: {} is {}, expected a whole number",
+                              origin, key, v.dump()),
+                  "the checkpoint is damaged: resume from another one or start again");
+    }
+    return v.get<int64_t>();
+  };
   try {
-    if (j.at("format_version").get<int>() != kFormatVersion) {
+    if (integer("format_version") != kFormatVersion) {
       throw Error(fmt::format("{}: checkpoint format {} is not supported (expected {})", origin,
                               j.at("format_version").dump(), kFormatVersion));
     }
     TrainState s;
-    s.step = j.at("step").get<int64_t>();
-    s.epoch = j.at("epoch").get<int64_t>();
-    s.batch_in_epoch = j.at("batch_in_epoch").get<int64_t>();
-    s.tokens_seen = j.at("tokens_seen").get<int64_t>();
-    s.adam_step = j.at("adam_step").get<int64_t>();
+    s.step = integer("step");
+    s.epoch = integer("epoch");
+    s.batch_in_epoch = integer("batch_in_epoch");
+    s.tokens_seen = integer("tokens_seen");
+    s.adam_step = integer("adam_step");
     s.train_seconds = j.at("train_seconds").get<double>();
     s.extra = j.at("extra");
     // Counters a run cannot have: refused here rather than training nothing or tripping a check.

@@ -211,6 +211,16 @@ TEST(Checkpoint, ImpossibleStateValuesAreRefused) {
   EXPECT_EQ(error_of("train_seconds", -1.0),
             "ck/state.json: bad checkpoint state: train_seconds is -1, expected 0 or more");
   EXPECT_EQ(error_of("step", 4), "");
+  // Found by fuzz_checkpoint: a number that is not a whole one in 64 bits was cast to an integer
+  // (undefined behaviour) before it could be refused.
+  EXPECT_EQ(error_of("format_version", 1.3333e29),
+            "ck/state.json: bad checkpoint state: format_version is 1.3333e+29, expected a whole "
+            "number");
+  EXPECT_EQ(error_of("step", 2.5),
+            "ck/state.json: bad checkpoint state: step is 2.5, expected a whole number");
+  EXPECT_EQ(error_of("tokens_seen", 18446744073709551615ull),
+            "ck/state.json: bad checkpoint state: tokens_seen is 18446744073709551615, expected a "
+            "whole number");
 }
 
 TEST(Checkpoint, DeeplyNestedStateIsAClearError) {
