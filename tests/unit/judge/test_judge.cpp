@@ -281,8 +281,8 @@ TEST_P(JudgeOpenAi, ChatCompletionsWithApiKey) {
 INSTANTIATE_TEST_SUITE_P(StreamedAndNot, JudgeOpenAi, ::testing::Bool());
 
 TEST(JudgeServer, ReadTimeoutThenRetrySucceeds) {
+  test::Gate gate;  // declared first: it outlives the server thread that uses it
   FakeJudge srv;
-  test::Gate gate;
   // The first request hangs until the retry arrives, which only a client timeout can cause.
   srv.chat = [&](const FakeJudge::Chat& c, const httplib::Request&, httplib::Response&) {
     if (c.n == 1) gate.wait();
@@ -301,8 +301,8 @@ TEST(JudgeServer, ReadTimeoutThenRetrySucceeds) {
 }
 
 TEST(JudgeServer, ReadTimeoutEveryTimeIsAClearError) {
+  test::Gate gate;  // declared first: it outlives the server thread that uses it
   FakeJudge srv;
-  test::Gate gate;
   srv.chat = [&](const FakeJudge::Chat&, const httplib::Request&, httplib::Response&) {
     gate.wait();
     return false;

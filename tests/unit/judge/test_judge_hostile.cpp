@@ -67,8 +67,8 @@ TEST(JudgeHostile, StreamedLineThatIsNotAnObjectIsAnEntryError) {
 }
 
 TEST(JudgeHostile, ReplyWithoutEndStopsAtTheSizeCap) {
+  std::atomic<int64_t> sent{0};  // declared first: it outlives the server thread that uses it
   FakeJudge srv;
-  std::atomic<int64_t> sent{0};
   srv.chat = [&](const FakeJudge::Chat&, const httplib::Request&, httplib::Response& res) {
     res.set_chunked_content_provider("application/x-ndjson", [&](size_t, httplib::DataSink& sink) {
       const std::string line = R"({"message":{"content":"x"},"done":false})" "\n";
@@ -87,8 +87,8 @@ TEST(JudgeHostile, ReplyWithoutEndStopsAtTheSizeCap) {
 }
 
 TEST(JudgeHostile, TricklingReplyHitsTheRequestDeadline) {
+  test::Gate gate;  // declared first: it outlives the server thread that uses it
   FakeJudge srv;
-  test::Gate gate;
   srv.chat = [&](const FakeJudge::Chat&, const httplib::Request&, httplib::Response& res) {
     res.set_chunked_content_provider("application/x-ndjson", [&](size_t, httplib::DataSink& sink) {
       // One byte at a time, never idle long enough for the read timeout, until the client leaves.
