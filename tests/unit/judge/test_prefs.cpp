@@ -141,11 +141,12 @@ TEST(Prefs, PoliterTextBecomesChosenOverBothApisStreamedAndNot) {
 TEST(Prefs, FailedEntriesAreLeftOutAndTheRerunAsksOnlyThem) {
   TempDir keep;
   {
-    FakeJudge srv;
     // Entry 2 always gets HTTP 500 (beyond the retries); entry 4's first request hangs until its
-    // retry arrives, which only the client's read timeout can cause.
+    // retry arrives, which only the client's read timeout can cause. (Declared before the server,
+    // whose threads use them, so they outlive it.)
     std::atomic<int> asks4{0};
     test::Gate gate;
+    FakeJudge srv;
     srv.chat = [&](const FakeJudge::Chat& c, const httplib::Request& req, httplib::Response& res) {
       const std::string p = c.content();
       if (p.find("Instruction:\nDo 2\n") != std::string::npos) {
