@@ -39,7 +39,6 @@ using llmft::bench::peak_rss_mb;
 }  // namespace
 
 int main(int argc, char** argv) {
-  llmft::kernels::use_native_blas_kernels(argv);
   std::string model_name = "gpt2-medium", precision = "fp32", dump;
   int steps = 3, warmup = 1, batch = 8, threads = 0;
   for (int i = 1; i < argc; ++i) {

@@ -5,7 +5,6 @@
 // (primitive creation) cost, and to_bf16's throughput. Results are checked against sgemm before
 // timing. One JSON line per result, medians over repeats after a warm-up.
 // Usage: bench_gemm [repeats] [N]      e.g. bench_gemm 5 450
-#include <cblas.h>
 #include <fmt/format.h>
 #include <omp.h>
 
@@ -67,9 +66,8 @@ struct Buffers {
 };
 
 void run_sgemm(const Shape& s, Buffers& buf, float beta) {
-  cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans,
-              s.M, s.N, s.K, 1.0f, buf.af.data(), s.ta ? s.M : s.K, buf.bf.data(),
-              s.tb ? s.K : s.N, beta, buf.c.data(), s.N);
+  llmft::kernels::sgemm(s.ta, s.tb, s.M, s.N, s.K, buf.af.data(), s.ta ? s.M : s.K, buf.bf.data(),
+                        s.tb ? s.K : s.N, beta, buf.c.data(), s.N);
 }
 void run_bf16(const Shape& s, Buffers& buf, float beta) {
   gemm_bf16(s.ta, s.tb, s.M, s.N, s.K, buf.a.data(), s.ta ? s.M : s.K, buf.b.data(),
@@ -120,7 +118,6 @@ double check(const Shape& s, Buffers& buf) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  llmft::kernels::use_native_blas_kernels(argv);
   const int repeats = argc > 1 ? std::stoi(argv[1]) : 5;
   const int64_t N = argc > 2 ? std::stoll(argv[2]) : 450;
   Buffers buf(static_cast<size_t>(50257) * 1024);

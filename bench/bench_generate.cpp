@@ -236,7 +236,6 @@ int testset_mode(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  llmft::kernels::use_native_blas_kernels(argv);
   try {
     if (argc > 1 && std::string(argv[1]) == "testset") return testset_mode(argc, argv);
     return streams_mode(argc, argv);

@@ -349,7 +349,6 @@ void bench_model(const std::string& name, const std::vector<int64_t>& lens, int 
 }  // namespace
 
 int main(int argc, char** argv) {
-  llmft::kernels::use_native_blas_kernels(argv);
   std::string model = "gpt2-medium", lengths_file, only;
   int reps = 9, batch = 8, first = 0, threads = 0;
   float dropout = 0.0f;

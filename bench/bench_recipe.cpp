@@ -41,7 +41,6 @@
 // Usage: bench_recipe [--model gpt2-medium] [--precision fp32|bf16] [--max-steps K (0 = all)]
 //                     [--threads N (0 = all cores)] [--dump-batches FILE] [--plan-only]
 //                     [--data FILE] [--quiet] [--lora]
-#include <cblas.h>
 #include <fmt/format.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -469,7 +468,6 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  llmft::kernels::use_native_blas_kernels(argv);
   try {
     return run(argc, argv);
   } catch (const llmft::Error& e) {

@@ -72,7 +72,6 @@ ClientResult one_client(const std::string& url, const std::string& prompt, int64
 }  // namespace
 
 int main(int argc, char** argv) {
-  llmft::kernels::use_native_blas_kernels(argv);
   std::string model_spec = "random:gpt2-medium", clients_arg = "1,4,16", precision = "fp32";
   int64_t new_tokens = 64;
   int threads = 0, repeats = 3;

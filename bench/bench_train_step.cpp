@@ -9,7 +9,6 @@
 // kept in bf16 only with --precision bf16); the FLOP rate then counts the full model's work.
 // --profile: also one JSON line per kernel (seconds per step, share of the step; timers add a
 // little overhead, so the step time of a profiled run is not the headline figure).
-#include <cblas.h>
 #include <fmt/format.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -53,7 +52,6 @@ double sgemm_gflops(int64_t M, int64_t K, int64_t N, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  llmft::kernels::use_native_blas_kernels(argv);
   std::string model_name = "gpt2", lengths_file, precision = "fp32";
   int steps = 5, warmup = 1, batch = 8, threads = 0, lora_rank = 0;
   bool tied = false, prof = false;

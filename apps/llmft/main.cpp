@@ -11,7 +11,6 @@
 #include "llmft/core/error.h"
 #include "llmft/core/progress.h"
 #include "llmft/dist/dist.h"
-#include "llmft/model/kernels/matmul.h"
 #include "usage.h"
 
 namespace llmft::app {
@@ -33,7 +32,6 @@ int run(int argc, char** argv);
 }  // namespace
 
 int main(int argc, char** argv) {
-  llmft::kernels::use_native_blas_kernels(argv);  // may run the program again with better kernels
   try {
     llmft::dist::init(&argc, &argv);
     if (!llmft::dist::is_root()) {  // rank 0 alone prints (errors still go to stderr)

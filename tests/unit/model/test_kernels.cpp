@@ -99,6 +99,22 @@ TEST(Kernels, Matmul) {
   }
 }
 
+// OpenBLAS is loaded at the first product, after llmft has named the kernels cpuid supports: a
+// pre-AVX2 OPENBLAS_CORETYPE (what OpenBLAS picks on CPUs it does not recognise) is overridden.
+// ctest runs each test in its own process, so this one loads OpenBLAS itself.
+TEST(Kernels, BlasKernelsFollowCpuid) {
+  ::setenv("OPENBLAS_CORETYPE", "Prescott", 1);
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  EXPECT_STREQ(blas_kernels(), avx512 ? "SkylakeX" : avx2 ? "Haswell" : "Prescott");
+  VF a = randf(64 * 32, 1), b = randf(32 * 48, 2), c(64 * 48);
+  sgemm(false, false, 64, 48, 32, a.data(), 32, b.data(), 48, 0.0f, c.data(), 48);
+  VD cd(64 * 48);
+  ref::matmul_forward(cd, to_d(a), to_d(b), VD(48, 0.0), 64, 32, 48, false);
+  EXPECT_TRUE(all_close(c, to_f(cd), kRtol, kAtol));
+}
+
 TEST(Kernels, Layernorm) {
   for (const auto& d : {std::pair<int64_t, int64_t>{1, 3}, {3, 7}, {7, 36}, {9, 65}}) {
     const int64_t N = d.first, C = d.second;

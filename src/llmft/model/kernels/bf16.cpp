@@ -3,7 +3,6 @@
 // else fp32 widening + OpenBLAS sgemm. Both give exact products accumulated in fp32.
 #include "llmft/model/kernels/bf16.h"
 
-#include <cblas.h>
 // GCC 12's AVX-512 shift intrinsics start from _mm512_undefined_epi32(), which
 // -Wmaybe-uninitialized reports falsely (GCC bug 105593).
 #pragma GCC diagnostic push

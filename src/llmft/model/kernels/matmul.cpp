@@ -2,12 +2,14 @@
 #include "llmft/model/kernels/matmul.h"
 
 #include <cblas.h>
+#include <dlfcn.h>
 #include <omp.h>
-#include <unistd.h>
+#include <strings.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string_view>
 
 #include "llmft/model/kernels/common.h"
@@ -122,54 +124,86 @@ float init_with_bias(std::span<float> out, std::span<const float> bias, int64_t 
 }  // namespace
 
 namespace {
-// OpenBLAS core names whose kernels use neither AVX2 nor AVX-512.
+
+// OpenBLAS core names (any case) whose kernels use neither AVX2 nor AVX-512.
 bool pre_avx2_core(std::string_view name) {
-  for (std::string_view old : {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom",
-                               "Sandybridge", "Katmai", "Coppermine", "Northwood", "Banias",
-                               "Opteron", "Opteron_SSE3", "Barcelona", "Bobcat", "Bulldozer",
-                               "Piledriver", "Steamroller", "Excavator", "Generic", "Unknown"})
-    if (name == old) return true;
+  for (const char* old : {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom",
+                          "Sandybridge", "Katmai", "Coppermine", "Northwood", "Banias",
+                          "Opteron", "Opteron_SSE3", "Barcelona", "Bobcat", "Bulldozer",
+                          "Piledriver", "Steamroller", "Excavator", "Generic", "Unknown"})
+    if (name.size() == std::strlen(old) && strncasecmp(name.data(), old, name.size()) == 0)
+      return true;
   return false;
 }
+
+// Before OpenBLAS is loaded: unless OPENBLAS_CORETYPE names a core with AVX2 or better, name the
+// one cpuid supports (see matmul.h).
+void choose_blas_core() {
+  const char* set = std::getenv("OPENBLAS_CORETYPE");
+  if (set != nullptr && !pre_avx2_core(set)) return;
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx512 || avx2) setenv("OPENBLAS_CORETYPE", avx512 ? "SkylakeX" : "Haswell", 1);
+}
+
+// The OpenBLAS functions llmft calls, from the library loaded at the first call.
+struct OpenBlas {
+  decltype(&cblas_sgemm) sgemm;
+  decltype(&openblas_get_corename) corename;
+  decltype(&openblas_get_num_threads) get_threads;
+  decltype(&openblas_set_num_threads) set_threads;
+};
+
+const OpenBlas& openblas() {
+  static const OpenBlas lib = [] {
+    choose_blas_core();
+    void* h = dlopen(LLMFT_OPENBLAS_LIB, RTLD_NOW | RTLD_LOCAL);
+    if (h == nullptr) {
+      throw Error(fmt::format("cannot load OpenBLAS: {}", dlerror()),
+                  "install Debian's libopenblas0-openmp (README, first command)");
+    }
+    const auto sym = [h](const char* name) {
+      void* f = dlsym(h, name);
+      if (f == nullptr) throw Error(fmt::format("{}: has no {}", LLMFT_OPENBLAS_LIB, name));
+      return f;
+    };
+    return OpenBlas{reinterpret_cast<decltype(&cblas_sgemm)>(sym("cblas_sgemm")),
+                    reinterpret_cast<decltype(&openblas_get_corename)>(sym("openblas_get_corename")),
+                    reinterpret_cast<decltype(&openblas_get_num_threads)>(
+                        sym("openblas_get_num_threads")),
+                    reinterpret_cast<decltype(&openblas_set_num_threads)>(
+                        sym("openblas_set_num_threads"))};
+  }();
+  return lib;
+}
+
 }  // namespace
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+  openblas().sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                   trans_b ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C,
+                   ldc);
 }
 
 const char* blas_kernels() {
-  const char* name = openblas_get_corename();
+  const char* name = openblas().corename();
   return name != nullptr ? name : "unknown";
 }
 
-void use_native_blas_kernels(char** argv) {
-  if (!pre_avx2_core(blas_kernels())) return;
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (!avx512 && !avx2) return;  // its choice is right for this CPU
-  // Once only: if the re-run still reports an old core, carry on with it.
-  if (std::getenv("LLMFT_BLAS_RERUN") != nullptr) return;
-  setenv("OPENBLAS_CORETYPE", avx512 ? "SkylakeX" : "Haswell", 1);
-  setenv("LLMFT_BLAS_RERUN", "1", 1);
-  std::fflush(nullptr);
-  execv("/proc/self/exe", argv);  // returns only on failure: keep running as we are
-  unsetenv("LLMFT_BLAS_RERUN");
-}
-
-ScopedThreads::ScopedThreads(int n) : omp_(omp_get_max_threads()), blas_(openblas_get_num_threads()) {
+ScopedThreads::ScopedThreads(int n)
+    : omp_(omp_get_max_threads()), blas_(openblas().get_threads()) {
   LLMFT_CHECK(n >= 0, "threads {}", n);
   if (n == 0) return;
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
+  openblas().set_threads(n);
 }
 
 ScopedThreads::~ScopedThreads() {
   // OpenBLAS built for OpenMP sets OpenMP's count too (to its own, which may differ when another
   // OpenMP runtime served its start): OpenMP's is restored last.
-  openblas_set_num_threads(blas_);
+  openblas().set_threads(blas_);
   omp_set_num_threads(omp_);
 }
 

@@ -43,16 +43,14 @@ void matmul_backward(std::span<float> dinp, std::span<float> dw, std::span<float
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
-// OpenBLAS picks its kernels from the CPU's model name, and on a CPU it does not recognise (cloud
-// VMs report a generic "Intel Xeon Processor") it falls back to SSE3 ("Prescott") kernels, 4-5x
-// slower than the AVX-512 ones the CPU runs. It reads OPENBLAS_CORETYPE only when the process
-// starts, so when its choice lacks instructions cpuid reports (AVX2 + FMA, or AVX-512), this
-// runs the program again (execv of /proc/self/exe with the same arguments) with the core that
-// matches: SkylakeX for AVX-512, Haswell for AVX2. Called first thing in main(); returns
-// normally when nothing needs to change (or the re-run is not possible). The choice is made from
-// cpuid alone, so a wrong OPENBLAS_CORETYPE is corrected too, but never towards fewer
-// instructions.
-void use_native_blas_kernels(char** argv);
+// OpenBLAS is loaded at the first fp32 product (or ScopedThreads, blas_kernels), not with the
+// program: commands without one (tokenize, --help) start without it. It picks its kernels from
+// the CPU's model name when it is loaded, and on a CPU it does not recognise (cloud VMs report a
+// generic "Intel Xeon Processor") it falls back to SSE3 ("Prescott") kernels, 4-5x slower than the
+// AVX-512 ones the CPU runs. So before loading it, unless OPENBLAS_CORETYPE already names a core
+// with AVX2 or better, llmft sets it from cpuid: SkylakeX with AVX-512, Haswell with AVX2 + FMA
+// (the fp32 kernels OpenBLAS runs on every CPU of those families); without AVX2 OpenBLAS's own
+// choice stands. A failed load is an Error naming the library.
 // The kernels OpenBLAS runs ("SkylakeX", "Haswell", "Prescott", ...).
 const char* blas_kernels();
 
