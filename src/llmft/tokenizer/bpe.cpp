@@ -77,13 +77,9 @@ const BpeTokenizer& BpeTokenizer::bundled() {
   return instance;
 }
 
-BpeTokenizer BpeTokenizer::load_folder(const fs::path& dir) {
-  return from_strings(BpeVocabStrings::read_folder(dir));
-}
-
 namespace {
 
-// The common case of read_encoder_json without building a JSON document (a third of the load
+// The common case of parse_encoder_json without building a JSON document (a third of the load
 // time): an object of string keys and integer values, read by nlohmann's SAX interface. Anything
 // else returns false and the caller takes the checked path, which names the problem.
 struct EncoderSax : nlohmann::json_sax<nlohmann::json> {
@@ -136,23 +132,23 @@ std::vector<std::string> read_encoder_json_fast(const std::string& json_text, bo
   return tokens;
 }
 
-// encoder.json / vocab.json -> the token strings by id.
-std::vector<std::string> read_encoder_json(const fs::path& encoder_json) {
-  const std::string json_text = read_file(encoder_json);
+// encoder.json / vocab.json (its text, read from `origin`) -> the token strings by id.
+std::vector<std::string> parse_encoder_json(const std::string& json_text,
+                                            const std::string& origin) {
   bool ok = false;
   std::vector<std::string> fast = read_encoder_json_fast(json_text, ok);
   if (ok) return fast;
   const nlohmann::json j =
-      parse_json(json_text, encoder_json.string(),
+      parse_json(json_text, origin,
                  "the vocabulary must be a JSON object mapping token strings to ids");
   if (!j.is_object() || j.empty()) {
     throw Error(fmt::format("{}: expected a JSON object mapping token strings to ids",
-                            encoder_json.string()));
+                            origin));
   }
   const size_t n = j.size();
   if (n > bpe::PairTable::kMaxTokens) {
     throw Error(fmt::format("{}: {} tokens; llmft's byte-level BPE supports at most {}",
-                            encoder_json.string(), n, bpe::PairTable::kMaxTokens));
+                            origin, n, bpe::PairTable::kMaxTokens));
   }
   std::vector<std::string> tokens(n);
   std::vector<bool> have(n, false);
@@ -160,19 +156,18 @@ std::vector<std::string> read_encoder_json(const fs::path& encoder_json) {
     if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
         value.get<int64_t>() >= static_cast<int64_t>(n)) {
       throw Error(fmt::format("{}: token \"{}\" has id {}, expected an integer in [0, {})",
-                              encoder_json.string(), key, value.dump(), n));
+                              origin, key, value.dump(), n));
     }
     const auto id = value.get<size_t>();
-    if (have[id]) throw Error(fmt::format("{}: id {} is used twice", encoder_json.string(), id));
+    if (have[id]) throw Error(fmt::format("{}: id {} is used twice", origin, id));
     have[id] = true;
     tokens[id] = key;
   }
   return tokens;
 }
 
-// vocab.bpe / merges.txt -> its lines ('\r' removed).
-std::vector<std::string> read_merges_txt(const fs::path& merges) {
-  const std::string text = read_file(merges);
+// vocab.bpe / merges.txt (its text) -> its lines ('\r' removed).
+std::vector<std::string> split_merges_txt(const std::string& text) {
   std::vector<std::string> lines;
   for (size_t pos = 0; pos < text.size();) {
     size_t eol = text.find('\n', pos);
@@ -223,19 +218,34 @@ Vocabulary to_vocabulary(const std::vector<std::string>& strings, const std::vec
 
 }  // namespace
 
-BpeVocabStrings BpeVocabStrings::read_folder(const fs::path& dir) {
+namespace {
+
+// A folder's vocab.json + merges.txt (Hugging Face) or encoder.json + vocab.bpe (OpenAI).
+std::pair<fs::path, fs::path> vocab_files(const fs::path& dir) {
   std::error_code ec;
   for (const auto& [vocab, merges] : {std::pair{"vocab.json", "merges.txt"},
                                       std::pair{"encoder.json", "vocab.bpe"}}) {
     if (fs::exists(dir / vocab, ec) && fs::exists(dir / merges, ec)) {
-      return {read_encoder_json(dir / vocab), read_merges_txt(dir / merges),
-              (dir / vocab).string(), (dir / merges).string()};
+      return {dir / vocab, dir / merges};
     }
   }
   throw Error(fmt::format("{}: no tokenizer files: expected vocab.json + merges.txt (Hugging Face) "
                           "or encoder.json + vocab.bpe (OpenAI)",
                           dir.string()),
               "point to a GPT-2 model folder");
+}
+
+BpeVocabStrings parse_vocab_files(const std::string& vocab_text, const std::string& merges_text,
+                                  const fs::path& vocab, const fs::path& merges) {
+  return {parse_encoder_json(vocab_text, vocab.string()), split_merges_txt(merges_text),
+          vocab.string(), merges.string()};
+}
+
+}  // namespace
+
+BpeVocabStrings BpeVocabStrings::read_folder(const fs::path& dir) {
+  const auto [vocab, merges] = vocab_files(dir);
+  return parse_vocab_files(read_file(vocab), read_file(merges), vocab, merges);
 }
 
 void BpeTokenizer::Impl::find_byte_tokens(const std::string& origin) {
@@ -282,9 +292,8 @@ void BpeTokenizer::Impl::check_merges(const std::vector<std::string>& merges,
 }
 
 // Every way to split a token into two tokens is a pair that may join into it.
-void BpeTokenizer::Impl::build_pair_tables(const std::vector<bool>& indexed) {
-  std::vector<uint32_t> keys;
-  std::vector<uint32_t> values;
+void BpeTokenizer::Impl::find_pairs(const std::vector<bool>& indexed, std::vector<uint32_t>& keys,
+                                    std::vector<uint32_t>& values) const {
   for (uint32_t id = 0; id < indexed.size(); ++id) {
     if (!indexed[id]) continue;
     const std::string_view t = tokens.token(id);
@@ -300,6 +309,10 @@ void BpeTokenizer::Impl::build_pair_tables(const std::vector<bool>& indexed) {
       values.push_back(id);
     }
   }
+}
+
+void BpeTokenizer::Impl::set_pairs(const std::vector<uint32_t>& keys,
+                                   const std::vector<uint32_t>& values) {
   pairs.build(keys, values);
   byte_pair.assign(65536, 0xFFFF);
   for (int a = 0; a < 256; ++a) {
@@ -310,15 +323,19 @@ void BpeTokenizer::Impl::build_pair_tables(const std::vector<bool>& indexed) {
   }
 }
 
-BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::path& merges) {
-  return from_strings({read_encoder_json(encoder_json), read_merges_txt(merges),
-                       encoder_json.string(), merges.string()});
+namespace {
+
+uint64_t new_piece_cache_key() {
+  static std::atomic<uint64_t> instances{0};
+  return ++instances;
 }
 
-BpeTokenizer BpeTokenizer::from_strings(const BpeVocabStrings& v) {
+// from_strings, also giving the pair list (for the table cache).
+std::unique_ptr<BpeTokenizer::Impl> build(const BpeVocabStrings& v, std::vector<uint32_t>& keys,
+                                          std::vector<uint32_t>& values) {
   const std::vector<int> alphabet = unicode_to_byte();
   const Vocabulary vocab = to_vocabulary(v.tokens, alphabet, v.origin);
-  auto impl = std::make_unique<Impl>();
+  auto impl = std::make_unique<BpeTokenizer::Impl>();
   impl->eot_id = vocab.eot;
   if (const uint32_t id = impl->tokens.build(vocab.tokens, vocab.indexed); id != kNone) {
     throw Error(fmt::format("{}: token {} (\"{}\") appears twice", v.origin, id, v.tokens[id]),
@@ -337,10 +354,36 @@ BpeTokenizer BpeTokenizer::from_strings(const BpeVocabStrings& v) {
                             v.merges_origin, merges, made - 256),
                 "use GPT-2's complete vocab.bpe or Hugging Face's merges.txt");
   }
-  impl->build_pair_tables(vocab.indexed);
-  static std::atomic<uint64_t> instances{0};
-  impl->cache_key = ++instances;
+  impl->find_pairs(vocab.indexed, keys, values);
+  impl->set_pairs(keys, values);
+  impl->cache_key = new_piece_cache_key();
+  return impl;
+}
+
+}  // namespace
+
+BpeTokenizer BpeTokenizer::load_folder(const fs::path& dir) {
+  const auto [vocab, merges] = vocab_files(dir);
+  return load_files(vocab, merges);
+}
+
+BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::path& merges) {
+  const std::string vocab_text = read_file(encoder_json), merges_text = read_file(merges);
+  const uint64_t key = bpe_cache::key_of(vocab_text, merges_text);
+  const fs::path cached = bpe_cache::file_for(key);
+  if (auto impl = bpe_cache::read(cached, key)) {
+    impl->cache_key = new_piece_cache_key();
+    return BpeTokenizer(std::move(impl));
+  }
+  std::vector<uint32_t> keys, values;
+  auto impl = build(parse_vocab_files(vocab_text, merges_text, encoder_json, merges), keys, values);
+  bpe_cache::write(cached, key, *impl, keys, values);
   return BpeTokenizer(std::move(impl));
+}
+
+BpeTokenizer BpeTokenizer::from_strings(const BpeVocabStrings& v) {
+  std::vector<uint32_t> keys, values;
+  return BpeTokenizer(build(v, keys, values));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -85,8 +85,9 @@ class BpeTokenizer {
   std::string decode(std::span<const int32_t> ids) const;
   int32_t vocab_size() const;
 
+  struct Impl;  // the tables (tokenizer/bpe_impl.h, private to the tokenizer module)
+
  private:
-  struct Impl;
   explicit BpeTokenizer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,11 +32,14 @@ struct BpeTokenizer::Impl {
   }
 
   // Loading (bpe.cpp): byte_id from `tokens`; the merge list checked against `tokens`;
-  // `pairs` and `byte_pair` from every split of an indexed token into two tokens.
+  // find_pairs lists every split of an indexed token into two tokens (key: left << 16 | right,
+  // value: the token), set_pairs builds `pairs` and `byte_pair` from that list.
   void find_byte_tokens(const std::string& origin);
   void check_merges(const std::vector<std::string>& merges, const std::string& origin,
                     const std::vector<int>& alphabet) const;
-  void build_pair_tables(const std::vector<bool>& indexed);
+  void find_pairs(const std::vector<bool>& indexed, std::vector<uint32_t>& keys,
+                  std::vector<uint32_t>& values) const;
+  void set_pairs(const std::vector<uint32_t>& keys, const std::vector<uint32_t>& values);
 
   // Encoding (bpe_encode.cpp). The ids of `text` (valid UTF-8, no special tokens) are appended
   // to `out`; with `flush` set, a long piece hands its ids to it in batches as it goes.
@@ -44,5 +49,22 @@ struct BpeTokenizer::Impl {
   void merge_small(const char* p, size_t n, std::vector<int32_t>& out) const;
   void merge_large(const char* p, size_t n, std::vector<int32_t>& out, const IdsSink* flush) const;
 };
+
+// The table cache (bpe_cache.cpp): a vocabulary's tokens and pair list in one binary file per
+// pair of text files, keyed by their contents, so that later loads skip parsing and searching.
+namespace bpe_cache {
+// $LLMFT_CACHE_DIR/tokenizer, else $XDG_CACHE_HOME/llmft/tokenizer, else
+// $HOME/.cache/llmft/tokenizer; empty when none is set.
+std::filesystem::path folder();
+uint64_t key_of(std::string_view vocab_text, std::string_view merges_text);
+// The file for `key` in folder() (empty path when there is no folder).
+std::filesystem::path file_for(uint64_t key);
+// The tokenizer the file holds, or null when it is absent, unreadable, of another key or format,
+// or fails its checks.
+std::unique_ptr<BpeTokenizer::Impl> read(const std::filesystem::path& file, uint64_t key);
+// Writes the file atomically; failures are ignored (the next load reads the text files again).
+void write(const std::filesystem::path& file, uint64_t key, const BpeTokenizer::Impl& impl,
+           const std::vector<uint32_t>& pair_keys, const std::vector<uint32_t>& pair_values);
+}  // namespace bpe_cache
 
 }  // namespace llmft

@@ -56,25 +56,6 @@ struct TinyFolder {
   }
 };
 
-// Sets an environment variable for one test and restores it after.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    ::setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 }  // namespace
 
@@ -142,8 +123,8 @@ TEST(ModelLoader, RejectsAVocabularySmallerThanTheTokenizers) {
 
 TEST(ModelLoader, FallsBackOnlyForAKnownNameThatCannotBeHad) {
   TempDir tmp;
-  const ScopedEnv cache("HF_HUB_CACHE", (tmp / "hub").string());
-  const ScopedEnv offline("HF_HUB_OFFLINE", "1");
+  const test::ScopedEnv cache("HF_HUB_CACHE", (tmp / "hub").string());
+  const test::ScopedEnv offline("HF_HUB_OFFLINE", "1");
   std::vector<std::string> log;
   ModelLoadOptions o;
   o.log = [&](const std::string& s) { log.push_back(s); };
