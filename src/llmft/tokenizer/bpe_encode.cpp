@@ -134,7 +134,7 @@ void BpeTokenizer::Impl::merge_large(const char* p, size_t n, std::vector<int32_
 // whose words are not single tokens). Direct-mapped by the piece's hash; entries of another
 // vocabulary are told apart by Impl::cache_key.
 struct PieceCache {
-  static constexpr size_t kEntries = 4096;
+  static constexpr size_t kEntries = 16384;
   static constexpr size_t kMaxBytes = 32;
   struct Entry {
     uint64_t hash = 0, owner = 0;
