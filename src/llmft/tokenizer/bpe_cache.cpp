@@ -99,6 +99,7 @@ void write(const fs::path& file, uint64_t key, const BpeTokenizer::Impl& impl,
 std::unique_ptr<BpeTokenizer::Impl> read(const fs::path& file, uint64_t key) {
   std::error_code ec;
   if (file.empty() || !fs::is_regular_file(file, ec)) return nullptr;
+  if (fs::file_size(file, ec) > (size_t(64) << 20)) return nullptr;  // GPT-2's is 1.4 MB
   std::string bytes;
   try {
     bytes = read_file(file);
@@ -132,12 +133,12 @@ std::unique_ptr<BpeTokenizer::Impl> read(const fs::path& file, uint64_t key) {
     tokens[id].assign(text, lengths[id]);
     text += lengths[id];
   }
+  if (static_cast<size_t>(in.end - in.p) != 8 * size_t(p)) return nullptr;  // before allocating
   std::vector<uint32_t> pair_keys(p), pair_values(p);
   for (auto& k : pair_keys)
     if (!in.get(k)) return nullptr;
   for (auto& v : pair_values)
     if (!in.get(v)) return nullptr;
-  if (in.p != in.end) return nullptr;
 
   auto impl = std::make_unique<BpeTokenizer::Impl>();
   impl->eot_id = static_cast<int32_t>(eot);
