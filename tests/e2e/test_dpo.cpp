@@ -102,7 +102,9 @@ TEST(Dpo, WritesEveryOutputAndLearnsThePreference) {
     const bool test_entry = i == 20 || i == 21;
     EXPECT_EQ(ref["chosen"][i].is_null(), test_entry) << i;
     EXPECT_EQ(ref["rejected"][i].is_null(), test_entry) << i;
-    if (!test_entry) EXPECT_LT(ref["chosen"][i].get<double>(), 0.0);
+    if (!test_entry) {
+      EXPECT_LT(ref["chosen"][i].get<double>(), 0.0);
+    }
   }
 
   // Test answers of the tuned model beside the starting model's, original fields kept.

@@ -11,7 +11,6 @@
 
 #include "llmft/core/io.h"
 #include "llmft/io/hf_folder.h"
-#include "llmft/io/peft.h"
 #include "llmft/io/safetensors.h"
 #include "llmft/train/metrics.h"
 #include "test_util.h"
@@ -39,12 +38,6 @@ std::vector<std::string> lora_args(const fs::path& out, std::vector<std::string>
 
 std::string describe(const test::RunResult& r) {
   return "exit " + std::to_string(r.exit_code) + "\nstdout:\n" + r.out + "\nstderr:\n" + r.err;
-}
-
-std::vector<float> adapter_params(const fs::path& dir) {
-  const Gpt2Config cfg = read_hf_config(dir.parent_path() / "model");
-  const PeftAdapter a = read_peft_adapter(dir, cfg);
-  return {a.lora->params().begin(), a.lora->params().end()};
 }
 
 // The tiny base model as a folder (a 0-step full run writes it with the run's seed).

@@ -37,6 +37,13 @@ put("tokenizer", "unicode.txt", "Grüße, 世界! 🙂 naïve café — ταχύ
 put("tokenizer", "special.txt", "a<|endoftext|>b <|endoftext|")
 put("tokenizer", "spaces.txt", "   x    \n\n\n  y'll 've 's")
 put("tokenizer", "bytes.bin", bytes(range(256)))
+# A table cache file (src/llmft/tokenizer/bpe_cache.cpp) without its closing hash, which the
+# harness appends: the 256 bytes, <|endoftext|> (256), "he" (257) = h + e, "hel" (258) = he + l.
+toks = [bytes([b]) for b in range(256)] + [b"<|endoftext|>", b"he", b"hel"]
+pairs = [(ord("h") << 16 | ord("e"), 257), (257 << 16 | ord("l"), 258)]
+put("tokenizer", "cache.bin", b"LLMFTBPE" + struct.pack("<IIIIQ", 1, len(toks), 256, len(pairs), 0)
+    + b"".join(struct.pack("<I", len(t)) for t in toks) + b"".join(toks)
+    + b"".join(struct.pack("<I", k) for k, _ in pairs) + b"".join(struct.pack("<I", v) for _, v in pairs))
 
 # dataset
 entry = {"instruction": "Rewrite the sentence.", "input": "It is cold.", "output": "It's chilly."}

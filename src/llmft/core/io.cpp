@@ -211,8 +211,19 @@ void check_output_path(const fs::path& path, std::initializer_list<fs::path> inp
   fs::remove(probe, ec);
 }
 
+std::string env_value(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
+fs::path user_cache_home() {
+  if (auto v = env_value("XDG_CACHE_HOME"); !v.empty()) return v;
+  if (auto v = env_value("HOME"); !v.empty()) return fs::path(v) / ".cache";
+  return {};
+}
+
 fs::path data_dir() {
-  if (const char* env = std::getenv("LLMFT_DATA_DIR"); env && *env) return fs::path(env);
+  if (auto v = env_value("LLMFT_DATA_DIR"); !v.empty()) return v;
   // An installed llmft finds its data beside it (PREFIX/bin/llmft -> PREFIX/share/llmft), wherever
   // the prefix was moved; a build-tree binary uses the source tree's data/.
   std::error_code ec;

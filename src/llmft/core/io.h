@@ -56,6 +56,12 @@ void write_folder_atomic(const std::filesystem::path& dir,
 void check_output_path(const std::filesystem::path& path,
                        std::initializer_list<std::filesystem::path> inputs = {});
 
+// The environment variable's value; empty when it is unset.
+std::string env_value(const char* name);
+
+// The user's cache folder: $XDG_CACHE_HOME, else $HOME/.cache; empty when neither is set.
+std::filesystem::path user_cache_home();
+
 // Folder with the bundled data (dataset, GPT-2 vocabulary): $LLMFT_DATA_DIR when set, else the
 // installed copy relative to the executable (PREFIX/share/llmft for PREFIX/bin/llmft, see
 // `cmake --install`), else the source tree's data/ (a binary run from its build folder).

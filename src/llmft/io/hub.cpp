@@ -31,13 +31,8 @@ constexpr const char* kOrg = "openai-community";
 const char* const kRequiredFiles[] = {"config.json", "model.safetensors", "vocab.json", "merges.txt"};
 const char* const kOptionalFiles[] = {"generation_config.json"};
 
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? std::string(v) : std::string();
-}
-
 bool env_true(const char* name) {
-  std::string v = env(name);
+  std::string v = env_value(name);
   std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
   return v == "1" || v == "on" || v == "yes" || v == "true";
 }
@@ -378,17 +373,16 @@ std::string strip_org(const std::string& name) {
 }  // namespace
 
 fs::path hub_cache_dir() {
-  if (auto v = env("HF_HUB_CACHE"); !v.empty()) return v;
-  if (auto v = env("HUGGINGFACE_HUB_CACHE"); !v.empty()) return v;  // older name
-  if (auto v = env("HF_HOME"); !v.empty()) return fs::path(v) / "hub";
-  if (auto v = env("XDG_CACHE_HOME"); !v.empty()) return fs::path(v) / "huggingface" / "hub";
-  if (auto v = env("HOME"); !v.empty()) return fs::path(v) / ".cache" / "huggingface" / "hub";
+  if (auto v = env_value("HF_HUB_CACHE"); !v.empty()) return v;
+  if (auto v = env_value("HUGGINGFACE_HUB_CACHE"); !v.empty()) return v;  // older name
+  if (auto v = env_value("HF_HOME"); !v.empty()) return fs::path(v) / "hub";
+  if (auto home = user_cache_home(); !home.empty()) return home / "huggingface" / "hub";
   throw Error("cannot find the Hugging Face cache: HOME is not set",
               "set HF_HOME or HF_HUB_CACHE");
 }
 
 std::string hf_endpoint() {
-  std::string e = env("HF_ENDPOINT");
+  std::string e = env_value("HF_ENDPOINT");
   if (e.empty()) e = "https://huggingface.co";
   while (!e.empty() && e.back() == '/') e.pop_back();
   return e;

@@ -323,12 +323,12 @@ void BpeTokenizer::Impl::set_pairs(const std::vector<uint32_t>& keys,
   }
 }
 
-namespace {
-
 uint64_t new_piece_cache_key() {
   static std::atomic<uint64_t> instances{0};
   return ++instances;
 }
+
+namespace {
 
 // from_strings, also giving the pair list (for the table cache).
 std::unique_ptr<BpeTokenizer::Impl> build(const BpeVocabStrings& v, std::vector<uint32_t>& keys,
@@ -356,7 +356,6 @@ std::unique_ptr<BpeTokenizer::Impl> build(const BpeVocabStrings& v, std::vector<
   }
   impl->find_pairs(vocab.indexed, keys, values);
   impl->set_pairs(keys, values);
-  impl->cache_key = new_piece_cache_key();
   return impl;
 }
 
@@ -371,10 +370,7 @@ BpeTokenizer BpeTokenizer::load_files(const fs::path& encoder_json, const fs::pa
   const std::string vocab_text = read_file(encoder_json), merges_text = read_file(merges);
   const uint64_t key = bpe_cache::key_of(vocab_text, merges_text);
   const fs::path cached = bpe_cache::file_for(key);
-  if (auto impl = bpe_cache::read(cached, key)) {
-    impl->cache_key = new_piece_cache_key();
-    return BpeTokenizer(std::move(impl));
-  }
+  if (auto impl = bpe_cache::read(cached, key)) return BpeTokenizer(std::move(impl));
   std::vector<uint32_t> keys, values;
   auto impl = build(parse_vocab_files(vocab_text, merges_text, encoder_json, merges), keys, values);
   bpe_cache::write(cached, key, *impl, keys, values);

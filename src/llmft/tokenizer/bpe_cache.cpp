@@ -24,11 +24,7 @@ namespace {
 constexpr char kMagic[8] = {'L', 'L', 'M', 'F', 'T', 'B', 'P', 'E'};
 constexpr uint32_t kVersion = 1;
 constexpr uint32_t kNone = bpe::TokenTable::kNone;
-
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? v : "";
-}
+constexpr size_t kMaxFileBytes = size_t(64) << 20;  // GPT-2's is 1.4 MB
 
 template <class T>
 void put(std::string& out, T v) {
@@ -57,9 +53,8 @@ struct Reader {
 }  // namespace
 
 fs::path folder() {
-  if (auto v = env("LLMFT_CACHE_DIR"); !v.empty()) return fs::path(v) / "tokenizer";
-  if (auto v = env("XDG_CACHE_HOME"); !v.empty()) return fs::path(v) / "llmft" / "tokenizer";
-  if (auto v = env("HOME"); !v.empty()) return fs::path(v) / ".cache" / "llmft" / "tokenizer";
+  if (auto v = env_value("LLMFT_CACHE_DIR"); !v.empty()) return fs::path(v) / "tokenizer";
+  if (auto home = user_cache_home(); !home.empty()) return home / "llmft" / "tokenizer";
   return {};
 }
 
@@ -99,14 +94,16 @@ void write(const fs::path& file, uint64_t key, const BpeTokenizer::Impl& impl,
 std::unique_ptr<BpeTokenizer::Impl> read(const fs::path& file, uint64_t key) {
   std::error_code ec;
   if (file.empty() || !fs::is_regular_file(file, ec)) return nullptr;
-  if (fs::file_size(file, ec) > (size_t(64) << 20)) return nullptr;  // GPT-2's is 1.4 MB
-  std::string bytes;
+  if (fs::file_size(file, ec) > kMaxFileBytes) return nullptr;
   try {
-    bytes = read_file(file);
+    return parse(read_file(file), key);
   } catch (const Error&) {
     return nullptr;
   }
-  if (bytes.size() < sizeof kMagic + 8) return nullptr;
+}
+
+std::unique_ptr<BpeTokenizer::Impl> parse(std::string_view bytes, uint64_t key) {
+  if (bytes.size() < sizeof kMagic + 8 || bytes.size() > kMaxFileBytes) return nullptr;
   uint64_t sum;
   std::memcpy(&sum, bytes.data() + bytes.size() - 8, 8);
   if (bpe::hash_bytes(bytes.data(), bytes.size() - 8) != sum) return nullptr;
@@ -145,9 +142,10 @@ std::unique_ptr<BpeTokenizer::Impl> read(const fs::path& file, uint64_t key) {
   std::vector<bool> indexed(n, true);
   indexed[eot] = false;
   if (tokens[eot] != kEndOfTextText || impl->tokens.build(tokens, indexed) != kNone) return nullptr;
-  for (int b = 0; b < 256; ++b) {
-    impl->byte_id[b] = impl->tokens.find(std::string(1, static_cast<char>(b)));
-    if (impl->byte_id[b] == kNone) return nullptr;
+  try {
+    impl->find_byte_tokens("tokenizer cache");
+  } catch (const Error&) {  // a byte without its token
+    return nullptr;
   }
   for (size_t i = 0; i < p; ++i) {
     const uint32_t a = pair_keys[i] >> 16, b = pair_keys[i] & 0xFFFF, v = pair_values[i];

@@ -16,6 +16,9 @@ namespace llmft {
 
 inline constexpr std::string_view kEndOfTextText = "<|endoftext|>";
 
+// A number no other tokenizer of this process has had (bpe.cpp).
+uint64_t new_piece_cache_key();
+
 struct BpeTokenizer::Impl {
   bpe::TokenTable tokens;
   bpe::PairTable pairs;
@@ -24,7 +27,8 @@ struct BpeTokenizer::Impl {
   // where the pair is not a token.
   std::vector<uint16_t> byte_pair;
   int32_t eot_id = kEndOfText;
-  uint64_t cache_key = 0;  // tells this vocabulary's entries in the per-thread cache apart
+  // Tells this vocabulary's entries in the per-thread piece cache apart: unique per Impl.
+  uint64_t cache_key = new_piece_cache_key();
 
   uint32_t byte_pair_rank(const char* p) const {
     const uint16_t r = byte_pair[(size_t(uint8_t(p[0])) << 8) | uint8_t(p[1])];
@@ -62,6 +66,8 @@ std::filesystem::path file_for(uint64_t key);
 // The tokenizer the file holds, or null when it is absent, unreadable, of another key or format,
 // or fails its checks.
 std::unique_ptr<BpeTokenizer::Impl> read(const std::filesystem::path& file, uint64_t key);
+// Same, for the file's bytes (what read checks after reading them; the fuzz harness's entry).
+std::unique_ptr<BpeTokenizer::Impl> parse(std::string_view bytes, uint64_t key);
 // Writes the file atomically; failures are ignored (the next load reads the text files again).
 void write(const std::filesystem::path& file, uint64_t key, const BpeTokenizer::Impl& impl,
            const std::vector<uint32_t>& pair_keys, const std::vector<uint32_t>& pair_values);

@@ -102,6 +102,51 @@ TEST(TokenizerCache, DamagedForeignOrForgedFilesAreNotUsed) {
   EXPECT_EQ(read_file(file), good);
 }
 
+// The format written out by hand (bpe_cache.cpp's file comment): the 256 bytes, <|endoftext|>
+// (256), "he" (257) = h + e and "hel" (258) = he + l. The closing hash is computed here.
+std::string tiny_cache_file(const std::vector<std::string>& toks, uint32_t eot,
+                            const std::vector<std::pair<uint32_t, uint32_t>>& pairs) {
+  std::string out = "LLMFTBPE";
+  auto put = [&](auto v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  put(uint32_t{1});
+  put(static_cast<uint32_t>(toks.size()));
+  put(eot);
+  put(static_cast<uint32_t>(pairs.size()));
+  put(uint64_t{42});
+  for (const auto& t : toks) put(static_cast<uint32_t>(t.size()));
+  for (const auto& t : toks) out += t;
+  for (const auto& p : pairs) put(p.first);
+  for (const auto& p : pairs) put(p.second);
+  put(bpe::hash_bytes(out.data(), out.size()));
+  return out;
+}
+
+TEST(TokenizerCache, HandWrittenFileGivesItsMerges) {
+  std::vector<std::string> toks;
+  for (int b = 0; b < 256; ++b) toks.emplace_back(1, static_cast<char>(b));
+  toks.insert(toks.end(), {"<|endoftext|>", "he", "hel"});
+  const std::vector<std::pair<uint32_t, uint32_t>> pairs = {{'h' << 16 | 'e', 257},
+                                                           {257 << 16 | 'l', 258}};
+  const auto impl = bpe_cache::parse(tiny_cache_file(toks, 256, pairs), 42);
+  ASSERT_NE(impl, nullptr);
+  std::vector<int32_t> ids;
+  impl->encode_ordinary("hello", ids);
+  EXPECT_EQ(ids, (std::vector<int32_t>{258, 'l', 'o'}));
+  EXPECT_EQ(bpe_cache::parse(tiny_cache_file(toks, 256, pairs), 43), nullptr);  // another key
+
+  // Refused: a byte without its token, <|endoftext|> in a pair, a pair whose bytes are not its
+  // token's, an id out of range, the same token twice.
+  auto no_z = toks;
+  no_z['z'] = "zz";
+  EXPECT_EQ(bpe_cache::parse(tiny_cache_file(no_z, 256, pairs), 42), nullptr);
+  EXPECT_EQ(bpe_cache::parse(tiny_cache_file(toks, 256, {{256 << 16 | 'e', 257}}), 42), nullptr);
+  EXPECT_EQ(bpe_cache::parse(tiny_cache_file(toks, 256, {{'h' << 16 | 'l', 257}}), 42), nullptr);
+  EXPECT_EQ(bpe_cache::parse(tiny_cache_file(toks, 256, {{'h' << 16 | 'e', 259}}), 42), nullptr);
+  auto twice = toks;
+  twice[258] = "he";
+  EXPECT_EQ(bpe_cache::parse(tiny_cache_file(twice, 256, {}), 42), nullptr);
+}
+
 TEST(TokenizerCache, UnwritableFolderStillLoads) {
   TempDir tmp;
   write_file_atomic(tmp / "not-a-folder", "x");
