@@ -8,11 +8,14 @@
 // peak RSS.
 //
 // --max-steps K runs only the first K steps (and the evaluations among them, plus one sample) and
-// extrapolates to the whole recipe (the JSON says "extrapolated_from_steps": K):
-//   train  = t(step 0) + (t(steps 1..K-1) / tokens(steps 1..K-1)) * tokens(steps 1..231)
-//            (step 0 stands apart: it pays the first touch of every buffer, once per run)
-//   eval   = t(evaluations) / tokens(evaluations) * tokens(all 48 evaluations)
+// extrapolates to the whole recipe (the JSON says "extrapolated_from_steps": K). The first step
+// and the first evaluation stand apart: they pay what a run pays once (the first touch of every
+// buffer, the first use of each kernel); the others are scaled by their work (FLOPs below):
+//   train  = t(step 0) + t(steps 1..K-1) / F(steps 1..K-1) * F(steps 1..231)
+//   eval   = t(eval 0) + t(evals 1..) / F(evals 1..) * F(evaluations 1..47 of the recipe)
 //   sample = t(one sample) * 2
+// A full run (--max-steps 0) also reports what this estimate from its own first 10 steps would
+// have been ("extrapolation_check"), so a full run is also a test of the estimate.
 // Token counts are real tokens: the packed positions llmft computes (each entry's own tokens, no
 // padding). The plan of batches comes from the same data module calls as the trainer's, and the
 // run's own token counts are checked against it.
@@ -128,6 +131,9 @@ struct Shapes {
   }
 };
 
+// Steps a full run's "extrapolation_check" extrapolates from (bench/recipe.sh's default).
+constexpr int64_t kCheckSteps = 10;
+
 // The recipe's batches, in execution order, made by the same loaders as the trainer's.
 struct Plan {
   int64_t steps_per_epoch = 0, total_steps = 0, evaluations = 0;
@@ -185,6 +191,52 @@ Plan make_plan(const llmft::FinetuneOptions& o, const llmft::Gpt2Config& cfg) {
   p.sample_prompt = tok.encode(format_prompt(tmpl, ds.entries[split.val.begin]),
                                SpecialTokens::kAllow);
   return p;
+}
+
+// Seconds of the whole recipe's phases.
+struct Estimate {
+  double train = 0, eval = 0, sample = 0;
+  double total() const { return train + eval + sample; }
+};
+
+// The whole recipe's phases from the run's first K steps, the evaluations among them and the
+// samples (file comment). `flops(item)` is an item's work; `step_s` and `eval_s` are the run's
+// times in order (a full run's lists are longer than K; only their first part is used).
+template <class Flops>
+Estimate extrapolate(const Plan& plan, int64_t K, const std::vector<double>& step_s,
+                     const std::vector<double>& eval_s, double sample_each, int64_t epochs,
+                     Flops flops) {
+  double step0_f = 0, steps_f = 0, rest_f = 0, all_eval_f = 0;
+  std::vector<double> eval_f;  // per evaluation run within the first K steps
+  int64_t eval_step = -1;
+  for (const auto& it : plan.items) {
+    const double f = flops(it);
+    if (it.kind == "train") {
+      (it.step == 0 ? step0_f : rest_f) += f;
+      if (it.step > 0 && it.step < K) steps_f += f;
+      continue;
+    }
+    if (it.full) all_eval_f += f;
+    if (it.step >= K) continue;
+    if (it.step != eval_step) eval_f.push_back(0.0);  // the items of one evaluation follow its step
+    eval_step = it.step;
+    eval_f.back() += f;
+  }
+  if (static_cast<int64_t>(step_s.size()) < K || eval_s.size() < eval_f.size()) {
+    throw llmft::InternalError("extrapolate: fewer timed steps or evaluations than planned");
+  }
+  Estimate e;
+  double t = 0;
+  for (int64_t s = 1; s < K; ++s) t += step_s[s];
+  e.train = K > 1 ? step_s[0] + t / steps_f * rest_f : step_s[0] / step0_f * (step0_f + rest_f);
+  if (!eval_f.empty()) {
+    double te = 0, fe = 0;
+    for (size_t i = 1; i < eval_f.size(); ++i) te += eval_s[i], fe += eval_f[i];
+    e.eval = eval_f.size() > 1 ? eval_s[0] + te / fe * (all_eval_f - eval_f[0])
+                               : eval_s[0] / eval_f[0] * all_eval_f;
+  }
+  e.sample = sample_each * static_cast<double>(epochs);
+  return e;
 }
 
 // Trainer log lines (stdout) go to stderr, or nowhere with --quiet, while it runs; stdout keeps
@@ -260,11 +312,13 @@ int run(int argc, char** argv) {
     int64_t tokens = 0, batches = 0, evaluations = 0;
     double flops = 0;
   };
-  Sum full_train, full_eval, run_train, run_eval, full_train_rest;
-  int64_t step0_tokens = 0;
+  Sum full_train, full_eval, run_train, run_eval;
+  const auto flops = [&](const Plan::Item& it) {
+    return shapes.forward_flops(it.work) * (it.kind == "train" ? (o.lora ? 2 : 3) : 1);
+  };
   for (const auto& it : plan.items) {
     const bool train = it.kind == "train";
-    const double f = shapes.forward_flops(it.work) * (train ? (o.lora ? 2 : 3) : 1);
+    const double f = flops(it);
     if (it.full) {
       Sum& full = train ? full_train : full_eval;
       full.tokens += it.work.tokens;
@@ -277,8 +331,6 @@ int run(int argc, char** argv) {
       r.flops += f;
       ++r.batches;
     }
-    if (train && it.step == 0) step0_tokens = it.work.tokens;
-    if (train && it.step > 0) full_train_rest.tokens += it.work.tokens;
   }
 
   if (!dump.empty()) {
@@ -299,8 +351,7 @@ int run(int argc, char** argv) {
               {"full_train_tokens", full_train.tokens},
               {"full_train_flops", full_train.flops},
               {"full_eval_tokens", full_eval.tokens},
-              {"full_eval_flops", full_eval.flops},
-              {"full_train_tokens_after_step0", full_train_rest.tokens}}
+              {"full_eval_flops", full_eval.flops}}
              .dump()
       << "\n";
     for (const auto& it : plan.items) {
@@ -313,7 +364,7 @@ int run(int argc, char** argv) {
                 {"inputs", b.inputs},
                 {"targets", b.targets},
                 {"real_tokens", it.work.tokens},
-                {"flops", shapes.forward_flops(it.work) * (it.kind == "train" ? 3 : 1)}}
+                {"flops", flops(it)}}
                .dump()
         << "\n";
     }
@@ -366,26 +417,29 @@ int run(int argc, char** argv) {
     }
   }
 
-  // Extrapolation (see the file comment); equal to the measurement when every step ran.
-  double est_train = ph.train_seconds, est_eval = ph.eval_seconds;
-  double est_sample = ph.sample_seconds;
+  // Extrapolation (see the file comment); the measurement itself when every step ran, and then
+  // also the estimate its first kCheckSteps steps would have given.
+  const double sample_each =
+      ph.samples > 0 ? ph.sample_seconds / static_cast<double>(ph.samples) : 0.0;
+  Estimate est{ph.train_seconds, ph.eval_seconds, ph.sample_seconds};
   if (subset) {
-    const double step0 = ph.step_seconds.at(0);
-    if (K > 1) {
-      est_train = step0 + (ph.train_seconds - step0) /
-                              static_cast<double>(run_train.tokens - step0_tokens) *
-                              static_cast<double>(full_train_rest.tokens);
-    } else {
-      est_train = ph.train_seconds / static_cast<double>(run_train.tokens) *
-                  static_cast<double>(full_train.tokens);
-    }
-    est_eval = ph.eval_seconds / static_cast<double>(run_eval.tokens) *
-               static_cast<double>(full_eval.tokens);
-    est_sample = ph.samples > 0 ? ph.sample_seconds / static_cast<double>(ph.samples) *
-                                      static_cast<double>(o.epochs)
-                                : 0.0;
+    est = extrapolate(plan, K, ph.step_seconds, ph.eval_each_seconds, sample_each, o.epochs, flops);
   }
-  const double est_total = ph.setup_seconds + est_train + est_eval + est_sample;
+  json check = nullptr;
+  if (!subset && K > kCheckSteps) {
+    const Estimate c = extrapolate(plan, kCheckSteps, ph.step_seconds, ph.eval_each_seconds,
+                                   sample_each, o.epochs, flops);
+    const auto err = [](double e, double m) { return m > 0 ? 100.0 * (e - m) / m : 0.0; };
+    check = {{"from_steps", kCheckSteps},
+             {"recipe_seconds", c.total()},
+             {"measured_seconds", est.total()},
+             {"error_percent", err(c.total(), est.total())},
+             {"train_error_percent", err(c.train, est.train)},
+             {"eval_error_percent", err(c.eval, est.eval)},
+             {"sample_error_percent", err(c.sample, est.sample)}};
+  }
+  const double est_train = est.train, est_eval = est.eval, est_sample = est.sample;
+  const double est_total = ph.setup_seconds + est.total();
   const double train_gflops = run_train.flops / ph.train_seconds / 1e9;
   const double eval_gflops = run_eval.tokens > 0 ? run_eval.flops / ph.eval_seconds / 1e9 : 0.0;
   const double all_gflops =
@@ -411,6 +465,8 @@ int run(int argc, char** argv) {
       {"eval_seconds", ph.eval_seconds},
       {"sample_seconds", ph.sample_seconds},
       {"first_step_seconds", ph.step_seconds.at(0)},
+      {"step_seconds", ph.step_seconds},
+      {"eval_each_seconds", ph.eval_each_seconds},
       {"train_s_per_step_median", median(ph.step_seconds)},
       {"train_real_tokens", ph.train_tokens},
       {"eval_real_tokens", ph.eval_tokens},
@@ -432,6 +488,7 @@ int run(int argc, char** argv) {
       {"recipe_total_seconds", est_total},
       {"recipe_minutes", est_total / 60.0},
       {"recipe_note", "checkpoint and model-folder writes skipped (not timed)"},
+      {"extrapolation_check", check},
       {"peak_rss_gib", peak_rss_gib()},
       {"load_avg", {load[0], load[1], load[2]}},
       {"compiler", fmt::format("gcc {}.{}", __GNUC__, __GNUC_MINOR__)}};
@@ -461,6 +518,15 @@ int run(int argc, char** argv) {
                static_cast<long long>(plan.evaluations), est_eval / 60.0, est_sample / 60.0,
                ph.setup_seconds / 60.0, subset ? " [extrapolated]" : "", peak_rss_gib(), load[0],
                load[1], load[2]);
+  if (!check.is_null()) {
+    std::fprintf(stderr,
+                 "  estimate check  the first %lld steps would have given %.1f minutes: %+.1f%% "
+                 "(steps %+.1f%%, evaluations %+.1f%%, samples %+.1f%%)\n",
+                 static_cast<long long>(kCheckSteps), check["recipe_seconds"].get<double>() / 60.0,
+                 check["error_percent"].get<double>(), check["train_error_percent"].get<double>(),
+                 check["eval_error_percent"].get<double>(),
+                 check["sample_error_percent"].get<double>());
+  }
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

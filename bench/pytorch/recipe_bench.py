@@ -13,8 +13,8 @@ steps). This script runs them as the reference recipe does (ch07's train_model_s
                  whole sequence recomputed for each token (no KV cache)
 with a from-scratch GPT-2 of the model's shapes and random weights (gpt2_bench.py's GPT), fp32 or
 --bf16 (CPU autocast to bfloat16). It extrapolates to the whole recipe exactly as bench_recipe does
-(see bench/bench_recipe.cpp): step 0 apart, the other steps and the evaluations by time per real
-token, the time per sample times the number of epochs. Real tokens and FLOPs are llmft's counts
+(see bench/bench_recipe.cpp): step 0 and the first evaluation apart, the other steps and
+evaluations by time per FLOP, the time per sample times the number of epochs. Real tokens and FLOPs are llmft's counts
 from the plan (packed tokens, useful matrix-product FLOPs), so both sides are credited with the
 same work.
 
@@ -109,7 +109,7 @@ def main():
         model.train()
         return time.perf_counter() - t0
 
-    step_s, step_tokens, eval_s, sample_each = [], [], [], []
+    step_s, step_tokens, step_flops, eval_s, eval_flops_each, sample_each = [], [], [], [], [], []
     train_flops = eval_flops = 0.0
     eval_tokens = 0
     first_val = None
@@ -128,6 +128,7 @@ def main():
         if not math.isfinite(loss.item()):
             raise SystemExit(f"step {d['step']}: non-finite loss")
         step_tokens.append(d["real_tokens"])
+        step_flops.append(d["flops"])
         train_flops += d["flops"]
         i += 1
         evals = []
@@ -149,7 +150,8 @@ def main():
             if first_val is None:
                 first_val = val
             eval_tokens += sum(e["real_tokens"] for e in evals)
-            eval_flops += sum(e["flops"] for e in evals)
+            eval_flops_each.append(sum(e["flops"] for e in evals))
+            eval_flops += eval_flops_each[-1]
         # As the trainer: after each epoch, and (bench hook) after the last step of a short run.
         epoch_end = (d["step"] + 1) % header["steps_per_epoch"] == 0
         if not args.no_sample and (epoch_end or d["step"] == steps - 1):
@@ -165,12 +167,17 @@ def main():
     subset = steps < header["total_steps"]
     est_train, est_eval, est_sample = train_s, evals_s, sample_s
     if subset:
+        rest_flops = header["full_train_flops"] - step_flops[0]
         if steps > 1:
-            est_train = step_s[0] + (train_s - step_s[0]) / (train_tokens - step_tokens[0]) * \
-                header["full_train_tokens_after_step0"]
+            est_train = step_s[0] + sum(step_s[1:]) / sum(step_flops[1:]) * rest_flops
         else:
-            est_train = train_s / train_tokens * header["full_train_tokens"]
-        est_eval = evals_s / eval_tokens * header["full_eval_tokens"] if eval_tokens else 0.0
+            est_train = step_s[0] / step_flops[0] * header["full_train_flops"]
+        est_eval = 0.0
+        if len(eval_s) > 1:
+            est_eval = eval_s[0] + sum(eval_s[1:]) / sum(eval_flops_each[1:]) * \
+                (header["full_eval_flops"] - eval_flops_each[0])
+        elif eval_s:
+            est_eval = eval_s[0] / eval_flops_each[0] * header["full_eval_flops"]
         est_sample = sample_s / len(sample_each) * header["epochs"] if sample_each else 0.0
     peak = max(peak_before, peak_after)
     gflops = (train_flops + eval_flops) / (train_s + evals_s) / 1e9
