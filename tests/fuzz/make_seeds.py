@@ -41,7 +41,8 @@ put("tokenizer", "bytes.bin", bytes(range(256)))
 # harness appends: the 256 bytes, <|endoftext|> (256), "he" (257) = h + e, "hel" (258) = he + l.
 toks = [bytes([b]) for b in range(256)] + [b"<|endoftext|>", b"he", b"hel"]
 pairs = [(ord("h") << 16 | ord("e"), 257), (257 << 16 | ord("l"), 258)]
-put("tokenizer", "cache.bin", b"LLMFTBPE" + struct.pack("<IIIIQ", 1, len(toks), 256, len(pairs), 0)
+put("tokenizer", "cache.bin",
+    b"LLMFTBPE" + struct.pack("<IIIIQ", 1, len(toks), 256, len(pairs), 0)
     + b"".join(struct.pack("<I", len(t)) for t in toks) + b"".join(toks)
     + b"".join(struct.pack("<I", k) for k, _ in pairs) + b"".join(struct.pack("<I", v) for _, v in pairs))
 

@@ -9,7 +9,6 @@
 // fails the hash is not used; its content is checked as it is read (ids in range, unique tokens,
 // all 256 bytes, each pair's bytes joining into its value), so even a forged file can only give
 // a tokenizer that is consistent, never a crash.
-#include <cstdlib>
 #include <cstring>
 
 #include "llmft/core/io.h"
