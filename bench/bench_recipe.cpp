@@ -440,7 +440,6 @@ int run(int argc, char** argv) {
              {"train_error_percent", err(c.train, est.train)},
              {"eval_error_percent", err(c.eval, est.eval)}};
   }
-  const double est_train = est.train, est_eval = est.eval, est_sample = est.sample;
   const double est_total = ph.setup_seconds + est.total();
   const double train_gflops = run_train.flops / ph.train_seconds / 1e9;
   const double eval_gflops = run_eval.tokens > 0 ? run_eval.flops / ph.eval_seconds / 1e9 : 0.0;
@@ -484,9 +483,9 @@ int run(int argc, char** argv) {
       {"percent_of_peak", 100.0 * all_gflops / peak},
       {"recipe_steps", plan.total_steps},
       {"recipe_evaluations", plan.evaluations},
-      {"recipe_train_seconds", est_train},
-      {"recipe_eval_seconds", est_eval},
-      {"recipe_sample_seconds", est_sample},
+      {"recipe_train_seconds", est.train},
+      {"recipe_eval_seconds", est.eval},
+      {"recipe_sample_seconds", est.sample},
       {"recipe_total_seconds", est_total},
       {"recipe_minutes", est_total / 60.0},
       {"recipe_note", "checkpoint and model-folder writes skipped (not timed)"},
@@ -516,8 +515,8 @@ int run(int argc, char** argv) {
                ph.eval_seconds > 0 ? static_cast<double>(ph.eval_tokens) / ph.eval_seconds : 0.0,
                eval_gflops, peak, out["peak_kind"].get<std::string>().c_str(),
                100.0 * all_gflops / peak, est_total / 60.0,
-               static_cast<long long>(plan.total_steps), est_train / 60.0,
-               static_cast<long long>(plan.evaluations), est_eval / 60.0, est_sample / 60.0,
+               static_cast<long long>(plan.total_steps), est.train / 60.0,
+               static_cast<long long>(plan.evaluations), est.eval / 60.0, est.sample / 60.0,
                ph.setup_seconds / 60.0, subset ? " [extrapolated]" : "", peak_rss_gib(), load[0],
                load[1], load[2]);
   if (!check.is_null()) {

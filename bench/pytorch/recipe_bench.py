@@ -14,9 +14,9 @@ steps). This script runs them as the reference recipe does (ch07's train_model_s
 with a from-scratch GPT-2 of the model's shapes and random weights (gpt2_bench.py's GPT), fp32 or
 --bf16 (CPU autocast to bfloat16). It extrapolates to the whole recipe exactly as bench_recipe
 does (see bench/bench_recipe.cpp): step 0 and the first evaluation apart, the other steps and
-evaluations by time per FLOP, the time per sample times the number of epochs. Real tokens and FLOPs are llmft's counts
-from the plan (packed tokens, useful matrix-product FLOPs), so both sides are credited with the
-same work.
+evaluations by time per FLOP, the time per sample times the number of epochs. Real tokens and
+FLOPs are llmft's counts from the plan (packed tokens, useful matrix-product FLOPs), so both sides
+are credited with the same work.
 
 Best configuration on a small Debian CPU box (what bench/recipe.sh uses; Debian's paths):
   LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/blis-openmp BLIS_NUM_THREADS=<cores> \\

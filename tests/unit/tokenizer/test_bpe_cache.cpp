@@ -102,8 +102,8 @@ TEST(TokenizerCache, DamagedForeignOrForgedFilesAreNotUsed) {
   EXPECT_EQ(read_file(file), good);
 }
 
-// The format written out by hand (bpe_cache.cpp's file comment): the 256 bytes, <|endoftext|>
-// (256), "he" (257) = h + e and "hel" (258) = he + l. The closing hash is computed here.
+// A cache file written by hand (bpe_cache.cpp's file comment), key 42, its closing hash computed
+// here: `toks` by id, `pairs` as (left << 16 | right, joined token).
 std::string tiny_cache_file(const std::vector<std::string>& toks, uint32_t eot,
                             const std::vector<std::pair<uint32_t, uint32_t>>& pairs) {
   std::string out = "LLMFTBPE";
@@ -122,6 +122,7 @@ std::string tiny_cache_file(const std::vector<std::string>& toks, uint32_t eot,
 }
 
 TEST(TokenizerCache, HandWrittenFileGivesItsMerges) {
+  // The 256 bytes, <|endoftext|> (256), "he" (257) = h + e and "hel" (258) = he + l.
   std::vector<std::string> toks;
   for (int b = 0; b < 256; ++b) toks.emplace_back(1, static_cast<char>(b));
   toks.insert(toks.end(), {"<|endoftext|>", "he", "hel"});
