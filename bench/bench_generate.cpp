@@ -12,8 +12,11 @@
 //       time, tokens/s, peak RSS and the load average; then one stream decoding --single-tokens
 //       tokens in fp32 and in bf16 (0 skips it): decode tokens/s and time to the first token
 //       (bf16's includes packing the bf16 weights). --prompts N answers only the first N test
-//       prompts (0, the default: all 110), for quick runs at low thread counts. --profile adds one line per kernel
-//       of the test-set run (seconds, share of the wall time).
+//       prompts (0, the default: all 110), for quick runs at low thread counts. --profile adds
+//       one line per kernel of the test-set run (seconds, share of the wall time). The test-set
+//       line gives the GFLOP/s of useful work (bench_recipe's count) against a same-run gemm
+//       peak (gemm_bf16 or sgemm, as the precision); the single-stream line, bf16 decode against
+//       the same-run memory bandwidth.
 #include <fmt/format.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -36,7 +39,6 @@
 #include "llmft/model/profile.h"
 #include "llmft/tokenizer/bpe.h"
 #include "common.h"
-#include "llmft/model/kernels/matmul.h"
 
 using namespace llmft;
 
@@ -201,20 +203,36 @@ int testset_mode(int argc, char** argv) {
   o.stop_at_eos = false;  // every prompt gets exactly new_tokens
   o.precision = precision;
   const double load_before = load1();
+  const bool bf16 = precision == Precision::kBf16;
+  const double peak_before = llmft::bench::gemm_peak_gflops(bf16);
   GenerateStats st;
   profile::enable(prof);
   const double t0 = now_s();
   generate(gpt2, prompts, o, &st);
   const double wall = now_s() - t0;
   profile::enable(false);
+  const double peak = std::max(peak_before, llmft::bench::gemm_peak_gflops(bf16));
+  // Useful work (the recipe bench's count): each prompt of n tokens with m new ones runs
+  // T = n + m - 1 positions through the blocks, attends causally over them, and computes the
+  // head for its m new tokens.
+  const double L = static_cast<double>(cfg.L), C = static_cast<double>(cfg.C),
+               V = static_cast<double>(cfg.V), m = static_cast<double>(new_tokens);
+  double flops = 0;
+  for (const auto& p : prompts) {
+    const double T = static_cast<double>(p.size()) + m - 1;
+    flops += 24 * L * C * C * T + 2 * V * C * m + 2 * L * C * T * (T + 1);
+  }
+  const double gflops = flops / wall / 1e9;
   fmt::print("{{\"bench\": \"generate_testset\", \"model\": \"{}\", \"precision\": \"{}\", "
              "\"threads\": {}, \"prompts\": {}, \"prompt_tokens\": {}, \"longest_prompt\": {}, "
              "\"new_tokens_each\": {}, \"batch_size\": {}, \"new_tokens\": {}, \"wall_s\": {:.1f}, "
-             "\"tok_s\": {:.1f}, \"peak_rss_gib\": {:.2f}, \"load1_before\": {:.2f}, "
+             "\"tok_s\": {:.1f}, \"gflops\": {:.1f}, \"peak_gflops\": {:.1f}, "
+             "\"percent_of_peak\": {:.1f}, \"peak_rss_gib\": {:.2f}, \"load1_before\": {:.2f}, "
              "\"load1_after\": {:.2f}}}\n",
              model, to_string(precision), omp_get_max_threads(), prompts.size(), prompt_tokens,
              longest, new_tokens, batch, st.new_tokens, wall,
-             static_cast<double>(st.new_tokens) / wall, peak_rss_gib(), load_before, load1());
+             static_cast<double>(st.new_tokens) / wall, gflops, peak, 100.0 * gflops / peak,
+             peak_rss_gib(), load_before, load1());
   for (const auto& e : profile::entries())
     fmt::print("{{\"bench\": \"generate_testset_kernel\", \"kernel\": \"{}\", \"seconds\": {:.3f}, "
                "\"calls\": {}, \"share\": {:.4f}}}\n",
@@ -223,12 +241,21 @@ int testset_mode(int argc, char** argv) {
   if (single_tokens > 1) {
     const auto f32 = single_stream(gpt2, prompts[0], single_tokens, Precision::kFp32);
     const auto b16 = single_stream(gpt2, prompts[0], single_tokens, Precision::kBf16);
+    // One stream's decode is bound by reading the weights once per token: the block and head
+    // matrices (12 L C^2 + V C values, 2 bytes each in bf16), against the same-run bandwidth.
+    const double bandwidth = llmft::bench::read_bandwidth_gbs();
+    const double bf16_weight_gb = 2.0 * (12 * L * C * C + V * C) / 1e9;
+    const double bf16_limit = bandwidth / bf16_weight_gb;
     fmt::print("{{\"bench\": \"generate_single_stream\", \"model\": \"{}\", \"prompt_tokens\": {}, "
                "\"decode_tokens\": {}, \"fp32_tok_s\": {:.1f}, \"bf16_tok_s\": {:.1f}, "
                "\"bf16_speedup\": {:.2f}, \"fp32_first_token_s\": {:.2f}, "
-               "\"bf16_first_token_s\": {:.2f}, \"load1\": {:.2f}}}\n",
+               "\"bf16_first_token_s\": {:.2f}, \"read_bandwidth_gbs\": {:.1f}, "
+               "\"bf16_weight_gb\": {:.3f}, \"bf16_bandwidth_limit_tok_s\": {:.1f}, "
+               "\"bf16_percent_of_limit\": {:.1f}, \"load1\": {:.2f}}}\n",
                model, prompts[0].size(), single_tokens - 1, f32.decode_tok_s, b16.decode_tok_s,
-               b16.decode_tok_s / f32.decode_tok_s, f32.first_token_s, b16.first_token_s, load1());
+               b16.decode_tok_s / f32.decode_tok_s, f32.first_token_s, b16.first_token_s,
+               bandwidth, bf16_weight_gb, bf16_limit, 100.0 * b16.decode_tok_s / bf16_limit,
+               load1());
   }
   return 0;
 }

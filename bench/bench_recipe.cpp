@@ -75,7 +75,6 @@
 #include "llmft/train/options.h"
 #include "llmft/train/trainer.h"
 #include "common.h"
-#include "llmft/model/kernels/matmul.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -85,31 +84,6 @@ namespace {
 using llmft::bench::now_s;
 using llmft::bench::median;
 using llmft::bench::peak_rss_gib;
-
-constexpr int64_t kPeakM = 450, kPeakK = 1024, kPeakN = 4096;
-
-// GFLOP/s of C (M, N) = A (M, K) @ B (K, N), median of `reps` after one warm-up.
-double peak_gflops(bool bf16, int reps = 5) {
-  const int64_t M = kPeakM, K = kPeakK, N = kPeakN;
-  std::vector<float> a(M * K), b(K * N), c(M * N);
-  for (size_t i = 0; i < a.size(); ++i) a[i] = 0.01f * static_cast<float>(i % 97);
-  for (size_t i = 0; i < b.size(); ++i) b[i] = 0.02f * static_cast<float>(i % 89);
-  std::vector<llmft::kernels::bf16> ah(a.size()), bh(b.size());
-  llmft::kernels::to_bf16(ah, a);
-  llmft::kernels::to_bf16(bh, b);
-  std::vector<double> t;
-  for (int r = 0; r < reps + 1; ++r) {
-    const double t0 = now_s();
-    if (bf16) {
-      llmft::kernels::gemm_bf16(false, false, M, N, K, ah.data(), K, bh.data(), N, 0.0f, c.data(),
-                                N);
-    } else {
-      llmft::kernels::sgemm(false, false, M, N, K, a.data(), K, b.data(), N, 0.0f, c.data(), N);
-    }
-    if (r > 0) t.push_back(now_s() - t0);
-  }
-  return 2.0 * M * K * N / median(t) / 1e9;
-}
 
 // What one batch costs, from its packed form.
 struct BatchWork {
@@ -376,7 +350,7 @@ int run(int argc, char** argv) {
   if (plan_only) return 0;
 
   const bool bf16 = o.precision == "bf16";
-  const double peak_before = peak_gflops(bf16);
+  const double peak_before = llmft::bench::gemm_peak_gflops(bf16);
 
   // The run, in a temporary folder removed afterwards.
   const fs::path tmp = fs::temp_directory_path() / fmt::format("llmft-bench-recipe-{}", getpid());
@@ -397,7 +371,7 @@ int run(int argc, char** argv) {
     r = llmft::run_finetune(o, {}, nullptr);
   }
   const double wall = now_s() - t0;
-  const double peak_after = peak_gflops(bf16);
+  const double peak_after = llmft::bench::gemm_peak_gflops(bf16);
   const double peak = std::max(peak_before, peak_after);
   const llmft::FinetunePhases& ph = r.phases;
 
