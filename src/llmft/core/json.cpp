@@ -48,7 +48,10 @@ void check_json_limits(std::string_view text, std::string_view what, int max_dep
     if (in_string) {
       if (c == '\\') {
         ++i;  // the escaped character cannot end the string
-      } else if (c == '"') {
+      } else if (c == '"' || c == '\n') {
+        // A raw newline cannot be inside a JSON string, so it ends one here: a JSONL file is
+        // parsed line by line, and a stray quote on one line must not hide the next line's
+        // numbers and brackets from this check.
         in_string = false;
       }
     } else if (c == '"') {

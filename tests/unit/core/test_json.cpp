@@ -46,6 +46,17 @@ TEST(JsonDepth, BracketsInStringsAndSiblingsDoNotCount) {
   EXPECT_NE(error_of(std::string(1000, ']') + nested(300)), "");
 }
 
+TEST(JsonLimits, ARawNewlineEndsAString) {
+  // JSONL is parsed line by line: a quote left open on one line (a broken entry) must not hide
+  // the next line's number or nesting from the check (found by the dataset fuzzer).
+  EXPECT_EQ(error_of("{\"a\": \"x\n3e999"),
+            "f.json: number 3e999 at line 2, column 1 is beyond the range of a double");
+  EXPECT_EQ(error_of("\"\n" + nested(kMaxJsonDepth + 1)),
+            "f.json: JSON nested deeper than 256 levels at line 2, column 257");
+  // An escaped newline stays inside the string.
+  EXPECT_EQ(error_of("[\"a\\n1e999 [[[\"]"), "");
+}
+
 namespace {
 std::string parse_error_of(std::string_view text) {
   try {

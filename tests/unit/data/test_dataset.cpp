@@ -248,6 +248,18 @@ TEST(DatasetShapes, PromptCompletionStringsAndConversations) {
   EXPECT_TRUE(ds.entries[1].history.empty());
 }
 
+TEST(DatasetHostile, JsonlLineAfterAStrayQuoteIsCheckedToo) {
+  // Found by the dataset fuzzer: a quote left open on line 1 hid line 2's huge number from the
+  // JSON limits, and nlohmann's out_of_range escaped as an internal error.
+  try {
+    parse_dataset("{\"instruction\": \"a\", \"output\": \"b\"}\"\n3e999\n", "d.jsonl");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(),
+                 "d.jsonl: number 3e999 at line 2, column 1 is beyond the range of a double");
+  }
+}
+
 TEST(DatasetShapes, BadShapesAreOneLineNamingEntryAndKeys) {
   EXPECT_EQ(parse_error(R"([{"question": "q", "answer": "a"}])"),
             "d.json: entry 0: unknown entry shape, with keys \"question\", \"answer\"");
