@@ -46,8 +46,8 @@ TEST(Schedule, UnknownNameIsAUsageError) {
 TEST(Metrics, WritesAndReadsBackExactly) {
   test::TempDir dir;
   const auto p = dir / "metrics.jsonl";
-  StepRecord a{0, 0.125, 3.8412345678901234, 5e-5, 12.5, 1024, 333.3, {4, 1, 7}};
-  EvalRecord e{0, 0.125, 1024, 3.84, 3.76};
+  StepRecord a{0, 0.125, 3.8412345678901234, 5e-5, 12.5, 1024, 333.3, {4, 1, 7}, {}};
+  EvalRecord e{0, 0.125, 1024, 3.84, 3.76, {}, {}};
   {
     MetricsLog log(p, true);
     log.write(a);
@@ -87,7 +87,7 @@ TEST(Metrics, DamagedLineInTheMiddleIsAnError) {
 TEST(Plot, HasBothCurvesAxesAndLegend) {
   std::vector<EvalRecord> ev;
   for (int i = 0; i < 10; ++i) {
-    ev.push_back({i * 5, (i + 1) * 0.2, (i + 1) * 4000, 3.0 - 0.2 * i, 3.1 - 0.15 * i});
+    ev.push_back({i * 5, (i + 1) * 0.2, (i + 1) * 4000, 3.0 - 0.2 * i, 3.1 - 0.15 * i, {}, {}});
   }
   const std::string svg = loss_plot_svg(ev, "gpt2 <test> & run");
   EXPECT_EQ(svg.rfind("<svg", 0), 0u);
