@@ -215,12 +215,11 @@ int testset_mode(int argc, char** argv) {
   // Useful work (the recipe bench's count): each prompt of n tokens with m new ones runs
   // T = n + m - 1 positions through the blocks, attends causally over them, and computes the
   // head for its m new tokens.
-  const double L = static_cast<double>(cfg.L), C = static_cast<double>(cfg.C),
-               V = static_cast<double>(cfg.V), m = static_cast<double>(new_tokens);
+  const auto m = static_cast<double>(new_tokens);
   double flops = 0;
   for (const auto& p : prompts) {
     const double T = static_cast<double>(p.size()) + m - 1;
-    flops += 24 * L * C * C * T + 2 * V * C * m + 2 * L * C * T * (T + 1);
+    flops += llmft::bench::forward_flops(cfg, T, m, T * (T + 1));
   }
   const double gflops = flops / wall / 1e9;
   fmt::print("{{\"bench\": \"generate_testset\", \"model\": \"{}\", \"precision\": \"{}\", "
@@ -244,7 +243,8 @@ int testset_mode(int argc, char** argv) {
     // One stream's decode is bound by reading the weights once per token: the block and head
     // matrices (12 L C^2 + V C values, 2 bytes each in bf16), against the same-run bandwidth.
     const double bandwidth = llmft::bench::read_bandwidth_gbs();
-    const double bf16_weight_gb = 2.0 * (12 * L * C * C + V * C) / 1e9;
+    const double bf16_weight_gb =
+        2.0 * static_cast<double>(12 * cfg.L * cfg.C * cfg.C + cfg.V * cfg.C) / 1e9;
     const double bf16_limit = bandwidth / bf16_weight_gb;
     fmt::print("{{\"bench\": \"generate_single_stream\", \"model\": \"{}\", \"prompt_tokens\": {}, "
                "\"decode_tokens\": {}, \"fp32_tok_s\": {:.1f}, \"bf16_tok_s\": {:.1f}, "

@@ -99,15 +99,6 @@ BatchWork work_of(const llmft::Batch& b) {
   return w;
 }
 
-struct Shapes {
-  double L, C, V;
-  // One forward pass over `w` (see the file comment).
-  double forward_flops(const BatchWork& w) const {
-    return 2 * 12 * L * C * C * static_cast<double>(w.tokens) +
-           2 * V * C * static_cast<double>(w.targets) + 2 * L * C * w.attn_pairs2;
-  }
-};
-
 // Steps a full run's "extrapolation_check" extrapolates from (bench/recipe.sh's default).
 constexpr int64_t kCheckSteps = 10;
 
@@ -273,8 +264,6 @@ int run(int argc, char** argv) {
   o.sample_at_end = true;
   o.validate();
   const llmft::Gpt2Config cfg = llmft::random_preset(model);
-  const Shapes shapes{static_cast<double>(cfg.L), static_cast<double>(cfg.C),
-                      static_cast<double>(cfg.V)};
 
   const Plan plan = make_plan(o, cfg);
   if (o.max_steps > plan.total_steps) {
@@ -291,7 +280,10 @@ int run(int argc, char** argv) {
   };
   Sum full_train, full_eval, run_train, run_eval;
   const auto flops = [&](const Plan::Item& it) {
-    return shapes.forward_flops(it.work) * (it.kind == "train" ? (o.lora ? 2 : 3) : 1);
+    const BatchWork& w = it.work;
+    return llmft::bench::forward_flops(cfg, static_cast<double>(w.tokens),
+                                       static_cast<double>(w.targets), w.attn_pairs2) *
+           (it.kind == "train" ? (o.lora ? 2 : 3) : 1);
   };
   for (const auto& it : plan.items) {
     const bool train = it.kind == "train";

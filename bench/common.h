@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "llmft/model/config.h"
 #include "llmft/model/kernels/bf16.h"
 #include "llmft/model/kernels/matmul.h"
 
@@ -32,6 +33,16 @@ inline double peak_rss_mb() {
   return static_cast<double>(ru.ru_maxrss) / 1024.0;
 }
 inline double peak_rss_gib() { return peak_rss_mb() / 1024.0; }
+
+// Useful matrix-product FLOPs of one forward pass (bench_recipe.cpp's file comment): `tokens` rows
+// through the blocks, the output head on `targets` rows, and causal attention over sequences
+// whose n(n+1) sum to `attn_pairs2`.
+inline double forward_flops(const Gpt2Config& cfg, double tokens, double targets,
+                            double attn_pairs2) {
+  const auto L = static_cast<double>(cfg.L), C = static_cast<double>(cfg.C),
+             V = static_cast<double>(cfg.V);
+  return 2 * 12 * L * C * C * tokens + 2 * V * C * targets + 2 * L * C * attn_pairs2;
+}
 
 // The matrix-product peak: OpenBLAS sgemm (fp32) or llmft's gemm_bf16 at 450 x 1024 x 4096 (a
 // recipe batch's rows times an MLP matrix), GFLOP/s, median of `reps` after one warm-up.
